@@ -1,0 +1,74 @@
+#include "base/fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include "base/sys.h"
+#include "base/unique_fd.h"
+
+namespace cubby {
+
+Result<std::string> read_file(const std::string& path, size_t limit) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_fail("open " + path);
+  auto r = sys::read_all(fd.get(), limit);
+  if (!r) return std::unexpected(r.error().wrap("read " + path));
+  return r;
+}
+
+Result<void> write_file(const std::string& path, std::string_view data, int mode) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd) return sys_fail("open " + path);
+  auto r = sys::write_all(fd.get(), data.data(), data.size());
+  if (!r) return std::unexpected(r.error().wrap(path));
+  return {};
+}
+
+Result<void> write_file_atomic(const std::string& path, std::string_view data, int mode) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+    if (!fd) return sys_fail("open " + tmp);
+    auto r = sys::write_all(fd.get(), data.data(), data.size());
+    if (!r || ::fsync(fd.get()) < 0) {
+      ::unlink(tmp.c_str());
+      return sys_fail("write " + tmp);
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) < 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return sys_fail("rename " + path, e);
+  }
+  return {};
+}
+
+Result<void> mkdir_p(const std::string& path, int mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return fail(Error::sys("mkdir " + path, ec.value()));
+  (void)mode;
+  return {};
+}
+
+Result<void> remove_tree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);  // does not follow symlinks
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    return fail(Error::sys("remove " + path, ec.value()));
+  return {};
+}
+
+std::string now_rfc3339() {
+  time_t t = ::time(nullptr);
+  struct tm tm;
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  ::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace cubby

@@ -1,0 +1,90 @@
+// Processes: identity probes, an owning child handle built on pidfds, and a
+// spawn primitive whose post-fork code is async-signal-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace cubby {
+
+// How a process ended. Kept apart from "cubby failed" (an Error).
+struct ExitStatus {
+  int code = 0;        // exit code when !signaled
+  int signal = 0;      // terminating signal when signaled
+  bool signaled = false;
+  // Docker convention: the code, or 128+N for signal N.
+  int shell_code() const { return signaled ? 128 + signal : code; }
+  static ExitStatus from_wait_status(int status);
+};
+
+// ---- Read-only probes of /proc ----
+// Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat).
+Result<uint64_t> process_start_time(pid_t pid);
+// State letter from /proc/PID/stat ('R', 'S', 'Z', ...).
+Result<char> process_state(pid_t pid);
+// argv of pid, split at NULs. Empty for kernel threads and zombies.
+Result<std::vector<std::string>> process_argv(pid_t pid);
+
+// ---- fd hygiene (async-signal-safe, for use between fork and exec) ----
+// Closes every fd >= lowfd except those in keep[0..nkeep). Tries close_range,
+// then /proc/self/fd via getdents64 (checked to be procfs), then a brute-force
+// loop bounded by the real RLIMIT_NOFILE. keep must be sorted ascending.
+void close_fds_except(int lowfd, const int* keep, int nkeep);
+
+// ---- Owning child handle ----
+// Holds a pidfd for a child of this process. Destruction kills (SIGKILL) and
+// reaps the child unless it was waited for or released, so an early return
+// can never leak a process or a zombie. Reaping is scoped: waitid(P_PIDFD)
+// on this one child, never waitpid(-1), so no caller's status is stolen.
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ChildProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  ChildProcess(ChildProcess&&) noexcept = default;
+  ChildProcess& operator=(ChildProcess&& o) noexcept;
+  ~ChildProcess();
+
+  pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }
+  bool valid() const { return pidfd_.valid(); }
+
+  Result<void> signal(int sig);
+  // Blocks until the child exits and reaps it.
+  Result<ExitStatus> wait();
+  // Reaps if exited; nullopt if still running.
+  Result<std::optional<ExitStatus>> try_wait();
+  // Gives up ownership (the caller takes over reaping).
+  UniqueFd release();
+
+ private:
+  void kill_and_reap();
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+};
+
+// A spawn request. Everything is prepared before fork; the child only makes
+// raw syscalls (see spawn_child.cc).
+struct SpawnSpec {
+  std::vector<std::string> argv;             // argv[0] must be a path
+  std::optional<std::vector<std::string>> env;  // nullopt: inherit
+  // Child fd i is dup'd from the parent fd fds[i] (-1: /dev/null for 0..2,
+  // closed otherwise). Everything else is closed.
+  std::vector<int> fds = {0, 1, 2};
+  std::string cwd;
+  bool new_session = false;
+  bool die_with_parent = false;  // PR_SET_PDEATHSIG(SIGKILL) + getppid check
+};
+
+// Spawns a child and returns once it has exec'd (or reports why not: the
+// child writes errno to a CLOEXEC pipe; EOF means exec succeeded).
+Result<ChildProcess> spawn(const SpawnSpec& spec);
+
+}  // namespace cubby

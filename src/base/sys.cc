@@ -1,0 +1,141 @@
+#include "base/sys.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace cubby::sys {
+
+Result<UniqueFd> pidfd_open(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return sys_fail("pidfd_open " + std::to_string(pid));
+  return UniqueFd(fd);  // pidfds are always close-on-exec
+}
+
+Result<void> pidfd_send_signal(int pidfd, int sig, siginfo_t* info) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, info, 0) < 0)
+    return sys_fail("pidfd_send_signal");
+  return {};
+}
+
+Result<int> wait_any_readable(std::span<const int> fds, std::chrono::milliseconds timeout) {
+  std::vector<pollfd> pfds;
+  for (int fd : fds) pfds.push_back({fd, POLLIN, 0});
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int ms = -1;
+    if (timeout.count() >= 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      ms = left.count() < 0 ? 0 : static_cast<int>(left.count());
+    }
+    int n = ::poll(pfds.data(), pfds.size(), ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_fail("poll");
+    }
+    if (n == 0) return -1;
+    for (size_t i = 0; i < pfds.size(); ++i)
+      if (pfds[i].revents != 0) return static_cast<int>(i);
+  }
+}
+
+Result<bool> wait_readable(int fd, std::chrono::milliseconds timeout) {
+  int one[1] = {fd};
+  auto r = wait_any_readable(one, timeout);
+  if (!r) return std::unexpected(r.error());
+  return *r == 0;
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> make_pipe(int extra_flags) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | extra_flags) < 0) return sys_fail("pipe2");
+  return std::pair{UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> make_socketpair(int type) {
+  int p[2];
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, p) < 0) return sys_fail("socketpair");
+  return std::pair{UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+Result<void> write_all(int fd, const void* data, size_t len) {
+  const char* p = static_cast<const char*>(data);
+  while (len > 0) {
+    ssize_t n = ::write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_fail("write");
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Result<std::string> read_all(int fd, size_t limit) {
+  std::string out;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_fail("read");
+    }
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > limit) return fail(Error::invalid("input larger than limit"));
+  }
+}
+
+Result<void> send_fd(int sock, int fd) {
+  char byte = 'F';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof ctrl;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  for (;;) {
+    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return {};
+    if (errno != EINTR) return sys_fail("sendmsg(SCM_RIGHTS)");
+  }
+}
+
+Result<UniqueFd> recv_fd(int sock) {
+  char byte;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof ctrl;
+  ssize_t n;
+  do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return sys_fail("recvmsg(SCM_RIGHTS)");
+  if (n == 0) return fail(Error::protocol("peer closed before sending an fd"));
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+      return UniqueFd(fd);
+    }
+  }
+  return fail(Error::protocol("message carried no fd"));
+}
+
+}  // namespace cubby::sys

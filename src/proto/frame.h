@@ -1,0 +1,74 @@
+// cubby's host<->agent wire format.
+//
+// Every message is one frame:  [u32 big-endian payload length]
+//                              [u32 big-endian channel id]
+//                              [payload: one MessagePack map]
+// The map always has "t" (the message type, see messages.h). Stdio bytes
+// travel inside typed frames ("out"/"in" with a binary "d" field), so
+// terminal bytes and control messages can never be confused: a client
+// writes to a terminal only the "d" of an output frame, never raw stream
+// bytes. The channel id lets many sessions share one transport (the vm
+// backend's single virtio-serial port); on a Unix socket it is always 0.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace cubby::proto {
+
+using Json = nlohmann::json;
+
+inline constexpr size_t kHeaderSize = 8;
+// Frames above this are refused: a peer cannot make us allocate unbounded
+// memory. Output is chunked well below it.
+inline constexpr uint32_t kMaxPayload = 1u << 20;
+
+struct Frame {
+  uint32_t channel = 0;
+  Json msg;
+};
+
+// Serialises one frame (header + MessagePack payload).
+std::string encode(const Json& msg, uint32_t channel = 0);
+void encode_into(std::string& out, const Json& msg, uint32_t channel = 0);
+
+// Incremental decoder for non-blocking readers: feed() bytes as they arrive,
+// then call next() until it returns nullopt.
+class FrameDecoder {
+ public:
+  void feed(const char* data, size_t len) { buf_.append(data, len); }
+  Result<std::optional<Frame>> next();
+  size_t buffered() const { return buf_.size() - pos_; }
+
+ private:
+  std::string buf_;
+  size_t pos_ = 0;
+};
+
+// A blocking framed connection (clients and the shim use it).
+class Conn {
+ public:
+  Conn() = default;
+  explicit Conn(UniqueFd fd) : fd_(std::move(fd)) {}
+  int fd() const { return fd_.get(); }
+  bool valid() const { return fd_.valid(); }
+  Result<void> send(const Json& msg, uint32_t channel = 0);
+  // Blocks for the next frame. EOF is an Error of kind kProtocol with
+  // message "connection closed".
+  Result<Frame> recv();
+  // A frame already decoded and buffered (no syscall needed)?
+  bool has_buffered_frame();
+  void close() { fd_.reset(); }
+
+ private:
+  UniqueFd fd_;
+  FrameDecoder dec_;
+};
+
+}  // namespace cubby::proto

@@ -1,0 +1,48 @@
+// The message vocabulary of protocol version 1. Each session (a Unix socket
+// connection, or a channel of a multiplexed transport) starts with a hello.
+//
+//   host -> agent                          agent -> host
+//   hello {v, min}                         hello {v, agent}     (handshake)
+//                                          error {msg}          (then close)
+//   ping {}                                pong {}              (heartbeat)
+//   exec {argv, env[], cwd, user,          started {id, pid}
+//         stdin, tty, timeout_ms}          out {s: 1|2, d: bin}
+//   in {d: bin}   in_eof {}                exit {id, code, signal, timed_out}
+//   signal {sig}  (to the exec)            exec_error {msg, code} (126/127)
+//   exec_status {id}                       exit {...} | running {id}
+//   attach {start, stdin}   (main process) out/exit as for exec
+//   kill {sig}              (main process) ok {}
+//
+// An "exit" is sent only after the process's output pipes are drained, and
+// the agent keeps finished execs' statuses so exec_status can read them any
+// number of times.
+#pragma once
+
+#include <cstdint>
+
+namespace cubby::proto {
+
+inline constexpr int kVersion = 1;
+inline constexpr int kMinVersion = 1;
+
+namespace msg {
+inline constexpr const char* kHello = "hello";
+inline constexpr const char* kError = "error";
+inline constexpr const char* kPing = "ping";
+inline constexpr const char* kPong = "pong";
+inline constexpr const char* kExec = "exec";
+inline constexpr const char* kStarted = "started";
+inline constexpr const char* kOut = "out";
+inline constexpr const char* kIn = "in";
+inline constexpr const char* kInEof = "in_eof";
+inline constexpr const char* kSignal = "signal";
+inline constexpr const char* kExit = "exit";
+inline constexpr const char* kExecError = "exec_error";
+inline constexpr const char* kExecStatus = "exec_status";
+inline constexpr const char* kRunning = "running";
+inline constexpr const char* kAttach = "attach";
+inline constexpr const char* kKill = "kill";
+inline constexpr const char* kOk = "ok";
+}  // namespace msg
+
+}  // namespace cubby::proto

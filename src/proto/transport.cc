@@ -1,0 +1,60 @@
+#include "proto/transport.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "proto/messages.h"
+
+namespace cubby::proto {
+
+namespace {
+Result<sockaddr_un> addr_via_dirfd(int dirfd, const std::string& name) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::string p = "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
+  if (p.size() >= sizeof a.sun_path) return fail(Error::invalid("socket name too long: " + name));
+  std::memcpy(a.sun_path, p.c_str(), p.size() + 1);
+  return a;
+}
+}  // namespace
+
+Result<UniqueFd> UnixTransport::connect() {
+  UniqueFd dir(::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return sys_fail("open " + dir_);
+  auto a = CUBBY_TRY(addr_via_dirfd(dir.get(), name_));
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return sys_fail("socket");
+  for (;;) {
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return s;
+    if (errno != EINTR) return sys_fail("connect " + dir_ + "/" + name_);
+  }
+}
+
+Result<UniqueFd> listen_unix(const std::string& dir, const std::string& name, int backlog) {
+  UniqueFd d(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return sys_fail("open " + dir);
+  ::unlinkat(d.get(), name.c_str(), 0);  // a stale socket from a previous run
+  auto a = CUBBY_TRY(addr_via_dirfd(d.get(), name));
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return sys_fail("socket");
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
+    return sys_fail("bind " + dir + "/" + name);
+  if (::listen(s.get(), backlog) < 0) return sys_fail("listen");
+  return s;
+}
+
+Result<Conn> connect_and_hello(Transport& t) {
+  Conn c(CUBBY_TRY(t.connect()));
+  CUBBY_TRYV(c.send({{"t", msg::kHello}, {"v", kVersion}, {"min", kMinVersion}}));
+  auto f = CUBBY_TRY(c.recv());
+  if (f.msg["t"] == msg::kError)
+    return fail(Error::protocol("agent refused: " + f.msg.value("msg", std::string("?"))));
+  if (f.msg["t"] != msg::kHello) return fail(Error::protocol("expected hello from agent"));
+  return c;
+}
+
+}  // namespace cubby::proto

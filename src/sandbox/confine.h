@@ -1,0 +1,39 @@
+// Confinement applied to every process the agent starts inside a box, just
+// before exec: Docker's default capability set, no_new_privs, and a default
+// seccomp filter. The filter is built once, before any fork (libseccomp
+// allocates); applying it after fork is a raw prctl and async-signal-safe.
+#pragma once
+
+#include <linux/filter.h>
+
+#include <vector>
+
+#include "base/error.h"
+
+namespace cubby::sandbox {
+
+class SeccompFilter {
+ public:
+  // Docker-like default: the dangerous syscalls (kexec, module loading,
+  // mount, ptrace, bpf, keyctl, ...) fail with EPERM; everything else is allowed.
+  static Result<SeccompFilter> build_default();
+  // Async-signal-safe. Sets no_new_privs, then installs the filter.
+  // Returns 0 or -errno.
+  int apply() const noexcept;
+  size_t instruction_count() const { return prog_.size(); }
+
+ private:
+  std::vector<sock_filter> prog_;
+};
+
+// Docker's default set: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID
+// SETUID SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
+// Drops every other capability from the bounding set, clears ambient, and
+// sets permitted/effective/inheritable to the default set (to nothing when
+// the target uid is not 0, as Docker does). Async-signal-safe (raw
+// syscalls); call after setuid-related work that needs CAP_SETUID... i.e.
+// the caller does setgroups/setgid/setuid with PR_SET_KEEPCAPS as needed.
+// Returns 0 or -errno.
+int apply_default_capabilities(bool target_is_root) noexcept;
+
+}  // namespace cubby::sandbox
