@@ -75,10 +75,6 @@ Result<void> Conn::send(const Json& msg, uint32_t channel) {
   return {};
 }
 
-bool Conn::has_buffered_frame() {
-  return dec_.buffered() >= kHeaderSize;  // a cheap hint; recv() checks fully
-}
-
 Result<Frame> Conn::recv() {
   for (;;) {
     auto f = CUBBY_TRY(dec_.next());

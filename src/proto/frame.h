@@ -62,8 +62,9 @@ class Conn {
   // Blocks for the next frame. EOF is an Error of kind kProtocol with
   // message "connection closed".
   Result<Frame> recv();
-  // A frame already decoded and buffered (no syscall needed)?
-  bool has_buffered_frame();
+  // The next frame if one is already buffered (no syscall); use after
+  // recv() when poll() will not report the bytes already read.
+  Result<std::optional<Frame>> try_next() { return dec_.next(); }
   void close() { fd_.reset(); }
 
  private:

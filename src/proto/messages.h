@@ -12,6 +12,7 @@
 //   exec_status {id}                       exit {...} | running {id}
 //   attach {start, stdin}   (main process) out/exit as for exec
 //   kill {sig}              (main process) ok {}
+//   watch_start {}                         started {id, pid} once the workload runs
 //
 // An "exit" is sent only after the process's output pipes are drained, and
 // the agent keeps finished execs' statuses so exec_status can read them any
@@ -43,6 +44,7 @@ inline constexpr const char* kRunning = "running";
 inline constexpr const char* kAttach = "attach";
 inline constexpr const char* kKill = "kill";
 inline constexpr const char* kOk = "ok";
+inline constexpr const char* kWatchStart = "watch_start";
 }  // namespace msg
 
 }  // namespace cubby::proto

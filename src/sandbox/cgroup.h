@@ -38,6 +38,7 @@ class Cgroup {
   // silently ignored.
   static Result<std::unique_ptr<Cgroup>> create(const std::string& box_id, const CgroupLimits& limits);
   // Opens what exists of a box's cgroup (for cleanup); nullptr if nothing.
+  // Both honour $CUBBY_CGROUP_ROOT (default /sys/fs/cgroup), for tests.
   static Result<std::unique_ptr<Cgroup>> open_existing(const std::string& box_id);
 
   virtual Result<void> add_process(pid_t pid) = 0;
@@ -47,5 +48,9 @@ class Cgroup {
   // The directories that make up this cgroup (one per v1 controller).
   virtual std::vector<std::string> paths() const = 0;
 };
+
+// Recovery: destroys whatever exists of a box's cgroup (open_existing +
+// destroy). Nothing there is success.
+Result<void> destroy_box_cgroup(const std::string& box_id);
 
 }  // namespace cubby::sandbox

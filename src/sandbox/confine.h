@@ -29,8 +29,9 @@ class SeccompFilter {
 // Docker's default set: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID
 // SETUID SETFCAP SETPCAP NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
 // Drops every other capability from the bounding set, clears ambient, and
-// sets permitted/effective/inheritable to the default set (to nothing when
-// the target uid is not 0, as Docker does). Async-signal-safe (raw
+// sets permitted/effective to the default set (to nothing when the target
+// uid is not 0, as Docker does); inheritable is emptied (Docker since
+// 20.10.14, CVE-2022-24769). Async-signal-safe (raw
 // syscalls); call after setuid-related work that needs CAP_SETUID... i.e.
 // the caller does setgroups/setgid/setuid with PR_SET_KEEPCAPS as needed.
 // Returns 0 or -errno.

@@ -1,0 +1,264 @@
+#include "store/store.h"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+#include "base/fs.h"
+
+namespace cubby::store {
+
+const char* to_string(BoxStatus s) {
+  switch (s) {
+    case BoxStatus::kCreated: return "created";
+    case BoxStatus::kRunning: return "running";
+    case BoxStatus::kStopped: return "stopped";
+    case BoxStatus::kExited: return "exited";
+  }
+  return "?";
+}
+
+std::optional<BoxStatus> parse_status(const std::string& s) {
+  if (s == "created") return BoxStatus::kCreated;
+  if (s == "running") return BoxStatus::kRunning;
+  if (s == "stopped") return BoxStatus::kStopped;
+  if (s == "exited") return BoxStatus::kExited;
+  return std::nullopt;
+}
+
+namespace {
+
+// Migrations, applied in order; index i moves the schema from i to i+1.
+const char* const kMigrations[] = {
+    R"sql(
+    CREATE TABLE boxes (
+      id          TEXT PRIMARY KEY,
+      name        TEXT NOT NULL UNIQUE,
+      image       TEXT NOT NULL,
+      image_id    TEXT NOT NULL,
+      status      TEXT NOT NULL,
+      exit_code   INTEGER,
+      isolation   TEXT NOT NULL,
+      created_at  TEXT NOT NULL,
+      started_at  TEXT NOT NULL DEFAULT '',
+      finished_at TEXT NOT NULL DEFAULT '',
+      shim_pid    INTEGER,
+      shim_start  INTEGER,
+      config      TEXT NOT NULL,
+      error       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX boxes_status ON boxes(status);
+    )sql",
+};
+
+// RAII prepared statement.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(st_); }
+  bool ok() const { return rc_ == SQLITE_OK; }
+  Stmt& bind(int i, const std::string& v) {
+    sqlite3_bind_text(st_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bind(int i, int64_t v) {
+    sqlite3_bind_int64(st_, i, v);
+    return *this;
+  }
+  template <typename T>
+  Stmt& bind(int i, const std::optional<T>& v) {
+    if (v) return bind(i, static_cast<int64_t>(*v));
+    sqlite3_bind_null(st_, i);
+    return *this;
+  }
+  int step() { return sqlite3_step(st_); }
+  sqlite3_stmt* get() { return st_; }
+  std::string errmsg() const { return sqlite3_errmsg(db_); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+  int rc_;
+};
+
+std::string col_text(sqlite3_stmt* st, int i) {
+  auto p = sqlite3_column_text(st, i);
+  return p ? reinterpret_cast<const char*>(p) : "";
+}
+template <typename T>
+std::optional<T> col_opt(sqlite3_stmt* st, int i) {
+  if (sqlite3_column_type(st, i) == SQLITE_NULL) return std::nullopt;
+  return static_cast<T>(sqlite3_column_int64(st, i));
+}
+
+constexpr const char* kColumns =
+    "id,name,image,image_id,status,exit_code,isolation,created_at,started_at,finished_at,"
+    "shim_pid,shim_start,config,error";
+
+BoxRecord read_row(sqlite3_stmt* st) {
+  BoxRecord b;
+  b.id = col_text(st, 0);
+  b.name = col_text(st, 1);
+  b.image = col_text(st, 2);
+  b.image_id = col_text(st, 3);
+  b.status = parse_status(col_text(st, 4)).value_or(BoxStatus::kExited);
+  b.exit_code = col_opt<int>(st, 5);
+  b.isolation = col_text(st, 6);
+  b.created_at = col_text(st, 7);
+  b.started_at = col_text(st, 8);
+  b.finished_at = col_text(st, 9);
+  b.shim_pid = col_opt<pid_t>(st, 10);
+  b.shim_start = col_opt<uint64_t>(st, 11);
+  b.config = nlohmann::json::parse(col_text(st, 12), nullptr, false);
+  if (b.config.is_discarded()) b.config = nlohmann::json::object();
+  b.error = col_text(st, 13);
+  return b;
+}
+
+Error db_error(sqlite3* db, const std::string& what) {
+  return Error(ErrorKind::kSystem, "state store: " + what + ": " + sqlite3_errmsg(db));
+}
+
+}  // namespace
+
+Result<Store> Store::open(const std::string& home) {
+  CUBBY_TRYV(mkdir_p(home, 0700));
+  std::string path = home + "/cubby.db";
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return fail(Error(ErrorKind::kSystem, "open state store " + path + ": " + m));
+  }
+  Store s(db);
+  // The busy timeout is a backstop for lock waits between processes.
+  sqlite3_busy_timeout(db, 30000);
+  CUBBY_TRYV(s.exec("PRAGMA journal_mode=WAL"));
+  CUBBY_TRYV(s.exec("PRAGMA synchronous=NORMAL"));
+  CUBBY_TRYV(s.exec("PRAGMA foreign_keys=ON"));
+  CUBBY_TRYV(s.migrate());
+  return s;
+}
+
+Store::Store(Store&& o) noexcept : db_(std::exchange(o.db_, nullptr)) {}
+Store::~Store() {
+  if (db_) sqlite3_close(db_);
+}
+
+Result<void> Store::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : "?";
+    sqlite3_free(err);
+    return fail(Error(ErrorKind::kSystem, std::string("state store: ") + m));
+  }
+  return {};
+}
+
+int Store::schema_version() {
+  Stmt st(db_, "PRAGMA user_version");
+  return st.step() == SQLITE_ROW ? sqlite3_column_int(st.get(), 0) : -1;
+}
+
+Result<void> Store::migrate() {
+  constexpr int target = static_cast<int>(std::size(kMigrations));
+  static_assert(target == kSchemaVersion);
+  if (schema_version() == target) return {};  // the fast path: no write lock
+  // BEGIN IMMEDIATE takes the write lock first, so two processes migrating
+  // a fresh home serialise and the second sees the work done.
+  CUBBY_TRYV(exec("BEGIN IMMEDIATE"));
+  int v = schema_version();
+  if (v > target) {
+    (void)exec("ROLLBACK");
+    return fail(Error::conflict("state store schema " + std::to_string(v) +
+                                " is newer than this cubby (" + std::to_string(target) + ")"));
+  }
+  for (; v < target; ++v) {
+    auto r = exec(kMigrations[v]);
+    if (!r) {
+      (void)exec("ROLLBACK");
+      return r;
+    }
+  }
+  CUBBY_TRYV(exec(("PRAGMA user_version=" + std::to_string(target)).c_str()));
+  return exec("COMMIT");
+}
+
+Result<void> Store::insert_box(const BoxRecord& b) {
+  Stmt st(db_,
+          "INSERT INTO boxes(id,name,image,image_id,status,exit_code,isolation,created_at,config) "
+          "VALUES(?,?,?,?,?,?,?,?,?)");
+  st.bind(1, b.id).bind(2, b.name).bind(3, b.image).bind(4, b.image_id)
+      .bind(5, std::string(to_string(b.status))).bind(6, b.exit_code).bind(7, b.isolation)
+      .bind(8, b.created_at).bind(9, b.config.dump());
+  int rc = st.step();
+  if (rc == SQLITE_CONSTRAINT)
+    return fail(Error::conflict("the name \"" + b.name + "\" is already in use"));
+  if (rc != SQLITE_DONE) return fail(db_error(db_, "insert box"));
+  return {};
+}
+
+Result<std::optional<BoxRecord>> Store::get_box(const std::string& id) {
+  Stmt st(db_, (std::string("SELECT ") + kColumns + " FROM boxes WHERE id=?").c_str());
+  st.bind(1, id);
+  int rc = st.step();
+  if (rc == SQLITE_ROW) return std::optional<BoxRecord>(read_row(st.get()));
+  if (rc == SQLITE_DONE) return std::optional<BoxRecord>();
+  return fail(db_error(db_, "get box"));
+}
+
+Result<std::vector<BoxRecord>> Store::list_boxes() {
+  Stmt st(db_, (std::string("SELECT ") + kColumns + " FROM boxes ORDER BY created_at, rowid").c_str());
+  std::vector<BoxRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) out.push_back(read_row(st.get()));
+  if (rc != SQLITE_DONE) return fail(db_error(db_, "list boxes"));
+  return out;
+}
+
+Result<std::vector<BoxRecord>> Store::match(const std::string& key) {
+  // Ids are lowercase hex, so a prefix range scan is exact: [key, key + '~').
+  Stmt st(db_, (std::string("SELECT ") + kColumns +
+                " FROM boxes WHERE (id >= ?1 AND id < ?2) OR name = ?3").c_str());
+  st.bind(1, key).bind(2, key + "~").bind(3, key);
+  std::vector<BoxRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) out.push_back(read_row(st.get()));
+  if (rc != SQLITE_DONE) return fail(db_error(db_, "find box"));
+  return out;
+}
+
+Result<bool> Store::mark_running(const std::string& id, pid_t pid, uint64_t start) {
+  Stmt st(db_,
+          "UPDATE boxes SET status='running', shim_pid=?, shim_start=?, started_at=?, "
+          "finished_at='', exit_code=NULL, error='' WHERE id=? AND status!='running'");
+  st.bind(1, static_cast<int64_t>(pid)).bind(2, static_cast<int64_t>(start))
+      .bind(3, now_rfc3339()).bind(4, id);
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "mark box running"));
+  return sqlite3_changes(db_) == 1;
+}
+
+Result<bool> Store::mark_ended(const std::string& id, pid_t pid, uint64_t start, BoxStatus status,
+                               std::optional<int> exit_code, const std::string& error) {
+  Stmt st(db_,
+          "UPDATE boxes SET status=?, exit_code=?, error=?, finished_at=?, shim_pid=NULL, "
+          "shim_start=NULL WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
+  st.bind(1, std::string(to_string(status))).bind(2, exit_code).bind(3, error)
+      .bind(4, now_rfc3339()).bind(5, id).bind(6, static_cast<int64_t>(pid))
+      .bind(7, static_cast<int64_t>(start));
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "mark box ended"));
+  return sqlite3_changes(db_) == 1;
+}
+
+Result<bool> Store::delete_box(const std::string& id) {
+  Stmt st(db_, "DELETE FROM boxes WHERE id=?");
+  st.bind(1, id);
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "delete box"));
+  return sqlite3_changes(db_) == 1;
+}
+
+}  // namespace cubby::store

@@ -1,0 +1,135 @@
+#include "agent/box_init.h"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "base/fs.h"
+#include "base/unique_fd.h"
+
+namespace cubby::agent {
+namespace {
+
+Result<void> do_mount(const char* src, const std::string& dst, const char* type, unsigned long flags,
+                      const std::string& data = "") {
+  if (::mount(src, dst.c_str(), type, flags, data.empty() ? nullptr : data.c_str()) < 0)
+    return sys_fail(std::string("mount ") + (type ? type : src ? src : "") + " on " + dst);
+  return {};
+}
+
+void ensure_dir(const std::string& p, mode_t mode = 0755) { ::mkdir(p.c_str(), mode); }
+
+void ensure_file(const std::string& p) {
+  int fd = ::open(p.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd >= 0) ::close(fd);
+}
+
+Result<void> setup_dev(const std::string& root) {
+  std::string dev = root + "/dev";
+  ensure_dir(dev);
+  CUBBY_TRYV(do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"));
+  // A user namespace cannot mknod, so the standard nodes are bind mounts of
+  // the host's (as rootless Docker and bubblewrap do).
+  for (const char* n : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    std::string p = dev + "/" + n;
+    ensure_file(p);
+    CUBBY_TRYV(do_mount((std::string("/dev/") + n).c_str(), p, nullptr, MS_BIND));
+  }
+  ensure_dir(dev + "/pts");
+  if (!do_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620,gid=5"))
+    CUBBY_TRYV(do_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"));
+  ::symlink("pts/ptmx", (dev + "/ptmx").c_str());
+  ensure_dir(dev + "/shm", 01777);
+  CUBBY_TRYV(do_mount("shm", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"));
+  ensure_dir(dev + "/mqueue");
+  (void)do_mount("mqueue", dev + "/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  ::symlink("/proc/self/fd", (dev + "/fd").c_str());
+  ::symlink("/proc/self/fd/0", (dev + "/stdin").c_str());
+  ::symlink("/proc/self/fd/1", (dev + "/stdout").c_str());
+  ::symlink("/proc/self/fd/2", (dev + "/stderr").c_str());
+  return {};
+}
+
+// Docker's masked and read-only /proc paths.
+void harden_proc(const std::string& root) {
+  for (const char* p : {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
+                        "/proc/latency_stats"}) {
+    std::string path = root + p;
+    if (::access(path.c_str(), F_OK) == 0) ::mount("/dev/null", path.c_str(), nullptr, MS_BIND, nullptr);
+  }
+  for (const char* p : {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"}) {
+    std::string path = root + p;
+    if (::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr) == 0)
+      ::mount(nullptr, path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr);
+  }
+}
+
+std::string overlay_options(const RootfsPlan& p) {
+  std::string lower;
+  for (auto& l : p.lower) {
+    if (!lower.empty()) lower += ':';
+    lower += l;
+  }
+  return "lowerdir=" + lower + ",upperdir=" + p.upper + ",workdir=" + p.work;
+}
+
+}  // namespace
+
+Result<void> setup_sandbox_root(const RootfsPlan& p) {
+  // Nothing we mount may propagate back to the host.
+  CUBBY_TRYV(do_mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE));
+  ensure_dir(p.target);
+  std::string opts = overlay_options(p);
+  if (opts.size() >= 4000) return fail(Error::invalid("too many image layers for one overlay mount"));
+  CUBBY_TRYV(do_mount("overlay", p.target, "overlay", 0, opts));
+  const std::string& r = p.target;
+  ensure_dir(r + "/proc", 0555);
+  CUBBY_TRYV(do_mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  harden_proc(r);
+  CUBBY_TRYV(setup_dev(r));
+  ensure_dir(r + "/sys", 0555);
+  if (!do_mount("sysfs", r + "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)) {
+    CUBBY_TRYV(do_mount("/sys", r + "/sys", nullptr, MS_BIND | MS_REC));
+    (void)do_mount(nullptr, r + "/sys", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC);
+  }
+  ensure_dir(r + "/tmp", 01777);
+  CUBBY_TRYV(do_mount("tmpfs", r + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  ensure_dir(r + "/etc");
+  if (!p.hostname.empty()) {
+    if (::sethostname(p.hostname.c_str(), p.hostname.size()) < 0) return sys_fail("sethostname");
+    (void)write_file(r + "/etc/hostname", p.hostname + "\n");
+    std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+    hosts += "127.0.1.1\t" + p.hostname + "\n";
+    (void)write_file(r + "/etc/hosts", hosts);
+  }
+  if (p.network_default) (void)write_file(r + "/etc/resolv.conf", "nameserver 10.0.2.3\n");
+
+  // pivot_root(".", ".") stacks the old root under the new one; detaching
+  // it leaves only the box's tree (the runc trick, no temp directory needed).
+  if (::chdir(r.c_str()) < 0) return sys_fail("chdir " + r);
+  if (::syscall(SYS_pivot_root, ".", ".") < 0) return sys_fail("pivot_root");
+  if (::umount2(".", MNT_DETACH) < 0) return sys_fail("detach old root");
+  if (::chdir("/") < 0) return sys_fail("chdir /");
+  return {};
+}
+
+Result<void> bring_up_loopback() {
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return sys_fail("socket");
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) < 0) return sys_fail("get lo flags");
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) return sys_fail("bring up lo");
+  return {};
+}
+
+}  // namespace cubby::agent

@@ -1,0 +1,27 @@
+// Sandbox-side set-up done by the agent as PID 1 of fresh user, pid, mount,
+// net, uts and ipc namespaces, before it serves anything: the overlay
+// rootfs, fresh /proc /dev /sys /tmp, pivot_root, hostname and loopback.
+// All mounts live in the box's own mount namespace, so they vanish with the
+// box: nothing can leak onto the host's mount table.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+
+namespace cubby::agent {
+
+struct RootfsPlan {
+  std::vector<std::string> lower;  // highest layer first
+  std::string upper, work;         // per-box, persists across stop/start
+  std::string target;              // where to assemble it before pivot_root
+  std::string hostname;
+  bool network_default = false;    // write resolv.conf for slirp's DNS
+};
+
+Result<void> setup_sandbox_root(const RootfsPlan& plan);
+// Brings up `lo` in the box's network namespace.
+Result<void> bring_up_loopback();
+
+}  // namespace cubby::agent

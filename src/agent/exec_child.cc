@@ -1,0 +1,66 @@
+// Post-fork child code; see exec_child.h for the rules that apply here.
+#include "agent/exec_child.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "base/process.h"
+
+namespace cubby::agent {
+namespace {
+[[noreturn]] void die(const ExecChildPlan& p, int stage) {
+  ExecFailure f{stage, errno};
+  (void)!::write(p.err_fd, &f, sizeof f);
+  ::_exit(127);
+}
+}  // namespace
+
+void run_exec_child(const ExecChildPlan& p) {
+  // The agent blocks signals it reads through signalfd; a workload must
+  // start with a clean mask and default dispositions.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int s = 1; s < NSIG; ++s)
+    if (s != SIGKILL && s != SIGSTOP) ::signal(s, SIG_DFL);
+  ::setsid();  // own process group: a timeout or signal reaches its children too
+
+  // Move the stdio sources above 2 first so installing one cannot clobber another.
+  int src[3] = {p.stdin_fd, p.stdout_fd, p.stderr_fd};
+  int hi[3];
+  for (int i = 0; i < 3; ++i) {
+    hi[i] = ::fcntl(src[i], F_DUPFD_CLOEXEC, 10);
+    if (hi[i] < 0) die(p, 1);
+  }
+  for (int i = 0; i < 3; ++i)
+    if (::dup2(hi[i], i) < 0) die(p, 1);
+  int keep[1] = {p.err_fd};
+  close_fds_except(3, keep, 1);
+
+  if (p.cwd && ::chdir(p.cwd) < 0) die(p, 2);
+  if (p.confine && sandbox::apply_default_capabilities(true) != 0) die(p, 6);
+  if (::syscall(SYS_setgroups, p.ngroups, p.groups) < 0) die(p, 3);
+  if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) die(p, 4);
+  // Dropping to a non-root uid clears the permitted set (no KEEPCAPS), as
+  // Docker does for non-root users.
+  if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) < 0) die(p, 5);
+  if (p.confine && p.seccomp) {
+    int rc = p.seccomp->apply();
+    if (rc != 0) {
+      errno = -rc;
+      die(p, 7);
+    }
+  } else if (p.confine) {
+    ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  }
+  ::execve(p.path, p.argv, p.envp);
+  die(p, 8);
+}
+
+}  // namespace cubby::agent

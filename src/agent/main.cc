@@ -1,0 +1,86 @@
+// cubby-agent: PID 1 inside a box. Statically linked so it runs in any image.
+//
+//   cubby-agent init     started by cubby-shim in fresh namespaces, with the
+//                        fds of proto/launch.h; sets up the rootfs, then serves.
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "agent/box_init.h"
+#include "agent/server.h"
+#include "base/log.h"
+#include "base/sys.h"
+#include "proto/launch.h"
+
+using namespace cubby;
+
+namespace {
+
+int run_init() {
+  // Die with the shim (it is our parent, outside our pid namespace, so
+  // getppid() reads 0 here; the shim re-checks with the go pipe instead).
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Nothing in the box may read our memory or /proc/1/exe (CVE-2019-5736 class).
+  ::prctl(PR_SET_DUMPABLE, 0);
+
+  auto raw = sys::read_all(launch::kAgentConfigFd, 16u << 20);
+  ::close(launch::kAgentConfigFd);
+  if (!raw) {
+    LOG_ERROR("read config: {}", raw.error().message());
+    return 125;
+  }
+  auto cfg = proto::Json::parse(*raw, nullptr, false);
+  if (cfg.is_discarded() || !cfg.is_object()) {
+    LOG_ERROR("malformed config");
+    return 125;
+  }
+  agent::AgentOptions opts;
+  try {
+    const auto& m = cfg.at("main");
+    opts.main.argv = m.at("argv").get<std::vector<std::string>>();
+    opts.main.env = m.value("env", std::vector<std::string>{});
+    opts.main.cwd = m.value("cwd", std::string("/"));
+    opts.main.user = m.value("user", std::string());
+    opts.hold = cfg.value("hold", false);
+    if (cfg.contains("rootfs")) {
+      const auto& r = cfg["rootfs"];
+      agent::RootfsPlan plan;
+      plan.lower = r.at("lower").get<std::vector<std::string>>();
+      plan.upper = r.at("upper").get<std::string>();
+      plan.work = r.at("work").get<std::string>();
+      plan.target = r.at("target").get<std::string>();
+      plan.hostname = cfg.value("hostname", std::string());
+      plan.network_default = cfg.value("network", std::string("none")) == "default";
+      if (auto ok = agent::setup_sandbox_root(plan); !ok) {
+        LOG_ERROR("set up rootfs: {}", ok.error().message());
+        return 125;
+      }
+      if (auto ok = agent::bring_up_loopback(); !ok) {
+        LOG_ERROR("{}", ok.error().message());
+        return 125;
+      }
+    }
+  } catch (const std::exception& e) {
+    LOG_ERROR("bad config: {}", e.what());
+    return 125;
+  }
+  agent::Server server(std::move(opts), UniqueFd(launch::kAgentListenFd), UniqueFd(launch::kAgentLogFd),
+                       UniqueFd(launch::kAgentGoFd));
+  return server.run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  log::set_prefix("cubby-agent");
+  if (argc >= 2 && std::strcmp(argv[1], "init") == 0) return run_init();
+  if (argc >= 2 && std::strcmp(argv[1], "--version") == 0) {
+    static const char v[] = "cubby-agent " CUBBY_VERSION "\n";
+    (void)!::write(1, v, sizeof v - 1);
+    return 0;
+  }
+  static const char usage[] = "cubby-agent runs as PID 1 inside a cubby box; it is started by cubby-shim.\n";
+  (void)!::write(2, usage, sizeof usage - 1);
+  return 2;
+}

@@ -1,0 +1,715 @@
+#include "agent/server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "agent/exec_child.h"
+#include "agent/user.h"
+#include "base/log.h"
+#include "proto/logfile.h"
+#include "proto/messages.h"
+
+namespace cubby::agent {
+
+using proto::Json;
+namespace msg = proto::msg;
+
+struct Server::Session {
+  uint64_t id = 0;
+  UniqueFd fd;
+  proto::FrameDecoder dec;
+  std::string out;
+  bool hello = false;
+  bool attached = false;   // receives the main process's output and exit
+  bool watch_start = false;  // told when the workload has started
+  bool writing = false;    // EPOLLOUT armed
+  uint64_t exec = 0;       // the exec this session drives, if any
+};
+
+struct Server::Exec {
+  uint64_t id = 0;
+  pid_t pid = -1;
+  uint64_t session = 0;  // 0: nobody listening (detached or hung up)
+  bool is_main = false;
+  UniqueFd in_w, out_r, err_r, timer;
+  std::string inbuf;
+  bool in_eof = false;
+  bool exited = false;
+  bool timed_out = false;
+  ExitStatus status;
+};
+
+namespace {
+constexpr size_t kChunk = 64 * 1024;
+constexpr size_t kSessionHighWater = 8u << 20;
+constexpr size_t kFinishedKept = 4096;
+void noop_handler(int) {}
+
+Json exit_message(uint64_t id, const ExitStatus& s, bool timed_out) {
+  return Json{{"t", msg::kExit}, {"id", id}, {"code", timed_out ? 124 : s.shell_code()},
+              {"signal", s.signaled ? s.signal : 0}, {"timed_out", timed_out}};
+}
+
+bool is_executable_file(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(p.c_str(), X_OK) == 0;
+}
+
+std::string env_get(const std::vector<std::string>& env, const std::string& key) {
+  for (auto& e : env)
+    if (e.size() > key.size() && e.compare(0, key.size(), key) == 0 && e[key.size()] == '=')
+      return e.substr(key.size() + 1);
+  return "";
+}
+bool env_has(const std::vector<std::string>& env, const std::string& key) {
+  for (auto& e : env)
+    if (e.compare(0, key.size() + 1, key + "=") == 0) return true;
+  return false;
+}
+}  // namespace
+
+Server::Server(AgentOptions opts, UniqueFd listen_fd, UniqueFd log_fd, UniqueFd go_fd)
+    : opts_(std::move(opts)), listen_(std::move(listen_fd)), log_(std::move(log_fd)), go_(std::move(go_fd)) {}
+
+Server::~Server() = default;
+
+void Server::add_watch(int fd, uint32_t events, Kind kind, uint64_t id) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev);
+  watches_[fd] = Watch{kind, id};
+}
+void Server::mod_watch(int fd, uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
+}
+void Server::del_watch(int fd) {
+  if (fd < 0) return;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  watches_.erase(fd);
+}
+
+int Server::run() {
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  // PID 1 of a pid namespace drops signals whose disposition is SIG_DFL,
+  // even blocked ones; a (never called) handler makes the kernel queue them
+  // so the signalfd can read them.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) {
+    struct sigaction sa{};
+    sa.sa_handler = noop_handler;
+    ::sigaction(s, &sa, nullptr);
+    sigaddset(&set, s);
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (opts_.confine) {
+    auto f = sandbox::SeccompFilter::build_default();
+    if (!f) {
+      LOG_ERROR("build seccomp filter: {}", f.error().message());
+      return 125;
+    }
+    seccomp_ = std::move(*f);
+  }
+  int fl = ::fcntl(listen_.get(), F_GETFL);
+  ::fcntl(listen_.get(), F_SETFL, fl | O_NONBLOCK);
+  add_watch(listen_.get(), EPOLLIN, Kind::kListen, 0);
+  add_watch(sigfd_.get(), EPOLLIN, Kind::kSignal, 0);
+  if (go_) {
+    add_watch(go_.get(), EPOLLIN, Kind::kGo, 0);
+  } else {
+    may_start_ = true;
+    if (!opts_.hold) start_main(false);
+  }
+
+  epoll_event evs[32];
+  while (!main_done_ && !shim_gone_) {
+    int n = ::epoll_wait(epoll_.get(), evs, 32, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      LOG_ERROR("epoll_wait: {}", std::strerror(errno));
+      break;
+    }
+    for (int i = 0; i < n && !main_done_ && !shim_gone_; ++i) {
+      auto it = watches_.find(evs[i].data.fd);
+      if (it == watches_.end()) continue;  // closed by an earlier event in this batch
+      Watch w = it->second;
+      switch (w.kind) {
+        case Kind::kListen: on_accept(); break;
+        case Kind::kSignal: on_signal(); break;
+        case Kind::kGo: on_go(); break;
+        case Kind::kSession: on_session(w.id, evs[i].events); break;
+        case Kind::kStdout: on_output(w.id, 1); break;
+        case Kind::kStderr: on_output(w.id, 2); break;
+        case Kind::kStdin: on_stdin_writable(w.id); break;
+        case Kind::kTimer: on_timer(w.id); break;
+      }
+    }
+  }
+  shutdown_and_flush();
+  if (shim_gone_ && !main_done_) return 137;
+  return main_status_.shell_code();
+}
+
+void Server::on_accept() {
+  for (;;) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;  // EAGAIN or a transient error
+    auto s = std::make_unique<Session>();
+    s->id = next_session_++;
+    s->fd.reset(fd);
+    add_watch(fd, EPOLLIN | EPOLLRDHUP, Kind::kSession, s->id);
+    sessions_[s->id] = std::move(s);
+  }
+}
+
+void Server::on_signal() {
+  signalfd_siginfo si;
+  bool child = false;
+  while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGCHLD) {
+      child = true;
+    } else if (main_started_ && !main_done_) {
+      // Stop requests and friends go to the workload, as docker stop does.
+      auto it = execs_.find(main_id_);
+      if (it != execs_.end() && it->second->pid > 0) ::kill(it->second->pid, static_cast<int>(si.ssi_signo));
+    } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+      main_done_ = true;  // asked to stop before the workload ran
+      main_status_.signaled = true;
+      main_status_.signal = static_cast<int>(si.ssi_signo);
+    }
+  }
+  if (child) reap();
+}
+
+void Server::on_go() {
+  char b;
+  ssize_t n = ::read(go_.get(), &b, 1);
+  if (n == 1) {
+    may_start_ = true;
+    del_watch(go_.get());
+    // Keep the fd: the shim holds the other end for its whole life; we do
+    // not watch it again, PR_SET_PDEATHSIG covers the shim dying later.
+    if (!opts_.hold) start_main(main_stdin_);
+  } else if (n == 0) {
+    shim_gone_ = true;  // the shim died before letting the workload start
+  }
+}
+
+void Server::start_main(bool with_stdin) {
+  if (main_started_) return;
+  main_started_ = true;
+  auto e = std::make_unique<Exec>();
+  e->id = next_exec_++;
+  e->is_main = true;
+  main_id_ = e->id;
+  Exec& ref = *e;
+  execs_[e->id] = std::move(e);
+  if (auto err = spawn(ref, opts_.main, with_stdin)) {
+    // The cause goes to the box log and our stderr (the shim reports it).
+    std::string line = *err + "\n";
+    std::string rec;
+    logfile::append_record(rec, 2, line);
+    (void)!::write(log_.get(), rec.data(), rec.size());
+    LOG_ERROR("{}", *err);
+    ref.exited = true;  // exit code was set by spawn()
+    finish(ref);
+    return;
+  }
+  for (auto& [id, s] : sessions_)
+    if (s->watch_start) send(*s, {{"t", msg::kStarted}, {"id", ref.id}, {"pid", ref.pid}});
+}
+
+void Server::on_session(uint64_t sid, uint32_t events) {
+  auto it = sessions_.find(sid);
+  if (it == sessions_.end()) return;
+  Session& s = *it->second;
+  if (events & EPOLLOUT) flush(s);
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
+    char buf[kChunk];
+    for (;;) {
+      ssize_t n = ::read(s.fd.get(), buf, sizeof buf);
+      if (n > 0) {
+        s.dec.feed(buf, static_cast<size_t>(n));
+        for (;;) {
+          auto f = s.dec.next();
+          if (!f) {
+            LOG_WARN("session {}: {}", sid, f.error().message());
+            close_session(sid);
+            return;
+          }
+          if (!*f) break;
+          handle_message(s, (*f)->msg);
+          if (!sessions_.count(sid)) return;
+        }
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+      close_session(sid);  // EOF or error: the client went away
+      return;
+    }
+  }
+}
+
+void Server::handle_message(Session& s, const Json& m) {
+  const std::string t = m.value("t", "");
+  if (!s.hello) {
+    int v = m.value("v", 0), min = m.value("min", v);
+    if (t != msg::kHello || v < proto::kMinVersion || min > proto::kVersion) {
+      send(s, {{"t", msg::kError},
+               {"msg", "unsupported protocol (agent speaks " + std::to_string(proto::kMinVersion) + ".." +
+                           std::to_string(proto::kVersion) + ")"}});
+      flush(s);
+      close_session(s.id);
+      return;
+    }
+    s.hello = true;
+    send(s, {{"t", msg::kHello}, {"v", std::min(v, proto::kVersion)}, {"agent", "cubby-agent " CUBBY_VERSION}});
+    return;
+  }
+  if (t == msg::kPing) {
+    send(s, {{"t", msg::kPong}});
+  } else if (t == msg::kExec) {
+    handle_exec(s, m);
+  } else if (t == msg::kIn || t == msg::kInEof) {
+    uint64_t eid = s.attached ? main_id_ : s.exec;
+    auto it = execs_.find(eid);
+    if (it == execs_.end() || !it->second->in_w) return;
+    if (t == msg::kIn && m.contains("d") && m["d"].is_binary()) {
+      auto& d = m["d"].get_binary();
+      it->second->inbuf.append(reinterpret_cast<const char*>(d.data()), d.size());
+    } else if (t == msg::kInEof) {
+      it->second->in_eof = true;
+    }
+    pump_stdin(*it->second);
+  } else if (t == msg::kSignal) {
+    auto it = execs_.find(s.exec);
+    if (it != execs_.end() && it->second->pid > 0) ::kill(it->second->pid, m.value("sig", SIGTERM));
+  } else if (t == msg::kExecStatus) {
+    uint64_t id = m.value("id", uint64_t{0});
+    if (auto f = finished_.find(id); f != finished_.end())
+      send(s, exit_message(id, f->second, finished_timed_out_[id]));
+    else if (execs_.count(id))
+      send(s, {{"t", msg::kRunning}, {"id", id}});
+    else
+      send(s, {{"t", msg::kError}, {"msg", "no such exec " + std::to_string(id)}});
+  } else if (t == msg::kAttach) {
+    s.attached = true;
+    if (m.value("stdin", false)) main_stdin_ = true;
+    if (m.value("start", false) && opts_.hold) {
+      opts_.hold = false;
+      if (may_start_) start_main(main_stdin_);
+    }
+    send(s, {{"t", msg::kOk}});
+  } else if (t == msg::kWatchStart) {
+    // The shim's readiness probe: "started" once the workload runs (at once
+    // if it already does); if it cannot start, the agent exits with 126/127.
+    auto it = execs_.find(main_id_);
+    if (main_started_ && it != execs_.end())
+      send(s, {{"t", msg::kStarted}, {"id", main_id_}, {"pid", it->second->pid}});
+    else if (main_started_)
+      send(s, {{"t", msg::kStarted}, {"id", main_id_}, {"pid", 0}});  // already finished
+    else
+      s.watch_start = true;
+  } else if (t == msg::kKill) {
+    auto it = execs_.find(main_id_);
+    if (it != execs_.end() && it->second->pid > 0 && !it->second->exited) {
+      ::kill(it->second->pid, m.value("sig", SIGKILL));
+      send(s, {{"t", msg::kOk}});
+    } else {
+      send(s, {{"t", msg::kError}, {"msg", "the box's main process is not running"}});
+    }
+  } else {
+    send(s, {{"t", msg::kError}, {"msg", "unknown message type: " + t}});
+  }
+}
+
+void Server::handle_exec(Session& s, const Json& m) {
+  ProcessSpec spec;
+  try {
+    spec.argv = m.at("argv").get<std::vector<std::string>>();
+    spec.env = m.value("env", std::vector<std::string>{});
+    spec.cwd = m.value("cwd", std::string());
+    spec.user = m.value("user", std::string());
+  } catch (const std::exception&) {
+    send(s, {{"t", msg::kExit}, {"id", 0}, {"code", 125}, {"error", "malformed exec request"}});
+    return;
+  }
+  if (spec.argv.empty()) {
+    send(s, {{"t", msg::kExit}, {"id", 0}, {"code", 125}, {"error", "exec: no command given"}});
+    return;
+  }
+  auto e = std::make_unique<Exec>();
+  e->id = next_exec_++;
+  e->session = m.value("detach", false) ? 0 : s.id;
+  Exec& ref = *e;
+  execs_[e->id] = std::move(e);
+  if (auto err = spawn(ref, spec, m.value("stdin", false))) {
+    uint64_t id = ref.id;
+    finished_[id] = ref.status;
+    execs_.erase(id);
+    send(s, {{"t", msg::kExit}, {"id", id}, {"code", ref.status.code}, {"error", *err}});
+    return;
+  }
+  if (ref.session) s.exec = ref.id;
+  if (int64_t ms = m.value("timeout_ms", int64_t{0}); ms > 0) {
+    ref.timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    itimerspec its{};
+    its.it_value.tv_sec = ms / 1000;
+    its.it_value.tv_nsec = (ms % 1000) * 1000000;
+    ::timerfd_settime(ref.timer.get(), 0, &its, nullptr);
+    add_watch(ref.timer.get(), EPOLLIN, Kind::kTimer, ref.id);
+  }
+  send(s, {{"t", msg::kStarted}, {"id", ref.id}, {"pid", ref.pid}});
+}
+
+// Starts `spec` for exec `e`. On failure sets e.status (126/127) and
+// returns the reason.
+std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool with_stdin) {
+  auto failure = [&](int code, std::string why) {
+    e.status = ExitStatus{code, 0, false};
+    return std::optional<std::string>(std::move(why));
+  };
+  auto user = resolve_user(spec.user);
+  if (!user) return failure(126, user.error().message());
+  std::vector<std::string> env = spec.env;
+  if (!env_has(env, "PATH")) env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  if (!env_has(env, "HOME")) env.push_back("HOME=" + user->home);
+  if (!env_has(env, "HOSTNAME")) {
+    char h[256] = {};
+    ::gethostname(h, sizeof h - 1);
+    env.push_back(std::string("HOSTNAME=") + h);
+  }
+  // Resolve the executable before fork, so "not found" is a clean 127.
+  std::string path;
+  const std::string& cmd = spec.argv[0];
+  if (cmd.find('/') != std::string::npos) {
+    if (::access(cmd.c_str(), F_OK) != 0)
+      return failure(127, "exec: " + cmd + ": no such file or directory");
+    path = cmd;
+  } else {
+    std::string p = env_get(env, "PATH");
+    size_t start = 0;
+    while (start <= p.size()) {
+      size_t end = p.find(':', start);
+      if (end == std::string::npos) end = p.size();
+      std::string dir = p.substr(start, end - start);
+      if (dir.empty()) dir = ".";
+      if (is_executable_file(dir + "/" + cmd)) {
+        path = dir + "/" + cmd;
+        break;
+      }
+      start = end + 1;
+    }
+    if (path.empty()) return failure(127, "exec: \"" + cmd + "\": executable file not found in $PATH");
+  }
+
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  int out[2], err[2], in[2] = {-1, -1}, ep[2];
+  if (::pipe2(out, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+  UniqueFd out_r(out[0]), out_w(out[1]);
+  if (::pipe2(err, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+  UniqueFd err_r(err[0]), err_w(err[1]);
+  UniqueFd in_r, in_w;
+  if (with_stdin) {
+    if (::pipe2(in, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+    in_r.reset(in[0]);
+    in_w.reset(in[1]);
+  }
+  if (::pipe2(ep, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+  UniqueFd ep_r(ep[0]), ep_w(ep[1]);
+
+  std::vector<char*> argv, envp;
+  for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (auto& v : env) envp.push_back(const_cast<char*>(v.c_str()));
+  envp.push_back(nullptr);
+  std::string cwd = spec.cwd.empty() ? "/" : spec.cwd;
+  ExecChildPlan plan{path.c_str(),
+                     argv.data(),
+                     envp.data(),
+                     with_stdin ? in_r.get() : devnull.get(),
+                     out_w.get(),
+                     err_w.get(),
+                     cwd.c_str(),
+                     user->uid,
+                     user->gid,
+                     user->groups.data(),
+                     user->groups.size(),
+                     seccomp_ ? &*seccomp_ : nullptr,
+                     opts_.confine,
+                     ep_w.get()};
+  pid_t pid = ::fork();
+  if (pid < 0) return failure(126, std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) run_exec_child(plan);
+  ep_w.reset();
+  ExecFailure f{};
+  ssize_t n;
+  do n = ::read(ep_r.get(), &f, sizeof f);
+  while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof f)) {
+    int st;
+    ::waitpid(pid, &st, 0);  // our own child, by pid: nothing else is reaped
+    int code = (f.stage == 8 && f.err == ENOENT) ? 127 : 126;
+    const char* stage = (f.stage >= 0 && f.stage < 9) ? kStageNames[f.stage] : "?";
+    return failure(code, std::string("exec ") + cmd + ": " + stage + ": " + std::strerror(f.err));
+  }
+  e.pid = pid;
+  auto nonblock = [](int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); };
+  nonblock(out_r.get());
+  nonblock(err_r.get());
+  e.out_r = std::move(out_r);
+  e.err_r = std::move(err_r);
+  add_watch(e.out_r.get(), EPOLLIN, Kind::kStdout, e.id);
+  add_watch(e.err_r.get(), EPOLLIN, Kind::kStderr, e.id);
+  if (with_stdin) {
+    nonblock(in_w.get());
+    e.in_w = std::move(in_w);
+  }
+  return std::nullopt;
+}
+
+void Server::deliver_output(Exec& e, int stream, std::string_view data) {
+  if (e.is_main) {
+    std::string rec;
+    logfile::append_record(rec, stream, data);
+    (void)!::write(log_.get(), rec.data(), rec.size());
+    Json m{{"t", msg::kOut}, {"s", stream}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}};
+    for (auto& [id, s] : sessions_)
+      if (s->attached) send(*s, m);
+    return;
+  }
+  if (!e.session) return;
+  auto it = sessions_.find(e.session);
+  if (it == sessions_.end()) return;
+  send(*it->second, {{"t", msg::kOut}, {"s", stream},
+                     {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}});
+}
+
+void Server::on_output(uint64_t eid, int stream) {
+  auto it = execs_.find(eid);
+  if (it == execs_.end()) return;
+  Exec& e = *it->second;
+  UniqueFd& fd = stream == 1 ? e.out_r : e.err_r;
+  char buf[kChunk];
+  for (int rounds = 0; rounds < 4 && fd; ++rounds) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n > 0) {
+      deliver_output(e, stream, std::string_view(buf, static_cast<size_t>(n)));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+    del_watch(fd.get());
+    fd.reset();
+  }
+  // Backpressure: stop reading while the client is far behind.
+  if (e.session && fd) {
+    auto s = sessions_.find(e.session);
+    if (s != sessions_.end() && s->second->out.size() > kSessionHighWater) mod_watch(fd.get(), 0);
+  }
+  maybe_finish(e);
+}
+
+void Server::pump_stdin(Exec& e) {
+  while (e.in_w && !e.inbuf.empty()) {
+    ssize_t n = ::write(e.in_w.get(), e.inbuf.data(), e.inbuf.size());
+    if (n > 0) {
+      e.inbuf.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EAGAIN) {
+      if (!watches_.count(e.in_w.get())) add_watch(e.in_w.get(), EPOLLOUT, Kind::kStdin, e.id);
+      return;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    e.inbuf.clear();  // EPIPE: the process closed its stdin
+    break;
+  }
+  if (e.in_w && e.inbuf.empty()) {
+    del_watch(e.in_w.get());
+    if (e.in_eof) e.in_w.reset();
+  }
+}
+
+void Server::on_stdin_writable(uint64_t eid) {
+  auto it = execs_.find(eid);
+  if (it != execs_.end()) pump_stdin(*it->second);
+}
+
+void Server::on_timer(uint64_t eid) {
+  auto it = execs_.find(eid);
+  if (it == execs_.end()) return;
+  Exec& e = *it->second;
+  uint64_t ticks;
+  (void)!::read(e.timer.get(), &ticks, sizeof ticks);
+  del_watch(e.timer.get());
+  e.timer.reset();
+  if (e.exited || e.pid <= 0) return;
+  e.timed_out = true;
+  ::kill(-e.pid, SIGKILL);  // the exec's whole process group
+  ::kill(e.pid, SIGKILL);
+}
+
+void Server::reap() {
+  // The box's single reaper (we are its PID 1): every exit lands here, is
+  // matched to its exec record, or is an orphan and simply disappears.
+  for (;;) {
+    int st;
+    pid_t pid = ::waitpid(-1, &st, WNOHANG);
+    if (pid <= 0) return;
+    for (auto& [id, e] : execs_) {
+      if (e->pid == pid && !e->exited) {
+        e->exited = true;
+        e->status = ExitStatus::from_wait_status(st);
+        maybe_finish(*e);
+        break;
+      }
+    }
+  }
+}
+
+void Server::maybe_finish(Exec& e) {
+  if (!e.exited) return;
+  // Everything the process wrote is already in the pipes: drain what is
+  // there and stop (a background grandchild holding them must not stall us).
+  for (int stream : {1, 2}) {
+    UniqueFd& fd = stream == 1 ? e.out_r : e.err_r;
+    char buf[kChunk];
+    while (fd) {
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n > 0) {
+        deliver_output(e, stream, std::string_view(buf, static_cast<size_t>(n)));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    if (fd) {
+      del_watch(fd.get());
+      fd.reset();
+    }
+  }
+  finish(e);
+}
+
+void Server::finish(Exec& e) {
+  uint64_t id = e.id;
+  finished_[id] = e.status;
+  finished_timed_out_[id] = e.timed_out;
+  while (finished_.size() > kFinishedKept) {
+    finished_timed_out_.erase(finished_.begin()->first);
+    finished_.erase(finished_.begin());
+  }
+  Json m = exit_message(id, e.status, e.timed_out);
+  if (e.is_main) {
+    main_done_ = true;
+    main_status_ = e.status;
+    for (auto& [sid, s] : sessions_)
+      if (s->attached) send(*s, m);
+  } else if (e.session) {
+    auto it = sessions_.find(e.session);
+    if (it != sessions_.end()) {
+      send(*it->second, m);
+      it->second->exec = 0;
+    }
+  }
+  if (e.in_w) del_watch(e.in_w.get());
+  if (e.timer) del_watch(e.timer.get());
+  execs_.erase(id);
+}
+
+void Server::send(Session& s, const Json& m) {
+  proto::encode_into(s.out, m);
+  flush(s);
+}
+
+void Server::flush(Session& s) {
+  while (!s.out.empty()) {
+    ssize_t n = ::send(s.fd.get(), s.out.data(), s.out.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      s.out.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      if (!s.writing) {
+        s.writing = true;
+        mod_watch(s.fd.get(), EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+      }
+      return;
+    }
+    s.out.clear();  // the peer is gone; the read side will notice
+    return;
+  }
+  if (s.writing) {
+    s.writing = false;
+    mod_watch(s.fd.get(), EPOLLIN | EPOLLRDHUP);
+    // Resume output that was paused for this session.
+    for (auto& [id, e] : execs_) {
+      if (e->session != s.id) continue;
+      if (e->out_r) mod_watch(e->out_r.get(), EPOLLIN);
+      if (e->err_r) mod_watch(e->err_r.get(), EPOLLIN);
+    }
+  }
+}
+
+void Server::close_session(uint64_t sid) {
+  auto it = sessions_.find(sid);
+  if (it == sessions_.end()) return;
+  Session& s = *it->second;
+  // Its exec keeps running (as docker exec's process does), but nobody
+  // listens any more and its stdin reaches EOF.
+  for (auto& [id, e] : execs_) {
+    if (e->session != sid) continue;
+    e->session = 0;
+    e->in_eof = true;
+    if (e->out_r) mod_watch(e->out_r.get(), EPOLLIN);
+    if (e->err_r) mod_watch(e->err_r.get(), EPOLLIN);
+    pump_stdin(*e);
+  }
+  if (s.attached && main_started_) {
+    auto m = execs_.find(main_id_);
+    if (m != execs_.end()) {
+      m->second->in_eof = true;
+      pump_stdin(*m->second);
+    }
+  }
+  del_watch(s.fd.get());
+  sessions_.erase(it);
+}
+
+void Server::shutdown_and_flush() {
+  // The workload is done: end everything else in the box (we are PID 1, so
+  // kill(-1) reaches every other process of the namespace), then hand the
+  // last frames to the kernel before exiting.
+  ::kill(-1, SIGKILL);
+  for (auto& [sid, s] : sessions_) {
+    if (s->out.empty()) continue;
+    int fd = s->fd.get();
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    timeval tv{2, 0};  // backstop for a client that stopped reading
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    while (!s->out.empty()) {
+      ssize_t n = ::send(fd, s->out.data(), s->out.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      s->out.erase(0, static_cast<size_t>(n));
+    }
+  }
+}
+
+}  // namespace cubby::agent

@@ -1,0 +1,101 @@
+// The agent's service loop: one thread, one epoll. It accepts sessions on
+// the listening socket (bound by the shim before the agent existed: early
+// bind, late serve), runs execs, streams their output, and is the box's only
+// reaper: a single waitpid(-1) loop driven by SIGCHLD through a signalfd,
+// which deposits every exit into a sticky per-exec record, so an exec's
+// status is never stolen and can be read any number of times, while orphans
+// are reaped and forgotten (no zombies accumulate).
+//
+// Single-threaded by design: fork() is then always safe, and "no thread is
+// started before the workload is forked" holds trivially.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/process.h"
+#include "base/unique_fd.h"
+#include "proto/frame.h"
+#include "sandbox/confine.h"
+
+namespace cubby::agent {
+
+struct ProcessSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd;
+  std::string user;
+};
+
+struct AgentOptions {
+  ProcessSpec main;
+  bool hold = false;  // start the workload only when a client attaches with start
+  bool confine = true;
+};
+
+class Server {
+ public:
+  Server(AgentOptions opts, UniqueFd listen_fd, UniqueFd log_fd, UniqueFd go_fd);
+  ~Server();
+  // Runs until the main process has exited (or the shim went away); returns
+  // the agent's exit code: the workload's code, or 128+N for signal N.
+  int run();
+
+ private:
+  struct Session;
+  struct Exec;
+  enum class Kind { kListen, kSignal, kGo, kSession, kStdout, kStderr, kStdin, kTimer };
+  struct Watch {
+    Kind kind;
+    uint64_t id;  // session id or exec id
+  };
+
+  void add_watch(int fd, uint32_t events, Kind kind, uint64_t id);
+  void mod_watch(int fd, uint32_t events);
+  void del_watch(int fd);
+
+  void on_accept();
+  void on_signal();
+  void on_go();
+  void on_session(uint64_t sid, uint32_t events);
+  void on_output(uint64_t eid, int stream);
+  void on_stdin_writable(uint64_t eid);
+  void on_timer(uint64_t eid);
+
+  void handle_message(Session& s, const proto::Json& m);
+  void handle_exec(Session& s, const proto::Json& m);
+  void start_main(bool with_stdin);
+  std::optional<std::string> spawn(Exec& e, const ProcessSpec& spec, bool with_stdin);
+
+  void send(Session& s, const proto::Json& m);
+  void flush(Session& s);
+  void close_session(uint64_t sid);
+  void deliver_output(Exec& e, int stream, std::string_view data);
+  void reap();
+  void maybe_finish(Exec& e);
+  void finish(Exec& e);
+  void pump_stdin(Exec& e);
+  void shutdown_and_flush();
+
+  AgentOptions opts_;
+  UniqueFd listen_, log_, go_, epoll_, sigfd_;
+  std::optional<sandbox::SeccompFilter> seccomp_;
+  std::map<int, Watch> watches_;
+  std::map<uint64_t, std::unique_ptr<Session>> sessions_;
+  std::map<uint64_t, std::unique_ptr<Exec>> execs_;      // running
+  std::map<uint64_t, ExitStatus> finished_;               // sticky statuses
+  std::map<uint64_t, bool> finished_timed_out_;
+  uint64_t next_session_ = 1, next_exec_ = 1;
+  uint64_t main_id_ = 0;  // exec id of the workload once started
+  bool may_start_ = false, main_started_ = false, main_done_ = false, shim_gone_ = false;
+  bool main_stdin_ = false;
+  ExitStatus main_status_;
+};
+
+}  // namespace cubby::agent

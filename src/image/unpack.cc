@@ -1,0 +1,266 @@
+#include "image/unpack.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+#include <unordered_set>
+
+#include "base/log.h"
+#include "base/sys.h"
+#include "base/unique_fd.h"
+#include "image/digest.h"
+
+namespace cubby::image {
+namespace {
+
+struct ReadFree {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+struct WriteFree {
+  void operator()(struct archive* a) const { archive_write_free(a); }
+};
+using ReadArchive = std::unique_ptr<struct archive, ReadFree>;
+using WriteArchive = std::unique_ptr<struct archive, WriteFree>;
+
+// Paths longer than this are refused: libarchive falls back to chdir() for
+// paths >= PATH_MAX, and the runtime must never change the process cwd.
+constexpr size_t kMaxPath = 4000;
+
+std::string archive_msg(struct archive* a) {
+  const char* s = archive_error_string(a);
+  return s ? s : "unknown libarchive error";
+}
+
+Error corrupt(struct archive* a) { return Error::invalid("corrupt archive: " + archive_msg(a)); }
+
+// Source for the decompression pass: counts bytes and keeps read(2) errors
+// apart from format errors.
+struct FdSource {
+  int fd;
+  uint64_t total = 0;
+  int read_errno = 0;
+  char buf[64 * 1024];
+};
+
+la_ssize_t fd_read(struct archive* a, void* client, const void** out) {
+  auto* s = static_cast<FdSource*>(client);
+  for (;;) {
+    ssize_t n = ::read(s->fd, s->buf, sizeof s->buf);
+    if (n >= 0) {
+      s->total += static_cast<uint64_t>(n);
+      *out = s->buf;
+      return n;
+    }
+    if (errno == EINTR) continue;
+    s->read_errno = errno;
+    archive_set_error(a, errno, "read input");
+    return -1;
+  }
+}
+
+Error read_error(struct archive* a, const FdSource& src) {
+  if (src.read_errno != 0) return Error::sys("read archive input", src.read_errno);
+  return corrupt(a);
+}
+
+// Errors from writing the tree: resource/IO trouble is a system error,
+// anything else is the archive's fault.
+Error write_error(struct archive* w, const std::string& name) {
+  int e = archive_errno(w);
+  std::string msg = "unpack \"" + name + "\": " + archive_msg(w);
+  switch (e) {
+    case ENOSPC: case EDQUOT: case EIO: case EROFS: case ENOMEM: case EMFILE: case ENFILE:
+      return Error(ErrorKind::kSystem, msg, 0);
+    default:
+      return Error::invalid(msg);
+  }
+}
+
+// Normalises a path from entry `entry` (its name, or its hardlink target
+// described by `what`) to "a/b/c": no leading "./", no empty or "."
+// components. Absolute paths and ".." are refused.
+Result<std::string> clean_entry_path(const std::string& entry, const std::string& raw,
+                                     const std::string& what) {
+  auto unsafe = [&](const std::string& why) -> Result<std::string> {
+    return fail(Error::invalid("unsafe archive entry \"" + entry + "\": " + what + " " + why));
+  };
+  if (raw.empty()) return unsafe("is empty");
+  if (raw[0] == '/') return unsafe("is an absolute path");
+  std::string out;
+  size_t start = 0;
+  while (start <= raw.size()) {
+    size_t p = raw.find('/', start);
+    if (p == std::string::npos) p = raw.size();
+    std::string comp = raw.substr(start, p - start);
+    start = p + 1;
+    if (comp.empty() || comp == ".") continue;
+    if (comp == "..") return unsafe("has a \"..\" component");
+    if (!out.empty()) out += '/';
+    out += comp;
+  }
+  return out;
+}
+
+const char* entry_path(struct archive_entry* e) {
+  const char* p = archive_entry_pathname(e);
+  return p ? p : archive_entry_pathname_utf8(e);
+}
+const char* entry_hardlink(struct archive_entry* e) {
+  const char* p = archive_entry_hardlink(e);
+  return p ? p : archive_entry_hardlink_utf8(e);
+}
+
+// The first proper ancestor of path that the archive made a symlink, or "".
+std::string symlink_ancestor(const std::string& path,
+                             const std::unordered_set<std::string>& symlinks) {
+  for (size_t i = path.find('/'); i != std::string::npos; i = path.find('/', i + 1)) {
+    std::string prefix = path.substr(0, i);
+    if (symlinks.count(prefix)) return prefix;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
+  ReadArchive a(archive_read_new());
+  if (!a) return fail(Error::internal("archive_read_new failed"));
+  // Only in-process decompressors: never let libarchive spawn helper programs.
+  archive_read_support_filter_gzip(a.get());
+  archive_read_support_filter_bzip2(a.get());
+  archive_read_support_filter_xz(a.get());
+  archive_read_support_filter_zstd(a.get());
+  archive_read_support_format_raw(a.get());
+
+  auto src = std::make_unique<FdSource>();
+  src->fd = fd;
+  if (archive_read_open(a.get(), src.get(), nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    if (src->read_errno == 0 && src->total == 0)
+      return fail(Error::invalid("corrupt archive: empty input"));
+    return fail(read_error(a.get(), *src));
+  }
+  struct archive_entry* entry = nullptr;
+  int r = archive_read_next_header(a.get(), &entry);
+  if (r == ARCHIVE_EOF || (r < ARCHIVE_WARN && src->read_errno == 0 && src->total == 0))
+    return fail(Error::invalid("corrupt archive: empty input"));
+  if (r < ARCHIVE_WARN) return fail(read_error(a.get(), *src));
+
+  UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out) return sys_fail("create " + out_path);
+  Sha256 hash;
+  TarBlob blob;
+  std::unique_ptr<char[]> buf(new char[128 * 1024]);
+  for (;;) {
+    la_ssize_t n = archive_read_data(a.get(), buf.get(), 128 * 1024);
+    if (n == 0) break;
+    if (n < 0) return fail(read_error(a.get(), *src));
+    hash.update(buf.get(), static_cast<size_t>(n));
+    auto w = sys::write_all(out.get(), buf.get(), static_cast<size_t>(n));
+    if (!w) return fail(w.error().wrap("write " + out_path));
+    blob.size += static_cast<uint64_t>(n);
+  }
+  if (blob.size == 0)
+    return fail(Error::invalid(src->total == 0 ? "corrupt archive: empty input"
+                                               : "corrupt archive: no data after decompression"));
+  if (::fsync(out.get()) < 0) return sys_fail("fsync " + out_path);
+  blob.digest_hex = hash.hex_final();
+  return blob;
+}
+
+Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir) {
+  UniqueFd in(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return sys_fail("open " + tar_path);
+  ReadArchive a(archive_read_new());
+  WriteArchive w(archive_write_disk_new());
+  if (!a || !w) return fail(Error::internal("libarchive allocation failed"));
+  archive_read_support_format_tar(a.get());  // ustar, pax, GNU; no filters: the blob is plain
+  if (archive_read_open_fd(a.get(), in.get(), 64 * 1024) != ARCHIVE_OK) return fail(corrupt(a.get()));
+
+  // Our own checks (below) give clear errors; libarchive's SECURE flags are a
+  // second line of defence. NOABSOLUTEPATHS cannot be used because every
+  // entry is rewritten to an absolute path under dest_dir (no chdir), so
+  // absolute entry names are refused by clean_entry_path instead. No
+  // set_standard_lookup: ownership is restored by numeric uid/gid, never via
+  // the host's passwd/group files.
+  archive_write_disk_set_options(
+      w.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_TIME |
+                   ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                   ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+
+  std::unordered_set<std::string> symlinks;  // cleaned paths the archive made symlinks
+  for (;;) {
+    struct archive_entry* e = nullptr;
+    int r = archive_read_next_header(a.get(), &e);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return fail(corrupt(a.get()));
+    const char* raw_c = entry_path(e);
+    if (!raw_c) return fail(Error::invalid("corrupt archive: entry without a path"));
+    std::string raw = raw_c;
+    if (r == ARCHIVE_WARN) LOG_DEBUG("image unpack: {}: {}", raw, archive_msg(a.get()));
+
+    std::string path = CUBBY_TRY(clean_entry_path(raw, raw, "path"));
+    mode_t type = archive_entry_filetype(e);
+    if (type == AE_IFCHR || type == AE_IFBLK) {
+      LOG_DEBUG("image unpack: skipping device node {}", raw);
+      continue;  // data (none) is skipped by the next read_next_header
+    }
+    if (std::string via = symlink_ancestor(path, symlinks); !via.empty())
+      return fail(Error::invalid("unsafe archive entry \"" + raw + "\": would be written through symlink \"" + via + "\""));
+
+    const char* link_c = entry_hardlink(e);
+    if (path.empty() && (type != AE_IFDIR || link_c))
+      return fail(Error::invalid("unsafe archive entry \"" + raw + "\": would replace the layer root"));
+
+    if (link_c) {
+      std::string target = CUBBY_TRY(clean_entry_path(raw, link_c, "hardlink target \"" + std::string(link_c) + "\""));
+      if (target.empty())
+        return fail(Error::invalid("unsafe archive entry \"" + raw + "\": hardlink to the layer root"));
+      if (std::string via = symlink_ancestor(target, symlinks); !via.empty())
+        return fail(Error::invalid("unsafe archive entry \"" + raw + "\": hardlink target \"" +
+                                   link_c + "\" goes through symlink \"" + via + "\""));
+      std::string full_target = dest_dir + "/" + target;
+      if (full_target.size() > kMaxPath)
+        return fail(Error::invalid("unsafe archive entry \"" + raw + "\": hardlink target path too long"));
+      archive_entry_set_hardlink(e, full_target.c_str());
+      // A hardlink to a symlink is itself a symlink.
+      if (symlinks.count(target)) symlinks.insert(path); else symlinks.erase(path);
+    } else if (type == AE_IFLNK) {
+      symlinks.insert(path);
+    } else {
+      symlinks.erase(path);
+    }
+
+    std::string full = path.empty() ? dest_dir : dest_dir + "/" + path;
+    if (full.size() > kMaxPath)
+      return fail(Error::invalid("unsafe archive entry \"" + raw.substr(0, 100) + "...\": path too long"));
+    archive_entry_set_pathname(e, full.c_str());
+
+    r = archive_write_header(w.get(), e);
+    if (r < ARCHIVE_WARN) return fail(write_error(w.get(), raw));
+    if (r == ARCHIVE_WARN) LOG_DEBUG("image unpack: {}: {}", raw, archive_msg(w.get()));
+    if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0) {
+      for (;;) {
+        const void* buf = nullptr;
+        size_t len = 0;
+        la_int64_t off = 0;
+        r = archive_read_data_block(a.get(), &buf, &len, &off);
+        if (r == ARCHIVE_EOF) break;
+        if (r < ARCHIVE_WARN) return fail(corrupt(a.get()));
+        if (archive_write_data_block(w.get(), buf, len, off) < ARCHIVE_WARN)
+          return fail(write_error(w.get(), raw));
+      }
+    }
+    r = archive_write_finish_entry(w.get());
+    if (r < ARCHIVE_WARN) return fail(write_error(w.get(), raw));
+  }
+  // Applies deferred directory permissions and times.
+  if (archive_write_close(w.get()) < ARCHIVE_WARN) return fail(write_error(w.get(), "(directory fixups)"));
+  return {};
+}
+
+}  // namespace cubby::image

@@ -1,0 +1,18 @@
+// The contract between cubby-shim and cubby-agent when the shim starts the
+// agent as PID 1 of a sandbox: which fd carries what. Both sides include
+// this file, so the numbers cannot drift apart.
+#pragma once
+
+namespace cubby::launch {
+
+// The agent's inherited fds (everything else is closed before exec).
+inline constexpr int kAgentConfigFd = 3;  // pipe: the agent's JSON config, then EOF
+inline constexpr int kAgentListenFd = 4;  // listening socket, bound before the agent ran
+inline constexpr int kAgentLogFd = 5;     // the box log (workload stdout/stderr), O_APPEND
+inline constexpr int kAgentGoFd = 6;      // pipe: one byte = start the workload; EOF = shim gone
+inline constexpr int kAgentFdCount = 7;
+
+// The shim's inherited fds.
+inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it
+
+}  // namespace cubby::launch

@@ -1,0 +1,38 @@
+// The box log: what the workload wrote to stdout and stderr, kept apart.
+// A sequence of records: [u8 stream (1 stdout, 2 stderr)][3 bytes zero]
+// [u32 big-endian length][bytes]. Binary-safe, append-only, and readable
+// while being written (a reader stops at an incomplete record).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace cubby::logfile {
+
+inline constexpr size_t kRecordHeader = 8;
+
+inline void append_record(std::string& out, int stream, std::string_view data) {
+  char h[kRecordHeader] = {static_cast<char>(stream), 0, 0, 0,
+                           static_cast<char>(data.size() >> 24), static_cast<char>(data.size() >> 16),
+                           static_cast<char>(data.size() >> 8), static_cast<char>(data.size())};
+  out.append(h, kRecordHeader);
+  out.append(data);
+}
+
+// Parses complete records from buf[pos..]; calls f(stream, bytes) for each and
+// advances pos past them. Returns false on a corrupt header.
+template <typename F>
+bool parse_records(std::string_view buf, size_t& pos, F&& f) {
+  while (buf.size() - pos >= kRecordHeader) {
+    auto b = reinterpret_cast<const unsigned char*>(buf.data() + pos);
+    if (b[0] != 1 && b[0] != 2) return false;
+    uint32_t len = (uint32_t{b[4]} << 24) | (uint32_t{b[5]} << 16) | (uint32_t{b[6]} << 8) | b[7];
+    if (buf.size() - pos - kRecordHeader < len) break;
+    f(static_cast<int>(b[0]), buf.substr(pos + kRecordHeader, len));
+    pos += kRecordHeader + len;
+  }
+  return true;
+}
+
+}  // namespace cubby::logfile

@@ -1,0 +1,82 @@
+// BoxSpec: everything a box needs to start, fixed at create time and kept in
+// the store (boxes.config). The shim receives it (plus the launch details in
+// ShimConfig) over its control socket, never through argv or the environment,
+// because env values may be secrets.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cubby {
+
+struct BoxSpec {
+  std::vector<std::string> argv;  // entrypoint + cmd, resolved at create
+  std::vector<std::string> env;   // image env overlaid with -e
+  std::string cwd = "/";
+  std::string user;
+  std::string hostname;
+  std::string network = "none";   // none | default
+  std::optional<int64_t> memory;  // bytes
+  std::optional<double> cpus;
+  std::optional<int64_t> pids;
+  bool auto_remove = false;       // --rm
+  bool interactive = false;       // -i
+  bool tty = false;               // -t
+  std::vector<std::string> layers;  // unpacked layer dirs, lowest first
+};
+
+inline void to_json(nlohmann::json& j, const BoxSpec& s) {
+  j = {{"argv", s.argv}, {"env", s.env}, {"cwd", s.cwd}, {"user", s.user}, {"hostname", s.hostname},
+       {"network", s.network}, {"auto_remove", s.auto_remove}, {"interactive", s.interactive},
+       {"tty", s.tty}, {"layers", s.layers}};
+  if (s.memory) j["memory"] = *s.memory;
+  if (s.cpus) j["cpus"] = *s.cpus;
+  if (s.pids) j["pids"] = *s.pids;
+}
+
+inline void from_json(const nlohmann::json& j, BoxSpec& s) {
+  s.argv = j.value("argv", std::vector<std::string>{});
+  s.env = j.value("env", std::vector<std::string>{});
+  s.cwd = j.value("cwd", std::string("/"));
+  s.user = j.value("user", std::string());
+  s.hostname = j.value("hostname", std::string());
+  s.network = j.value("network", std::string("none"));
+  s.auto_remove = j.value("auto_remove", false);
+  s.interactive = j.value("interactive", false);
+  s.tty = j.value("tty", false);
+  s.layers = j.value("layers", std::vector<std::string>{});
+  if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
+  if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
+  if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();
+}
+
+// What the runtime sends the shim as its first (and only) control message.
+struct ShimConfig {
+  std::string home;
+  std::string box_id;
+  std::string box_dir;
+  std::string agent_path;  // the static cubby-agent to run as PID 1
+  std::string isolation = "sandbox";
+  bool hold = false;       // wait for an attach before starting the workload
+  BoxSpec spec;
+};
+
+inline void to_json(nlohmann::json& j, const ShimConfig& c) {
+  j = {{"t", "config"}, {"home", c.home}, {"box_id", c.box_id}, {"box_dir", c.box_dir},
+       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"spec", c.spec}};
+}
+inline void from_json(const nlohmann::json& j, ShimConfig& c) {
+  c.home = j.at("home").get<std::string>();
+  c.box_id = j.at("box_id").get<std::string>();
+  c.box_dir = j.at("box_dir").get<std::string>();
+  c.agent_path = j.at("agent_path").get<std::string>();
+  c.isolation = j.value("isolation", std::string("sandbox"));
+  c.hold = j.value("hold", false);
+  c.spec = j.at("spec").get<BoxSpec>();
+}
+
+}  // namespace cubby

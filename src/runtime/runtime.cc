@@ -1,0 +1,505 @@
+#include "runtime/runtime.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <regex>
+
+#include "base/fs.h"
+#include "base/log.h"
+#include "base/process.h"
+#include "base/sys.h"
+#include "proto/logfile.h"
+#include "proto/messages.h"
+#include "proto/transport.h"
+#include "runtime/ownership.h"
+#include "runtime/session.h"
+#include "runtime/shim_launcher.h"
+#include "sandbox/cgroup.h"
+
+namespace cubby {
+
+using proto::Json;
+using store::BoxRecord;
+using store::BoxStatus;
+namespace msg = proto::msg;
+
+namespace {
+
+constexpr const char* kAgentSocket = "agent.sock";
+constexpr const char* kBoxLog = "box.log";
+
+std::string random_id() {
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t n = ::getrandom(b + got, sizeof b - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned char c : b) {
+    s.push_back(hex[c >> 4]);
+    s.push_back(hex[c & 15]);
+  }
+  return s;
+}
+
+std::string self_dir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+bool valid_name(const std::string& n) {
+  static const std::regex re("[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}");
+  return std::regex_match(n, re);
+}
+
+proto::UnixTransport agent_transport(const std::string& box_dir) { return {box_dir, kAgentSocket}; }
+
+}  // namespace
+
+std::string default_home() {
+  if (const char* h = std::getenv("CUBBY_HOME"); h && *h) return h;
+  if (::geteuid() == 0) return "/var/lib/cubby";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.local/share/cubby";
+}
+
+Result<Runtime> Runtime::open(Options opts) {
+  std::string home = opts.home.empty() ? default_home() : opts.home;
+  if (home.empty() || home[0] != '/') {
+    char cwd[4096];
+    if (!::getcwd(cwd, sizeof cwd)) return sys_fail("getcwd");
+    home = std::string(cwd) + "/" + home;
+  }
+  CUBBY_TRYV(mkdir_p(home + "/boxes", 0700));
+  auto db = store::Store::open(home);
+  if (!db) return std::unexpected(db.error());
+  auto images = image::ImageStore::open(home + "/images");
+  if (!images) return std::unexpected(images.error());
+  std::string bin = opts.bin_dir;
+  if (bin.empty()) {
+    const char* env = std::getenv("CUBBY_LIBEXEC");
+    bin = env && *env ? env : self_dir();
+  }
+  Runtime rt(std::move(home), std::move(bin), std::move(*db), std::move(*images));
+  CUBBY_TRYV(rt.reconcile());
+  return rt;
+}
+
+// ---------------------------------------------------------------------------
+// Recovery
+
+void Runtime::release_leftovers(const std::string& id) {
+  if (::geteuid() == 0) {
+    if (auto cg = sandbox::Cgroup::open_existing(id); cg && *cg) {
+      if (auto r = (*cg)->destroy(); !r) LOG_WARN("box {}: cgroup cleanup: {}", id, r.error().message());
+    }
+  }
+  ::unlink((box_dir(id) + "/" + kAgentSocket).c_str());
+}
+
+Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
+  if (!b.shim_pid || !b.shim_start) return {};
+  // Compare-and-set: only the reconciler that flips the record cleans up.
+  auto won = CUBBY_TRY(db_.mark_ended(b.id, *b.shim_pid, *b.shim_start, BoxStatus::kExited, std::nullopt, why));
+  if (!won) return {};
+  release_leftovers(b.id);
+  if (b.config.value("auto_remove", false)) {
+    (void)db_.delete_box(b.id);
+    (void)remove_tree(box_dir(b.id));
+  }
+  return {};
+}
+
+Result<void> Runtime::reconcile() {
+  auto boxes = CUBBY_TRY(db_.list_boxes());
+  for (auto& b : boxes) {
+    if (b.status != BoxStatus::kRunning) continue;
+    if (b.shim_pid && b.shim_start && is_shim_of(*b.shim_pid, *b.shim_start, b.id)) continue;
+    CUBBY_TRYV(end_dead_box(b, "shim died unexpectedly"));
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------
+// Lookup
+
+Result<BoxRecord> Runtime::resolve(const std::string& ref) {
+  if (ref.empty()) return fail(Error::invalid("empty box reference"));
+  auto found = CUBBY_TRY(db_.match(ref));
+  for (auto& b : found)
+    if (b.name == ref || b.id == ref) return b;  // exact name or id wins
+  bool hex = ref.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!hex || ref.size() < 4) return fail(Error::not_found("no such box: " + ref));
+  std::vector<BoxRecord> by_prefix;
+  for (auto& b : found)
+    if (b.id.compare(0, ref.size(), ref) == 0) by_prefix.push_back(b);
+  if (by_prefix.empty()) return fail(Error::not_found("no such box: " + ref));
+  if (by_prefix.size() > 1)
+    return fail(Error::invalid("box prefix " + ref + " is ambiguous (" + std::to_string(by_prefix.size()) +
+                               " boxes match)"));
+  return by_prefix[0];
+}
+
+Result<std::vector<BoxRecord>> Runtime::list() { return db_.list_boxes(); }
+
+Json Runtime::to_json(const BoxRecord& b, bool detailed) {
+  Json j = {{"id", b.id},
+            {"name", b.name},
+            {"image", b.image},
+            {"status", store::to_string(b.status)},
+            {"exit_code", b.exit_code ? Json(*b.exit_code) : Json(nullptr)},
+            {"isolation", b.isolation},
+            {"created_at", b.created_at},
+            {"pid", b.status == BoxStatus::kRunning && b.shim_pid ? Json(*b.shim_pid) : Json(nullptr)}};
+  if (detailed) {
+    j["image_id"] = b.image_id;
+    j["started_at"] = b.started_at.empty() ? Json(nullptr) : Json(b.started_at);
+    j["finished_at"] = b.finished_at.empty() ? Json(nullptr) : Json(b.finished_at);
+    j["error"] = b.error.empty() ? Json(nullptr) : Json(b.error);
+    Json cfg = b.config;
+    cfg.erase("layers");
+    j["config"] = cfg;
+  }
+  return j;
+}
+
+// ---------------------------------------------------------------------------
+// create / start
+
+Result<BoxRecord> Runtime::create(const CreateOptions& o) {
+  if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
+    return fail(Error::invalid("invalid --isolation \"" + o.isolation + "\" (want auto, vm or sandbox)"));
+  if (o.isolation == "vm")
+    return fail(Error::invalid("--isolation vm is not available yet in this build (the vm backend is a separate issue)"));
+  if (o.network != "none" && o.network != "default")
+    return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none or default)"));
+  if (!o.name.empty() && !valid_name(o.name))
+    return fail(Error::invalid("invalid box name \"" + o.name + "\": use [a-zA-Z0-9][a-zA-Z0-9_.-]*"));
+  if (o.memory && *o.memory < 6 * 1024 * 1024)
+    return fail(Error::invalid("--memory must be at least 6MB"));
+  if (o.cpus && (*o.cpus <= 0 || *o.cpus > 1024)) return fail(Error::invalid("--cpus must be a positive number"));
+  if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
+
+  auto img = CUBBY_TRY(images_.resolve(o.image));
+  BoxSpec spec;
+  std::vector<std::string> entry = o.entrypoint ? *o.entrypoint : img.config.entrypoint;
+  std::vector<std::string> cmd = !o.cmd.empty() ? o.cmd : (o.entrypoint ? std::vector<std::string>{} : img.config.cmd);
+  spec.argv = entry;
+  spec.argv.insert(spec.argv.end(), cmd.begin(), cmd.end());
+  if (spec.argv.empty()) return fail(Error::invalid("no command specified (the image has no Cmd or Entrypoint)"));
+  spec.env = img.config.env;
+  for (const auto& e : o.env) {
+    std::string kv = e;
+    if (kv.find('=') == std::string::npos) {  // "-e NAME" takes NAME from the caller
+      const char* v = std::getenv(kv.c_str());
+      if (!v) continue;
+      kv += std::string("=") + v;
+    }
+    std::string key = kv.substr(0, kv.find('='));
+    if (key.empty()) return fail(Error::invalid("invalid environment variable: " + e));
+    std::erase_if(spec.env, [&](const std::string& x) { return x.compare(0, key.size() + 1, key + "=") == 0; });
+    spec.env.push_back(kv);
+  }
+  spec.cwd = !o.cwd.empty() ? o.cwd : (img.config.working_dir.empty() ? "/" : img.config.working_dir);
+  if (spec.cwd[0] != '/') return fail(Error::invalid("the working directory must be absolute: " + spec.cwd));
+  spec.user = !o.user.empty() ? o.user : img.config.user;
+  spec.network = o.network;
+  spec.memory = o.memory;
+  spec.cpus = o.cpus;
+  spec.pids = o.pids;
+  spec.auto_remove = o.auto_remove;
+  spec.interactive = o.interactive;
+  spec.tty = o.tty;
+  spec.layers = CUBBY_TRY(images_.layer_dirs(img));
+
+  BoxRecord b;
+  b.id = random_id();
+  b.name = o.name.empty() ? "box-" + b.id.substr(0, 12) : o.name;
+  spec.hostname = o.hostname.empty() ? b.id.substr(0, 12) : o.hostname;
+  b.image = img.ref;
+  b.image_id = img.id;
+  b.isolation = "sandbox";
+  b.created_at = now_rfc3339();
+  b.config = spec;
+  // The directory first: a record never points at a missing directory.
+  CUBBY_TRYV(mkdir_p(box_dir(b.id), 0700));
+  if (auto r = db_.insert_box(b); !r) {
+    (void)remove_tree(box_dir(b.id));
+    return std::unexpected(r.error());
+  }
+  return b;
+}
+
+Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
+  ShimConfig cfg;
+  cfg.home = home_;
+  cfg.box_id = b.id;
+  cfg.box_dir = box_dir(b.id);
+  cfg.agent_path = bin_dir_ + "/cubby-agent";
+  cfg.isolation = b.isolation;
+  cfg.hold = hold;
+  cfg.spec = b.config.get<BoxSpec>();
+  CUBBY_TRYV(mkdir_p(cfg.box_dir, 0700));
+  auto shim = CUBBY_TRY(launch_shim(bin_dir_ + "/" + kShimName, b.id, cfg.box_dir + "/shim.log"));
+  CUBBY_TRYV(shim.control.send(Json(cfg)));
+  // Wait for the shim's verdict; its death (pidfd) ends the wait at once.
+  for (;;) {
+    int fds[2] = {shim.control.fd(), shim.pidfd.get()};
+    int which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
+    auto f = shim.control.recv();
+    if (!f) {
+      if (which == 0) CUBBY_TRYV(sys::wait_readable(shim.pidfd.get(), sys::kForever));
+      CUBBY_TRYV(reconcile());
+      auto after = db_.get_box(b.id);
+      std::string why = after && *after && !(*after)->error.empty() ? (*after)->error : "cubby-shim exited during start";
+      return fail(Error::internal("start box " + b.name + ": " + why));
+    }
+    const std::string t = f->msg["t"].get<std::string>();
+    if (t == "ready") return StartResult{};
+    if (t == "exited") {
+      // The box ended during start. Wait for the shim so its record is final.
+      CUBBY_TRYV(sys::wait_readable(shim.pidfd.get(), sys::kForever));
+      return StartResult{true, f->msg.value("code", 0), f->msg.value("msg", std::string())};
+    }
+    if (t == "failed") {
+      CUBBY_TRYV(sys::wait_readable(shim.pidfd.get(), sys::kForever));
+      return fail(Error::internal("start box " + b.name + ": " + f->msg.value("msg", std::string("?"))));
+    }
+  }
+}
+
+Result<int> Runtime::attach_and_wait(const std::string& id, const StdioFds& io) {
+  auto b = CUBBY_TRY(resolve(id));
+  if (b.status != BoxStatus::kRunning || !b.shim_pid) return fail(Error::conflict("box " + b.name + " is not running"));
+  auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
+  auto t = agent_transport(box_dir(b.id));
+  auto conn = proto::connect_and_hello(t);
+  std::optional<ExecResult> res;
+  if (conn) {
+    CUBBY_TRYV(conn->send({{"t", msg::kAttach}, {"start", true}, {"stdin", io.in >= 0}}));
+    auto r = stream_session(*conn, io, msg::kKill);
+    if (r) res = *r;
+  }
+  // The shim records the final status after cleanup; wait for it to exit.
+  if (shim) CUBBY_TRYV(sys::wait_readable(shim->get(), sys::kForever));
+  CUBBY_TRYV(reconcile());
+  auto after = CUBBY_TRY(db_.get_box(b.id));
+  if (after && after->exit_code) return *after->exit_code;
+  if (res) return res->code;
+  return fail(Error::internal("box " + b.name + " ended without an exit status"));
+}
+
+// ---------------------------------------------------------------------------
+// exec
+
+Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req, const StdioFds& io) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (req.argv.empty()) return fail(Error::invalid("exec: no command given"));
+  auto t = agent_transport(box_dir(b.id));
+  auto conn = proto::connect_and_hello(t);
+  if (!conn) return std::unexpected(conn.error().wrap("exec in box " + b.name));
+  BoxSpec spec = b.config.get<BoxSpec>();
+  std::vector<std::string> env = spec.env;
+  for (const auto& e : req.env) {
+    std::string key = e.substr(0, e.find('='));
+    std::erase_if(env, [&](const std::string& x) { return x.compare(0, key.size() + 1, key + "=") == 0; });
+    env.push_back(e);
+  }
+  Json m = {{"t", msg::kExec}, {"argv", req.argv}, {"env", env},
+            {"cwd", req.cwd.empty() ? spec.cwd : req.cwd}, {"user", req.user.empty() ? spec.user : req.user},
+            {"stdin", req.interactive}, {"detach", req.detach}};
+  if (req.timeout) m["timeout_ms"] = req.timeout->count();
+  CUBBY_TRYV(conn->send(m));
+  if (req.detach) {
+    auto f = CUBBY_TRY(conn->recv());
+    ExecResult r;
+    if (f.msg["t"] == msg::kStarted) {
+      r.exec_id = f.msg.value("id", uint64_t{0});
+      return r;
+    }
+    r.code = f.msg.value("code", 126);
+    r.error = f.msg.value("error", std::string("exec failed"));
+    return r;
+  }
+  StdioFds eio = io;
+  if (!req.interactive) eio.in = -1;
+  return stream_session(*conn, eio, msg::kSignal);
+}
+
+Result<ExecResult> Runtime::exec_status(const std::string& ref, uint64_t exec_id) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  auto t = agent_transport(box_dir(b.id));
+  auto conn = CUBBY_TRY(proto::connect_and_hello(t));
+  CUBBY_TRYV(conn.send({{"t", msg::kExecStatus}, {"id", exec_id}}));
+  auto f = CUBBY_TRY(conn.recv());
+  if (f.msg["t"] == msg::kRunning) return fail(Error::conflict("exec " + std::to_string(exec_id) + " is still running"));
+  if (f.msg["t"] != msg::kExit) return fail(Error::not_found(f.msg.value("msg", std::string("no such exec"))));
+  ExecResult r;
+  r.exec_id = exec_id;
+  r.code = f.msg.value("code", 0);
+  r.timed_out = f.msg.value("timed_out", false);
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// stop / kill / rm / wait
+
+Result<void> Runtime::stop_record(const BoxRecord& b, std::chrono::milliseconds grace) {
+  if (b.status != BoxStatus::kRunning || !b.shim_pid || !b.shim_start) return {};
+  auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
+  if (!shim) return end_dead_box(b, "shim died unexpectedly");
+  // SIGTERM carries the grace period as its sigqueue value; the shim
+  // forwards SIGTERM to the workload and SIGKILLs the box when it expires.
+  siginfo_t si{};
+  si.si_signo = SIGTERM;
+  si.si_code = SI_QUEUE;
+  si.si_pid = ::getpid();
+  si.si_uid = ::getuid();
+  si.si_value.sival_int = static_cast<int>(grace.count());
+  CUBBY_TRYV(sys::pidfd_send_signal(shim->get(), SIGTERM, &si));
+  // The shim's exit is the event; the timeout is a backstop for a wedged shim.
+  auto done = CUBBY_TRY(sys::wait_readable(shim->get(), grace + std::chrono::seconds(20)));
+  if (!done) {
+    LOG_WARN("box {}: shim did not stop; killing it", b.id);
+    (void)sys::pidfd_send_signal(shim->get(), SIGKILL);
+    CUBBY_TRYV(sys::wait_readable(shim->get(), std::chrono::seconds(10)));
+    auto cur = CUBBY_TRY(db_.get_box(b.id));
+    if (cur) CUBBY_TRYV(end_dead_box(*cur, "shim killed after it did not stop"));
+  }
+  return {};
+}
+
+Result<void> Runtime::stop(const std::string& ref, std::chrono::seconds grace) {
+  auto b = CUBBY_TRY(resolve(ref));
+  return stop_record(b, grace);
+}
+
+Result<void> Runtime::kill(const std::string& ref, int sig) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  auto t = agent_transport(box_dir(b.id));
+  auto conn = CUBBY_TRY(proto::connect_and_hello(t));
+  CUBBY_TRYV(conn.send({{"t", msg::kKill}, {"sig", sig}}));
+  auto f = CUBBY_TRY(conn.recv());
+  if (f.msg["t"] != msg::kOk) return fail(Error::conflict(f.msg.value("msg", std::string("kill failed"))));
+  return {};
+}
+
+Result<void> Runtime::remove(const std::string& ref, bool force) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status == BoxStatus::kRunning) {
+    if (!force)
+      return fail(Error::conflict("cannot remove running box " + b.name + ": stop it first or use rm -f"));
+    CUBBY_TRYV(stop_record(b, std::chrono::milliseconds(0)));
+  }
+  CUBBY_TRYV(db_.delete_box(b.id));
+  release_leftovers(b.id);
+  CUBBY_TRYV(remove_tree(box_dir(b.id)));
+  return {};
+}
+
+Result<BoxRecord> Runtime::wait(const std::string& ref) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status == BoxStatus::kRunning && b.shim_pid && b.shim_start) {
+    if (auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id))
+      CUBBY_TRYV(sys::wait_readable(shim->get(), sys::kForever));
+    CUBBY_TRYV(reconcile());
+  }
+  auto after = CUBBY_TRY(db_.get_box(b.id));
+  if (!after) {
+    b.status = BoxStatus::kExited;  // removed on exit (--rm); report what we saw
+    return b;
+  }
+  return *after;
+}
+
+// ---------------------------------------------------------------------------
+// logs
+
+Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int err_fd) {
+  auto b = CUBBY_TRY(resolve(ref));
+  std::string path = box_dir(b.id) + "/" + kBoxLog;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd && errno != ENOENT) return sys_fail("open " + path);
+  UniqueFd inotify, shim;
+  if (follow && b.status == BoxStatus::kRunning && b.shim_pid) {
+    auto s = open_shim(*b.shim_pid, *b.shim_start, b.id);
+    if (s) shim = std::move(*s);
+    if (shim) {
+      inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+      if (!fd) {  // not created yet: it appears when the shim starts the box
+        fd.reset(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0640));
+      }
+      ::inotify_add_watch(inotify.get(), path.c_str(), IN_MODIFY);
+    }
+  }
+  if (!fd) return {};
+  std::string buf;
+  size_t pos = 0;
+  auto pump = [&]() -> Result<void> {
+    char tmp[65536];
+    for (;;) {
+      ssize_t n = ::read(fd.get(), tmp, sizeof tmp);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return sys_fail("read " + path);
+      }
+      if (n == 0) return {};
+      buf.append(tmp, static_cast<size_t>(n));
+      bool ok = logfile::parse_records(buf, pos, [&](int stream, std::string_view d) {
+        (void)sys::write_all(stream == 2 ? err_fd : out_fd, d.data(), d.size());
+      });
+      if (!ok) return fail(Error::invalid("corrupt box log " + path));
+      buf.erase(0, pos);
+      pos = 0;
+    }
+  };
+  CUBBY_TRYV(pump());
+  while (shim) {
+    int fds[2] = {inotify.get(), shim.get()};
+    int which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
+    if (which == 0) {
+      char ev[4096];
+      while (::read(inotify.get(), ev, sizeof ev) > 0) {
+      }
+    }
+    CUBBY_TRYV(pump());
+    if (which == 1) break;  // the box ended; everything it wrote is read
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------
+
+Json Runtime::info() {
+  bool kvm = ::access("/dev/kvm", R_OK | W_OK) == 0;
+  bool vsock = ::access("/dev/vhost-vsock", R_OK | W_OK) == 0;
+  auto cg = sandbox::detect_cgroup_version();
+  return {{"version", CUBBY_VERSION},
+          {"home", home_},
+          {"kvm", kvm},
+          {"vhost_vsock", vsock},
+          {"default_isolation", "sandbox"},
+          {"isolations", Json::array({"sandbox"})},
+          {"cgroup_version", cg == sandbox::CgroupVersion::kV2 ? Json(2) : cg == sandbox::CgroupVersion::kV1 ? Json(1) : Json(nullptr)},
+          {"rootless", ::geteuid() != 0},
+          {"bin_dir", bin_dir_}};
+}
+
+}  // namespace cubby

@@ -1,0 +1,122 @@
+// libcubby's C++ API. The CLI, the C API (include/cubby/cubby.h) and later
+// the REST server and SDKs are thin layers over this class.
+//
+// Every Runtime::open() reconciles the store with reality (guarantee 2): a
+// box whose recorded shim is alive stays running; one whose shim is gone is
+// marked ended (with the real exit status when the shim recorded it) and its
+// leftovers (cgroups, socket) are released. Nothing is marked ended while
+// its shim lives, because liveness is judged by ownership.h's exact probe.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "image/image_store.h"
+#include "runtime/box_spec.h"
+#include "store/store.h"
+
+namespace cubby {
+
+struct CreateOptions {
+  std::string image;
+  std::string name;
+  std::optional<std::vector<std::string>> entrypoint;  // --entrypoint
+  std::vector<std::string> cmd;                        // overrides the image's Cmd
+  std::vector<std::string> env;                        // -e K=V (or K: taken from the caller's env)
+  std::string cwd, user, hostname;
+  std::string network = "default";
+  std::string isolation = "auto";
+  std::optional<int64_t> memory;
+  std::optional<double> cpus;
+  std::optional<int64_t> pids;
+  bool auto_remove = false;
+  bool interactive = false;
+  bool tty = false;
+};
+
+struct ExecRequest {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd, user;
+  bool interactive = false;  // stream stdin
+  bool detach = false;
+  std::optional<std::chrono::milliseconds> timeout;
+};
+
+// Where a session's bytes go. -1 disables a stream.
+struct StdioFds {
+  int in = -1, out = 1, err = 2;
+  bool forward_signals = false;  // relay SIGINT/SIGTERM/SIGHUP to the process
+};
+
+// How a process inside a box ended (never "cubby failed": that is an Error).
+struct ExecResult {
+  uint64_t exec_id = 0;
+  int code = 0;          // exit code, 128+N for signal N, 124 on --timeout
+  bool timed_out = false;
+  std::string error;     // set when the command could not start (126/127)
+};
+
+struct StartResult {
+  bool ended = false;  // the box finished during start (e.g. `true`)
+  int code = 0;
+  std::string error;
+};
+
+class Runtime {
+ public:
+  struct Options {
+    std::string home;     // empty: $CUBBY_HOME, else the SPEC default
+    std::string bin_dir;  // where cubby-shim/cubby-agent live; empty: next to this executable
+  };
+  static Result<Runtime> open(Options opts);
+
+  Result<store::BoxRecord> create(const CreateOptions& o);
+  // Starts a created or ended box. With hold, the workload waits for attach().
+  Result<StartResult> start(const std::string& ref, bool hold = false);
+  // Attaches to a held box's workload, starts it, streams its output until it
+  // ends and returns its exit code (after the shim recorded it).
+  Result<int> attach_and_wait(const std::string& id, const StdioFds& io);
+  Result<ExecResult> exec(const std::string& ref, const ExecRequest& req, const StdioFds& io);
+  // Reads an exec's status again (it is kept by the agent).
+  Result<ExecResult> exec_status(const std::string& ref, uint64_t exec_id);
+  Result<void> stop(const std::string& ref, std::chrono::seconds grace);
+  Result<void> kill(const std::string& ref, int sig);
+  Result<void> remove(const std::string& ref, bool force);
+  // Blocks until the box is no longer running; returns its record.
+  Result<store::BoxRecord> wait(const std::string& ref);
+  Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd);
+
+  Result<std::vector<store::BoxRecord>> list();
+  Result<store::BoxRecord> resolve(const std::string& ref);
+  Result<void> reconcile();
+
+  image::ImageStore& images() { return images_; }
+  const std::string& home() const { return home_; }
+  std::string box_dir(const std::string& id) const { return home_ + "/boxes/" + id; }
+  nlohmann::json info();
+  // The JSON objects of `ls --format json` / `inspect` (SPEC §4 keys).
+  static nlohmann::json to_json(const store::BoxRecord& b, bool detailed);
+
+ private:
+  Runtime(std::string home, std::string bin_dir, store::Store db, image::ImageStore images)
+      : home_(std::move(home)), bin_dir_(std::move(bin_dir)), db_(std::move(db)), images_(std::move(images)) {}
+  Result<void> end_dead_box(const store::BoxRecord& b, const std::string& why);
+  void release_leftovers(const std::string& id);
+  Result<void> stop_record(const store::BoxRecord& b, std::chrono::milliseconds grace);
+
+  std::string home_, bin_dir_;
+  store::Store db_;
+  image::ImageStore images_;
+};
+
+// The default home: $CUBBY_HOME, else /var/lib/cubby for root, else
+// ~/.local/share/cubby.
+std::string default_home();
+
+}  // namespace cubby

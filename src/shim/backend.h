@@ -1,0 +1,49 @@
+// The shim's view of an isolation backend. The sandbox backend (namespaces)
+// implements it now; the vm backend (QEMU microvm) implements the same
+// interface, so the shim's supervision, readiness and cleanup logic is
+// shared and every CLI command behaves the same on both.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/error.h"
+#include "base/process.h"
+#include "runtime/box_spec.h"
+
+namespace cubby::shim {
+
+// A launched box: the supervised process (agent as PID 1, or the VMM) and
+// the resources that must be released when it ends.
+class BoxInstance {
+ public:
+  virtual ~BoxInstance() = default;
+  // pidfd of the supervised process; readable when it exits.
+  virtual int pidfd() const = 0;
+  // Reaps the supervised process once pidfd() is readable.
+  virtual Result<ExitStatus> reap() = 0;
+  // Lets the workload start (after the host's handshake succeeded).
+  virtual Result<void> allow_start() = 0;
+  // Graceful stop request: delivered to the workload.
+  virtual Result<void> request_stop(int sig) = 0;
+  // Ends the box now (SIGKILL to the supervised process).
+  virtual Result<void> kill() = 0;
+  // A stream of diagnostics (the agent's stderr or the VM console); -1 if none.
+  virtual int diag_fd() const = 0;
+  // Releases cgroups, helper processes, sockets. Idempotent.
+  virtual void cleanup() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) = 0;
+};
+
+std::unique_ptr<Backend> make_sandbox_backend();
+
+// Name of the agent's socket inside the box directory.
+inline constexpr const char* kAgentSocket = "agent.sock";
+inline constexpr const char* kBoxLog = "box.log";
+
+}  // namespace cubby::shim

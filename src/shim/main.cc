@@ -1,0 +1,249 @@
+// cubby-shim BOX_ID: the per-box supervisor.
+//
+// Its argv is exactly [<path>/cubby-shim, <box_id>] (guarantee 1: recovery
+// identifies a shim by an exact argv match plus its start time); its
+// configuration, which may hold secrets, arrives over the control socket
+// on fd 3. It records itself in the store, launches the box through a
+// backend, waits for the agent's handshake (bounded by the box's liveness,
+// not by a timer), reports readiness, then supervises: it reaps the box's
+// PID 1 or VMM, records the real exit status, and frees everything.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <deque>
+
+#include "base/fs.h"
+#include "base/log.h"
+#include "base/process.h"
+#include "base/sys.h"
+#include "proto/launch.h"
+#include "proto/messages.h"
+#include "proto/transport.h"
+#include "runtime/box_spec.h"
+#include "shim/backend.h"
+#include "store/store.h"
+
+using namespace cubby;
+using proto::Json;
+
+namespace {
+
+constexpr int kDefaultStopGraceMs = 10000;
+
+// The last lines the agent (or VM console) printed, for error reports.
+class DiagTail {
+ public:
+  void drain(int fd) {
+    if (fd < 0) return;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+      (void)!::write(2, buf, static_cast<size_t>(n));  // into shim.log
+      text_.append(buf, static_cast<size_t>(n));
+      if (text_.size() > 4096) text_.erase(0, text_.size() - 4096);
+    }
+  }
+  std::string last_line() const {
+    std::string t = text_;
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+    auto nl = t.rfind('\n');
+    std::string line = nl == std::string::npos ? t : t.substr(nl + 1);
+    // The agent prefixes its lines; keep only the message.
+    if (auto p = line.find(" error: "); p != std::string::npos) line = line.substr(p + 8);
+    return line;
+  }
+
+ private:
+  std::string text_;
+};
+
+struct Shim {
+  ShimConfig cfg;
+  store::Store* db = nullptr;
+  pid_t self = 0;
+  uint64_t self_start = 0;
+  proto::Conn ctl;
+
+  void reply(const Json& m) {
+    if (ctl.valid()) (void)ctl.send(m);
+  }
+};
+
+// Waits for the agent's hello, or for the box to die first.
+enum class Boot { kReady, kDied };
+// Handshake, then (unless the workload is held for an attach) let the
+// workload start and wait until the agent says it runs.
+Result<Boot> await_agent(shim::BoxInstance& box, const std::string& box_dir, DiagTail& diag, bool hold) {
+  proto::UnixTransport t(box_dir, shim::kAgentSocket);
+  auto fd = CUBBY_TRY(t.connect());  // queued in the backlog even if the agent is not serving yet
+  proto::Conn conn(std::move(fd));
+  CUBBY_TRYV(conn.send({{"t", proto::msg::kHello}, {"v", proto::kVersion}, {"min", proto::kMinVersion}}));
+  for (;;) {
+    int fds[3] = {conn.fd(), box.pidfd(), box.diag_fd()};
+    int n = box.diag_fd() >= 0 ? 3 : 2;
+    // No boot budget: readiness is the hello, and liveness is the pidfd.
+    int which = CUBBY_TRY(sys::wait_any_readable(std::span<const int>(fds, n), sys::kForever));
+    if (which == 2) {
+      diag.drain(box.diag_fd());
+      continue;
+    }
+    if (which == 1) return Boot::kDied;
+    auto f = conn.recv();
+    if (!f) {
+      // The agent closed the connection: it is exiting. Let the pidfd tell.
+      CUBBY_TRYV(sys::wait_readable(box.pidfd(), sys::kForever));
+      return Boot::kDied;
+    }
+    if (f->msg["t"] == proto::msg::kHello) {
+      if (hold) return Boot::kReady;
+      CUBBY_TRYV(conn.send({{"t", proto::msg::kWatchStart}}));
+      CUBBY_TRYV(box.allow_start());
+      continue;
+    }
+    if (f->msg["t"] == proto::msg::kStarted) return Boot::kReady;
+    return fail(Error::protocol("agent answered the handshake with " + f->msg["t"].get<std::string>()));
+  }
+}
+
+int supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag, bool& stopped) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  UniqueFd sigfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  for (;;) {
+    int fds[4] = {box.pidfd(), sigfd.get(), timer.get(), box.diag_fd()};
+    int n = box.diag_fd() >= 0 ? 4 : 3;
+    auto which = sys::wait_any_readable(std::span<const int>(fds, n), sys::kForever);
+    if (!which) return -1;
+    if (*which == 0) return 0;
+    if (*which == 3) {
+      diag.drain(box.diag_fd());
+    } else if (*which == 1) {
+      signalfd_siginfo si;
+      while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+        // stop: SIGTERM to the workload, then SIGKILL after the grace the
+        // runtime passed as the signal's value (sigqueue-style).
+        int grace = si.ssi_code == SI_QUEUE ? si.ssi_int : kDefaultStopGraceMs;
+        stopped = true;
+        LOG_INFO("stop requested (grace {} ms)", grace);
+        if (grace <= 0) {
+          (void)box.kill();
+        } else {
+          (void)box.request_stop(SIGTERM);
+          itimerspec its{};
+          its.it_value.tv_sec = grace / 1000;
+          its.it_value.tv_nsec = (grace % 1000) * 1000000L;
+          ::timerfd_settime(timer.get(), 0, &its, nullptr);
+        }
+      }
+    } else if (*which == 2) {
+      uint64_t ticks;
+      (void)!::read(timer.get(), &ticks, sizeof ticks);
+      LOG_INFO("grace period over: killing the box");
+      (void)box.kill();
+    }
+  }
+  (void)sh;
+}
+
+int run_shim(const std::string& box_id) {
+  Shim sh;
+  sh.ctl = proto::Conn(UniqueFd(launch::kShimControlFd));
+  auto first = sh.ctl.recv();
+  if (!first) return 1;  // the launcher died before sending the config
+  try {
+    sh.cfg = first->msg.get<ShimConfig>();
+  } catch (const std::exception& e) {
+    sh.reply({{"t", "failed"}, {"msg", std::string("bad shim config: ") + e.what()}});
+    return 1;
+  }
+  if (sh.cfg.box_id != box_id) {
+    sh.reply({{"t", "failed"}, {"msg", "config is for another box"}});
+    return 1;
+  }
+  log::set_prefix("cubby-shim[" + box_id.substr(0, 12) + "]");
+  // Block the signals we read through a signalfd before anything can send them.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto db = store::Store::open(sh.cfg.home);
+  if (!db) {
+    sh.reply({{"t", "failed"}, {"msg", db.error().message()}});
+    return 1;
+  }
+  sh.db = &*db;
+  sh.self = ::getpid();
+  sh.self_start = process_start_time(sh.self).value_or(0);
+  auto claimed = db->mark_running(box_id, sh.self, sh.self_start);
+  if (!claimed || !*claimed) {
+    sh.reply({{"t", "failed"}, {"msg", claimed ? "box is already running or was removed" : claimed.error().message()}});
+    return 1;
+  }
+
+  auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err) {
+    auto r = db->mark_ended(box_id, sh.self, sh.self_start, st, code, err);
+    if (!r) LOG_ERROR("record exit: {}", r.error().message());
+    if (sh.cfg.spec.auto_remove) {
+      (void)db->delete_box(box_id);
+      (void)remove_tree(sh.cfg.box_dir);
+    }
+  };
+
+  auto backend = shim::make_sandbox_backend();
+  auto launched = backend->launch(sh.cfg);
+  if (!launched) {
+    std::string m = launched.error().message();
+    LOG_ERROR("launch: {}", m);
+    record_end(store::BoxStatus::kExited, 125, m);
+    sh.reply({{"t", "failed"}, {"msg", m}});
+    return 1;
+  }
+  auto& box = **launched;
+  DiagTail diag;
+  bool stopped = false;
+
+  auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold);
+  if (boot && *boot == Boot::kReady) {
+    if (sh.cfg.hold) {
+      if (auto r = box.allow_start(); !r) LOG_WARN("start workload: {}", r.error().message());
+    }
+    sh.reply({{"t", "ready"}});
+    sh.ctl.close();  // the launcher may go away now; we are on our own
+    if (supervise(sh, box, diag, stopped) < 0) (void)box.kill();
+  } else if (!boot) {
+    LOG_ERROR("boot: {}", boot.error().message());
+    (void)box.kill();
+  }
+  diag.drain(box.diag_fd());
+  auto status = box.reap();
+  box.cleanup();
+  int code = status ? status->shell_code() : 125;
+  std::string err;
+  if (!boot || *boot == Boot::kDied) {
+    // The box ended before (or instead of) its handshake; a clean exit 0
+    // is success, anything else carries the agent's last words.
+    if (code != 0) err = diag.last_line().empty() ? "box exited during start" : diag.last_line();
+    sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
+  }
+  record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    static const char usage[] = "usage: cubby-shim BOX_ID (started by the cubby runtime)\n";
+    (void)!::write(2, usage, sizeof usage - 1);
+    return 2;
+  }
+  return run_shim(argv[1]);
+}

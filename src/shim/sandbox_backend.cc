@@ -1,0 +1,215 @@
+// The sandbox backend: the box's PID 1 is cubby-agent in fresh user, pid,
+// mount, net, uts and ipc namespaces; the agent assembles the overlay rootfs
+// itself (see agent/box_init.cc), so every mount lives and dies with the box.
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "base/fs.h"
+#include "base/log.h"
+#include "base/sys.h"
+#include "proto/launch.h"
+#include "proto/transport.h"
+#include "sandbox/cgroup.h"
+#include "shim/backend.h"
+#include "shim/network.h"
+#include "shim/sandbox_child.h"
+
+namespace cubby::shim {
+namespace {
+
+// Runs the agent from a sealed in-memory copy, so a process in the box that
+// reaches /proc/1/exe can never write to the host's agent binary (the
+// runc CVE-2019-5736 class of escape).
+Result<UniqueFd> sealed_copy(const std::string& path) {
+  UniqueFd src(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!src) return sys_fail("open agent " + path);
+  struct stat st;
+  if (::fstat(src.get(), &st) < 0) return sys_fail("stat " + path);
+  UniqueFd mem(::memfd_create("cubby-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!mem) return sys_fail("memfd_create");
+  off_t off = 0;
+  while (off < st.st_size) {
+    ssize_t n = ::sendfile(mem.get(), src.get(), &off, static_cast<size_t>(st.st_size - off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_fail("copy agent");
+    }
+    if (n == 0) break;
+  }
+  if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+    return sys_fail("seal agent copy");
+  return mem;
+}
+
+class SandboxInstance : public BoxInstance {
+ public:
+  int pidfd() const override { return pidfd_.get(); }
+  int diag_fd() const override { return diag_.get(); }
+
+  Result<ExitStatus> reap() override {
+    siginfo_t si{};
+    while (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &si, WEXITED) < 0)
+      if (errno != EINTR) return sys_fail("waitid agent");
+    reaped_ = true;
+    ExitStatus s;
+    if (si.si_code == CLD_EXITED) {
+      s.code = si.si_status;
+    } else {
+      s.signaled = true;
+      s.signal = si.si_status;
+    }
+    return s;
+  }
+
+  Result<void> allow_start() override {
+    char b = 'g';
+    return sys::write_all(go_.get(), &b, 1);
+  }
+
+  Result<void> request_stop(int sig) override {
+    // The agent is PID 1 of the box and forwards this to the workload.
+    return sys::pidfd_send_signal(pidfd_.get(), sig);
+  }
+
+  Result<void> kill() override { return sys::pidfd_send_signal(pidfd_.get(), SIGKILL); }
+
+  void cleanup() override {
+    if (!reaped_ && pidfd_) {
+      (void)kill();
+      (void)reap();
+    }
+    net_.reset();
+    if (cgroup_) {
+      if (auto r = cgroup_->destroy(); !r) LOG_WARN("cgroup cleanup: {}", r.error().message());
+      cgroup_.reset();
+    }
+    ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
+  }
+
+  ~SandboxInstance() override { cleanup(); }
+
+  std::string box_dir_;
+  UniqueFd pidfd_, go_, diag_;
+  bool reaped_ = false;
+  std::unique_ptr<sandbox::Cgroup> cgroup_;
+  std::unique_ptr<Network> net_;
+};
+
+Result<void> write_id_maps(pid_t pid) {
+  std::string base = "/proc/" + std::to_string(pid);
+  if (::geteuid() == 0) {
+    // Real root: identity-map every id. Capabilities stay confined to the
+    // box's own user namespace (no module loading, no host mounts, ...).
+    CUBBY_TRYV(write_file(base + "/uid_map", "0 0 4294967295\n"));
+    CUBBY_TRYV(write_file(base + "/gid_map", "0 0 4294967295\n"));
+  } else {
+    // Rootless: the caller becomes root in the box; nothing else is mapped.
+    CUBBY_TRYV(write_file(base + "/setgroups", "deny\n"));
+    CUBBY_TRYV(write_file(base + "/uid_map", "0 " + std::to_string(::geteuid()) + " 1\n"));
+    CUBBY_TRYV(write_file(base + "/gid_map", "0 " + std::to_string(::getegid()) + " 1\n"));
+  }
+  return {};
+}
+
+class SandboxBackend : public Backend {
+ public:
+  Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override {
+    auto inst = std::make_unique<SandboxInstance>();
+    inst->box_dir_ = cfg.box_dir;
+    const BoxSpec& spec = cfg.spec;
+
+    sandbox::CgroupLimits limits{spec.memory, spec.cpus, spec.pids};
+    if (::geteuid() == 0) {
+      auto cg = sandbox::Cgroup::create(cfg.box_id, limits);
+      if (!cg) return std::unexpected(cg.error().wrap("create cgroup"));
+      inst->cgroup_ = std::move(*cg);
+    } else if (spec.memory || spec.cpus || spec.pids) {
+      return fail(Error::invalid("resource limits need root (cgroup delegation is not supported yet)"));
+    }
+
+    for (const char* d : {"upper", "work", "rootfs"}) CUBBY_TRYV(mkdir_p(cfg.box_dir + "/" + d, 0755));
+    auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));
+    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!log) return sys_fail("open box log");
+    auto agent = CUBBY_TRY(sealed_copy(cfg.agent_path));
+    UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    auto [cfg_r, cfg_w] = CUBBY_TRY(sys::make_pipe());
+    auto [go_r, go_w] = CUBBY_TRY(sys::make_pipe());
+    auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());
+    auto [sync_r, sync_w] = CUBBY_TRY(sys::make_pipe());
+    auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
+
+    static char arg0[] = "cubby-agent", arg1[] = "init";
+    char* argv[] = {arg0, arg1, nullptr};
+    std::string log_env = std::string("CUBBY_LOG=") + (getenv("CUBBY_LOG") ? getenv("CUBBY_LOG") : "warn");
+    char* envp[] = {log_env.data(), nullptr};
+    SandboxChildPlan plan{sync_r.get(),
+                          {devnull.get(), devnull.get(), diag_w.get(), cfg_r.get(), listen.get(), log.get(),
+                           go_r.get()},
+                          agent.get(),
+                          argv,
+                          envp,
+                          err_w.get()};
+    int pidfd = -1;
+    unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
+    pid_t pid = clone_sandbox_child(plan, flags, &pidfd);
+    if (pid < 0) return sys_fail("clone box namespaces");
+    inst->pidfd_.reset(pidfd);
+    // From here on, inst's destructor kills and reaps the child on any error.
+    sync_r.reset();
+    cfg_r.reset();
+    go_r.reset();
+    diag_w.reset();
+    listen.reset();  // the agent holds the only copy: if it dies, connects fail fast
+    log.reset();
+    err_w.reset();
+    CUBBY_TRYV(write_id_maps(pid));
+    if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid));
+    char b = 's';
+    CUBBY_TRYV(sys::write_all(sync_w.get(), &b, 1));
+    sync_w.reset();
+    int child_errno = 0;
+    ssize_t n;
+    do n = ::read(err_r.get(), &child_errno, sizeof child_errno);
+    while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof child_errno))
+      return fail(Error::sys("start cubby-agent", child_errno));
+
+    nlohmann::json agent_cfg = {
+        {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}}},
+        {"hold", cfg.hold},
+        {"hostname", spec.hostname},
+        {"network", spec.network}};
+    std::vector<std::string> lower(spec.layers.rbegin(), spec.layers.rend());  // overlay wants top first
+    agent_cfg["rootfs"] = {{"lower", lower},
+                           {"upper", cfg.box_dir + "/upper"},
+                           {"work", cfg.box_dir + "/work"},
+                           {"target", cfg.box_dir + "/rootfs"}};
+    std::string text = agent_cfg.dump();
+    CUBBY_TRYV(sys::write_all(cfg_w.get(), text.data(), text.size()));
+    cfg_w.reset();
+    if (spec.network == "default") {
+      auto net = start_user_network(pid);
+      if (!net) return std::unexpected(net.error().wrap("set up --network default"));
+      inst->net_ = std::move(*net);
+    }
+    inst->go_ = std::move(go_w);
+    inst->diag_ = std::move(diag_r);
+    ::fcntl(inst->diag_.get(), F_SETFL, O_NONBLOCK);
+    return std::unique_ptr<BoxInstance>(std::move(inst));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_sandbox_backend() { return std::make_unique<SandboxBackend>(); }
+
+}  // namespace cubby::shim

@@ -1,0 +1,22 @@
+// Post-clone code of the sandbox backend: the first instructions of the
+// box's PID 1 before it becomes cubby-agent. Audit point: async-signal-safe
+// only (raw syscalls on data built before clone).
+#pragma once
+
+#include <sys/types.h>
+
+namespace cubby::shim {
+
+struct SandboxChildPlan {
+  int sync_fd;        // read end: one byte once uid/gid maps are written
+  int fds[7];         // parent fds to install as 0..6 (see proto/launch.h)
+  int agent_fd;       // memfd holding the agent binary
+  char* const* argv;
+  char* const* envp;
+  int err_fd;         // CLOEXEC pipe: errno if exec fails
+};
+
+// Returns the child's pid (and *pidfd) in the parent; never returns in the child.
+pid_t clone_sandbox_child(const SandboxChildPlan& plan, unsigned long ns_flags, int* pidfd);
+
+}  // namespace cubby::shim
