@@ -23,6 +23,8 @@ int run_init() {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   // Nothing in the box may read our memory or /proc/1/exe (CVE-2019-5736 class).
   ::prctl(PR_SET_DUMPABLE, 0);
+  // Run from a memfd, our comm would read "memfd:cubby-agent".
+  ::prctl(PR_SET_NAME, "cubby-agent");
 
   auto raw = sys::read_all(launch::kAgentConfigFd, 16u << 20);
   ::close(launch::kAgentConfigFd);

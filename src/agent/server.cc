@@ -47,6 +47,7 @@ struct Server::Exec {
   bool exited = false;
   bool timed_out = false;
   ExitStatus status;
+  std::string error;  // why it could not start
 };
 
 namespace {
@@ -227,6 +228,7 @@ void Server::start_main(bool with_stdin) {
     logfile::append_record(rec, 2, line);
     (void)!::write(log_.get(), rec.data(), rec.size());
     LOG_ERROR("{}", *err);
+    ref.error = *err;
     ref.exited = true;  // exit code was set by spawn()
     finish(ref);
     return;
@@ -616,6 +618,7 @@ void Server::finish(Exec& e) {
     finished_.erase(finished_.begin());
   }
   Json m = exit_message(id, e.status, e.timed_out);
+  if (!e.error.empty()) m["error"] = e.error;
   if (e.is_main) {
     main_done_ = true;
     main_status_ = e.status;

@@ -151,7 +151,9 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
     return s->code;
   }
   StdioFds io{o.interactive ? 0 : -1, 1, 2, true};
-  return check(rt.attach_and_wait(box.id, io));
+  auto r = check(rt.attach_and_wait(box.id, io));
+  if (!r.error.empty()) std::cerr << "cubby: " << r.error << "\n";
+  return r.code;
 }
 
 int cmd_start(const Global& g, const std::vector<std::string>& rest) {

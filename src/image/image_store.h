@@ -44,16 +44,26 @@ class ImageStore {
   static Result<ImageStore> open(const std::string& root);
 
   // `docker import`: makes a one-layer image from a rootfs tarball read from
-  // fd (a file or a pipe such as stdin; plain, gzip, zstd or xz). The layer
-  // is verified safe to unpack before anything becomes visible: entries with
-  // "..", absolute paths, or writes through symlinks are rejected, and
-  // nothing is left in the store on failure.
+  // fd (a file or a pipe such as stdin; plain, gzip, bzip2, zstd or xz). The
+  // layer is verified safe to unpack before anything becomes visible:
+  // entries with "..", absolute paths, writes through symlinks or hardlinks
+  // leaving the layer are rejected (kInvalid naming the entry), and nothing
+  // is left in the store on failure. The layer blob is stored uncompressed
+  // (digest == diff_id). Config: Cmd ["/bin/sh"], Env [PATH=...]. An
+  // existing ref is retagged and the old image garbage-collected.
+  // Concurrency and on-disk protocol: see image_store.cc.
   Result<ImageInfo> import_tarball(int fd, const std::string& ref);
 
   Result<std::vector<ImageInfo>> list();
-  // By reference (normalised) or by a unique id prefix (>= 4 hex chars).
+  // By reference (normalised), by full id ("sha256:" optional) or by a
+  // unique id prefix (>= 4 hex chars). A reference wins over an id prefix
+  // that is also a valid name. Unknown: kNotFound "no such image: X";
+  // prefix of several ids: kInvalid "ambiguous ...".
   Result<ImageInfo> resolve(const std::string& ref_or_id);
   // Untags; removes blobs and unpacked layers no other image references.
+  // By id, an image tagged with several references is kConflict (as docker
+  // rmi without -f): remove it by reference. Does not know about boxes: the
+  // caller must not remove an image whose layers a box still mounts.
   Result<void> remove(const std::string& ref_or_id);
 
   // Unpacked layer directories, lowest first (overlay lowerdirs are given

@@ -233,12 +233,11 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   b.isolation = "sandbox";
   b.created_at = now_rfc3339();
   b.config = spec;
-  // The directory first: a record never points at a missing directory.
+  // The record first: if we are killed right after, the box exists as
+  // `created` and start()/rm work on it; a directory without a record
+  // could never be found again.
+  CUBBY_TRYV(db_.insert_box(b));
   CUBBY_TRYV(mkdir_p(box_dir(b.id), 0700));
-  if (auto r = db_.insert_box(b); !r) {
-    (void)remove_tree(box_dir(b.id));
-    return std::unexpected(r.error());
-  }
   return b;
 }
 
@@ -282,7 +281,7 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   }
 }
 
-Result<int> Runtime::attach_and_wait(const std::string& id, const StdioFds& io) {
+Result<ExecResult> Runtime::attach_and_wait(const std::string& id, const StdioFds& io) {
   auto b = CUBBY_TRY(resolve(id));
   if (b.status != BoxStatus::kRunning || !b.shim_pid) return fail(Error::conflict("box " + b.name + " is not running"));
   auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
@@ -298,9 +297,10 @@ Result<int> Runtime::attach_and_wait(const std::string& id, const StdioFds& io) 
   if (shim) CUBBY_TRYV(sys::wait_readable(shim->get(), sys::kForever));
   CUBBY_TRYV(reconcile());
   auto after = CUBBY_TRY(db_.get_box(b.id));
-  if (after && after->exit_code) return *after->exit_code;
-  if (res) return res->code;
-  return fail(Error::internal("box " + b.name + " ended without an exit status"));
+  ExecResult out = res.value_or(ExecResult{});
+  if (after && after->exit_code) out.code = *after->exit_code;  // the recorded truth wins
+  else if (!res) return fail(Error::internal("box " + b.name + " ended without an exit status"));
+  return out;
 }
 
 // ---------------------------------------------------------------------------

@@ -81,7 +81,7 @@ class Runtime {
   Result<StartResult> start(const std::string& ref, bool hold = false);
   // Attaches to a held box's workload, starts it, streams its output until it
   // ends and returns its exit code (after the shim recorded it).
-  Result<int> attach_and_wait(const std::string& id, const StdioFds& io);
+  Result<ExecResult> attach_and_wait(const std::string& id, const StdioFds& io);
   Result<ExecResult> exec(const std::string& ref, const ExecRequest& req, const StdioFds& io);
   // Reads an exec's status again (it is kept by the agent).
   Result<ExecResult> exec_status(const std::string& ref, uint64_t exec_id);

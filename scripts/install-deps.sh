@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs what cubby needs to build, test and benchmark on Debian 12.
+# Quick when everything is already there (dpkg-query only).
+set -eu
+PKGS="build-essential cmake pkg-config libsqlite3-dev nlohmann-json3-dev libcli11-dev libseccomp-dev
+libarchive-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev busybox-static
+slirp4netns uidmap file procps iproute2 runc crun bubblewrap hyperfine"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "installing:$missing"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi

@@ -1,0 +1,81 @@
+// Integration-test harness: runs the real cubby CLI against a fresh home per
+// test, and after every test checks that nothing leaked: no cubby process
+// (shim, agent, CLI) beyond those alive at the start, no zombies, no mounts
+// under the home, no cgroups, no fds in this process, no box directories.
+//
+// The test process is a child subreaper (as init is on a normal host), so
+// detached shims are adopted by it and reaped here, by pid, when they end.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/process.h"
+#include "base/unique_fd.h"
+
+namespace cubby::test {
+
+struct CmdResult {
+  int rc = -1;
+  std::string out, err;
+  // stderr lines, for "one clear line" checks.
+  std::vector<std::string> err_lines() const;
+};
+
+std::string bin_dir();
+std::string cubby_path();
+
+// Runs `cubby --home HOME ARGS...`, feeding `input` on stdin (nothing: /dev/null).
+CmdResult run_cubby(const std::string& home, const std::vector<std::string>& args,
+                    const std::optional<std::string>& input = std::nullopt);
+// Starts it without waiting; its stdout/stderr go to the given fds.
+ChildProcess spawn_cubby(const std::string& home, const std::vector<std::string>& args, int out_fd = -1,
+                         int err_fd = -1);
+
+// Processes whose argv[0] is one of cubby's binaries.
+std::set<pid_t> cubby_processes();
+// Every pid whose cmdline mentions `needle`.
+std::vector<pid_t> processes_mentioning(const std::string& needle);
+// Children of pid (from /proc/PID/task/*/children).
+std::vector<pid_t> children_of(pid_t pid);
+// Reaps zombies adopted by this (subreaper) process; returns how many.
+int reap_adopted();
+
+class BoxTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  CmdResult cubby(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt) {
+    return run_cubby(home_, args, input);
+  }
+  // `run -d` and return the id (asserting success).
+  std::string run_detached(const std::vector<std::string>& extra = {"sleep", "1000000"});
+  // The shim pid recorded for a box (via inspect).
+  pid_t shim_pid(const std::string& box);
+  std::string status(const std::string& box);
+
+  std::string home_;
+  std::string image_ = "busybox";
+
+ private:
+  // Every box directory created in this home during the test (inotify), so
+  // leak checks cover exactly this test's boxes, even removed ones, and are
+  // not confused by other cubby users on the machine.
+  std::set<std::string> boxes_seen();
+  UniqueFd box_watch_;
+  int fds_before_ = 0;
+};
+
+// The cgroup directories a box id has (should be none once it is gone).
+std::vector<std::string> cgroups_of(const std::string& id);
+// cubby processes descended from this process.
+std::set<pid_t> descendant_cubby_processes();
+int count_fds();
+
+}  // namespace cubby::test
