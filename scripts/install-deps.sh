@@ -3,7 +3,8 @@
 # Quick when everything is already there (dpkg-query only).
 set -eu
 PKGS="build-essential cmake pkg-config libsqlite3-dev nlohmann-json3-dev libcli11-dev libseccomp-dev
-libarchive-dev libssl-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev busybox-static
+libarchive-dev libssl-dev
+libacl1-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev zlib1g-dev libxml2-dev libicu-dev nettle-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev busybox-static
 slirp4netns uidmap file procps iproute2 runc crun bubblewrap hyperfine"
 missing=""
 for p in $PKGS; do

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -14,13 +16,20 @@
 
 namespace cubby::agent {
 namespace {
+// The child shares our memory until it execs (CLONE_VM): it writes only to
+// its own stack and to plan.failure.
 [[noreturn]] void die(const ExecChildPlan& p, int stage) {
-  ExecFailure f{stage, errno};
-  (void)!::write(p.err_fd, &f, sizeof f);
+  p.failure->err = errno;
+  p.failure->stage = stage;
   ::_exit(127);
 }
+
+[[noreturn]] void run_exec_child(const ExecChildPlan& p);
+
+int child_entry(void* arg) { run_exec_child(*static_cast<const ExecChildPlan*>(arg)); }
 }  // namespace
 
+namespace {
 void run_exec_child(const ExecChildPlan& p) {
   // The agent blocks signals it reads through signalfd; a workload must
   // start with a clean mask and default dispositions.
@@ -40,8 +49,7 @@ void run_exec_child(const ExecChildPlan& p) {
   }
   for (int i = 0; i < 3; ++i)
     if (::dup2(hi[i], i) < 0) die(p, 1);
-  int keep[1] = {p.err_fd};
-  close_fds_except(3, keep, 1);
+  close_fds_except(3, nullptr, 0);
 
   if (p.cwd && ::chdir(p.cwd) < 0) die(p, 2);
   if (p.confine && sandbox::apply_default_capabilities(true) != 0) die(p, 6);
@@ -61,6 +69,18 @@ void run_exec_child(const ExecChildPlan& p) {
   }
   ::execve(p.path, p.argv, p.envp);
   die(p, 8);
+}
+}  // namespace
+
+pid_t spawn_exec_child(const ExecChildPlan& plan) {
+  constexpr size_t kStack = 256 * 1024;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -errno;
+  pid_t pid = ::clone(child_entry, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                      const_cast<ExecChildPlan*>(&plan));
+  int err = errno;
+  ::munmap(stack, kStack);  // the child has exec'd or exited: its stack is free
+  return pid < 0 ? -err : pid;
 }
 
 }  // namespace cubby::agent

@@ -25,17 +25,20 @@ struct ExecChildPlan {
   size_t ngroups;
   const sandbox::SeccompFilter* seccomp;  // nullptr: no filter
   bool confine;                           // apply caps / no_new_privs / seccomp
-  int err_fd;                             // CLOEXEC pipe for an ExecFailure
+  struct ExecFailure* failure;            // shared memory (CLONE_VM): why exec did not happen
 };
 
-// Written to err_fd when the child cannot exec; EOF alone means it did.
+// Filled in by the child when it cannot exec; stage 0 means it did.
 struct ExecFailure {
-  int stage;  // see kStageNames
-  int err;    // errno
+  int stage = 0;  // see kStageNames
+  int err = 0;    // errno
 };
 inline constexpr const char* kStageNames[] = {"", "set up stdio", "chdir", "set groups", "setgid",
                                               "setuid", "capabilities", "seccomp", "exec"};
 
-[[noreturn]] void run_exec_child(const ExecChildPlan& p);
+// Starts the child with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does:
+// no page tables are copied, and the call returns only once the child has
+// exec'd or failed (then *plan.failure says why). Returns the pid or -errno.
+pid_t spawn_exec_child(const ExecChildPlan& plan);
 
 }  // namespace cubby::agent

@@ -422,7 +422,7 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   }
 
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  int out[2], err[2], in[2] = {-1, -1}, ep[2];
+  int out[2], err[2], in[2] = {-1, -1};
   if (::pipe2(out, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
   UniqueFd out_r(out[0]), out_w(out[1]);
   if (::pipe2(err, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
@@ -433,8 +433,6 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
     in_r.reset(in[0]);
     in_w.reset(in[1]);
   }
-  if (::pipe2(ep, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
-  UniqueFd ep_r(ep[0]), ep_w(ep[1]);
 
   std::vector<char*> argv, envp;
   for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -455,16 +453,12 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
                      user->groups.size(),
                      seccomp_ ? &*seccomp_ : nullptr,
                      opts_.confine,
-                     ep_w.get()};
-  pid_t pid = ::fork();
-  if (pid < 0) return failure(126, std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) run_exec_child(plan);
-  ep_w.reset();
-  ExecFailure f{};
-  ssize_t n;
-  do n = ::read(ep_r.get(), &f, sizeof f);
-  while (n < 0 && errno == EINTR);
-  if (n == static_cast<ssize_t>(sizeof f)) {
+                     nullptr};
+  ExecFailure f;
+  plan.failure = &f;
+  pid_t pid = spawn_exec_child(plan);
+  if (pid < 0) return failure(126, std::string("clone: ") + std::strerror(-pid));
+  if (f.stage != 0) {
     int st;
     ::waitpid(pid, &st, 0);  // our own child, by pid: nothing else is reaped
     int code = (f.stage == 8 && f.err == ENOENT) ? 127 : 126;

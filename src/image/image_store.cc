@@ -495,8 +495,12 @@ void collect_garbage(const Paths& p, const json& index) {
 
 Result<ImageStore> ImageStore::open(const std::string& root) {
   if (root.empty()) return fail(Error::invalid("image store root is empty"));
-  CUBBY_TRYV(ensure_dirs(root, 0755));
   Paths p(root);
+  // Every CLI call opens the store: the common case (it exists) is a few
+  // stat calls and takes no lock, so `exec` and `ls` never queue behind an
+  // import. Leftovers of crashed imports are swept when an import starts.
+  if (path_exists(p.index) && path_exists(p.layout) && path_exists(p.tmp)) return ImageStore(root);
+  CUBBY_TRYV(ensure_dirs(root, 0755));
   CUBBY_TRYV(ensure_dir(root + "/blobs", 0755));
   CUBBY_TRYV(ensure_dir(p.blobs, 0755));
   CUBBY_TRYV(ensure_dir(p.layers, 0755));
