@@ -491,5 +491,14 @@ TEST_F(Lifecycle, NamespacesSeccompAndCapabilities) {
   EXPECT_EQ(cubby({"exec", "-w", "/tmp", "-e", "A=b", id, "sh", "-c", "pwd; echo $A"}).out, "/tmp\nb\n");
 }
 
+TEST_F(Lifecycle, NetworkDefaultGivesAUserModeUplink) {
+  if (::access("/usr/bin/slirp4netns", X_OK) != 0) GTEST_SKIP() << "slirp4netns is not installed";
+  auto r = cubby({"run", "--rm", image_, "sh", "-c",
+                  "ip -4 addr show tap0 | grep -o 'inet [0-9./]*'; ip route | grep -o '^default via [0-9.]*'; "
+                  "cat /etc/resolv.conf"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "inet 10.0.2.100/24\ndefault via 10.0.2.2\nnameserver 10.0.2.3\n");
+}
+
 }  // namespace
 }  // namespace cubby::test
