@@ -186,6 +186,17 @@ fi
 
 bench cubby_exec "$CUBBY --home $CHOME exec $BOX true" || die "cubby exec failed under hyperfine"
 
+# The in-process API (no CLI start-up) against spawning /bin/true from the
+# same process: SPEC §5 "in-process API <= 1.5x the floor".
+if [ -x "$BUILD_DIR/bin/exec_api_bench" ]; then
+  "$BUILD_DIR/bin/exec_api_bench" "$CHOME" "$BOX" --benchmark_format=console 2>/dev/null \
+    | awk '/^BM_/ {print}' | tee "$TMP/api.txt" >&2 || NOTES+=("exec_api_bench failed")
+  if [ -s "$TMP/api.txt" ]; then
+    host=$(awk '/BM_HostSpawnTrue/ {print $2}' "$TMP/api.txt"); api=$(awk '/BM_ApiExecTrue/ {print $2}' "$TMP/api.txt")
+    NOTES+=("in-process: exec via libcubby ${api} ms vs host spawn of /bin/true ${host} ms (ratio $(echo "$api $host" | awk '{printf "%.2f", $1/$2}'), target <= 1.5)")
+  fi
+fi
+
 LOAD_AFTER=$(cat /proc/loadavg)
 note "loadavg after: $LOAD_AFTER"
 

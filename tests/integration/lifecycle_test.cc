@@ -15,6 +15,7 @@
 #include "base/fs.h"
 #include "base/sys.h"
 #include "harness.h"
+#include "proto/transport.h"
 #include "runtime/ownership.h"
 #include "runtime/runtime.h"
 #include "store/store.h"
@@ -489,6 +490,32 @@ TEST_F(Lifecycle, NamespacesSeccompAndCapabilities) {
   EXPECT_EQ(cubby({"exec", "-u", "1000", id, "sh", "-c", "id -u; grep CapEff /proc/self/status"}).out,
             "1000\nCapEff:\t0000000000000000\n");
   EXPECT_EQ(cubby({"exec", "-w", "/tmp", "-e", "A=b", id, "sh", "-c", "pwd; echo $A"}).out, "/tmp\nb\n");
+}
+
+TEST_F(Lifecycle, ProtocolHandshakeHeartbeatAndVersioning) {
+  std::string id = run_detached();
+  proto::UnixTransport t(home_ + "/boxes/" + id, "agent.sock");
+  auto conn = proto::connect_and_hello(t);
+  ASSERT_TRUE(conn) << conn.error().message();
+  ASSERT_TRUE(conn->send({{"t", "ping"}}));
+  EXPECT_EQ(conn->recv().value().msg["t"], "pong");
+  ASSERT_TRUE(conn->send({{"t", "bogus"}}));
+  EXPECT_EQ(conn->recv().value().msg["t"], "error") << "unknown messages get an error, not a hang-up";
+  ASSERT_TRUE(conn->send({{"t", "ping"}}));
+  EXPECT_EQ(conn->recv().value().msg["t"], "pong");
+  // A peer that only speaks a future version is refused with a clear error.
+  proto::Conn future(t.connect().value());
+  ASSERT_TRUE(future.send({{"t", "hello"}, {"v", 99}, {"min", 99}}));
+  auto f = future.recv();
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->msg["t"], "error");
+  EXPECT_NE(f->msg["msg"].get<std::string>().find("unsupported protocol"), std::string::npos);
+  // Garbage instead of a frame ends only that session; the box keeps serving.
+  proto::Conn junk(t.connect().value());
+  const char bad[] = "\xff\xff\xff\xff\0\0\0\0";
+  ASSERT_EQ(::write(junk.fd(), bad, 8), 8);
+  EXPECT_FALSE(junk.recv()) << "the agent must drop a session that sends an oversized frame";
+  EXPECT_EQ(cubby({"exec", id, "true"}).rc, 0);
 }
 
 TEST_F(Lifecycle, NetworkDefaultGivesAUserModeUplink) {
