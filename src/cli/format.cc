@@ -10,7 +10,7 @@
 namespace cubby {
 
 Result<int64_t> parse_size(const std::string& s) {
-  if (s.empty()) return fail(Error::invalid("invalid size \"\""));
+  if (s.empty()) return fail(Error::invalid("invalid size \"\": expected a number with an optional unit (b, k, m, g)"));
   size_t i = 0;
   while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
   if (i == 0) return fail(Error::invalid("invalid size \"" + s + "\": expected a number with an optional unit (b, k, m, g)"));
@@ -24,7 +24,7 @@ Result<int64_t> parse_size(const std::string& s) {
   else if (unit == "k" || unit == "kb" || unit == "kib") shift = 10;
   else if (unit == "m" || unit == "mb" || unit == "mib") shift = 20;
   else if (unit == "g" || unit == "gb" || unit == "gib") shift = 30;
-  else return fail(Error::invalid("invalid size \"" + s + "\": unknown unit \"" + unit + "\""));
+  else return fail(Error::invalid("invalid size \"" + s + "\": unknown unit \"" + unit + "\" (want b, k, m or g)"));
   if (n > (INT64_MAX >> shift)) return fail(Error::invalid("invalid size \"" + s + "\": too large"));
   return n << shift;
 }
@@ -34,7 +34,7 @@ Result<int> parse_signal(const std::string& s) {
   auto r = std::from_chars(s.data(), s.data() + s.size(), n);
   if (r.ec == std::errc() && r.ptr == s.data() + s.size()) {
     if (n > 0 && n < NSIG) return n;
-    return fail(Error::invalid("invalid signal: " + s));
+    return fail(Error::invalid("invalid signal \"" + s + "\" (want 1-" + std::to_string(NSIG - 1) + ")"));
   }
   std::string name = s;
   for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -43,7 +43,7 @@ Result<int> parse_signal(const std::string& s) {
     const char* abbrev = sigabbrev_np(i);
     if (abbrev && name == abbrev) return i;
   }
-  return fail(Error::invalid("invalid signal: " + s));
+  return fail(Error::invalid("invalid signal \"" + s + "\" (want a name such as TERM, KILL or SIGINT, or a number)"));
 }
 
 void print_box_table(const std::vector<store::BoxRecord>& boxes) {

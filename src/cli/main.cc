@@ -2,13 +2,21 @@
 // parses arguments, calls one library function per verb, and maps the
 // outcome to Docker's exit codes (the workload's code; 125 when cubby
 // itself fails; 126/127 when the command cannot run).
+//
+// Bad input of any kind gives exactly one line on stderr, "cubby VERB: what
+// is wrong", and exit code 125, before anything is changed: flag values are
+// parsed and checked here (not by CLI11, whose messages span lines or print
+// numeric ranges), and CLI11's own parse errors are rewritten into one line.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <map>
 
 #include "base/log.h"
 #include "base/unique_fd.h"
@@ -23,11 +31,20 @@ namespace {
 
 constexpr int kCubbyError = 125;
 
-[[noreturn]] void die(const Error& e) {
-  std::string line = "cubby: " + e.message() + "\n";
+// "cubby run", "cubby rm", ...: the prefix of every error line.
+std::string g_cmd = "cubby";
+
+// Every error is exactly one line on stderr: "cubby VERB: what went wrong".
+void error_line(const std::string& msg) {
+  std::string line = g_cmd + ": " + cli::one_line(msg) + "\n";
   (void)!::write(2, line.data(), line.size());
+}
+
+[[noreturn]] void die(const std::string& msg) {
+  error_line(msg);
   std::exit(kCubbyError);
 }
+[[noreturn]] void die(const Error& e) { die(e.message()); }
 
 template <typename T>
 T check(Result<T> r) {
@@ -44,43 +61,149 @@ struct Global {
 
 Runtime open_runtime(const Global& g) { return check(Runtime::open({g.home, ""})); }
 
-// Options shared by run and create.
+// A command's CLI11 app plus what CLI11 is not asked to enforce (so that the
+// messages stay ours): required positionals, and the usage line they quote.
+struct Command {
+  CLI::App app;
+  std::string usage;  // "cubby rm [OPTIONS] BOX..."
+  std::vector<std::pair<CLI::Option*, std::string>> required;
+
+  Command(const std::string& description, std::string usage_args)
+      : app(description, g_cmd), usage("cubby " + std::move(usage_args)) {
+    app.allow_extras();
+  }
+  // A positional that must be given; `what` is its name in messages.
+  template <typename T>
+  CLI::Option* positional(const std::string& what, T& into, const std::string& help) {
+    auto* o = app.add_option(what, into, help)->required();
+    required.emplace_back(o, what);
+    return o;
+  }
+
+  [[noreturn]] void missing(const std::string& what) const { die("missing " + what + " (usage: " + usage + ")"); }
+
+  // Parses `args`; on --help prints the help and exits 0; on anything wrong
+  // prints one line and exits 125.
+  void parse(const std::vector<std::string>& args) {
+    for (const auto& a : args) {
+      if (a == "--") break;
+      // CLI11 would take the next word as the value of "--opt=".
+      if (a.size() > 3 && a.rfind("--", 0) == 0 && a.find('=') == a.size() - 1)
+        die(a.substr(0, a.size() - 1) + ": empty value");
+    }
+    // A single-valued option given twice: the last one wins, as in Docker.
+    for (auto* o : app.get_options())
+      if (!o->get_positional() && o->get_items_expected_max() == 1)
+        o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    std::vector<std::string> rev(args.rbegin(), args.rend());
+    try {
+      app.parse(rev);
+    } catch (const CLI::CallForHelp&) {
+      std::cout << app.help();
+      std::exit(0);
+    } catch (const CLI::RequiredError& e) {
+      for (auto& [opt, what] : required)
+        if (opt->count() == 0) missing(what);
+      die(e.what());
+    } catch (const CLI::ArgumentMismatch& e) {
+      // "--memory: 1 required TEXT missing"; else e.g. a flag given twice.
+      std::string what = e.what();
+      if (what.find(" required ") != std::string::npos && what.find(" missing") != std::string::npos &&
+          what.find(':') != std::string::npos)
+        die(what.substr(0, what.find(':')) + " needs a value");
+      die(what);
+    } catch (const CLI::ParseError& e) {
+      die(e.what());
+    }
+    auto extra = app.remaining();
+    if (!extra.empty()) {
+      const std::string& x = extra.front();
+      if (x.size() > 1 && x[0] == '-')
+        die("unknown flag " + x.substr(0, x.find('=')) + " (see '" + g_cmd + " --help')");
+      die("unexpected argument \"" + x + "\" (usage: " + usage + ")");
+    }
+    for (auto& [opt, what] : required)
+      if (opt->count() == 0) missing(what);
+  }
+};
+
+// Options shared by run and create. Numbers are kept as text and parsed
+// by us, so a bad value gets a clear message naming the flag.
 struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation = "auto", memory, hostname, entrypoint;
-  std::vector<std::string> env;
-  double cpus = 0;
-  int64_t pids = 0;
+  std::string cpus, pids;
+  std::vector<std::string> env, publish, volumes;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
 const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--name",
                                              "-m", "--memory", "--cpus", "--network", "--isolation",
-                                             "--entrypoint", "--hostname", "-h", "--pids-limit"};
+                                             "--entrypoint", "--hostname", "-h", "--pids-limit",
+                                             "-p", "--publish", "-v", "--volume"};
 
+// Repeatable options (-e) take one value per occurrence: with CLI11's
+// default, "-e A=1 IMAGE" would swallow IMAGE into -e.
 void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
+  c->set_help_flag("--help", "Print this help and exit");  // -h is --hostname, as in Docker
   c->add_option("--name", o.name, "Name the box");
-  c->add_option("-e,--env", o.env, "Set an environment variable (K=V, or K to copy it)");
-  c->add_option("-w,--workdir", o.workdir, "Working directory inside the box");
+  c->add_option("-e,--env", o.env, "Set an environment variable (K=V, or K to copy it)")->allow_extra_args(false);
+  c->add_option("-w,--workdir", o.workdir, "Working directory inside the box (absolute)");
   c->add_option("-u,--user", o.user, "User (name|uid[:group|gid])");
-  c->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 1g)");
+  c->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 1g; at least 6m)");
   c->add_option("--cpus", o.cpus, "CPU limit (e.g. 0.5)");
   c->add_option("--pids-limit", o.pids, "Maximum number of processes");
   c->add_option("--network", o.network, "none | default (outbound through user-mode networking)");
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox");
-  c->add_option("--hostname", o.hostname, "Hostname inside the box");
+  c->add_option("-h,--hostname", o.hostname, "Hostname inside the box");
   c->add_option("--entrypoint", o.entrypoint, "Override the image's entrypoint");
+  c->add_option("-p,--publish", o.publish, "Publish a port (not implemented yet)")->allow_extra_args(false);
+  c->add_option("-v,--volume", o.volumes, "Mount a volume (not implemented yet)")->allow_extra_args(false);
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
   c->add_flag("-t,--tty", o.tty, "Allocate a terminal (not implemented yet)");
   if (with_detach) c->add_flag("-d,--detach", o.detach, "Run in the background and print the box id");
 }
 
+// -e K=V, or -e K (copied from our environment, dropped when unset).
+std::vector<std::string> check_env(const std::vector<std::string>& env) {
+  std::vector<std::string> out;
+  for (const auto& e : env) {
+    if (auto r = cli::check_env_var(e); !r) die(r.error());
+    if (e.find('=') != std::string::npos) {
+      out.push_back(e);
+    } else if (const char* v = std::getenv(e.c_str())) {
+      out.push_back(e + "=" + v);
+    }
+  }
+  return out;
+}
+
+void check_workdir(const std::string& dir) {
+  if (!dir.empty() && dir[0] != '/') die("--workdir: the working directory must be absolute: \"" + dir + "\"");
+}
+
+// An image reference, or an image id (full, "sha256:..." or a hex prefix).
+void check_image_ref(const std::string& ref) {
+  bool hex = !ref.empty() && ref.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (hex || ref.rfind("sha256:", 0) == 0) return;
+  if (auto n = image::normalize_ref(ref); !n) die(n.error());
+}
+
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
+  if (o.tty) die("-t (terminal) is not implemented yet; interactive terminals are a separate issue");
+  if (!o.publish.empty()) die("-p/--publish is not implemented yet (port publishing is a separate issue)");
+  if (!o.volumes.empty()) die("-v/--volume is not implemented yet (volumes are a separate issue)");
+  if (o.network != "none" && o.network != "default")
+    die("--network: invalid value \"" + o.network + "\" (want none or default)");
+  if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
+    die("--isolation: invalid value \"" + o.isolation + "\" (want auto, vm or sandbox)");
+  check_workdir(o.workdir);
+  check_image_ref(image);
   CreateOptions c;
   c.image = image;
   c.name = o.name;
   c.cmd = cmd;
-  c.env = o.env;
+  c.env = check_env(o.env);
   c.cwd = o.workdir;
   c.user = o.user;
   c.network = o.network;
@@ -90,40 +213,39 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.interactive = o.interactive;
   c.tty = o.tty;
   if (!o.entrypoint.empty()) c.entrypoint = std::vector<std::string>{o.entrypoint};
-  if (!o.memory.empty()) c.memory = check(parse_size(o.memory));
-  if (o.cpus != 0) c.cpus = o.cpus;
-  if (o.pids != 0) c.pids = o.pids;
-  if (o.tty) die(Error::invalid("-t (terminal) is not implemented yet; interactive terminals are a separate issue"));
-  return c;
-}
-
-// Parses `argv` (options + first positional) with a throwaway CLI11 app.
-void parse_sub(CLI::App& app, std::vector<std::string> args) {
-  std::reverse(args.begin(), args.end());
-  try {
-    app.parse(args);
-  } catch (const CLI::CallForHelp&) {
-    std::cout << app.help();
-    std::exit(0);
-  } catch (const CLI::ParseError& e) {
-    std::string line = "cubby " + app.get_name() + ": " + e.what() + "\n";
-    (void)!::write(2, line.data(), line.size());
-    std::exit(kCubbyError);
+  if (!o.memory.empty()) {
+    auto m = parse_size(o.memory);
+    if (!m) die("--memory: " + m.error().message());
+    c.memory = *m;
   }
+  if (!o.cpus.empty()) {
+    auto n = cli::parse_number(o.cpus);
+    if (!n || *n < 0) die("--cpus: invalid value \"" + o.cpus + "\" (want a positive number of CPUs, e.g. 0.5 or 2)");
+    if (*n > 0) c.cpus = *n;  // 0: no limit, as in Docker
+  }
+  if (!o.pids.empty()) {
+    auto n = cli::parse_integer(o.pids);
+    if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number)");
+    if (*n > 0) c.pids = *n;  // 0: no limit
+  }
+  return c;
 }
 
 int cmd_run_or_create(const Global& g, const std::string& verb, const std::vector<std::string>& rest) {
   bool is_run = verb == "run";
   auto split = cli::split_at_command(rest, kBoxValueOpts);
-  CLI::App app{is_run ? "Create and start a box" : "Create a box", verb};
+  Command cmd(is_run ? "Create and start a box" : "Create a box", verb + " [OPTIONS] IMAGE [COMMAND [ARG...]]");
   BoxOpts o;
   std::string image;
-  add_box_options(&app, o, is_run);
-  app.add_option("image", image, "Image reference")->required();
-  parse_sub(app, split.options);
-  if (o.detach && o.interactive) die(Error::invalid("-d and -i cannot be combined"));
+  std::vector<std::string> shown_command;  // only for the help text: the split keeps it away from CLI11
+  add_box_options(&cmd.app, o, is_run);
+  cmd.positional("IMAGE", image, "Image reference or id");
+  cmd.app.add_option("COMMAND", shown_command, "Command and arguments (default: the image's)");
+  cmd.parse(split.options);
+  if (o.detach && o.interactive) die("-d and -i cannot be combined");
+  auto opts = to_create(o, image, split.command);
   auto rt = open_runtime(g);
-  auto box = check(rt.create(to_create(o, image, split.command)));
+  auto box = check(rt.create(opts));
   if (!is_run) {
     std::cout << box.id << "\n";
     return 0;
@@ -135,7 +257,7 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
       die(s.error());
     }
     if (s->ended && s->code != 0 && !s->error.empty()) {
-      std::cerr << "cubby: " << s->error << "\n";
+      error_line(s->error);
       return s->code;
     }
     std::cout << box.id << "\n";
@@ -147,29 +269,29 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
     die(s.error());
   }
   if (s->ended) {
-    if (!s->error.empty()) std::cerr << "cubby: " << s->error << "\n";
+    if (!s->error.empty()) error_line(s->error);
     return s->code;
   }
   StdioFds io{o.interactive ? 0 : -1, 1, 2, true};
   auto r = check(rt.attach_and_wait(box.id, io));
-  if (!r.error.empty()) std::cerr << "cubby: " << r.error << "\n";
+  if (!r.error.empty()) error_line(r.error);
   return r.code;
 }
 
 int cmd_start(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Start boxes", "start"};
+  Command cmd("Start boxes", "start BOX...");
   std::vector<std::string> boxes;
-  app.add_option("box", boxes)->required();
-  parse_sub(app, rest);
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
   auto rt = open_runtime(g);
   int rc = 0;
   for (auto& b : boxes) {
     auto r = rt.start(b, false);
     if (!r) {
-      std::cerr << "cubby: " << r.error().message() << "\n";
+      error_line(r.error().message());
       rc = kCubbyError;
     } else if (r->ended && r->code != 0 && !r->error.empty()) {
-      std::cerr << "cubby: " << r->error << "\n";
+      error_line(r->error);
       rc = r->code;
     } else {
       std::cout << b << "\n";
@@ -180,45 +302,57 @@ int cmd_start(const Global& g, const std::vector<std::string>& rest) {
 
 int cmd_exec(const Global& g, const std::vector<std::string>& rest) {
   auto split = cli::split_at_command(rest, {"-e", "--env", "-w", "--workdir", "-u", "--user", "--timeout"});
-  CLI::App app{"Run a command in a running box", "exec"};
+  Command cmd("Run a command in a running box", "exec [OPTIONS] BOX COMMAND [ARG...]");
   bool interactive = false, tty = false, detach = false;
-  std::vector<std::string> env;
-  std::string workdir, user, box;
-  double timeout = 0;
-  app.add_flag("-i,--interactive", interactive, "Stream stdin to the command");
-  app.add_flag("-t,--tty", tty, "Allocate a terminal (not implemented yet)");
-  app.add_flag("-d,--detach", detach, "Run in the background");
-  app.add_option("-e,--env", env, "Set an environment variable");
-  app.add_option("-w,--workdir", workdir, "Working directory");
-  app.add_option("-u,--user", user, "User");
-  app.add_option("--timeout", timeout, "Kill the command after this many seconds (exit code 124)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("box", box, "Box")->required();
-  parse_sub(app, split.options);
-  if (split.command.empty()) die(Error::invalid("exec: no command given"));
-  if (tty) die(Error::invalid("-t (terminal) is not implemented yet; interactive terminals are a separate issue"));
-  auto rt = open_runtime(g);
+  std::vector<std::string> env, shown_command;
+  std::string workdir, user, box, timeout;
+  cmd.app.add_flag("-i,--interactive", interactive, "Stream stdin to the command");
+  cmd.app.add_flag("-t,--tty", tty, "Allocate a terminal (not implemented yet)");
+  cmd.app.add_flag("-d,--detach", detach, "Run in the background");
+  cmd.app.add_option("-e,--env", env, "Set an environment variable (K=V, or K to copy it)")->allow_extra_args(false);
+  cmd.app.add_option("-w,--workdir", workdir, "Working directory (absolute)");
+  cmd.app.add_option("-u,--user", user, "User");
+  cmd.app.add_option("--timeout", timeout, "Kill the command after this many seconds (exit code 124)");
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.app.add_option("COMMAND", shown_command, "Command and arguments");
+  cmd.parse(split.options);
+  if (split.command.empty()) cmd.missing("COMMAND");
+  if (tty) die("-t (terminal) is not implemented yet; interactive terminals are a separate issue");
+  if (interactive && detach) die("-d and -i cannot be combined");
+  check_workdir(workdir);
   ExecRequest req;
+  if (!timeout.empty()) {
+    auto t = cli::parse_number(timeout);
+    if (!t || *t < 0 || *t > cli::kMaxSeconds)
+      die("--timeout: invalid value \"" + timeout + "\" (want a number of seconds, 0 for none)");
+    if (*t > 0) req.timeout = std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(*t * 1000)));
+  }
   req.argv = split.command;
-  req.env = env;
+  req.env = check_env(env);
   req.cwd = workdir;
   req.user = user;
   req.interactive = interactive;
   req.detach = detach;
-  if (timeout > 0) req.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
+  auto rt = open_runtime(g);
   auto r = check(rt.exec(box, req, StdioFds{interactive ? 0 : -1, 1, 2, true}));
-  if (!r.error.empty()) std::cerr << "cubby: " << r.error << "\n";
+  if (!r.error.empty()) error_line(r.error);
   return r.code;
 }
 
+// --format table|json
+void check_format(const std::string& format) {
+  if (format != "table" && format != "json") die("--format: invalid value \"" + format + "\" (want table or json)");
+}
+
 int cmd_ls(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"List boxes", "ls"};
+  Command cmd("List boxes", "ls [OPTIONS]");
   bool all = false, quiet = false;
   std::string format = "table";
-  app.add_flag("-a,--all", all, "Show every box, not only running ones");
-  app.add_flag("-q,--quiet", quiet, "Only ids");
-  app.add_option("--format", format, "table | json")->check(CLI::IsMember({"table", "json"}));
-  parse_sub(app, rest);
+  cmd.app.add_flag("-a,--all", all, "Show every box, not only running ones");
+  cmd.app.add_flag("-q,--quiet", quiet, "Only ids");
+  cmd.app.add_option("--format", format, "table | json");
+  cmd.parse(rest);
+  check_format(format);
   auto rt = open_runtime(g);
   auto boxes = check(rt.list());
   std::erase_if(boxes, [&](const store::BoxRecord& b) { return !all && b.status != store::BoxStatus::kRunning; });
@@ -235,10 +369,10 @@ int cmd_ls(const Global& g, const std::vector<std::string>& rest) {
 }
 
 int cmd_inspect(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Show a box as JSON", "inspect"};
+  Command cmd("Show a box as JSON", "inspect BOX...");
   std::vector<std::string> boxes;
-  app.add_option("box", boxes)->required();
-  parse_sub(app, rest);
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
   auto rt = open_runtime(g);
   if (boxes.size() == 1) {
     std::cout << Runtime::to_json(check(rt.resolve(boxes[0])), true).dump(2) << "\n";
@@ -254,7 +388,7 @@ int for_each_box(const std::vector<std::string>& boxes, const std::function<Resu
   int rc = 0;
   for (auto& b : boxes) {
     if (auto r = f(b); !r) {
-      std::cerr << "cubby: " << r.error().message() << "\n";
+      error_line(r.error().message());
       rc = kCubbyError;
     } else {
       std::cout << b << "\n";
@@ -264,50 +398,54 @@ int for_each_box(const std::vector<std::string>& boxes, const std::function<Resu
 }
 
 int cmd_stop(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Stop boxes (SIGTERM, then SIGKILL after the grace period)", "stop"};
+  Command cmd("Stop boxes (SIGTERM, then SIGKILL after the grace period)", "stop [OPTIONS] BOX...");
   std::vector<std::string> boxes;
-  int secs = 10;
-  app.add_option("-t,--time", secs, "Seconds to wait before killing")->check(CLI::NonNegativeNumber);
-  app.add_option("box", boxes)->required();
-  parse_sub(app, rest);
+  std::string time = "10";
+  cmd.app.add_option("-t,--time", time, "Seconds to wait before killing (default 10)");
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
+  auto secs = cli::parse_integer(time);
+  if (!secs || *secs < 0 || *secs > cli::kMaxSeconds)
+    die("--time: invalid value \"" + time + "\" (want a whole number of seconds, 0 or more)");
   auto rt = open_runtime(g);
-  return for_each_box(boxes, [&](const std::string& b) { return rt.stop(b, std::chrono::seconds(secs)); });
+  return for_each_box(boxes, [&](const std::string& b) { return rt.stop(b, std::chrono::seconds(*secs)); });
 }
 
 int cmd_kill(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Send a signal to a box's main process", "kill"};
+  Command cmd("Send a signal to a box's main process", "kill [OPTIONS] BOX...");
   std::vector<std::string> boxes;
   std::string sig = "KILL";
-  app.add_option("-s,--signal", sig, "Signal name or number");
-  app.add_option("box", boxes)->required();
-  parse_sub(app, rest);
-  int signo = check(parse_signal(sig));
+  cmd.app.add_option("-s,--signal", sig, "Signal name or number (default KILL)");
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
+  auto signo = parse_signal(sig);
+  if (!signo) die("--signal: " + signo.error().message());
   auto rt = open_runtime(g);
-  return for_each_box(boxes, [&](const std::string& b) { return rt.kill(b, signo); });
+  return for_each_box(boxes, [&](const std::string& b) { return rt.kill(b, *signo); });
 }
 
 int cmd_rm(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Remove boxes", "rm"};
+  Command cmd("Remove boxes", "rm [OPTIONS] BOX...");
   std::vector<std::string> boxes;
   bool force = false;
-  app.add_flag("-f,--force", force, "Stop a running box first (SIGKILL)");
-  app.add_option("box", boxes)->required();
-  parse_sub(app, rest);
+  cmd.app.add_flag("-f,--force", force, "Stop a running box first (SIGKILL)");
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
   auto rt = open_runtime(g);
   return for_each_box(boxes, [&](const std::string& b) { return rt.remove(b, force); });
 }
 
 int cmd_wait(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Wait for boxes to end and print their exit codes", "wait"};
+  Command cmd("Wait for boxes to end and print their exit codes", "wait BOX...");
   std::vector<std::string> boxes;
-  app.add_option("box", boxes)->required();
-  parse_sub(app, rest);
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
   auto rt = open_runtime(g);
   int rc = 0;
   for (auto& b : boxes) {
     auto r = rt.wait(b);
     if (!r) {
-      std::cerr << "cubby: " << r.error().message() << "\n";
+      error_line(r.error().message());
       rc = kCubbyError;
       continue;
     }
@@ -320,22 +458,23 @@ int cmd_wait(const Global& g, const std::vector<std::string>& rest) {
 }
 
 int cmd_logs(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Show what a box's workload wrote", "logs"};
+  Command cmd("Show what a box's workload wrote", "logs [OPTIONS] BOX");
   std::string box;
   bool follow = false;
-  app.add_flag("-f,--follow", follow, "Keep following until the box ends");
-  app.add_option("box", box)->required();
-  parse_sub(app, rest);
+  cmd.app.add_flag("-f,--follow", follow, "Keep following until the box ends");
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.parse(rest);
   auto rt = open_runtime(g);
   check(rt.logs(box, follow, 1, 2));
   return 0;
 }
 
 int cmd_info(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Show what this host can do", "info"};
+  Command cmd("Show what this host can do", "info [OPTIONS]");
   std::string format = "table";
-  app.add_option("--format", format)->check(CLI::IsMember({"table", "json"}));
-  parse_sub(app, rest);
+  cmd.app.add_option("--format", format, "table | json");
+  cmd.parse(rest);
+  check_format(format);
   auto rt = open_runtime(g);
   json j = rt.info();
   if (format == "json") {
@@ -347,31 +486,37 @@ int cmd_info(const Global& g, const std::vector<std::string>& rest) {
 }
 
 int cmd_import(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Make an image from a rootfs tarball (like docker import)", "import"};
+  Command cmd("Make an image from a rootfs tarball (like docker import)", "import FILE|- REF");
   std::string file, ref;
-  app.add_option("file", file, "Tarball, or - for stdin")->required();
-  app.add_option("ref", ref, "Image reference")->required();
-  parse_sub(app, rest);
-  auto rt = open_runtime(g);
+  cmd.positional("FILE", file, "Tarball (plain, gzip, bzip2, xz or zstd), or - for stdin");
+  cmd.positional("REF", ref, "Image reference");
+  cmd.parse(rest);
+  // The reference first: a bad one must not cost reading a large archive.
+  if (auto n = image::normalize_ref(ref); !n) die(n.error());
   UniqueFd fd;
   if (file == "-") {
     fd.reset(::dup(0));
+    if (!fd) die(Error::sys("read standard input"));
   } else {
     fd.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) die(Error::sys("open " + file));
+    if (!fd) die(Error::sys("cannot open " + file));
+    struct stat st;
+    if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) die(file + " is a directory, not a tarball");
   }
+  auto rt = open_runtime(g);
   auto img = check(rt.images().import_tarball(fd.get(), ref));
   std::cout << "sha256:" << img.id << "\n";
   return 0;
 }
 
 int cmd_images(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"List images", "images"};
+  Command cmd("List images", "images [OPTIONS]");
   std::string format = "table";
   bool quiet = false;
-  app.add_option("--format", format)->check(CLI::IsMember({"table", "json"}));
-  app.add_flag("-q,--quiet", quiet);
-  parse_sub(app, rest);
+  cmd.app.add_option("--format", format, "table | json");
+  cmd.app.add_flag("-q,--quiet", quiet, "Only ids");
+  cmd.parse(rest);
+  check_format(format);
   auto rt = open_runtime(g);
   auto imgs = check(rt.images().list());
   if (format == "json") {
@@ -389,28 +534,29 @@ int cmd_images(const Global& g, const std::vector<std::string>& rest) {
 }
 
 int cmd_rmi(const Global& g, const std::vector<std::string>& rest) {
-  CLI::App app{"Remove images", "rmi"};
+  Command cmd("Remove images", "rmi REF...");
   std::vector<std::string> refs;
-  app.add_option("ref", refs)->required();
-  parse_sub(app, rest);
+  cmd.positional("REF", refs, "Image reference or id");
+  cmd.parse(rest);
+  for (auto& r : refs) check_image_ref(r);
   auto rt = open_runtime(g);
   auto boxes = check(rt.list());
   int rc = 0;
   for (auto& r : refs) {
     auto img = rt.images().resolve(r);
     if (!img) {
-      std::cerr << "cubby: " << img.error().message() << "\n";
+      error_line(img.error().message());
       rc = kCubbyError;
       continue;
     }
     bool used = std::any_of(boxes.begin(), boxes.end(), [&](auto& b) { return b.image_id == img->id; });
     if (used) {
-      std::cerr << "cubby: image " << r << " is used by a box; remove the box first\n";
+      error_line("image " + r + " is used by a box; remove the box first");
       rc = kCubbyError;
       continue;
     }
     if (auto d = rt.images().remove(r); !d) {
-      std::cerr << "cubby: " << d.error().message() << "\n";
+      error_line(d.error().message());
       rc = kCubbyError;
       continue;
     }
@@ -426,6 +572,21 @@ const char* kUsage =
     "Host:    info\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
 
+using Handler = int (*)(const Global&, const std::vector<std::string>&);
+
+int dispatch(const Global& g, const std::string& verb, const std::vector<std::string>& rest) {
+  g_cmd = "cubby " + verb;
+  if (verb == "run" || verb == "create") return cmd_run_or_create(g, verb, rest);
+  static const std::map<std::string, Handler> kVerbs = {
+      {"start", cmd_start}, {"exec", cmd_exec},     {"ls", cmd_ls},         {"ps", cmd_ls},
+      {"inspect", cmd_inspect}, {"stop", cmd_stop}, {"kill", cmd_kill},     {"rm", cmd_rm},
+      {"wait", cmd_wait},   {"logs", cmd_logs},     {"info", cmd_info},     {"import", cmd_import},
+      {"images", cmd_images}, {"rmi", cmd_rmi}};
+  if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
+  g_cmd = "cubby";
+  die("unknown command \"" + verb + "\" (see 'cubby --help')");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -436,10 +597,12 @@ int main(int argc, char** argv) {
   size_t i = 0;
   // Global options come before the command.
   for (; i < args.size() && args[i].size() > 1 && args[i][0] == '-'; ++i) {
-    if (args[i] == "--home" && i + 1 < args.size()) {
+    if (args[i] == "--home") {
+      if (i + 1 == args.size() || args[i + 1].empty()) die("--home needs a value");
       g.home = args[++i];
     } else if (args[i].rfind("--home=", 0) == 0) {
       g.home = args[i].substr(7);
+      if (g.home.empty()) die("--home: empty value");
     } else if (args[i] == "-h" || args[i] == "--help") {
       std::cout << kUsage;
       return 0;
@@ -447,30 +610,18 @@ int main(int argc, char** argv) {
       std::cout << "cubby " << CUBBY_VERSION << "\n";
       return 0;
     } else {
-      std::cerr << "cubby: unknown option " << args[i] << "\n";
-      return kCubbyError;
+      die("unknown flag " + args[i] + " (see 'cubby --help')");
     }
   }
-  if (i == args.size()) {
-    std::cerr << kUsage;
-    return kCubbyError;
-  }
+  if (i == args.size()) die("no command given (see 'cubby --help')");
   std::string verb = args[i];
   std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
-  if (verb == "run" || verb == "create") return cmd_run_or_create(g, verb, rest);
-  if (verb == "start") return cmd_start(g, rest);
-  if (verb == "exec") return cmd_exec(g, rest);
-  if (verb == "ls" || verb == "ps") return cmd_ls(g, rest);
-  if (verb == "inspect") return cmd_inspect(g, rest);
-  if (verb == "stop") return cmd_stop(g, rest);
-  if (verb == "kill") return cmd_kill(g, rest);
-  if (verb == "rm") return cmd_rm(g, rest);
-  if (verb == "wait") return cmd_wait(g, rest);
-  if (verb == "logs") return cmd_logs(g, rest);
-  if (verb == "info") return cmd_info(g, rest);
-  if (verb == "import") return cmd_import(g, rest);
-  if (verb == "images") return cmd_images(g, rest);
-  if (verb == "rmi") return cmd_rmi(g, rest);
-  std::cerr << "cubby: unknown command \"" << verb << "\" (see cubby --help)\n";
-  return kCubbyError;
+  if (verb == "help") {  // cubby help [COMMAND]
+    if (rest.empty()) {
+      std::cout << kUsage;
+      return 0;
+    }
+    return dispatch(g, rest[0], {"--help"});
+  }
+  return dispatch(g, verb, rest);
 }

@@ -123,9 +123,8 @@ Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
 }
 
 Result<void> Runtime::reconcile() {
-  auto boxes = CUBBY_TRY(db_.list_boxes());
+  auto boxes = CUBBY_TRY(db_.list_running());
   for (auto& b : boxes) {
-    if (b.status != BoxStatus::kRunning) continue;
     if (b.shim_pid && b.shim_start && is_shim_of(*b.shim_pid, *b.shim_start, b.id)) continue;
     CUBBY_TRYV(end_dead_box(b, "shim died unexpectedly"));
   }
@@ -186,10 +185,12 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (o.network != "none" && o.network != "default")
     return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none or default)"));
   if (!o.name.empty() && !valid_name(o.name))
-    return fail(Error::invalid("invalid box name \"" + o.name + "\": use [a-zA-Z0-9][a-zA-Z0-9_.-]*"));
+    return fail(Error::invalid("invalid box name \"" + o.name.substr(0, 64) + (o.name.size() > 64 ? "...\"" : "\"") +
+                               ": use 1 to 128 characters of [a-zA-Z0-9_.-], starting with a letter or digit"));
   if (o.memory && *o.memory < 6 * 1024 * 1024)
     return fail(Error::invalid("--memory must be at least 6MB"));
-  if (o.cpus && (*o.cpus <= 0 || *o.cpus > 1024)) return fail(Error::invalid("--cpus must be a positive number"));
+  if (o.cpus && !(*o.cpus >= 0.01 && *o.cpus <= 1024))  // also refuses NaN
+    return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
   if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
 
   auto img = CUBBY_TRY(images_.resolve(o.image));

@@ -211,13 +211,23 @@ Result<std::optional<BoxRecord>> Store::get_box(const std::string& id) {
   return fail(db_error(db_, "get box"));
 }
 
-Result<std::vector<BoxRecord>> Store::list_boxes() {
-  Stmt st(db_, (std::string("SELECT ") + kColumns + " FROM boxes ORDER BY created_at, rowid").c_str());
+namespace {
+Result<std::vector<BoxRecord>> select_boxes(sqlite3* db, const char* where_order, const char* what) {
+  Stmt st(db, (std::string("SELECT ") + kColumns + " FROM boxes " + where_order).c_str());
   std::vector<BoxRecord> out;
   int rc;
   while ((rc = st.step()) == SQLITE_ROW) out.push_back(read_row(st.get()));
-  if (rc != SQLITE_DONE) return fail(db_error(db_, "list boxes"));
+  if (rc != SQLITE_DONE) return fail(db_error(db, what));
   return out;
+}
+}  // namespace
+
+Result<std::vector<BoxRecord>> Store::list_boxes() {
+  return select_boxes(db_, "ORDER BY created_at, rowid", "list boxes");
+}
+
+Result<std::vector<BoxRecord>> Store::list_running() {
+  return select_boxes(db_, "WHERE status='running'", "list running boxes");
 }
 
 Result<std::vector<BoxRecord>> Store::match(const std::string& key) {

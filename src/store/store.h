@@ -29,7 +29,7 @@ std::optional<BoxStatus> parse_status(const std::string& s);
 
 struct BoxRecord {
   std::string id;    // 32 lowercase hex
-  std::string name;  // unique; empty -> generated at insert
+  std::string name;  // unique (the runtime always sets one)
   std::string image;
   std::string image_id;
   BoxStatus status = BoxStatus::kCreated;
@@ -53,6 +53,8 @@ class Store {
   Result<void> insert_box(const BoxRecord& b);
   Result<std::optional<BoxRecord>> get_box(const std::string& id);
   Result<std::vector<BoxRecord>> list_boxes();
+  // Only running boxes (what reconciliation looks at, on every CLI call).
+  Result<std::vector<BoxRecord>> list_running();
   // Boxes whose id starts with `prefix` (lowercase hex) or whose name equals it.
   Result<std::vector<BoxRecord>> match(const std::string& prefix_or_name);
 
