@@ -414,7 +414,9 @@ TEST_F(Lifecycle, KilledCliMidRunConverges) {
     for (auto& b : j) {
       std::string st = b["status"];
       EXPECT_TRUE(st == "created" || st == "running" || st == "exited") << st;
-      if (st == "running") EXPECT_TRUE(b["pid"].is_number());
+      if (st == "running") {
+        EXPECT_TRUE(b["pid"].is_number());
+      }
       ASSERT_EQ(cubby({"rm", "-f", b["id"]}).rc, 0);
     }
     reap_adopted();

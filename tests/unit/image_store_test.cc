@@ -746,7 +746,11 @@ TEST_F(ImageStoreTest, StaleWorkAreasAreSwept) {
   ASSERT_EQ(::mkdir((root_ + "/tmp/import-dead00.d").c_str(), 0700), 0);
   put_file(root_ + "/tmp/import-dead00.d/layer.tar", "partial");
   ASSERT_EQ(::mkdir((root_ + "/tmp/gc-abc123").c_str(), 0700), 0);
+  // Opening the store takes no lock and sweeps nothing (every CLI call opens
+  // it); the next import, which holds the lock, sweeps the leftovers.
   ASSERT_TRUE(ImageStore::open(root_).has_value());
+  EXPECT_EQ(count_entries(root_ + "/tmp"), 3u);
+  ASSERT_TRUE(import_bytes(rootfs_tar("sweep").bytes(), "localhost/sweeper").has_value());
   EXPECT_EQ(count_entries(root_ + "/tmp"), 0u);
 }
 
