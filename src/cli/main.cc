@@ -231,6 +231,18 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   return c;
 }
 
+// SPEC §1: `--isolation auto` says on stderr, the first time, which backend
+// it picked (and `inspect`/`info` say it every time).
+void note_auto_isolation(Runtime& rt) {
+  std::string marker = rt.home() + "/.isolation-auto-noted";
+  if (::access(marker.c_str(), F_OK) == 0) return;
+  bool kvm = ::access("/dev/kvm", R_OK | W_OK) == 0;
+  std::cerr << "cubby: --isolation auto chose sandbox ("
+            << (kvm ? "the vm backend is not available in this build" : "no usable /dev/kvm") << ")\n";
+  int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) ::close(fd);
+}
+
 int cmd_run_or_create(const Global& g, const std::string& verb, const std::vector<std::string>& rest) {
   bool is_run = verb == "run";
   auto split = cli::split_at_command(rest, kBoxValueOpts);
@@ -246,6 +258,7 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
   auto opts = to_create(o, image, split.command);
   auto rt = open_runtime(g);
   auto box = check(rt.create(opts));
+  if (opts.isolation == "auto") note_auto_isolation(rt);
   if (!is_run) {
     std::cout << box.id << "\n";
     return 0;

@@ -201,6 +201,10 @@ void BoxTest::SetUp() {
   ASSERT_GE(::inotify_add_watch(box_watch_.get(), (home_ + "/boxes").c_str(), IN_CREATE), 0);
   auto r = cubby({"import", CUBBY_TEST_ROOTFS, image_});
   ASSERT_EQ(r.rc, 0) << r.err;
+  // `--isolation auto` notes its choice on stderr once per home; tests that
+  // compare stderr exactly start past that (Lifecycle.AutoIsolationSaysWhichOnce
+  // checks the note itself).
+  ASSERT_TRUE(write_file(home_ + "/.isolation-auto-noted", ""));
 }
 
 std::set<std::string> BoxTest::boxes_seen() {

@@ -520,6 +520,19 @@ TEST_F(Lifecycle, ProtocolHandshakeHeartbeatAndVersioning) {
   EXPECT_EQ(cubby({"exec", id, "true"}).rc, 0);
 }
 
+TEST_F(Lifecycle, AutoIsolationSaysWhichOnce) {
+  ::unlink((home_ + "/.isolation-auto-noted").c_str());
+  auto first = cubby({"run", "--rm", "--network", "none", image_, "true"});
+  EXPECT_EQ(first.rc, 0);
+  EXPECT_NE(first.err.find("--isolation auto chose sandbox"), std::string::npos) << first.err;
+  auto second = cubby({"run", "--rm", "--network", "none", image_, "true"});
+  EXPECT_EQ(second.err, "");
+  auto info = json::parse(cubby({"info", "--format", "json"}).out);
+  EXPECT_EQ(info["default_isolation"], "sandbox");
+  for (const char* k : {"version", "home", "kvm", "vhost_vsock", "default_isolation", "cgroup_version"})
+    EXPECT_TRUE(info.contains(k)) << k;
+}
+
 TEST_F(Lifecycle, NetworkDefaultGivesAUserModeUplink) {
   if (::access("/usr/bin/slirp4netns", X_OK) != 0) GTEST_SKIP() << "slirp4netns is not installed";
   auto r = cubby({"run", "--rm", image_, "sh", "-c",
