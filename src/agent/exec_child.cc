@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sched.h>
@@ -39,6 +40,7 @@ void run_exec_child(const ExecChildPlan& p) {
   for (int s = 1; s < NSIG; ++s)
     if (s != SIGKILL && s != SIGSTOP) ::signal(s, SIG_DFL);
   ::setsid();  // own process group: a timeout or signal reaches its children too
+  if (p.tty_fd >= 0 && ::ioctl(p.tty_fd, TIOCSCTTY, 0) < 0) die(p, 1);
 
   // Move the stdio sources above 2 first so installing one cannot clobber another.
   int src[3] = {p.stdin_fd, p.stdout_fd, p.stderr_fd};

@@ -18,6 +18,7 @@ struct ExecChildPlan {
   char* const* argv;
   char* const* envp;
   int stdin_fd, stdout_fd, stderr_fd;  // agent fds to install as 0..2
+  int tty_fd;                          // pty slave to make the controlling terminal, or -1
   const char* cwd;
   uid_t uid;
   gid_t gid;

@@ -18,8 +18,10 @@ using namespace cubby;
 namespace {
 
 int run_init() {
-  // Die with the shim (it is our parent, outside our pid namespace, so
-  // getppid() reads 0 here; the shim re-checks with the go pipe instead).
+  // Die with the shim. The post-clone child already set this before exec
+  // (closing the window before we run); setting it again here keeps the
+  // agent correct if it is ever started another way. getppid() reads 0 in
+  // a new pid namespace, so the go pipe's EOF is the second check.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   // Nothing in the box may read our memory or /proc/1/exe (CVE-2019-5736 class).
   ::prctl(PR_SET_DUMPABLE, 0);
@@ -44,6 +46,7 @@ int run_init() {
     opts.main.env = m.value("env", std::vector<std::string>{});
     opts.main.cwd = m.value("cwd", std::string("/"));
     opts.main.user = m.value("user", std::string());
+    opts.main.tty = m.value("tty", false);
     opts.hold = cfg.value("hold", false);
     if (cfg.contains("rootfs")) {
       const auto& r = cfg["rootfs"];

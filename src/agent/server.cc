@@ -1,8 +1,11 @@
 #include "agent/server.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
+#include <termios.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +35,7 @@ struct Server::Session {
   bool hello = false;
   bool attached = false;   // receives the main process's output and exit
   bool watch_start = false;  // told when the workload has started
+  bool close_when_flushed = false;  // its exec is done: hang up once the exit is out
   bool writing = false;    // EPOLLOUT armed
   uint64_t exec = 0;       // the exec this session drives, if any
 };
@@ -46,6 +50,7 @@ struct Server::Exec {
   bool in_eof = false;
   bool exited = false;
   bool timed_out = false;
+  bool tty = false;   // out_r is a pty master (in_w a dup of it)
   ExitStatus status;
   std::string error;  // why it could not start
 };
@@ -54,11 +59,24 @@ namespace {
 constexpr size_t kChunk = 64 * 1024;
 constexpr size_t kSessionHighWater = 8u << 20;
 constexpr size_t kFinishedKept = 4096;
-void noop_handler(int) {}
 
 Json exit_message(uint64_t id, const ExitStatus& s, bool timed_out) {
   return Json{{"t", msg::kExit}, {"id", id}, {"code", timed_out ? 124 : s.shell_code()},
               {"signal", s.signaled ? s.signal : 0}, {"timed_out", timed_out}};
+}
+
+// A new pseudo-terminal from the box's own devpts instance.
+Result<std::pair<UniqueFd, UniqueFd>> open_pty(const WinSize& ws) {
+  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!master) return sys_fail("open /dev/ptmx");
+  if (::grantpt(master.get()) < 0 || ::unlockpt(master.get()) < 0) return sys_fail("unlock pty");
+  char name[128];
+  if (::ptsname_r(master.get(), name, sizeof name) != 0) return sys_fail("ptsname");
+  UniqueFd slave(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!slave) return sys_fail(std::string("open ") + name);
+  winsize w{ws.rows, ws.cols, 0, 0};
+  ::ioctl(master.get(), TIOCSWINSZ, &w);
+  return std::pair{std::move(master), std::move(slave)};
 }
 
 bool is_executable_file(const std::string& p) {
@@ -105,17 +123,14 @@ void Server::del_watch(int fd) {
 
 int Server::run() {
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
-  // PID 1 of a pid namespace drops signals whose disposition is SIG_DFL,
-  // even blocked ones; a (never called) handler makes the kernel queue them
-  // so the signalfd can read them.
+  // PID 1 of a pid namespace drops SIG_DFL signals sent from inside it,
+  // but never blocked ones (the kernel queues a blocked signal because its
+  // handler may change before it is unblocked), so blocking them for the
+  // signalfd is enough; Lifecycle.StopDeliversSigtermToTheWorkload fails
+  // if they are not blocked.
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) {
-    struct sigaction sa{};
-    sa.sa_handler = noop_handler;
-    ::sigaction(s, &sa, nullptr);
-    sigaddset(&set, s);
-  }
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
   ::signal(SIGPIPE, SIG_IGN);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -221,7 +236,7 @@ void Server::start_main(bool with_stdin) {
   main_id_ = e->id;
   Exec& ref = *e;
   execs_[e->id] = std::move(e);
-  if (auto err = spawn(ref, opts_.main, with_stdin)) {
+  if (auto err = spawn(ref, opts_.main, with_stdin, main_winsize_)) {
     // The cause goes to the box log and our stderr (the shim reports it).
     std::string line = *err + "\n";
     std::string rec;
@@ -241,7 +256,13 @@ void Server::on_session(uint64_t sid, uint32_t events) {
   auto it = sessions_.find(sid);
   if (it == sessions_.end()) return;
   Session& s = *it->second;
-  if (events & EPOLLOUT) flush(s);
+  if (events & EPOLLOUT) {
+    flush(s);
+    if (s.close_when_flushed && s.out.empty()) {
+      close_session(sid);
+      return;
+    }
+  }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
     char buf[kChunk];
     for (;;) {
@@ -295,10 +316,19 @@ void Server::handle_message(Session& s, const Json& m) {
     if (t == msg::kIn && m.contains("d") && m["d"].is_binary()) {
       auto& d = m["d"].get_binary();
       it->second->inbuf.append(reinterpret_cast<const char*>(d.data()), d.size());
-    } else if (t == msg::kInEof) {
-      it->second->in_eof = true;
+    } else if (t == msg::kInEof && !it->second->tty) {
+      it->second->in_eof = true;  // a terminal has no EOF of its own: ^D is a byte
     }
     pump_stdin(*it->second);
+  } else if (t == msg::kResize) {
+    uint64_t eid = s.attached ? main_id_ : s.exec;
+    auto it = execs_.find(eid);
+    WinSize ws{static_cast<unsigned short>(m.value("rows", 24)), static_cast<unsigned short>(m.value("cols", 80))};
+    if (!s.attached || !main_started_) main_winsize_ = ws;
+    if (it != execs_.end() && it->second->tty && it->second->out_r) {
+      winsize w{ws.rows, ws.cols, 0, 0};
+      ::ioctl(it->second->out_r.get(), TIOCSWINSZ, &w);  // the kernel sends SIGWINCH
+    }
   } else if (t == msg::kSignal) {
     auto it = execs_.find(s.exec);
     if (it != execs_.end() && it->second->pid > 0) ::kill(it->second->pid, m.value("sig", SIGTERM));
@@ -313,6 +343,7 @@ void Server::handle_message(Session& s, const Json& m) {
   } else if (t == msg::kAttach) {
     s.attached = true;
     if (m.value("stdin", false)) main_stdin_ = true;
+    if (m.contains("rows")) main_winsize_ = {m.value("rows", uint16_t{24}), m.value("cols", uint16_t{80})};
     if (m.value("start", false) && opts_.hold) {
       opts_.hold = false;
       if (may_start_) start_main(main_stdin_);
@@ -348,6 +379,7 @@ void Server::handle_exec(Session& s, const Json& m) {
     spec.env = m.value("env", std::vector<std::string>{});
     spec.cwd = m.value("cwd", std::string());
     spec.user = m.value("user", std::string());
+    spec.tty = m.value("tty", false);
   } catch (const std::exception&) {
     send(s, {{"t", msg::kExit}, {"id", 0}, {"code", 125}, {"error", "malformed exec request"}});
     return;
@@ -361,7 +393,8 @@ void Server::handle_exec(Session& s, const Json& m) {
   e->session = m.value("detach", false) ? 0 : s.id;
   Exec& ref = *e;
   execs_[e->id] = std::move(e);
-  if (auto err = spawn(ref, spec, m.value("stdin", false))) {
+  WinSize ws{static_cast<unsigned short>(m.value("rows", 24)), static_cast<unsigned short>(m.value("cols", 80))};
+  if (auto err = spawn(ref, spec, m.value("stdin", false) || spec.tty, ws)) {
     uint64_t id = ref.id;
     finished_[id] = ref.status;
     execs_.erase(id);
@@ -382,7 +415,7 @@ void Server::handle_exec(Session& s, const Json& m) {
 
 // Starts `spec` for exec `e`. On failure sets e.status (126/127) and
 // returns the reason.
-std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool with_stdin) {
+std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool with_stdin, WinSize ws) {
   auto failure = [&](int code, std::string why) {
     e.status = ExitStatus{code, 0, false};
     return std::optional<std::string>(std::move(why));
@@ -422,16 +455,29 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   }
 
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  int out[2], err[2], in[2] = {-1, -1};
-  if (::pipe2(out, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
-  UniqueFd out_r(out[0]), out_w(out[1]);
-  if (::pipe2(err, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
-  UniqueFd err_r(err[0]), err_w(err[1]);
-  UniqueFd in_r, in_w;
-  if (with_stdin) {
-    if (::pipe2(in, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
-    in_r.reset(in[0]);
-    in_w.reset(in[1]);
+  UniqueFd out_r, out_w, err_r, err_w, in_r, in_w, tty_slave;
+  if (spec.tty) {
+    // A terminal: the master stays here, the slave becomes the process's
+    // controlling terminal and its stdin/stdout/stderr.
+    auto pty = open_pty(ws);
+    if (!pty) return failure(126, pty.error().message());
+    out_r = std::move(pty->first);
+    tty_slave = std::move(pty->second);
+    in_w.reset(::fcntl(out_r.get(), F_DUPFD_CLOEXEC, 3));
+    if (!env_has(env, "TERM")) env.push_back("TERM=xterm");
+  } else {
+    int out[2], err[2], in[2];
+    if (::pipe2(out, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+    out_r.reset(out[0]);
+    out_w.reset(out[1]);
+    if (::pipe2(err, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+    err_r.reset(err[0]);
+    err_w.reset(err[1]);
+    if (with_stdin) {
+      if (::pipe2(in, O_CLOEXEC) < 0) return failure(126, std::string("pipe: ") + std::strerror(errno));
+      in_r.reset(in[0]);
+      in_w.reset(in[1]);
+    }
   }
 
   std::vector<char*> argv, envp;
@@ -443,9 +489,10 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   ExecChildPlan plan{path.c_str(),
                      argv.data(),
                      envp.data(),
-                     with_stdin ? in_r.get() : devnull.get(),
-                     out_w.get(),
-                     err_w.get(),
+                     spec.tty ? tty_slave.get() : with_stdin ? in_r.get() : devnull.get(),
+                     spec.tty ? tty_slave.get() : out_w.get(),
+                     spec.tty ? tty_slave.get() : err_w.get(),
+                     spec.tty ? tty_slave.get() : -1,
                      cwd.c_str(),
                      user->uid,
                      user->gid,
@@ -466,14 +513,17 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
     return failure(code, std::string("exec ") + cmd + ": " + stage + ": " + std::strerror(f.err));
   }
   e.pid = pid;
+  e.tty = spec.tty;
   auto nonblock = [](int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); };
   nonblock(out_r.get());
-  nonblock(err_r.get());
   e.out_r = std::move(out_r);
-  e.err_r = std::move(err_r);
   add_watch(e.out_r.get(), EPOLLIN, Kind::kStdout, e.id);
-  add_watch(e.err_r.get(), EPOLLIN, Kind::kStderr, e.id);
-  if (with_stdin) {
+  if (err_r) {
+    nonblock(err_r.get());
+    e.err_r = std::move(err_r);
+    add_watch(e.err_r.get(), EPOLLIN, Kind::kStderr, e.id);
+  }
+  if (in_w) {
     nonblock(in_w.get());
     e.in_w = std::move(in_w);
   }
@@ -618,21 +668,26 @@ void Server::finish(Exec& e) {
     main_status_ = e.status;
     for (auto& [sid, s] : sessions_)
       if (s->attached) send(*s, m);
-  } else if (e.session) {
-    auto it = sessions_.find(e.session);
-    if (it != sessions_.end()) {
-      send(*it->second, m);
-      it->second->exec = 0;
-    }
   }
+  uint64_t sid = e.is_main ? 0 : e.session;
   if (e.in_w) del_watch(e.in_w.get());
   if (e.timer) del_watch(e.timer.get());
   execs_.erase(id);
+  // An exec session carries one process: once its exit is delivered the
+  // agent hangs up itself, so per-session fds are gone by the time the
+  // client has read the exit (no lingering until the client's close).
+  if (auto it = sessions_.find(sid); sid && it != sessions_.end()) {
+    Session& s = *it->second;
+    s.exec = 0;
+    s.close_when_flushed = true;
+    send(s, m);  // closes the session once flushed
+  }
 }
 
 void Server::send(Session& s, const Json& m) {
   proto::encode_into(s.out, m);
   flush(s);
+  if (s.close_when_flushed && s.out.empty()) close_session(s.id);
 }
 
 void Server::flush(Session& s) {
@@ -674,6 +729,12 @@ void Server::close_session(uint64_t sid) {
   for (auto& [id, e] : execs_) {
     if (e->session != sid) continue;
     e->session = 0;
+    // A terminal session whose client went away is hung up, as a real
+    // terminal would be, so its shell does not wait forever for input.
+    if (e->tty && e->pid > 0) {
+      ::kill(-e->pid, SIGHUP);
+      ::kill(-e->pid, SIGCONT);
+    }
     e->in_eof = true;
     if (e->out_r) mod_watch(e->out_r.get(), EPOLLIN);
     if (e->err_r) mod_watch(e->err_r.get(), EPOLLIN);
@@ -681,7 +742,8 @@ void Server::close_session(uint64_t sid) {
   }
   if (s.attached && main_started_) {
     auto m = execs_.find(main_id_);
-    if (m != execs_.end()) {
+    // The workload's terminal stays open for the next `cubby attach`.
+    if (m != execs_.end() && !m->second->tty) {
       m->second->in_eof = true;
       pump_stdin(*m->second);
     }

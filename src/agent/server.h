@@ -31,6 +31,13 @@ struct ProcessSpec {
   std::vector<std::string> env;
   std::string cwd;
   std::string user;
+  bool tty = false;  // run on a fresh pseudo-terminal
+};
+
+// Initial terminal size, set before the process starts (so the first prompt
+// already has the right geometry).
+struct WinSize {
+  unsigned short rows = 24, cols = 80;
 };
 
 struct AgentOptions {
@@ -71,7 +78,7 @@ class Server {
   void handle_message(Session& s, const proto::Json& m);
   void handle_exec(Session& s, const proto::Json& m);
   void start_main(bool with_stdin);
-  std::optional<std::string> spawn(Exec& e, const ProcessSpec& spec, bool with_stdin);
+  std::optional<std::string> spawn(Exec& e, const ProcessSpec& spec, bool with_stdin, WinSize ws);
 
   void send(Session& s, const proto::Json& m);
   void flush(Session& s);
@@ -95,6 +102,7 @@ class Server {
   uint64_t main_id_ = 0;  // exec id of the workload once started
   bool may_start_ = false, main_started_ = false, main_done_ = false, shim_gone_ = false;
   bool main_stdin_ = false;
+  WinSize main_winsize_;
   ExitStatus main_status_;
 };
 

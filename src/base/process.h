@@ -80,6 +80,7 @@ struct SpawnSpec {
   std::vector<int> fds = {0, 1, 2};
   std::string cwd;
   bool new_session = false;
+  bool controlling_tty = false;  // with new_session: fd 0 becomes the controlling terminal
   bool die_with_parent = false;  // PR_SET_PDEATHSIG(SIGKILL) + getppid check
 };
 

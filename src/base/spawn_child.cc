@@ -3,6 +3,7 @@
 // allocation, no locks, no logging. Keep it that way (audit point).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@ struct ChildPlan {
   int* scratch;  // nfds ints for the high-fd copies
   const char* cwd;  // nullptr: keep
   bool new_session;
+  bool controlling_tty;
   bool die_with_parent;
   pid_t parent;
   int err_fd;  // CLOEXEC pipe: the child writes errno on failure
@@ -66,6 +68,7 @@ struct ChildPlan {
     if (p.scratch[i] < 0) continue;
     if (::dup2(p.scratch[i], i) < 0) child_fail(p, 4);  // dup2 clears CLOEXEC
   }
+  if (p.controlling_tty && ::ioctl(0, TIOCSCTTY, 0) < 0) child_fail(p, 7);
   int keep[1] = {p.err_fd};
   close_fds_except(p.nfds, keep, 1);
   if (p.cwd && ::chdir(p.cwd) < 0) child_fail(p, 5);
@@ -101,6 +104,7 @@ Result<ChildProcess> spawn(const SpawnSpec& spec) {
                  scratch.data(),
                  spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
                  spec.new_session,
+                 spec.controlling_tty,
                  spec.die_with_parent,
                  ::getpid(),
                  err_w.get(),

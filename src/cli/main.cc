@@ -19,9 +19,13 @@
 #include <map>
 
 #include "base/log.h"
+#include "base/sys.h"
 #include "base/unique_fd.h"
 #include "cli/args.h"
 #include "cli/format.h"
+#include "image/archive.h"
+#include "image/fetch_client.h"
+#include "image/registry_config.h"
 #include "runtime/runtime.h"
 
 using namespace cubby;
@@ -160,7 +164,7 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("-v,--volume", o.volumes, "Mount a volume (not implemented yet)")->allow_extra_args(false);
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
-  c->add_flag("-t,--tty", o.tty, "Allocate a terminal (not implemented yet)");
+  c->add_flag("-t,--tty", o.tty, "Allocate a terminal (with -i: an interactive session)");
   if (with_detach) c->add_flag("-d,--detach", o.detach, "Run in the background and print the box id");
 }
 
@@ -190,7 +194,6 @@ void check_image_ref(const std::string& ref) {
 }
 
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
-  if (o.tty) die("-t (terminal) is not implemented yet; interactive terminals are a separate issue");
   if (!o.publish.empty()) die("-p/--publish is not implemented yet (port publishing is a separate issue)");
   if (!o.volumes.empty()) die("-v/--volume is not implemented yet (volumes are a separate issue)");
   if (o.network != "none" && o.network != "default")
@@ -254,7 +257,8 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
   cmd.positional("IMAGE", image, "Image reference or id");
   cmd.app.add_option("COMMAND", shown_command, "Command and arguments (default: the image's)");
   cmd.parse(split.options);
-  if (o.detach && o.interactive) die("-d and -i cannot be combined");
+  if (o.detach && o.interactive && !o.tty) die("-d and -i cannot be combined (use -dit to attach later)");
+  if (o.interactive && o.tty && !o.detach && !::isatty(0)) die("the input device is not a TTY (drop -t, or run from a terminal)");
   auto opts = to_create(o, image, split.command);
   auto rt = open_runtime(g);
   auto box = check(rt.create(opts));
@@ -286,9 +290,58 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
     return s->code;
   }
   StdioFds io{o.interactive ? 0 : -1, 1, 2, true};
+  io.tty = o.tty;
   auto r = check(rt.attach_and_wait(box.id, io));
+  if (r.detached) return 0;
   if (!r.error.empty()) error_line(r.error);
   return r.code;
+}
+
+// `cubby shell [OPTS] [IMAGE]`: a throwaway box with an interactive login
+// shell; removed when the shell ends unless --name keeps it.
+int cmd_shell(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Open an interactive shell in a temporary box", "shell [OPTIONS] [IMAGE]");
+  BoxOpts o;
+  std::string image;
+  add_box_options(&cmd.app, o, false);
+  cmd.app.add_option("IMAGE", image, "Image (default: $CUBBY_SHELL_IMAGE, else busybox)");
+  cmd.parse(rest);
+  if (image.empty()) image = std::getenv("CUBBY_SHELL_IMAGE") ? std::getenv("CUBBY_SHELL_IMAGE") : "busybox";
+  o.interactive = true;
+  o.tty = ::isatty(0) != 0;
+  o.rm = o.name.empty();
+  auto opts = to_create(o, image, {"/bin/sh", "-l"});
+  auto rt = open_runtime(g);
+  auto box = check(rt.create(opts));
+  if (opts.isolation == "auto") note_auto_isolation(rt);
+  auto s = rt.start(box.id, /*hold=*/true);
+  if (!s) {
+    if (o.rm) (void)rt.remove(box.id, true);
+    die(s.error());
+  }
+  if (s->ended) return s->code;
+  StdioFds io{0, 1, 2, true};
+  io.tty = o.tty;
+  auto r = check(rt.attach_and_wait(box.id, io));
+  if (!r.error.empty()) error_line(r.error);
+  return r.detached ? 0 : r.code;
+}
+
+// `cubby attach BOX`: the workload's terminal (or stdio) of a running box.
+int cmd_attach(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Attach to a running box's main process (detach: Ctrl-P Ctrl-Q)", "attach BOX");
+  std::string box;
+  bool no_stdin = false;
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.app.add_flag("--no-stdin", no_stdin, "Do not attach stdin");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  auto rec = check(rt.resolve(box));
+  BoxSpec spec = rec.config.get<BoxSpec>();
+  StdioFds io{no_stdin ? -1 : 0, 1, 2, true};
+  io.tty = spec.tty;
+  auto r = check(rt.attach(rec.id, io));
+  return r.detached ? 0 : r.code;
 }
 
 int cmd_start(const Global& g, const std::vector<std::string>& rest) {
@@ -320,7 +373,7 @@ int cmd_exec(const Global& g, const std::vector<std::string>& rest) {
   std::vector<std::string> env, shown_command;
   std::string workdir, user, box, timeout;
   cmd.app.add_flag("-i,--interactive", interactive, "Stream stdin to the command");
-  cmd.app.add_flag("-t,--tty", tty, "Allocate a terminal (not implemented yet)");
+  cmd.app.add_flag("-t,--tty", tty, "Allocate a terminal in the box");
   cmd.app.add_flag("-d,--detach", detach, "Run in the background");
   cmd.app.add_option("-e,--env", env, "Set an environment variable (K=V, or K to copy it)")->allow_extra_args(false);
   cmd.app.add_option("-w,--workdir", workdir, "Working directory (absolute)");
@@ -330,8 +383,8 @@ int cmd_exec(const Global& g, const std::vector<std::string>& rest) {
   cmd.app.add_option("COMMAND", shown_command, "Command and arguments");
   cmd.parse(split.options);
   if (split.command.empty()) cmd.missing("COMMAND");
-  if (tty) die("-t (terminal) is not implemented yet; interactive terminals are a separate issue");
   if (interactive && detach) die("-d and -i cannot be combined");
+  if (interactive && tty && !::isatty(0)) die("the input device is not a TTY (drop -t, or run from a terminal)");
   check_workdir(workdir);
   ExecRequest req;
   if (!timeout.empty()) {
@@ -346,8 +399,12 @@ int cmd_exec(const Global& g, const std::vector<std::string>& rest) {
   req.user = user;
   req.interactive = interactive;
   req.detach = detach;
+  req.tty = tty;
   auto rt = open_runtime(g);
-  auto r = check(rt.exec(box, req, StdioFds{interactive ? 0 : -1, 1, 2, true}));
+  StdioFds io{interactive ? 0 : -1, 1, 2, true};
+  io.tty = tty;
+  auto r = check(rt.exec(box, req, io));
+  if (r.detached) return 0;
   if (!r.error.empty()) error_line(r.error);
   return r.code;
 }
@@ -578,10 +635,154 @@ int cmd_rmi(const Global& g, const std::vector<std::string>& rest) {
   return rc;
 }
 
+// Where cubby's helpers live (cubby-fetch): as Runtime finds cubby-shim.
+std::string helper_dir(Runtime& rt) {
+  json info = rt.info();
+  if (info.contains("bin_dir") && info["bin_dir"].is_string()) return info["bin_dir"].get<std::string>();
+  return ".";
+}
+
+int cmd_pull(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Pull an image from a registry", "pull [OPTIONS] REF");
+  std::string ref, platform;
+  bool quiet = false;
+  cmd.app.add_option("--platform", platform, "os/arch[/variant] to pick from a multi-platform image");
+  cmd.app.add_flag("-q,--quiet", quiet, "Print only the image reference");
+  cmd.positional("REF", ref, "Image reference");
+  cmd.parse(rest);
+  if (auto n = image::normalize_ref(ref); !n) die(n.error());
+  auto rt = open_runtime(g);
+  auto img = check(image::pull_image(rt.images(), helper_dir(rt), rt.home(), ref, platform));
+  if (quiet) {
+    std::cout << img.ref << "\n";
+  } else {
+    std::cout << "Digest: " << img.manifest_digest << "\n";
+    std::cout << "Pulled: " << img.ref << " (sha256:" << img.id << ")\n";
+  }
+  return 0;
+}
+
+int cmd_login(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Log in to a registry (credentials go to CUBBY_HOME/config.json)", "login [OPTIONS] [SERVER]");
+  std::string server, username, password;
+  bool password_stdin = false;
+  cmd.app.add_option("-u,--username", username, "Username");
+  cmd.app.add_option("-p,--password", password, "Password (prefer --password-stdin)");
+  cmd.app.add_flag("--password-stdin", password_stdin, "Read the password from standard input");
+  cmd.app.add_option("SERVER", server, "Registry (default docker.io)");
+  cmd.parse(rest);
+  std::string domain = check(image::login_domain(server));
+  if (username.empty()) die("--username is required");
+  if (password_stdin) {
+    if (!password.empty()) die("--password and --password-stdin cannot be combined");
+    auto in = sys::read_all(0, 1u << 16);
+    if (!in) die(in.error());
+    password = *in;
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+  }
+  if (password.empty()) die("a password is required (--password-stdin)");
+  if (password.find('\n') != std::string::npos) die("the password must be one line");
+  auto rt = open_runtime(g);
+  check(image::login_check(helper_dir(rt), rt.home(), domain, username, password));
+  check(image::save_login(rt.home(), domain, {username, password}));
+  std::cout << "Login Succeeded\n";
+  return 0;
+}
+
+int cmd_logout(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Log out from a registry", "logout [SERVER]");
+  std::string server;
+  cmd.app.add_option("SERVER", server, "Registry (default docker.io)");
+  cmd.parse(rest);
+  std::string domain = check(image::login_domain(server));
+  auto rt = open_runtime(g);
+  bool removed = check(image::remove_login(rt.home(), domain));
+  std::cout << (removed ? "Removing login credentials for " : "Not logged in to ") << domain << "\n";
+  return 0;
+}
+
+int cmd_load(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Load images from a docker-archive or OCI archive", "load -i FILE");
+  std::string file, tag;
+  cmd.app.add_option("-i,--input", file, "Archive file (docker save / OCI archive), or - for stdin");
+  cmd.app.add_option("-t,--tag", tag, "Reference for an archive whose image has no usable name");
+  cmd.parse(rest);
+  if (file.empty()) die("missing -i FILE (usage: cubby load -i FILE)");
+  if (!tag.empty())
+    if (auto n = image::normalize_ref(tag); !n) die(n.error());
+  UniqueFd fd;
+  if (file == "-") {
+    fd.reset(::dup(0));
+  } else {
+    fd.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) die(Error::sys("cannot open " + file));
+    struct stat st;
+    if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) die(file + " is a directory, not an archive");
+  }
+  auto rt = open_runtime(g);
+  auto imgs = check(image::load_archive(rt.images(), fd.get(), tag));
+  for (auto& i : imgs) std::cout << "Loaded image: " << i.ref << "\n";
+  return 0;
+}
+
+int cmd_save(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Write an image as an OCI archive", "save -o FILE REF");
+  std::string file, ref;
+  cmd.app.add_option("-o,--output", file, "Output file");
+  cmd.positional("REF", ref, "Image reference or id");
+  cmd.parse(rest);
+  if (file.empty()) die("missing -o FILE (usage: cubby save -o FILE REF)");
+  check_image_ref(ref);
+  auto rt = open_runtime(g);
+  auto img = check(rt.images().resolve(ref));
+  // Written next to the target and renamed into place: no half archive.
+  std::string tmp = file + ".cubby-tmp-XXXXXX";
+  UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) die(Error::sys("cannot create " + file));
+  ::fchmod(fd.get(), 0644);
+  auto r = image::save_archive(rt.images(), img, fd.get());
+  if (r && ::fsync(fd.get()) < 0) r = sys_fail("fsync " + file);
+  fd.reset();
+  if (r && ::rename(tmp.c_str(), file.c_str()) < 0) r = sys_fail("rename to " + file);
+  if (!r) {
+    ::unlink(tmp.c_str());
+    die(r.error());
+  }
+  return 0;
+}
+
+int cmd_image(const Global& g, const std::vector<std::string>& rest) {
+  if (rest.empty() || (rest[0] != "inspect" && rest[0] != "ls" && rest[0] != "rm" && rest[0] != "pull" &&
+                       rest[0] != "load" && rest[0] != "save" && rest[0] != "--help" && rest[0] != "-h"))
+    die("unknown image command" + (rest.empty() ? std::string() : " \"" + rest[0] + "\"") +
+        " (want inspect, ls, rm, pull, load or save)");
+  if (rest[0] == "--help" || rest[0] == "-h") {
+    std::cout << "Usage: cubby image inspect|ls|rm|pull|load|save ...\n";
+    return 0;
+  }
+  std::vector<std::string> sub(rest.begin() + 1, rest.end());
+  g_cmd = "cubby image " + rest[0];
+  if (rest[0] == "ls") return cmd_images(g, sub);
+  if (rest[0] == "rm") return cmd_rmi(g, sub);
+  if (rest[0] == "pull") return cmd_pull(g, sub);
+  if (rest[0] == "load") return cmd_load(g, sub);
+  if (rest[0] == "save") return cmd_save(g, sub);
+  Command cmd("Show images as JSON", "image inspect REF...");
+  std::vector<std::string> refs;
+  cmd.positional("REF", refs, "Image reference or id");
+  cmd.parse(sub);
+  for (auto& r : refs) check_image_ref(r);
+  auto rt = open_runtime(g);
+  json arr = json::array();
+  for (auto& r : refs) arr.push_back(check(image::inspect_json(rt.images(), check(rt.images().resolve(r)))));
+  std::cout << (arr.size() == 1 ? arr[0] : arr).dump(2) << "\n";
+  return 0;
+}
+
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
-    "Boxes:   run create start exec ls inspect stop kill rm wait logs\n"
-    "Images:  import images rmi\n"
+    "Boxes:   run create start exec shell attach ls inspect stop kill rm wait logs\n"
+    "Images:  pull load save import images rmi image login logout\n"
     "Host:    info\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
 
@@ -594,7 +795,9 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"start", cmd_start}, {"exec", cmd_exec},     {"ls", cmd_ls},         {"ps", cmd_ls},
       {"inspect", cmd_inspect}, {"stop", cmd_stop}, {"kill", cmd_kill},     {"rm", cmd_rm},
       {"wait", cmd_wait},   {"logs", cmd_logs},     {"info", cmd_info},     {"import", cmd_import},
-      {"images", cmd_images}, {"rmi", cmd_rmi}};
+      {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
+      {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
+      {"save", cmd_save},     {"image", cmd_image}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

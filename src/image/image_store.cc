@@ -153,50 +153,6 @@ class StoreLock {
   UniqueFd fd_;  // closing the fd releases the lock
 };
 
-// A private work area tmp/<name>.d guarded by an flock on tmp/<name>.lock
-// (see the protocol above). Removed, with its lock file, on destruction.
-class WorkArea {
- public:
-  // Creation holds the store lock shared, so a sweeper (which holds it
-  // exclusively) never sees the lock file before it is locked.
-  static Result<WorkArea> create(const Paths& p, const std::string& kind) {
-    auto store_lock = CUBBY_TRY(StoreLock::acquire(p.lock, false));
-    const std::string& tmp_dir = p.tmp;
-    std::string tmpl = tmp_dir + "/" + kind + "-XXXXXX.lock";
-    UniqueFd fd(::mkostemps(tmpl.data(), 5, O_CLOEXEC));
-    if (!fd) return sys_fail("create work area lock in " + tmp_dir);
-    WorkArea w;
-    w.lock_path_ = tmpl;
-    w.lock_fd_ = std::move(fd);
-    if (::flock(w.lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) return sys_fail("flock " + tmpl);
-    w.dir_ = tmpl.substr(0, tmpl.size() - 5) + ".d";
-    if (::mkdir(w.dir_.c_str(), 0700) < 0) {
-      int e = errno;
-      w.dir_.clear();
-      return sys_fail("mkdir " + tmpl.substr(0, tmpl.size() - 5) + ".d", e);
-    }
-    return w;
-  }
-  WorkArea() = default;
-  WorkArea(WorkArea&& o) noexcept
-      : dir_(std::exchange(o.dir_, {})), lock_path_(std::exchange(o.lock_path_, {})),
-        lock_fd_(std::move(o.lock_fd_)) {}
-  WorkArea& operator=(WorkArea&&) = delete;
-  ~WorkArea() {
-    // Directory first, then the lock file: a sweeper that sees a .d without
-    // its .lock may remove it.
-    if (!dir_.empty()) {
-      if (auto r = remove_tree(dir_); !r) LOG_WARN("image store: {}", r.error().message());
-    }
-    if (!lock_path_.empty()) ::unlink(lock_path_.c_str());
-  }
-  const std::string& dir() const { return dir_; }
-
- private:
-  std::string dir_, lock_path_;
-  UniqueFd lock_fd_;
-};
-
 // Removes leftovers of crashed imports and interrupted GC from tmp/. Call
 // with the store lock held exclusively: work areas are created under the
 // shared lock, so every .lock file seen here is either locked by a live
@@ -306,6 +262,9 @@ Result<ImageInfo> load_image(const Paths& p, const json& desc) {
       info.config.env = string_list(c, "Env");
       info.config.working_dir = string_field(c, "WorkingDir");
       info.config.user = string_field(c, "User");
+      if (c.contains("ExposedPorts") && c["ExposedPorts"].is_object())
+        for (auto it = c["ExposedPorts"].begin(); it != c["ExposedPorts"].end(); ++it)
+          info.config.exposed_ports.push_back(it.key());
     }
     return info;
   } catch (const json::exception& e) {
@@ -493,6 +452,134 @@ void collect_garbage(const Paths& p, const json& index) {
 
 }  // namespace
 
+StagingArea::StagingArea(StagingArea&& o) noexcept
+    : dir_(std::exchange(o.dir_, {})), lock_path_(std::exchange(o.lock_path_, {})),
+      lock_fd_(std::move(o.lock_fd_)) {}
+
+StagingArea::~StagingArea() {
+  // Directory first, then the lock file: a sweeper that sees a .d without
+  // its .lock may remove it.
+  if (!dir_.empty()) {
+    if (auto r = remove_tree(dir_); !r) LOG_WARN("image store: {}", r.error().message());
+  }
+  if (!lock_path_.empty()) ::unlink(lock_path_.c_str());
+}
+
+// Creation holds the store lock shared, so a sweeper (which holds it
+// exclusively) never sees the lock file before it is locked.
+Result<StagingArea> ImageStore::stage(const std::string& kind) {
+  Paths p(root_);
+  auto store_lock = CUBBY_TRY(StoreLock::acquire(p.lock, false));
+  std::string tmpl = p.tmp + "/" + kind + "-XXXXXX.lock";
+  UniqueFd fd(::mkostemps(tmpl.data(), 5, O_CLOEXEC));
+  if (!fd) return sys_fail("create work area lock in " + p.tmp);
+  StagingArea w;
+  w.lock_path_ = tmpl;
+  w.lock_fd_ = std::move(fd);
+  if (::flock(w.lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) return sys_fail("flock " + tmpl);
+  std::string dir = tmpl.substr(0, tmpl.size() - 5) + ".d";
+  if (::mkdir(dir.c_str(), 0700) < 0) return sys_fail("mkdir " + dir);
+  // Canonical: unpacking wants a path without symlinks.
+  char real[PATH_MAX];
+  if (!::realpath(dir.c_str(), real)) {
+    int e = errno;
+    ::rmdir(dir.c_str());
+    return sys_fail("realpath " + dir, e);
+  }
+  w.dir_ = real;
+  return w;
+}
+
+bool ImageStore::has_blob(const std::string& hex) const { return path_exists(Paths(root_).blob(hex)); }
+bool ImageStore::has_layer(const std::string& hex) const { return path_exists(Paths(root_).layer(hex)); }
+
+Result<void> ImageStore::with_read_lock(const std::function<Result<void>()>& f) {
+  auto lock = CUBBY_TRY(StoreLock::acquire(Paths(root_).lock, false));
+  return f();
+}
+
+Result<std::string> ImageStore::read_blob(const std::string& hex, size_t limit) const {
+  if (!is_sha256_hex(hex)) return fail(Error::invalid("bad digest \"" + hex + "\""));
+  return read_file(blob_path(hex), limit);
+}
+
+Result<ImageInfo> ImageStore::commit(StagingArea& area, const StagedImage& img) {
+  (void)area;  // keeps the staged files alive (and guarded) until we are done
+  Paths p(root_);
+  auto ctx = [&](const Error& e) { return std::unexpected<Error>(e.wrap("store " + img.ref)); };
+  if (!is_image_manifest_type(img.manifest_media_type))
+    return ctx(Error::invalid("unsupported manifest media type \"" + img.manifest_media_type + "\""));
+  std::string manifest_hex = sha256_hex(img.manifest_bytes);
+  json manifest = json::parse(img.manifest_bytes, nullptr, false);
+  if (manifest.is_discarded() || !manifest.is_object()) return ctx(Error::invalid("manifest is not a JSON object"));
+  std::vector<std::string> needed;
+  try {
+    needed.push_back(CUBBY_TRY(digest_hex(manifest.at("config").at("digest"))));
+    for (const auto& l : manifest.at("layers")) needed.push_back(CUBBY_TRY(digest_hex(l.at("digest"))));
+  } catch (const json::exception& e) {
+    return ctx(Error::invalid(std::string("malformed manifest: ") + e.what()));
+  }
+  std::string manifest_tmp = area.dir() + "/manifest-" + manifest_hex;
+  if (!path_exists(manifest_tmp)) {
+    if (auto r = write_synced(manifest_tmp, img.manifest_bytes); !r) return ctx(r.error());
+  }
+  {
+    UniqueFd dfd(::open(area.dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd || ::syncfs(dfd.get()) < 0) return ctx(Error::sys("sync " + area.dir()));
+  }
+
+  auto lock = StoreLock::acquire(p.lock, true);
+  if (!lock) return ctx(lock.error());
+  auto index = read_index(p);
+  if (!index) return ctx(index.error());
+  auto place = [&](const std::string& from, const std::string& to) -> Result<void> {
+    if (path_exists(to)) return {};  // same digest, same content: already there
+    if (::rename(from.c_str(), to.c_str()) < 0) return sys_fail("rename " + from + " to " + to);
+    return {};
+  };
+  auto commit = [&]() -> Result<void> {
+    for (const auto& hex : needed)
+      if (!img.blobs.count(hex) && !path_exists(p.blob(hex)))
+        return fail(Error::conflict("blob sha256:" + hex + " vanished from the store (removed concurrently?); try again"));
+    for (const auto& [hex, from] : img.blobs) CUBBY_TRYV(place(from, p.blob(hex)));
+    CUBBY_TRYV(place(manifest_tmp, p.blob(manifest_hex)));
+    for (const auto& [hex, from] : img.layers) CUBBY_TRYV(place(from, p.layer(hex)));
+    // Every layer the config names must now be unpacked.
+    auto cfg = CUBBY_TRY(read_json(p.blob(needed.front())));
+    if (cfg.contains("rootfs"))
+      for (const auto& d : string_list(cfg["rootfs"], "diff_ids"))
+        if (d.rfind("sha256:", 0) != 0 || !path_exists(p.layer(d.substr(7))))
+          return fail(Error::conflict("layer " + d + " vanished from the store (removed concurrently?); try again"));
+    CUBBY_TRYV(fsync_dir(p.layers));
+    CUBBY_TRYV(fsync_dir(p.blobs));
+    json& ms = (*index)["manifests"];
+    json kept = json::array();
+    for (const auto& d : ms)
+      if (ref_of(d) != img.ref) kept.push_back(d);
+    json desc = {{"mediaType", img.manifest_media_type},
+                 {"digest", "sha256:" + manifest_hex},
+                 {"size", img.manifest_bytes.size()},
+                 {"annotations", {{kRefAnnotation, img.ref}}}};
+    if (cfg.contains("architecture") && cfg["architecture"].is_string() && cfg.contains("os") && cfg["os"].is_string())
+      desc["platform"] = {{"architecture", cfg["architecture"]}, {"os", cfg["os"]}};
+    kept.push_back(std::move(desc));
+    ms = std::move(kept);
+    return write_index(p, *index);
+  };
+  auto committed = commit();
+  auto on_disk = read_index(p);
+  if (on_disk) collect_garbage(p, *on_disk);
+  if (!committed) return ctx(committed.error());
+  if (!on_disk) return ctx(on_disk.error());
+  for (const auto& d : (*on_disk)["manifests"])
+    if (ref_of(d) == img.ref) {
+      auto info = load_image(p, d);
+      if (!info) return ctx(info.error());
+      return info;
+    }
+  return ctx(Error::internal("image vanished right after commit"));
+}
+
 Result<ImageStore> ImageStore::open(const std::string& root) {
   if (root.empty()) return fail(Error::invalid("image store root is empty"));
   Paths p(root);
@@ -520,7 +607,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
   Paths p(root_);
 
   // 1. Private work area: decompress + hash, then unpack and check.
-  auto work = WorkArea::create(p, "import");
+  auto work = stage("import");
   if (!work) return ctx(work.error());
   std::string tar_path = work->dir() + "/layer.tar";
   auto blob = decompress_to_file(fd, tar_path);

@@ -6,10 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace cubby::image {
 
@@ -20,6 +23,7 @@ struct ImageConfig {
   std::vector<std::string> env;  // "K=V"
   std::string working_dir;
   std::string user;
+  std::vector<std::string> exposed_ports;  // "80/tcp", recorded from the config
 };
 
 struct ImageInfo {
@@ -37,6 +41,46 @@ struct ImageInfo {
 // "x@sha256:<64 hex>" kept. Bad references (uppercase repo, empty parts,
 // bad digest, spaces, ...) are kInvalid errors naming the reference.
 Result<std::string> normalize_ref(const std::string& ref);
+
+// A normalised reference split into its parts (see normalize_ref).
+struct RefParts {
+  std::string domain;  // "docker.io", "127.0.0.1:5000"
+  std::string path;    // "library/busybox"
+  std::string tag;     // "latest" (empty if only a digest was given)
+  std::string digest;  // "sha256:<hex>" or empty
+  std::string name() const { return domain + "/" + path; }
+};
+Result<RefParts> parse_ref(const std::string& ref);
+
+// A private work area of the store (tmp/<kind>-XXXXXX.d, guarded by an flock
+// on the matching .lock file; see image_store.cc). Pull and load stage blobs
+// and unpacked layers here and hand them to ImageStore::commit. Removed with
+// its content on destruction.
+class StagingArea {
+ public:
+  StagingArea() = default;
+  StagingArea(StagingArea&& o) noexcept;
+  StagingArea& operator=(StagingArea&&) = delete;
+  ~StagingArea();
+  const std::string& dir() const { return dir_; }
+
+ private:
+  friend class ImageStore;
+  std::string dir_, lock_path_;
+  UniqueFd lock_fd_;
+};
+
+// What a pull or load stages for ImageStore::commit. Every blob the manifest
+// names (config, layers) and every layer its config names must be either
+// staged here or already in the store; digests of staged files must already
+// be verified by the caller.
+struct StagedImage {
+  std::string ref;                             // normalised reference to tag
+  std::string manifest_media_type;             // OCI or Docker schema 2 manifest
+  std::string manifest_bytes;                  // exactly as received/written
+  std::map<std::string, std::string> blobs;    // hex digest -> staged file
+  std::map<std::string, std::string> layers;   // diff_id hex -> staged unpacked dir (canonical)
+};
 
 class ImageStore {
  public:
@@ -69,6 +113,24 @@ class ImageStore {
   // Unpacked layer directories, lowest first (overlay lowerdirs are given
   // highest first: the caller reverses).
   Result<std::vector<std::string>> layer_dirs(const ImageInfo& img);
+
+  // ---- for pull, load and save (see image_store.cc for the protocol) ----
+  Result<StagingArea> stage(const std::string& kind);
+  // Whether a blob / unpacked layer is in the store now (a hint: commit
+  // re-checks under the lock).
+  bool has_blob(const std::string& hex) const;
+  bool has_layer(const std::string& diff_hex) const;
+  // Makes a staged image visible atomically: moves staged blobs and layers
+  // into place (keeping existing ones: same digest, same content), tags ref
+  // (retagging an existing ref) and garbage-collects. Missing content is
+  // kConflict (for example removed by a concurrent rmi: retry).
+  Result<ImageInfo> commit(StagingArea& area, const StagedImage& img);
+  // Runs f with the store locked shared: blobs stay put while it reads them.
+  Result<void> with_read_lock(const std::function<Result<void>()>& f);
+  std::string blob_path(const std::string& hex) const { return root_ + "/blobs/sha256/" + hex; }
+  // The raw manifest and config of an image (call under with_read_lock or
+  // accept a racing rmi).
+  Result<std::string> read_blob(const std::string& hex, size_t limit = 64u << 20) const;
 
   const std::string& root() const { return root_; }
 

@@ -106,4 +106,23 @@ Result<std::string> normalize_ref(const std::string& ref) {
   return out;
 }
 
+Result<RefParts> parse_ref(const std::string& ref) {
+  std::string n = CUBBY_TRY(normalize_ref(ref));
+  RefParts r;
+  if (size_t at = n.find('@'); at != std::string::npos) {
+    r.digest = n.substr(at + 1);
+    n.resize(at);
+  }
+  size_t slash = n.find('/');
+  r.domain = n.substr(0, slash);
+  std::string rest = n.substr(slash + 1);
+  size_t colon = rest.rfind(':');
+  if (colon != std::string::npos) {
+    r.tag = rest.substr(colon + 1);
+    rest.resize(colon);
+  }
+  r.path = rest;
+  return r;
+}
+
 }  // namespace cubby::image

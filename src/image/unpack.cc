@@ -4,11 +4,16 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <memory>
 #include <unordered_set>
+#include <vector>
+
+#include "base/fs.h"
 
 #include "base/log.h"
 #include "base/sys.h"
@@ -172,7 +177,24 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
   return blob;
 }
 
-Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir) {
+namespace {
+
+// Opens dest/rel (a directory the archive created, reached without symlinks),
+// creating it if the archive did not.
+Result<UniqueFd> open_layer_dir(const std::string& dest, const std::string& rel) {
+  std::string full = rel.empty() ? dest : dest + "/" + rel;
+  UniqueFd fd(::open(full.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd && errno == ENOENT) {
+    CUBBY_TRYV(mkdir_p(full, 0755));
+    fd.reset(::open(full.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  }
+  if (!fd) return sys_fail("open " + full);
+  return fd;
+}
+
+}  // namespace
+
+Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir, bool overlay_whiteouts) {
   UniqueFd in(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) return sys_fail("open " + tar_path);
   ReadArchive a(archive_read_new());
@@ -193,6 +215,8 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
                    ARCHIVE_EXTRACT_SECURE_SYMLINKS);
 
   std::unordered_set<std::string> symlinks;  // cleaned paths the archive made symlinks
+  std::vector<std::string> opaque_dirs;                        // relative dirs
+  std::vector<std::pair<std::string, std::string>> whiteouts;  // (relative dir, name)
   for (;;) {
     struct archive_entry* e = nullptr;
     int r = archive_read_next_header(a.get(), &e);
@@ -211,6 +235,23 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
     }
     if (std::string via = symlink_ancestor(path, symlinks); !via.empty())
       return fail(Error::invalid("unsafe archive entry \"" + raw + "\": would be written through symlink \"" + via + "\""));
+
+    if (overlay_whiteouts) {
+      size_t slash = path.rfind('/');
+      std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+      std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
+      if (base.rfind(".wh.", 0) == 0) {
+        if (base == ".wh..wh..opq") {
+          opaque_dirs.push_back(parent);
+        } else {
+          std::string name = base.substr(4);
+          if (name.empty() || name == "." || name == ".." || name.rfind(".wh.", 0) == 0)
+            return fail(Error::invalid("unsafe archive entry \"" + raw + "\": bad whiteout"));
+          whiteouts.emplace_back(parent, name);
+        }
+        continue;
+      }
+    }
 
     const char* link_c = entry_hardlink(e);
     if (path.empty() && (type != AE_IFDIR || link_c))
@@ -260,7 +301,52 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
   }
   // Applies deferred directory permissions and times.
   if (archive_write_close(w.get()) < ARCHIVE_WARN) return fail(write_error(w.get(), "(directory fixups)"));
+  // Whiteouts last: the archive may list a directory after its whiteouts.
+  for (const auto& dir : opaque_dirs) {
+    if (std::string via = symlink_ancestor(dir + "/x", symlinks); !via.empty() || symlinks.count(dir))
+      return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh..wh..opq\": under a symlink"));
+    UniqueFd fd = CUBBY_TRY(open_layer_dir(dest_dir, dir));
+    if (::fsetxattr(fd.get(), "trusted.overlay.opaque", "y", 1, 0) < 0)
+      return sys_fail("mark " + (dir.empty() ? std::string("/") : dir) + " opaque (trusted.overlay.opaque)");
+  }
+  for (const auto& [dir, name] : whiteouts) {
+    if (!dir.empty() && symlinks.count(dir))
+      return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh." + name + "\": under a symlink"));
+    UniqueFd fd = CUBBY_TRY(open_layer_dir(dest_dir, dir));
+    if (::mknodat(fd.get(), name.c_str(), S_IFCHR | 0, ::makedev(0, 0)) < 0) {
+      if (errno != EEXIST) return sys_fail("create whiteout " + dir + "/" + name);
+      // The layer also holds NAME itself: the whiteout wins (it hides lower layers).
+      if (::unlinkat(fd.get(), name.c_str(), 0) < 0 && ::unlinkat(fd.get(), name.c_str(), AT_REMOVEDIR) < 0)
+        return sys_fail("replace " + dir + "/" + name + " with a whiteout");
+      if (::mknodat(fd.get(), name.c_str(), S_IFCHR | 0, ::makedev(0, 0)) < 0)
+        return sys_fail("create whiteout " + dir + "/" + name);
+    }
+  }
   return {};
+}
+
+Result<StagedLayer> stage_layer(const std::string& blob_path, const std::string& work_dir,
+                                const std::string& tag, const std::string& expected_diff_hex) {
+  UniqueFd in(::open(blob_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return sys_fail("open " + blob_path);
+  std::string tar = work_dir + "/" + tag + ".tar";
+  auto blob = decompress_to_file(in.get(), tar);
+  in.reset();
+  if (!blob) {
+    ::unlink(tar.c_str());
+    return fail(blob.error());
+  }
+  if (!expected_diff_hex.empty() && blob->digest_hex != expected_diff_hex) {
+    ::unlink(tar.c_str());
+    return fail(Error::invalid("layer content does not match its diff_id (want sha256:" + expected_diff_hex +
+                               ", got sha256:" + blob->digest_hex + ")"));
+  }
+  StagedLayer out{blob->digest_hex, work_dir + "/" + tag + ".layer"};
+  if (::mkdir(out.dir.c_str(), 0755) < 0) return sys_fail("mkdir " + out.dir);
+  auto r = unpack_tar(tar, out.dir, /*overlay_whiteouts=*/true);
+  ::unlink(tar.c_str());
+  if (!r) return fail(r.error());
+  return out;
 }
 
 }  // namespace cubby::image

@@ -29,9 +29,26 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path);
 // themselves (absolute or not) are preserved as they are. Permissions,
 // numeric ownership, mtimes and xattrs are restored; character and block
 // devices are skipped (a box must not get device nodes from an image).
-// Whiteout files (.wh.*) are unpacked as ordinary files for now.
+// With overlay_whiteouts, OCI whiteouts become overlayfs ones, as the layer is
+// an overlay lowerdir of its own: ".wh.NAME" turns into a 0/0 character
+// device NAME and ".wh..wh..opq" into the xattr trusted.overlay.opaque=y on
+// its directory (needs CAP_MKNOD / CAP_SYS_ADMIN, i.e. root); otherwise
+// whiteout files are unpacked as ordinary files.
 // Never changes the process's working directory. On error dest_dir holds a
 // partial tree; the caller removes it.
-Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir);
+Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir,
+                        bool overlay_whiteouts = false);
+
+// A layer blob (gzip, zstd or plain tar) unpacked into a staging area:
+// decompresses blob_path into <work_dir>/<tag>.tar, checks the uncompressed
+// digest against expected_diff_hex (when not empty; kInvalid on mismatch),
+// unpacks into <work_dir>/<tag>.layer with overlay whiteouts and removes the
+// tar. Returns the diff_id hex and the canonical unpacked directory.
+struct StagedLayer {
+  std::string diff_hex;
+  std::string dir;
+};
+Result<StagedLayer> stage_layer(const std::string& blob_path, const std::string& work_dir,
+                                const std::string& tag, const std::string& expected_diff_hex);
 
 }  // namespace cubby::image

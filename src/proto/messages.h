@@ -6,11 +6,13 @@
 //                                          error {msg}          (then close)
 //   ping {}                                pong {}              (heartbeat)
 //   exec {argv, env[], cwd, user,          started {id, pid}
-//         stdin, tty, timeout_ms}          out {s: 1|2, d: bin}
+//         stdin, tty, rows, cols,          out {s: 1|2, d: bin}
+//         timeout_ms}
+//   resize {rows, cols}  (its terminal)
 //   in {d: bin}   in_eof {}                exit {id, code, signal, timed_out}
 //   signal {sig}  (to the exec)            exec_error {msg, code} (126/127)
 //   exec_status {id}                       exit {...} | running {id}
-//   attach {start, stdin}   (main process) out/exit as for exec
+//   attach {start, stdin, rows, cols}      out/exit as for exec (main process)
 //   kill {sig}              (main process) ok {}
 //   watch_start {}                         started {id, pid} once the workload runs
 //
@@ -45,6 +47,7 @@ inline constexpr const char* kAttach = "attach";
 inline constexpr const char* kKill = "kill";
 inline constexpr const char* kOk = "ok";
 inline constexpr const char* kWatchStart = "watch_start";
+inline constexpr const char* kResize = "resize";
 }  // namespace msg
 
 }  // namespace cubby::proto

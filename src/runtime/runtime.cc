@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
@@ -15,6 +16,7 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
+#include "image/fetch_client.h"
 #include "proto/logfile.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
@@ -193,7 +195,21 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
   if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
 
-  auto img = CUBBY_TRY(images_.resolve(o.image));
+  auto found = images_.resolve(o.image);
+  if (!found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
+      !(o.image.size() == 64 && o.image.find_first_not_of("0123456789abcdef") == std::string::npos)) {
+    // Not here: pull it, as Docker does. One line either way: a note on
+    // success, a single error (naming both failures) otherwise.
+    auto pulled = image::pull_image(images_, bin_dir_, home_, o.image);
+    if (!pulled)
+      return fail(Error(pulled.error().kind() == ErrorKind::kNotFound ? ErrorKind::kNotFound : pulled.error().kind(),
+                        "no such image: " + o.image + " (not found locally; pull: " + pulled.error().message() + ")"));
+    std::string note = "cubby: unable to find image '" + o.image + "' locally; pulled " + pulled->ref + " (" +
+                       pulled->manifest_digest + ")\n";
+    (void)!::write(2, note.data(), note.size());
+    found = std::move(pulled);
+  }
+  auto img = CUBBY_TRY(std::move(found));
   BoxSpec spec;
   std::vector<std::string> entry = o.entrypoint ? *o.entrypoint : img.config.entrypoint;
   std::vector<std::string> cmd = !o.cmd.empty() ? o.cmd : (o.entrypoint ? std::vector<std::string>{} : img.config.cmd);
@@ -223,6 +239,8 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;
+  if (o.tty && std::none_of(spec.env.begin(), spec.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; }))
+    spec.env.push_back(std::string("TERM=") + (std::getenv("TERM") ? std::getenv("TERM") : "xterm"));
   spec.layers = CUBBY_TRY(images_.layer_dirs(img));
 
   BoxRecord b;
@@ -284,14 +302,31 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
 
 Result<ExecResult> Runtime::attach_and_wait(const std::string& id, const StdioFds& io) {
   auto b = CUBBY_TRY(resolve(id));
+  return attach_record(b, io, /*start=*/true);
+}
+
+Result<ExecResult> Runtime::attach(const std::string& ref, const StdioFds& io) {
+  auto b = CUBBY_TRY(resolve(ref));
+  return attach_record(b, io, /*start=*/false);
+}
+
+Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io, bool start) {
   if (b.status != BoxStatus::kRunning || !b.shim_pid) return fail(Error::conflict("box " + b.name + " is not running"));
   auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
   auto t = agent_transport(box_dir(b.id));
   auto conn = proto::connect_and_hello(t);
   std::optional<ExecResult> res;
   if (conn) {
-    CUBBY_TRYV(conn->send({{"t", msg::kAttach}, {"start", true}, {"stdin", io.in >= 0}}));
+    Json m = {{"t", msg::kAttach}, {"start", start}, {"stdin", io.in >= 0}};
+    if (io.tty) {
+      if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out)) {
+        m["rows"] = sz->first;
+        m["cols"] = sz->second;
+      }
+    }
+    CUBBY_TRYV(conn->send(m));
     auto r = stream_session(*conn, io, msg::kKill);
+    if (r && r->detached) return *r;  // the box runs on
     if (r) res = *r;
   }
   // The shim records the final status after cleanup; wait for it to exit.
@@ -325,6 +360,16 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
             {"cwd", req.cwd.empty() ? spec.cwd : req.cwd}, {"user", req.user.empty() ? spec.user : req.user},
             {"stdin", req.interactive}, {"detach", req.detach}};
   if (req.timeout) m["timeout_ms"] = req.timeout->count();
+  if (req.tty) {
+    m["tty"] = true;
+    if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out)) {
+      m["rows"] = sz->first;
+      m["cols"] = sz->second;
+    }
+    // TERM comes from the caller's terminal unless -e set it.
+    bool has_term = std::any_of(req.env.begin(), req.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; });
+    if (const char* term = std::getenv("TERM"); term && !has_term) m["env"].push_back(std::string("TERM=") + term);
+  }
   CUBBY_TRYV(conn->send(m));
   if (req.detach) {
     auto f = CUBBY_TRY(conn->recv());
@@ -339,6 +384,7 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   }
   StdioFds eio = io;
   if (!req.interactive) eio.in = -1;
+  eio.tty = req.tty;
   return stream_session(*conn, eio, msg::kSignal);
 }
 

@@ -44,6 +44,7 @@ struct ExecRequest {
   std::vector<std::string> env;
   std::string cwd, user;
   bool interactive = false;  // stream stdin
+  bool tty = false;          // run on a pseudo-terminal in the box
   bool detach = false;
   std::optional<std::chrono::milliseconds> timeout;
 };
@@ -52,6 +53,10 @@ struct ExecRequest {
 struct StdioFds {
   int in = -1, out = 1, err = 2;
   bool forward_signals = false;  // relay SIGINT/SIGTERM/SIGHUP to the process
+  // Drive a terminal: `in` (if it is a tty) goes into raw mode for the
+  // session and is always restored; SIGWINCH becomes a resize; Ctrl-P
+  // Ctrl-Q detaches (Docker's detach keys).
+  bool tty = false;
 };
 
 // How a process inside a box ended (never "cubby failed": that is an Error).
@@ -59,6 +64,7 @@ struct ExecResult {
   uint64_t exec_id = 0;
   int code = 0;          // exit code, 128+N for signal N, 124 on --timeout
   bool timed_out = false;
+  bool detached = false;  // the user detached (Ctrl-P Ctrl-Q); the process runs on
   std::string error;     // set when the command could not start (126/127)
 };
 
@@ -82,6 +88,10 @@ class Runtime {
   // Attaches to a held box's workload, starts it, streams its output until it
   // ends and returns its exit code (after the shim recorded it).
   Result<ExecResult> attach_and_wait(const std::string& id, const StdioFds& io);
+  // Attaches to a running box's workload (`cubby attach`): its output, and
+  // stdin when io.in >= 0, until it ends (returns its code) or the user
+  // detaches.
+  Result<ExecResult> attach(const std::string& ref, const StdioFds& io);
   Result<ExecResult> exec(const std::string& ref, const ExecRequest& req, const StdioFds& io);
   // Reads an exec's status again (it is kept by the agent).
   Result<ExecResult> exec_status(const std::string& ref, uint64_t exec_id);
@@ -109,6 +119,7 @@ class Runtime {
   Result<void> end_dead_box(const store::BoxRecord& b, const std::string& why);
   void release_leftovers(const std::string& id);
   Result<void> stop_record(const store::BoxRecord& b, std::chrono::milliseconds grace);
+  Result<ExecResult> attach_record(const store::BoxRecord& b, const StdioFds& io, bool start);
 
   std::string home_, bin_dir_;
   store::Store db_;

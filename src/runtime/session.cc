@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "base/sys.h"
@@ -15,14 +17,19 @@ namespace msg = proto::msg;
 using proto::Json;
 
 namespace {
-// Blocks SIGINT/SIGTERM/SIGHUP for the session and reads them from a
-// signalfd; restores the mask on destruction.
+
+constexpr char kCtrlP = 0x10, kCtrlQ = 0x11;
+
+// Blocks SIGINT/SIGTERM/SIGHUP (and SIGWINCH for terminals) for the session
+// and reads them from a signalfd; restores the mask on destruction.
 class SignalRelay {
  public:
-  explicit SignalRelay(bool on) {
-    if (!on) return;
+  SignalRelay(bool on, bool winch) {
+    if (!on && !winch) return;
     sigemptyset(&set_);
-    for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, s);
+    if (on)
+      for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, s);
+    if (winch) sigaddset(&set_, SIGWINCH);
     ::pthread_sigmask(SIG_BLOCK, &set_, &old_);
     fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
     active_ = true;
@@ -37,11 +44,41 @@ class SignalRelay {
   UniqueFd fd_;
   bool active_ = false;
 };
+
+// Puts a terminal into raw mode and puts it back however the session ends
+// (return, error, or a signal that ends the session through the loop).
+class RawMode {
+ public:
+  explicit RawMode(int fd) : fd_(fd) {
+    if (fd < 0 || ::tcgetattr(fd, &saved_) < 0) return;
+    termios raw = saved_;
+    ::cfmakeraw(&raw);
+    if (::tcsetattr(fd, TCSANOW, &raw) == 0) active_ = true;
+  }
+  ~RawMode() {
+    if (active_) ::tcsetattr(fd_, TCSANOW, &saved_);
+  }
+
+ private:
+  int fd_;
+  termios saved_{};
+  bool active_ = false;
+};
+
 }  // namespace
 
+std::optional<std::pair<int, int>> terminal_size(int fd) {
+  winsize w{};
+  if (fd < 0 || ::ioctl(fd, TIOCGWINSZ, &w) < 0 || w.ws_row == 0) return std::nullopt;
+  return std::pair<int, int>{w.ws_row, w.ws_col};
+}
+
 Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const char* signal_type) {
-  SignalRelay relay(io.forward_signals);
+  bool is_tty = io.tty && io.in >= 0 && ::isatty(io.in);
+  SignalRelay relay(io.forward_signals, io.tty);
+  RawMode raw(is_tty ? io.in : -1);
   bool in_open = io.in >= 0;
+  bool held_ctrl_p = false;  // a Ctrl-P that may start the detach sequence
   char buf[65536];
   for (;;) {
     pollfd p[3] = {{conn.fd(), POLLIN, 0}, {in_open ? io.in : -1, POLLIN, 0}, {relay.fd(), POLLIN, 0}};
@@ -52,13 +89,45 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
     }
     if (p[2].revents) {
       signalfd_siginfo si;
-      while (::read(relay.fd(), &si, sizeof si) == sizeof si)
-        CUBBY_TRYV(conn.send({{"t", signal_type}, {"sig", static_cast<int>(si.ssi_signo)}}));
+      while (::read(relay.fd(), &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGWINCH) {
+          if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out))
+            CUBBY_TRYV(conn.send({{"t", msg::kResize}, {"rows", sz->first}, {"cols", sz->second}}));
+        } else if (io.tty) {
+          // A terminal session's own keys arrive as bytes; a signal from
+          // outside (the terminal went away, or kill) ends our side only.
+          ExecResult r;
+          r.detached = true;
+          r.code = 128 + static_cast<int>(si.ssi_signo);
+          return r;
+        } else {
+          CUBBY_TRYV(conn.send({{"t", signal_type}, {"sig", static_cast<int>(si.ssi_signo)}}));
+        }
+      }
     }
     if (p[1].revents) {
       ssize_t r = ::read(io.in, buf, sizeof buf);
       if (r > 0) {
-        CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(buf, buf + r))}}));
+        std::string data;
+        if (held_ctrl_p) data.push_back(kCtrlP);
+        data.append(buf, static_cast<size_t>(r));
+        held_ctrl_p = false;
+        if (io.tty) {
+          auto pos = data.find(std::string{kCtrlP, kCtrlQ});
+          if (pos != std::string::npos) {
+            if (pos > 0)
+              CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.begin() + static_cast<long>(pos)))}}));
+            ExecResult res;
+            res.detached = true;
+            return res;
+          }
+          if (data.back() == kCtrlP) {
+            held_ctrl_p = true;
+            data.pop_back();
+          }
+        }
+        if (!data.empty())
+          CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}}));
       } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
         CUBBY_TRYV(conn.send({{"t", msg::kInEof}}));
         in_open = false;

@@ -4,6 +4,9 @@
 // bytes of output frames are ever written to the caller's terminal.
 #pragma once
 
+#include <optional>
+#include <utility>
+
 #include "proto/frame.h"
 #include "runtime/runtime.h"
 
@@ -11,6 +14,9 @@ namespace cubby {
 
 // `signal_type` is the message used to forward a caught signal: "signal"
 // for an exec, "kill" for the workload of an attach.
+// The terminal size of fd (rows, cols), if it is a terminal.
+std::optional<std::pair<int, int>> terminal_size(int fd);
+
 Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const char* signal_type);
 
 }  // namespace cubby

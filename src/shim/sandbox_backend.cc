@@ -184,7 +184,7 @@ class SandboxBackend : public Backend {
       return fail(Error::sys("start cubby-agent", child_errno));
 
     nlohmann::json agent_cfg = {
-        {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}}},
+        {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network}};

@@ -4,10 +4,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <future>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -69,6 +73,61 @@ TEST_F(Lifecycle, InitFailureIsReportedAtOnceWithItsCause) {
   auto fg = cubby({"run", "--rm", "--network", "none", image_, "no-such-command"});
   EXPECT_EQ(fg.rc, 127);
   EXPECT_NE(fg.err.find("executable file not found"), std::string::npos) << fg.err;
+}
+
+TEST_F(Lifecycle, AgentDeathIsSeenEvenWhileItsSocketStaysOpen) {
+  // Guarantee 8 by the agent's pidfd alone: the (fake) agent hands its
+  // listening socket to us before it fails, so the shim's connection never
+  // closes; only the pidfd can tell the shim that the box died.
+  char bins[] = "/tmp/cubby-bins-XXXXXX";
+  ASSERT_NE(::mkdtemp(bins), nullptr);
+  std::string b(bins);
+  ASSERT_EQ(::symlink((bin_dir() + "/cubby-shim").c_str(), (b + "/cubby-shim").c_str()), 0);
+  ASSERT_EQ(::symlink((bin_dir() + "/fake_agent").c_str(), (b + "/cubby-agent").c_str()), 0);
+  const char* path = "/tmp/cubby-fake-agent.sock";
+  ::unlink(path);
+  UniqueFd holder(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strcpy(a.sun_path, path);
+  ASSERT_EQ(::bind(holder.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  auto rt = Runtime::open({home_, b});
+  ASSERT_TRUE(rt);
+  CreateOptions o;
+  o.image = image_;
+  o.network = "none";
+  o.cmd = {"true"};
+  auto box = rt->create(o);
+  ASSERT_TRUE(box);
+  auto fut = std::async(std::launch::async, [&] { return rt->start(box->id); });
+  bool in_time = fut.wait_for(5s) == std::future_status::ready;
+  EXPECT_TRUE(in_time) << "the agent's death was not seen while its socket stayed open";
+  if (!in_time) {
+    // Backstop: drop the held socket so the shim sees EOF and start returns.
+    char c;
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{&c, 1};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctrl;
+    m.msg_controllen = sizeof ctrl;
+    if (::recvmsg(holder.get(), &m, MSG_CMSG_CLOEXEC) > 0) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
+      ::close(fd);
+    }
+  }
+  auto st = fut.get();
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->ended);
+  EXPECT_EQ(st->code, 3);
+  EXPECT_NE(st->error.find("fake agent failed on purpose"), std::string::npos) << st->error;
+  holder.reset();
+  ::unlink(path);
+  ::unlink((b + "/cubby-shim").c_str());
+  ::unlink((b + "/cubby-agent").c_str());
+  ::rmdir(bins);
 }
 
 TEST_F(Lifecycle, ExecExitCodesAreTrue) {
@@ -237,6 +296,39 @@ TEST_F(Lifecycle, RmRefusesARunningBoxAndRmForceLeavesNothing) {
   EXPECT_EQ(ls().size(), 0u);
 }
 
+TEST_F(Lifecycle, RmForceStopsTheRecordedShimItself) {
+  // The box's shim is a stand-in outside any cgroup: only rm -f's own stop
+  // (SIGTERM to the recorded shim, then waiting for it) can end it.
+  auto rt = Runtime::open({home_, bin_dir()});
+  ASSERT_TRUE(rt);
+  CreateOptions o;
+  o.image = image_;
+  o.network = "none";
+  o.cmd = {"sleep", "1000000"};
+  auto b = rt->create(o);
+  ASSERT_TRUE(b) << b.error().message();
+  char dir[] = "/tmp/cubby-own-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::string fake = std::string(dir) + "/cubby-shim";
+  ASSERT_EQ(::symlink((bin_dir() + "/stand_in").c_str(), fake.c_str()), 0);
+  auto [in_r, in_w] = sys::make_pipe().value();
+  SpawnSpec s;
+  s.argv = {fake, b->id};
+  s.fds = {in_r.get(), -1, -1};
+  auto child = spawn(s);
+  ASSERT_TRUE(child);
+  auto db = store::Store::open(home_);
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(db->mark_running(b->id, child->pid(), process_start_time(child->pid()).value()).value());
+  auto pfd = sys::pidfd_open(child->pid()).value();
+  ASSERT_TRUE(rt->remove(b->id, true));
+  EXPECT_TRUE(sys::wait_readable(pfd.get(), 0ms).value()) << "rm -f returned while the box's shim still ran";
+  in_w.reset();
+  (void)child->wait();
+  ::unlink(fake.c_str());
+  ::rmdir(dir);
+}
+
 TEST_F(Lifecycle, StopEscalatesToKillAfterTheGrace) {
   std::string id = run_detached({"sh", "-c", "trap '' TERM; while :; do sleep 1; done"});
   auto t0 = std::chrono::steady_clock::now();
@@ -347,7 +439,20 @@ TEST_F(Lifecycle, ProcessesSeeOnlyTheirOwnFds) {
     return out;
   }();
   EXPECT_EQ(r, "0\n1\n2\n3\n") << "ls sees fds other than 0-2 (3 is its own directory fd)";
-  std::string id = run_detached();
+  // The detached box, too, is started by a caller holding fd 1000.
+  std::string id = [&] {
+    SpawnSpec s;
+    auto [out_r, out_w] = sys::make_pipe().value();
+    s.argv = {"/bin/bash", "-c",
+              "exec 1000</dev/null; exec \"$0\" --home \"$1\" run -d --network none busybox sleep 1000000",
+              cubby_path(), home_};
+    s.fds = {-1, out_w.get(), 2};
+    auto c = spawn(s).value();
+    out_w.reset();
+    std::string out = sys::read_all(out_r.get()).value();
+    (void)c.wait();
+    return out.substr(0, 32);
+  }();
   EXPECT_EQ(cubby({"exec", id, "ls", "/proc/self/fd"}).out, "0\n1\n2\n3\n");
   pid_t shim = shim_pid(id);
   std::set<std::string> shim_fds;

@@ -1,0 +1,89 @@
+#include "image/fetch_client.h"
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "base/process.h"
+#include "base/sys.h"
+#include "image/registry_config.h"
+
+namespace cubby::image {
+namespace {
+
+using json = nlohmann::json;
+
+ErrorKind kind_from(const std::string& k) {
+  if (k == "invalid") return ErrorKind::kInvalid;
+  if (k == "not_found") return ErrorKind::kNotFound;
+  if (k == "conflict") return ErrorKind::kConflict;
+  if (k == "protocol") return ErrorKind::kProtocol;
+  if (k == "timeout") return ErrorKind::kTimeout;
+  if (k == "system") return ErrorKind::kSystem;
+  return ErrorKind::kInternal;
+}
+
+Result<json> run_fetch(const std::string& bin_dir, const std::vector<std::string>& args, const std::string& input) {
+  std::string helper = bin_dir + "/cubby-fetch";
+  auto [out_r, out_w] = CUBBY_TRY(sys::make_pipe());
+  UniqueFd in_r, in_w;
+  if (!input.empty()) {
+    auto p = CUBBY_TRY(sys::make_pipe());
+    in_r = std::move(p.first);
+    in_w = std::move(p.second);
+  }
+  SpawnSpec s;
+  s.argv = {helper};
+  s.argv.insert(s.argv.end(), args.begin(), args.end());
+  s.fds = {input.empty() ? -1 : in_r.get(), out_w.get(), 2};
+  auto child = spawn(s);
+  if (!child) return fail(child.error().wrap("run " + helper));
+  out_w.reset();
+  in_r.reset();
+  if (!input.empty()) {
+    (void)sys::write_all(in_w.get(), input.data(), input.size());
+    in_w.reset();
+  }
+  auto out = sys::read_all(out_r.get(), 1u << 20);
+  auto st = CUBBY_TRY(child->wait());
+  if (!out) return fail(out.error().wrap("read from " + helper));
+  std::string line = *out;
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    if (st.signaled) return fail(Error::internal(helper + " was killed by signal " + std::to_string(st.signal)));
+    return fail(Error::internal(helper + " failed (exit code " + std::to_string(st.code) + ")"));
+  }
+  if (j.contains("error") && j["error"].is_string())
+    return fail(Error(kind_from(j.value("kind", "")), j["error"].get<std::string>()));
+  if (st.signaled || st.code != 0) return fail(Error::internal(helper + " failed"));
+  return j;
+}
+
+}  // namespace
+
+Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
+                             const std::string& ref, const std::string& platform) {
+  std::vector<std::string> args = {"pull", "--home", home, "--store", store.root()};
+  if (!platform.empty()) args.insert(args.end(), {"--platform", platform});
+  args.push_back(ref);
+  json j = CUBBY_TRY(run_fetch(bin_dir, args, ""));
+  std::string nref = CUBBY_TRY(normalize_ref(ref));
+  return store.resolve(nref);
+}
+
+Result<void> login_check(const std::string& bin_dir, const std::string& home, const std::string& domain,
+                         const std::string& username, const std::string& password) {
+  CUBBY_TRYV(run_fetch(bin_dir, {"login", "--home", home, "--username", username, domain}, password + "\n"));
+  return {};
+}
+
+Result<std::string> login_domain(const std::string& server) {
+  if (server.empty()) return std::string("docker.io");
+  std::string d = normalize_registry_key(server);
+  static const std::regex host_re(
+      "^(?:(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])(?:\\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*"
+      "|\\[[0-9A-Fa-f:]+\\])(?::[0-9]+)?$");
+  if (d.empty() || !std::regex_match(d, host_re)) return fail(Error::invalid("invalid registry \"" + server + "\""));
+  return d;
+}
+
+}  // namespace cubby::image

@@ -1,0 +1,25 @@
+// The cubby side of registry access. cubby is linked statically and libcurl
+// (with its Kerberos/LDAP dependencies) cannot be, so registry work runs in
+// the dynamically linked helper `cubby-fetch` next to the cubby binaries:
+// these functions spawn it and turn its one-line JSON answer into a Result.
+// Progress (on a TTY) goes straight to our stderr.
+#pragma once
+
+#include <string>
+
+#include "base/error.h"
+#include "image/image_store.h"
+
+namespace cubby::image {
+
+// home: CUBBY_HOME (config.json, certs.d); the store is home/images.
+Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
+                             const std::string& ref, const std::string& platform = "");
+// Checks the credentials with the registry (the caller then saves them).
+Result<void> login_check(const std::string& bin_dir, const std::string& home, const std::string& domain,
+                         const std::string& username, const std::string& password);
+
+// Registry domain of `cubby login SERVER` ("docker.io" when empty).
+Result<std::string> login_domain(const std::string& server);
+
+}  // namespace cubby::image

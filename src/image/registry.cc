@@ -1,0 +1,737 @@
+// Registry HTTP API v2 client. One Registry object per pull; each thread
+// reuses its own curl easy handle (and so its connections).
+//
+// Flow: ping /v2/ (choosing https, or http where allowed, and learning the
+// auth challenge) -> manifest (tag or digest; an index is resolved to the
+// platform) -> config blob -> layer blobs in parallel into a staging area,
+// each verified (size, sha256) while it streams, then decompressed (diff_id
+// checked) and unpacked -> ImageStore::commit.
+#include "image/registry.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "base/fs.h"
+#include "base/sys.h"
+#include "base/unique_fd.h"
+#include "image/digest.h"
+#include "image/unpack.h"
+
+namespace cubby::image {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
+constexpr char kOciIndex[] = "application/vnd.oci.image.index.v1+json";
+constexpr char kDockerManifest[] = "application/vnd.docker.distribution.manifest.v2+json";
+constexpr char kDockerList[] = "application/vnd.docker.distribution.manifest.list.v2+json";
+constexpr uint64_t kMaxLayerBytes = 64ull << 30;
+
+#if defined(__x86_64__)
+constexpr char kHostArch[] = "amd64";
+#elif defined(__aarch64__)
+constexpr char kHostArch[] = "arm64";
+#endif
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string short_hex(const std::string& hex) { return hex.substr(0, 12); }
+
+// ---- HTTP over libcurl ----
+
+struct Response {
+  long status = 0;
+  std::map<std::string, std::string> headers;  // lowercase names, last response only
+  std::string body;                            // when no file sink
+  bool too_big = false;
+};
+
+struct Sink {
+  Response* resp;
+  size_t limit;            // bytes
+  int fd = -1;             // file sink when >= 0
+  Sha256* hash = nullptr;  // hashes what goes to fd
+  uint64_t written = 0;
+  int write_errno = 0;
+  std::atomic<uint64_t>* progress = nullptr;
+};
+
+size_t on_body(char* p, size_t sz, size_t n, void* ud) {
+  auto* s = static_cast<Sink*>(ud);
+  size_t len = sz * n;
+  // Error bodies go to memory, whatever the sink.
+  bool to_file = s->fd >= 0 && s->resp->status >= 200 && s->resp->status < 300;
+  if (s->written + len > s->limit) {
+    s->resp->too_big = true;
+    return 0;  // aborts the transfer
+  }
+  s->written += len;
+  if (to_file) {
+    s->hash->update(p, len);
+    if (auto w = sys::write_all(s->fd, p, len); !w) {
+      s->write_errno = w.error().sys_errno();
+      return 0;
+    }
+    if (s->progress) s->progress->fetch_add(len, std::memory_order_relaxed);
+  } else {
+    s->resp->body.append(p, len);
+  }
+  return len;
+}
+
+size_t on_header(char* p, size_t sz, size_t n, void* ud) {
+  auto* s = static_cast<Sink*>(ud);
+  std::string line(p, sz * n);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  if (line.starts_with("HTTP/")) {  // a new response (after a redirect or 100)
+    s->resp->headers.clear();
+    s->resp->body.clear();
+    s->written = 0;
+    size_t sp = line.find(' ');
+    s->resp->status = sp == std::string::npos ? 0 : std::atol(line.c_str() + sp + 1);
+    return sz * n;
+  }
+  size_t colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string v = line.substr(colon + 1);
+    size_t b = v.find_first_not_of(" \t");
+    s->resp->headers[lower(line.substr(0, colon))] = b == std::string::npos ? "" : v.substr(b);
+  }
+  return sz * n;
+}
+
+curl_socket_t open_cloexec_socket(void*, curlsocktype, struct curl_sockaddr* a) {
+  return ::socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+struct EasyHandle {
+  CURL* h = curl_easy_init();
+  ~EasyHandle() { curl_easy_cleanup(h); }
+};
+
+CURL* thread_handle() {
+  thread_local EasyHandle e;
+  curl_easy_reset(e.h);
+  return e.h;
+}
+
+struct TlsMode {
+  bool verify = true;
+  std::string ca_pem;  // system bundle + extras; empty: curl's default
+};
+
+struct Request {
+  std::string url;
+  std::vector<std::string> headers;
+  std::string userpwd;  // basic auth for the token server
+};
+
+Result<Response> http_get(const Request& req, const TlsMode& tls, Sink& sink) {
+  CURL* h = thread_handle();
+  if (!h) return fail(Error::internal("curl_easy_init failed"));
+  Response& resp = *sink.resp;
+  resp = Response{};
+  char errbuf[CURL_ERROR_SIZE] = {};
+  struct curl_slist* hl = nullptr;
+  for (const auto& x : req.headers) hl = curl_slist_append(hl, x.c_str());
+  curl_easy_setopt(h, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);  // stalled for 60 s: give up
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "cubby/" CUBBY_VERSION);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &sink);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
+  if (!req.userpwd.empty()) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+    curl_easy_setopt(h, CURLOPT_USERPWD, req.userpwd.c_str());
+  }
+  if (!tls.verify) {
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+  } else if (!tls.ca_pem.empty()) {
+    struct curl_blob blob{const_cast<char*>(tls.ca_pem.data()), tls.ca_pem.size(), CURL_BLOB_COPY};
+    curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+  }
+  CURLcode rc = curl_easy_perform(h);
+  curl_slist_free_all(hl);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
+  long code = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  if (code) resp.status = code;
+  if (rc == CURLE_WRITE_ERROR && resp.too_big) return resp;  // caller reports
+  if (rc == CURLE_WRITE_ERROR && sink.write_errno) return sys_fail("write download", sink.write_errno);
+  if (rc != CURLE_OK) {
+    std::string why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    Error e(ErrorKind::kProtocol, "GET " + req.url + ": " + why);
+    return fail(rc == CURLE_PEER_FAILED_VERIFICATION
+                    ? Error(ErrorKind::kProtocol, e.message() +
+                                                      " (for a private CA put it in CUBBY_HOME/certs.d/HOST:PORT/ca.crt or set CUBBY_REGISTRY_CA)")
+                    : e);
+  }
+  return resp;
+}
+
+bool transient(const Error& e) {
+  // Transport trouble (connection reset, truncated body, timeout).
+  return e.kind() == ErrorKind::kProtocol;
+}
+
+// The registry's own explanation from an error body, if any.
+std::string registry_message(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
+    const json& e = j["errors"][0];
+    std::string code = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "";
+    std::string msg = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
+    if (!code.empty() || !msg.empty()) return lower(code) + (msg.empty() ? "" : (code.empty() ? "" : ": ") + msg);
+  }
+  return {};
+}
+
+std::string status_text(long s) {
+  switch (s) {
+    case 400: return "400 Bad Request";
+    case 401: return "401 Unauthorized";
+    case 403: return "403 Forbidden";
+    case 404: return "404 Not Found";
+    case 429: return "429 Too Many Requests";
+    case 500: return "500 Internal Server Error";
+    case 502: return "502 Bad Gateway";
+    case 503: return "503 Service Unavailable";
+    default: return std::to_string(s);
+  }
+}
+
+// WWW-Authenticate: Bearer realm="...",service="...",scope="..."
+struct Challenge {
+  std::string scheme;  // "bearer", "basic" or ""
+  std::map<std::string, std::string> params;
+};
+
+Challenge parse_challenge(const std::string& h) {
+  Challenge c;
+  size_t sp = h.find(' ');
+  c.scheme = lower(h.substr(0, sp));
+  if (sp == std::string::npos) return c;
+  size_t i = sp + 1;
+  while (i < h.size()) {
+    while (i < h.size() && (h[i] == ' ' || h[i] == ',')) ++i;
+    size_t eq = h.find('=', i);
+    if (eq == std::string::npos) break;
+    std::string key = lower(h.substr(i, eq - i));
+    i = eq + 1;
+    std::string val;
+    if (i < h.size() && h[i] == '"') {
+      ++i;
+      while (i < h.size() && h[i] != '"') {
+        if (h[i] == '\\' && i + 1 < h.size()) ++i;
+        val += h[i++];
+      }
+      ++i;
+    } else {
+      size_t end = h.find(',', i);
+      val = h.substr(i, end == std::string::npos ? std::string::npos : end - i);
+      i = end == std::string::npos ? h.size() : end;
+    }
+    c.params[key] = val;
+  }
+  return c;
+}
+
+std::string url_escape(const std::string& s) {
+  std::string out;
+  static const char* hex = "0123456789ABCDEF";
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+// ---- the registry ----
+
+class Registry {
+ public:
+  Registry(std::string domain, std::string repo, const RegistryConfig& cfg, const std::string& home)
+      : domain_(std::move(domain)), repo_(std::move(repo)) {
+    host_ = domain_ == "docker.io" ? "registry-1.docker.io" : domain_;
+    auth_ = cfg.auth_for(domain_);
+    plain_ok_ = cfg.plain_http_allowed(domain_);
+    tls_.verify = !cfg.listed_insecure(domain_);
+    std::string extra = extra_ca_pem(home, domain_);
+    if (!extra.empty()) {
+      std::string sys = read_file("/etc/ssl/certs/ca-certificates.crt", 16u << 20).value_or("");
+      tls_.ca_pem = sys + "\n" + extra;
+    }
+    if (domain_ == "docker.io")
+      for (const auto& m : cfg.mirrors) mirrors_.push_back(m.ends_with("/") ? m.substr(0, m.size() - 1) : m);
+  }
+
+  // Picks the scheme and learns the auth challenge.
+  Result<void> ping() {
+    for (const auto& m : mirrors_) {  // the first mirror that answers wins
+      Response r;
+      Sink s{&r, 1u << 20};
+      auto got = http_get({m + "/v2/", {}, ""}, tls_, s);
+      if (got && (r.status == 200 || r.status == 401)) {
+        base_ = m;
+        if (r.status == 401) challenge_ = parse_challenge(r.headers["www-authenticate"]);
+        return {};
+      }
+    }
+    Response r;
+    Sink s{&r, 1u << 20};
+    auto got = http_get({"https://" + host_ + "/v2/", {}, ""}, tls_, s);
+    base_ = "https://" + host_;
+    bool verify_failed = !got && got.error().message().find("certificate") != std::string::npos;
+    if (!got && plain_ok_ && !verify_failed) {
+      Response r2;
+      Sink s2{&r2, 1u << 20};
+      auto got2 = http_get({"http://" + host_ + "/v2/", {}, ""}, tls_, s2);
+      if (got2) {
+        got = std::move(got2);
+        r = std::move(r2);
+        base_ = "http://" + host_;
+      }
+    }
+    if (!got) return fail(Error(ErrorKind::kProtocol, "cannot reach registry " + domain_ + ": " + got.error().message()));
+    if (r.status == 401) {
+      challenge_ = parse_challenge(r.headers["www-authenticate"]);
+    } else if (r.status >= 500) {
+      return fail(Error(ErrorKind::kProtocol,
+                        "registry " + domain_ + " answered " + status_text(r.status) + " to GET /v2/"));
+    }
+    return {};
+  }
+
+  // GET base/v2/<repo>/<path>, authenticating as challenged.
+  Result<Response> get(const std::string& path, const std::vector<std::string>& extra_headers, Sink& sink) {
+    std::string url = base_ + "/v2/" + repo_ + "/" + path;
+    for (int attempt = 0;; ++attempt) {
+      std::vector<std::string> hs = extra_headers;
+      if (auto a = authorization(); !a.empty()) hs.push_back("Authorization: " + a);
+      Response resp = CUBBY_TRY(http_get({url, hs, ""}, tls_, sink));
+      if (resp.status != 401 || attempt > 0) return resp;
+      Challenge c = parse_challenge(resp.headers["www-authenticate"]);
+      if (c.scheme.empty()) return resp;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        challenge_ = c;
+        token_.clear();
+      }
+      if (auto t = authenticate(); !t) return fail(t.error());
+      if (authorization().empty()) return resp;
+    }
+  }
+
+  // Fetches the token (bearer) or arms Basic credentials.
+  Result<void> authenticate() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (challenge_.scheme == "basic") {
+      if (!auth_) return fail(Error::invalid(denied("authentication required (run cubby login " + domain_ + ")")));
+      basic_ = true;
+      return {};
+    }
+    if (challenge_.scheme != "bearer" || !token_.empty()) return {};
+    std::string realm = challenge_.params["realm"];
+    if (realm.empty()) return fail(Error(ErrorKind::kProtocol, "registry " + domain_ + ": bearer challenge without a realm"));
+    std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+    if (!challenge_.params["service"].empty()) url += "service=" + url_escape(challenge_.params["service"]) + "&";
+    std::string scope = repo_.empty() ? "" : "repository:" + repo_ + ":pull";
+    if (!scope.empty()) url += "scope=" + url_escape(scope);
+    Response r;
+    Sink s{&r, 1u << 20};
+    Request req{url, {}, auth_ ? auth_->username + ":" + auth_->password : ""};
+    CUBBY_TRYV(http_get(req, tls_, s));
+    if (r.status == 401 || r.status == 403)
+      return fail(Error::invalid(auth_ ? "unauthorized: incorrect username or password for " + domain_
+                                       : denied("the token server refused anonymous access (run cubby login " + domain_ + ")")));
+    if (r.status != 200)
+      return fail(Error(ErrorKind::kProtocol, "token server " + realm + " answered " + status_text(r.status)));
+    json j = json::parse(r.body, nullptr, false);
+    std::string tok;
+    if (j.is_object() && j.contains("token") && j["token"].is_string()) tok = j["token"].get<std::string>();
+    else if (j.is_object() && j.contains("access_token") && j["access_token"].is_string())
+      tok = j["access_token"].get<std::string>();
+    if (tok.empty()) return fail(Error(ErrorKind::kProtocol, "token server " + realm + " sent no token"));
+    token_ = tok;
+    return {};
+  }
+
+  std::string denied(const std::string& why) const { return "pull access denied for " + domain_ + "/" + repo_ + ": " + why; }
+
+  // One line for a non-2xx answer.
+  Error http_error(const std::string& what, const Response& r) const {
+    std::string msg = registry_message(r.body);
+    if (r.status == 401)
+      return Error::invalid(auth_ ? "unauthorized: incorrect username or password for " + domain_
+                                  : denied("authentication required (run cubby login " + domain_ + ")"));
+    if (r.status == 404) return Error::not_found(what + ": not found" + (msg.empty() ? "" : " (" + msg + ")"));
+    return Error(ErrorKind::kProtocol, what + ": registry " + domain_ + " answered " + status_text(r.status) +
+                                           (msg.empty() ? "" : " (" + msg + ")"));
+  }
+
+  const std::string& domain() const { return domain_; }
+  const std::string& repo() const { return repo_; }
+  bool has_auth() const { return auth_.has_value(); }
+  const Challenge& challenge() const { return challenge_; }
+  Result<Response> raw_get(const Request& r, Sink& s) { return http_get(r, tls_, s); }
+  const std::string& base() const { return base_; }
+
+ private:
+  std::string authorization() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!token_.empty()) return "Bearer " + token_;
+    if (basic_ && auth_) return "Basic " + base64_encode(auth_->username + ":" + auth_->password);
+    return {};
+  }
+
+  std::string domain_, repo_, host_, base_;
+  std::vector<std::string> mirrors_;
+  std::optional<RegistryAuth> auth_;
+  bool plain_ok_ = false;
+  TlsMode tls_;
+  std::mutex mu_;
+  Challenge challenge_;
+  std::string token_;
+  bool basic_ = false;
+};
+
+Platform host_platform() { return {"linux", kHostArch, ""}; }
+
+bool platform_matches(const json& p, const Platform& want) {
+  if (!p.is_object()) return false;
+  auto f = [&](const char* k) { return p.contains(k) && p[k].is_string() ? p[k].get<std::string>() : ""; };
+  if (f("os") != want.os || f("architecture") != want.arch) return false;
+  std::string v = f("variant");
+  if (want.variant.empty()) return want.arch != "arm" || v.empty() || v == "v7";
+  if (want.arch == "arm64" && want.variant == "v8" && v.empty()) return true;
+  return v == want.variant;
+}
+
+std::string media_type_of(const Response& r, const json& j) {
+  std::string ct = r.headers.count("content-type") ? r.headers.at("content-type") : "";
+  ct = ct.substr(0, ct.find(';'));
+  while (!ct.empty() && ct.back() == ' ') ct.pop_back();
+  if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string()) return j["mediaType"].get<std::string>();
+  if (ct == kOciManifest || ct == kOciIndex || ct == kDockerManifest || ct == kDockerList) return ct;
+  if (j.is_object() && j.contains("manifests")) return kOciIndex;
+  if (j.is_object() && j.contains("config") && j.contains("layers")) return kOciManifest;
+  return ct;
+}
+
+struct Fetched {
+  std::string bytes, media_type, digest_hex;
+};
+
+// GET a manifest by tag or digest; verified against the digest when given.
+Result<Fetched> fetch_manifest(Registry& reg, const std::string& reference, const std::string& shown) {
+  Response r;
+  Sink s{&r, kMaxManifestBytes};
+  std::string accept = std::string("Accept: ") + kOciManifest + ", " + kOciIndex + ", " + kDockerManifest + ", " + kDockerList;
+  Response got = CUBBY_TRY(reg.get("manifests/" + reference, {accept}, s));
+  if (got.too_big)
+    return fail(Error::invalid("manifest for " + shown + " is larger than " + std::to_string(kMaxManifestBytes >> 20) + " MiB: refused"));
+  if (got.status != 200) return fail(reg.http_error("manifest for " + shown, got));
+  Fetched f;
+  f.bytes = std::move(got.body);
+  f.digest_hex = sha256_hex(f.bytes);
+  if (reference.starts_with("sha256:") && reference.substr(7) != f.digest_hex)
+    return fail(Error::invalid("manifest for " + shown + " does not match its digest " + reference + " (got sha256:" + f.digest_hex + ")"));
+  json j = json::parse(f.bytes, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return fail(Error::invalid("manifest for " + shown + " is not JSON"));
+  f.media_type = media_type_of(got, j);
+  if (j.contains("schemaVersion") && j["schemaVersion"] == 1)
+    return fail(Error::invalid("manifest for " + shown + " is Docker schema 1, which is not supported"));
+  return f;
+}
+
+struct Desc {
+  std::string media_type, hex;
+  uint64_t size = 0;
+};
+
+Result<Desc> descriptor(const json& d, const std::string& what) {
+  if (!d.is_object() || !d.contains("digest") || !d["digest"].is_string() || !d.contains("size") ||
+      !d["size"].is_number_unsigned())
+    return fail(Error::invalid("malformed " + what + " descriptor"));
+  Desc out;
+  std::string dg = d["digest"].get<std::string>();
+  if (!dg.starts_with("sha256:") || !is_sha256_hex(dg.substr(7)))
+    return fail(Error::invalid(what + " has an unsupported digest \"" + dg + "\""));
+  out.hex = dg.substr(7);
+  out.size = d["size"].get<uint64_t>();
+  out.media_type = d.contains("mediaType") && d["mediaType"].is_string() ? d["mediaType"].get<std::string>() : "";
+  return out;
+}
+
+// Downloads a blob into path, verifying size and digest; retried on
+// transport errors (a truncated download restarts).
+Result<void> fetch_blob(Registry& reg, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress) {
+  std::string what = "blob sha256:" + short_hex(d.hex);
+  for (int attempt = 1;; ++attempt) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) return sys_fail("create " + path);
+    Response r;
+    Sha256 hash;
+    Sink s{&r, static_cast<size_t>(d.size), fd.get(), &hash, 0, 0, progress};
+    auto got = reg.get("blobs/sha256:" + d.hex, {}, s);
+    auto undo_progress = [&] {
+      if (progress && got && got->status == 200) progress->fetch_sub(s.written);
+    };
+    if (!got) {
+      if (transient(got.error()) && attempt < 3) continue;
+      return fail(got.error().wrap("download " + what));
+    }
+    if (got->too_big)
+      return fail(Error::invalid(what + " is larger than its manifest says (" + std::to_string(d.size) + " bytes)"));
+    if (got->status != 200) return fail(reg.http_error(what, *got));
+    if (s.written != d.size) {
+      undo_progress();
+      if (attempt < 3) continue;
+      return fail(Error::invalid(what + " is truncated: got " + std::to_string(s.written) + " of " +
+                                 std::to_string(d.size) + " bytes"));
+    }
+    std::string got_hex = hash.hex_final();
+    if (got_hex != d.hex)
+      return fail(Error::invalid(what + " does not match its digest: want sha256:" + d.hex + ", got sha256:" + got_hex));
+    if (::fsync(fd.get()) < 0) return sys_fail("fsync " + path);
+    return {};
+  }
+}
+
+std::string human(uint64_t n) {
+  char buf[32];
+  if (n >= (1u << 20)) std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(n) / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1f kB", static_cast<double>(n) / 1e3);
+  return buf;
+}
+
+Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const RefParts& rp, const PullOptions& o,
+                            const RegistryConfig& cfg) {
+  Platform want = o.platform.empty() ? host_platform() : CUBBY_TRY(parse_platform(o.platform));
+  Registry reg(rp.domain, rp.path, cfg, o.home);
+  CUBBY_TRYV(reg.ping());
+  std::string reference = rp.digest.empty() ? rp.tag : rp.digest;
+  Fetched m = CUBBY_TRY(fetch_manifest(reg, reference, nref));
+  if (m.media_type == kOciIndex || m.media_type == kDockerList) {
+    json idx = json::parse(m.bytes);
+    if (!idx.contains("manifests") || !idx["manifests"].is_array())
+      return fail(Error::invalid("image index for " + nref + " has no manifests"));
+    const json* pick = nullptr;
+    std::string avail;
+    for (const auto& d : idx["manifests"]) {
+      if (d.contains("platform")) {
+        const json& p = d["platform"];
+        std::string s = p.value("os", "?") + "/" + p.value("architecture", "?") +
+                        (p.contains("variant") ? "/" + p.value("variant", "") : "");
+        if (s != "unknown/unknown") avail += (avail.empty() ? "" : ", ") + s;
+      }
+      if (!pick && platform_matches(d.value("platform", json()), want)) pick = &d;
+    }
+    if (!pick)
+      return fail(Error::not_found("no matching manifest for " + want.str() + " in the index of " + nref +
+                                   " (available: " + (avail.empty() ? "none" : avail) + ")"));
+    Desc d = CUBBY_TRY(descriptor(*pick, "manifest"));
+    if (d.size > kMaxManifestBytes)
+      return fail(Error::invalid("manifest for " + nref + " is larger than " + std::to_string(kMaxManifestBytes >> 20) + " MiB: refused"));
+    m = CUBBY_TRY(fetch_manifest(reg, "sha256:" + d.hex, nref + " (" + want.str() + ")"));
+    if (m.bytes.size() != d.size) return fail(Error::invalid("manifest for " + nref + " does not match the size in its index"));
+  }
+  if (m.media_type != kOciManifest && m.media_type != kDockerManifest)
+    return fail(Error::invalid("unsupported manifest type \"" + m.media_type + "\" for " + nref));
+  json manifest = json::parse(m.bytes);
+  if (!manifest.contains("config") || !manifest.contains("layers") || !manifest["layers"].is_array())
+    return fail(Error::invalid("malformed manifest for " + nref));
+  Desc cfg_desc = CUBBY_TRY(descriptor(manifest["config"], "config"));
+  if (cfg_desc.size > kMaxConfigBytes) return fail(Error::invalid("image config of " + nref + " is too large"));
+  std::vector<Desc> layers;
+  for (const auto& l : manifest["layers"]) {
+    Desc d = CUBBY_TRY(descriptor(l, "layer"));
+    if (d.media_type.find("foreign") != std::string::npos || d.media_type.find("nondistributable") != std::string::npos)
+      return fail(Error::invalid("image " + nref + " has a foreign layer (" + d.media_type + "), which cubby does not fetch"));
+    if (d.size > kMaxLayerBytes) return fail(Error::invalid("layer sha256:" + short_hex(d.hex) + " is too large"));
+    layers.push_back(d);
+  }
+
+  StagingArea area = CUBBY_TRY(store.stage("pull"));
+  StagedImage staged;
+  staged.ref = nref;
+  staged.manifest_media_type = m.media_type;
+  staged.manifest_bytes = m.bytes;
+
+  // Config: small, fetched first (its diff_ids check the layers).
+  std::string cfg_path = area.dir() + "/" + cfg_desc.hex;
+  CUBBY_TRYV(fetch_blob(reg, cfg_desc, cfg_path, nullptr));
+  json config = json::parse(CUBBY_TRY(read_file(cfg_path, kMaxConfigBytes)), nullptr, false);
+  if (!config.is_object()) return fail(Error::invalid("image config of " + nref + " is not JSON"));
+  std::vector<std::string> diff_ids;
+  if (config.contains("rootfs") && config["rootfs"].is_object() && config["rootfs"].contains("diff_ids") &&
+      config["rootfs"]["diff_ids"].is_array())
+    for (const auto& d : config["rootfs"]["diff_ids"])
+      if (d.is_string()) diff_ids.push_back(d.get<std::string>());
+  if (diff_ids.size() != layers.size())
+    return fail(Error::invalid("image " + nref + ": config lists " + std::to_string(diff_ids.size()) +
+                               " layers, manifest " + std::to_string(layers.size())));
+  for (const auto& d : diff_ids)
+    if (!d.starts_with("sha256:") || !is_sha256_hex(d.substr(7)))
+      return fail(Error::invalid("image " + nref + ": bad diff_id \"" + d + "\""));
+  staged.blobs[cfg_desc.hex] = cfg_path;
+
+  // Layers, in parallel: one task per distinct blob.
+  struct Task {
+    Desc d;
+    std::string diff_hex;
+    bool download, unpack;
+    std::string blob_path;
+    StagedLayer unpacked;
+  };
+  std::vector<Task> tasks;
+  std::set<std::string> seen_blobs, seen_layers;
+  uint64_t total = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!seen_blobs.insert(layers[i].hex).second) continue;
+    Task t{layers[i], diff_ids[i].substr(7), !store.has_blob(layers[i].hex), false, "", {}};
+    t.unpack = !store.has_layer(t.diff_hex) && seen_layers.insert(t.diff_hex).second;
+    t.blob_path = t.download ? area.dir() + "/" + t.d.hex : store.blob_path(t.d.hex);
+    if (t.download) total += t.d.size;
+    tasks.push_back(std::move(t));
+  }
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> done_bytes{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t finished = 0;
+  std::optional<Error> first_error;
+  auto worker = [&] {
+    for (;;) {
+      size_t i = next.fetch_add(1);
+      if (i >= tasks.size()) break;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (first_error) break;
+      }
+      Task& t = tasks[i];
+      Result<void> r{};
+      if (t.download) r = fetch_blob(reg, t.d, t.blob_path, &done_bytes);
+      if (r && t.unpack) {
+        auto u = stage_layer(t.blob_path, area.dir(), "layer-" + t.d.hex, t.diff_hex);
+        if (u) t.unpacked = *u;
+        else r = fail(u.error().wrap("layer sha256:" + short_hex(t.d.hex)));
+      }
+      std::lock_guard<std::mutex> l(mu);
+      if (!r && !first_error) first_error = r.error();
+      cv.notify_all();
+    }
+    std::lock_guard<std::mutex> l(mu);
+    ++finished;
+    cv.notify_all();
+  };
+  size_t nthreads = std::min<size_t>(std::max(1, o.parallel), std::max<size_t>(1, tasks.size()));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < nthreads; ++i) threads.emplace_back(worker);
+  {
+    std::unique_lock<std::mutex> l(mu);
+    while (finished < nthreads) {
+      cv.wait_for(l, std::chrono::milliseconds(200));
+      if (o.progress && total > 0) {
+        std::string line = "\r" + nref + ": " + human(done_bytes.load()) + " / " + human(total) + "   ";
+        (void)!::write(2, line.data(), line.size());
+      }
+    }
+  }
+  for (auto& t : threads) t.join();
+  if (o.progress && total > 0) (void)!::write(2, "\n", 1);
+  if (first_error) return fail(*first_error);
+  for (auto& t : tasks) {
+    if (t.download) staged.blobs[t.d.hex] = t.blob_path;
+    if (t.unpack) staged.layers[t.unpacked.diff_hex] = t.unpacked.dir;
+  }
+  return store.commit(area, staged);
+}
+
+}  // namespace
+
+Result<Platform> parse_platform(const std::string& s) {
+  Platform p;
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t slash = s.find('/', start);
+    parts.push_back(s.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  if (parts.size() < 2 || parts.size() > 3)
+    return fail(Error::invalid("invalid platform \"" + s + "\" (want os/arch[/variant], e.g. linux/arm64)"));
+  for (const auto& x : parts)
+    if (x.empty() || x.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+      return fail(Error::invalid("invalid platform \"" + s + "\" (want os/arch[/variant], e.g. linux/arm64)"));
+  p.os = parts[0];
+  p.arch = parts[1] == "x86_64" ? "amd64" : parts[1] == "aarch64" ? "arm64" : parts[1];
+  if (parts.size() == 3) p.variant = parts[2];
+  return p;
+}
+
+Result<ImageInfo> pull(ImageStore& store, const std::string& ref, const PullOptions& o) {
+  std::string nref = CUBBY_TRY(normalize_ref(ref));
+  RefParts rp = CUBBY_TRY(parse_ref(nref));
+  RegistryConfig cfg = CUBBY_TRY(RegistryConfig::load(o.home));
+  if (!o.platform.empty()) CUBBY_TRYV(parse_platform(o.platform));
+  auto r = pull_once(store, nref, rp, o, cfg);
+  // Content removed by a concurrent rmi between our check and our commit.
+  if (!r && r.error().kind() == ErrorKind::kConflict) r = pull_once(store, nref, rp, o, cfg);
+  return r;
+}
+
+Result<void> check_login(const std::string& home, const std::string& domain, const RegistryAuth& auth) {
+  RegistryConfig cfg = CUBBY_TRY(RegistryConfig::load(home));
+  cfg.auths[domain] = auth;
+  Registry reg(domain, "", cfg, home);
+  CUBBY_TRYV(reg.ping());
+  const Challenge& c = reg.challenge();
+  if (c.scheme == "bearer") return reg.authenticate();
+  if (c.scheme == "basic") {
+    Response r;
+    Sink s{&r, 1u << 20};
+    Request req{reg.base() + "/v2/", {"Authorization: Basic " + base64_encode(auth.username + ":" + auth.password)}, ""};
+    CUBBY_TRYV(reg.raw_get(req, s));
+    if (r.status == 200) return {};
+    if (r.status == 401) return fail(Error::invalid("unauthorized: incorrect username or password for " + domain));
+    return fail(Error(ErrorKind::kProtocol, "registry " + domain + " answered " + status_text(r.status) + " to GET /v2/"));
+  }
+  return {};  // the registry needs no authentication
+}
+
+}  // namespace cubby::image

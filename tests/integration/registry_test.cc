@@ -1,0 +1,400 @@
+// Registry pull, load and save against a REAL registry: Debian's
+// docker-registry on 127.0.0.1, images built offline with umoci from the
+// busybox rootfs and pushed with skopeo (registry/build-images.sh), a small
+// token server and a misbehaving fake registry (registry/server.py).
+//
+// Instances (started once for the suite, stopped by pid at the end):
+//   plain_   no auth, plain HTTP
+//   tls_     HTTPS with a self-signed CA + htpasswd basic auth
+//   token_   bearer tokens from the token server (JWT, x5c-signed)
+//   tamper_  plain; one layer blob is corrupted on disk after the push
+//   fake_    server.py fake: 500, 401, oversized manifest, 404
+// Needs docker-registry, skopeo, umoci, openssl, apache2-utils (htpasswd),
+// python3: scripts/install-deps.sh installs them; missing ones FAIL the tests.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/fs.h"
+#include "base/sys.h"
+#include "harness.h"
+
+namespace cubby::test {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+const std::string kScripts = std::string(CUBBY_TEST_SOURCE_DIR) + "/integration/registry";
+
+int free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+// A server process whose output is read through a pipe until it says
+// "listening on", then drained by a thread until it exits.
+struct Server {
+  ChildProcess proc;
+  std::thread drain;
+  std::string log;
+  int port = 0;
+
+  std::string start(const std::vector<std::string>& argv) {
+    auto pipe = sys::make_pipe();
+    if (!pipe) return pipe.error().message();
+    SpawnSpec s;
+    s.argv = argv;
+    s.fds = {-1, pipe->second.get(), pipe->second.get()};
+    auto c = spawn(s);
+    if (!c) return c.error().message();
+    proc = std::move(*c);
+    pipe->second.reset();
+    UniqueFd rd = std::move(pipe->first);
+    std::string buf;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // backstop
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return "no \"listening on\" from " + argv[0] + ": " + buf;
+      auto ready = sys::wait_readable(rd.get(), left);
+      if (!ready || !*ready) continue;
+      char tmp[4096];
+      ssize_t n = ::read(rd.get(), tmp, sizeof tmp);
+      if (n <= 0) return argv[0] + " exited before listening: " + buf;
+      buf.append(tmp, static_cast<size_t>(n));
+      size_t p = buf.find("listening on");
+      if (p != std::string::npos && buf.find('\n', p) != std::string::npos) {
+        std::string rest = buf.substr(p + 13);
+        if (port == 0) port = std::atoi(rest.c_str());
+        break;
+      }
+    }
+    log = buf;
+    drain = std::thread([this, fd = std::move(rd)]() mutable {
+      char tmp[4096];
+      for (;;) {
+        ssize_t n = ::read(fd.get(), tmp, sizeof tmp);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        log.append(tmp, static_cast<size_t>(n));
+      }
+    });
+    return "";
+  }
+  void stop() {
+    if (proc.valid()) {
+      (void)proc.signal(SIGTERM);
+      (void)proc.wait();
+    }
+    if (drain.joinable()) drain.join();
+  }
+};
+
+std::string sh(const std::string& cmd) {
+  std::string full = cmd + " 2>&1";
+  FILE* p = ::popen(full.c_str(), "re");
+  if (!p) return "popen failed";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = ::pclose(p);
+  return st == 0 ? "" : "`" + cmd + "` failed: " + out;
+}
+
+std::string registry_config(const std::string& dir, int port, const std::string& extra) {
+  return "version: 0.1\nlog: {level: info}\nstorage:\n  filesystem: {rootdirectory: " + dir +
+         "/data}\n  delete: {enabled: true}\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port) + "\n" + extra;
+}
+
+class Registry : public BoxTest {
+ protected:
+  static inline std::string setup_error_;
+  static inline std::string scratch_;
+  static inline Server plain_, tls_, token_, tamper_, token_server_, fake_;
+
+  static std::string start_registry(Server& s, const std::string& name, const std::string& extra) {
+    std::string dir = scratch_ + "/" + name;
+    fs::create_directories(dir);
+    s.port = free_port();
+    std::string cfg = dir + "/config.yml";
+    std::ofstream(cfg) << registry_config(dir, s.port, extra);
+    return s.start({"/usr/bin/docker-registry", "serve", cfg});
+  }
+
+  static std::string setup() {
+    for (const char* tool : {"/usr/bin/docker-registry", "/usr/bin/skopeo", "/usr/bin/umoci", "/usr/bin/openssl",
+                             "/usr/bin/htpasswd", "/usr/bin/python3"})
+      if (::access(tool, X_OK) != 0)
+        return std::string(tool) + " is missing: run scripts/install-deps.sh (CI installs it)";
+    char tmpl[] = "/tmp/cubby-registry-XXXXXX";
+    if (!::mkdtemp(tmpl)) return "mkdtemp failed";
+    scratch_ = tmpl;
+    const std::string& d = scratch_;
+    if (auto e = sh(kScripts + "/build-images.sh " CUBBY_TEST_ROOTFS " " + d); !e.empty()) return e;
+    if (auto e = sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout " + d + "/key.pem -out " + d +
+                    "/cert.pem -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost");
+        !e.empty())
+      return e;
+    if (auto e = sh("htpasswd -Bbn testuser testpass > " + d + "/htpasswd"); !e.empty()) return e;
+    fs::create_directories(d + "/certs.d");
+    fs::copy_file(d + "/cert.pem", d + "/certs.d/ca.crt");
+
+    std::string e;
+    if (!(e = start_registry(plain_, "plain", "")).empty()) return e;
+    if (!(e = start_registry(tamper_, "tamper", "")).empty()) return e;
+    if (!(e = start_registry(tls_, "tls",
+                             "  tls: {certificate: " + d + "/cert.pem, key: " + d + "/key.pem}\n" +
+                                 "auth:\n  htpasswd: {realm: test-realm, path: " + d + "/htpasswd}\n"))
+             .empty())
+      return e;
+    if (!(e = token_server_.start({"/usr/bin/python3", kScripts + "/server.py", "token", d + "/key.pem", d + "/cert.pem"})).empty())
+      return e;
+    if (!(e = start_registry(token_, "token",
+                             "auth:\n  token: {realm: 'http://127.0.0.1:" + std::to_string(token_server_.port) +
+                                 "/token', service: test-registry, issuer: test-issuer, rootcertbundle: " + d +
+                                 "/cert.pem}\n"))
+             .empty())
+      return e;
+    if (!(e = fake_.start({"/usr/bin/python3", kScripts + "/server.py", "fake"})).empty()) return e;
+
+    std::string L = "oci:" + d + "/layout:";
+    auto push = [&](const std::string& src, const std::string& dst, const std::string& opts) {
+      return sh("skopeo copy -q --dest-tls-verify=false " + opts + " " + L + src + " docker://" + dst);
+    };
+    std::string p = "127.0.0.1:" + std::to_string(plain_.port);
+    for (auto [src, dst, opts] : std::vector<std::tuple<std::string, std::string, std::string>>{
+             {"v1", p + "/test/busybox:v1", ""},
+             {"v1", p + "/test/bb-v2s2:v1", "--format v2s2"},
+             {"v1", p + "/test/zstd:v1", "--dest-compress-format zstd"},
+             {"other", p + "/test/other:v1", ""},
+             {"multi", p + "/test/multi:latest", "--all"},
+             {"v1", "127.0.0.1:" + std::to_string(tamper_.port) + "/test/tamper:v1", ""},
+             {"v1", "127.0.0.1:" + std::to_string(tls_.port) + "/test/busybox:v1",
+              "--dest-cert-dir " + d + "/certs.d --dest-creds testuser:testpass"},
+             {"v1", "127.0.0.1:" + std::to_string(token_.port) + "/test/busybox:v1",
+              "--dest-creds tokenuser:tokenpass"}})
+      if (auto err = push(src, dst, opts); !err.empty()) return err;
+    // Corrupt the biggest blob of the tamper registry, keeping its size.
+    std::string biggest;
+    uintmax_t size = 0;
+    for (auto& f : fs::recursive_directory_iterator(d + "/tamper/data/docker/registry/v2/blobs"))
+      if (f.is_regular_file() && f.path().filename() == "data" && f.file_size() > size) {
+        size = f.file_size();
+        biggest = f.path();
+      }
+    if (biggest.empty()) return "no blob to tamper with";
+    std::fstream f(biggest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.put('\x5a');
+    f.put('\xa5');
+    return "";
+  }
+
+  static void SetUpTestSuite() { setup_error_ = setup(); }
+  static void TearDownTestSuite() {
+    for (Server* s : {&plain_, &tls_, &token_, &tamper_, &token_server_, &fake_}) s->stop();
+    if (!scratch_.empty()) (void)remove_tree(scratch_);
+  }
+
+  void SetUp() override {
+    ASSERT_EQ(setup_error_, "") << "registry test setup failed";
+    BoxTest::SetUp();
+  }
+
+  std::string plain(const std::string& repo) { return "127.0.0.1:" + std::to_string(plain_.port) + "/" + repo; }
+  std::string at(const Server& s, const std::string& repo) { return "127.0.0.1:" + std::to_string(s.port) + "/" + repo; }
+
+  // The one-line error of a failing command.
+  std::string fails(const std::vector<std::string>& args) {
+    auto r = cubby(args);
+    EXPECT_EQ(r.rc, 125) << r.out << r.err;
+    EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+    return r.err;
+  }
+
+  json inspect(const std::string& ref) {
+    auto r = cubby({"image", "inspect", ref});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    return json::parse(r.out, nullptr, false);
+  }
+
+  size_t count_entries(const std::string& dir) {
+    size_t n = 0;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); ++it) ++n;
+    return n;
+  }
+};
+
+TEST_F(Registry, PullOciNoAuthThenRunWithImageConfig) {
+  auto r = cubby({"pull", plain("test/busybox:v1")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("sha256:"), std::string::npos);
+  EXPECT_EQ(r.err, "");  // quiet when not on a TTY
+  // Config: Cmd, WorkingDir, Env; layer 2 adds /hello and whites out /bin/vi.
+  r = cubby({"run", "--rm", "--network", "none", plain("test/busybox:v1")});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "default-cmd\n");
+  r = cubby({"run", "--rm", "--network", "none", plain("test/busybox:v1"), "sh", "-c",
+             "pwd; echo $FROM_IMAGE; cat /hello; test -e /bin/vi && echo vi-present || echo vi-gone"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "/work\nyes\nhi\nvi-gone\n");
+  r = cubby({"run", "--rm", "--network", "none", "--entrypoint", "/bin/echo", plain("test/busybox:v1"), "over"});
+  EXPECT_EQ(r.out, "over\n") << r.err;
+  json j = inspect(plain("test/busybox:v1"));
+  EXPECT_TRUE(j["ExposedPorts"].contains("8080/tcp")) << j.dump();
+  EXPECT_EQ(j["RootFS"]["Layers"].size(), 2u);
+  EXPECT_EQ(j["Architecture"], "amd64");
+  // Pulling again is a no-op that still succeeds; a digest reference resolves.
+  r = cubby({"pull", plain("test/busybox:v1")});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  std::string digest = j["ManifestDigest"];
+  r = cubby({"pull", "-q", plain("test/busybox@" + digest)});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, plain("test/busybox@" + digest) + "\n");
+}
+
+TEST_F(Registry, RunPullsOnDemand) {
+  auto r = cubby({"run", "--rm", "--network", "none", plain("test/bb-v2s2:v1"), "cat", "/hello"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "hi\n");
+  ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("locally"), std::string::npos) << r.err;
+}
+
+TEST_F(Registry, DockerSchema2AndZstdLayers) {
+  for (const char* repo : {"test/bb-v2s2:v1", "test/zstd:v1"}) {
+    auto r = cubby({"pull", plain(repo)});
+    ASSERT_EQ(r.rc, 0) << repo << ": " << r.err;
+    r = cubby({"run", "--rm", "--network", "none", plain(repo), "cat", "/hello"});
+    EXPECT_EQ(r.out, "hi\n") << repo << ": " << r.err;
+  }
+  // Same config and diff_ids: the unpacked layers are shared.
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), 1u /*busybox import*/ + 2u);
+}
+
+TEST_F(Registry, MultiPlatformIndex) {
+  auto r = cubby({"pull", plain("test/multi:latest")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(inspect(plain("test/multi:latest"))["Architecture"], "amd64");
+  r = cubby({"pull", "--platform", "linux/arm64", plain("test/multi:latest")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(inspect(plain("test/multi:latest"))["Architecture"], "arm64");
+  EXPECT_NE(fails({"pull", "--platform", "linux/s390x", plain("test/multi:latest")}).find("linux/arm64"),
+            std::string::npos);
+  EXPECT_NE(fails({"pull", "--platform", "nonsense", plain("test/multi:latest")}).find("platform"), std::string::npos);
+}
+
+TEST_F(Registry, TlsWithBasicAuth) {
+  std::string ref = at(tls_, "test/busybox:v1");
+  std::string domain = "127.0.0.1:" + std::to_string(tls_.port);
+  // Unknown CA: refused, with a hint.
+  EXPECT_NE(fails({"pull", ref}).find("certs.d"), std::string::npos);
+  ASSERT_TRUE(mkdir_p(home_ + "/certs.d/" + domain));
+  fs::copy_file(scratch_ + "/cert.pem", home_ + "/certs.d/" + domain + "/ca.crt");
+  EXPECT_NE(fails({"pull", ref}).find("authentication required"), std::string::npos);
+  EXPECT_NE(fails({"login", "-u", "testuser", "-p", "wrong", domain}).find("incorrect username or password"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(home_ + "/config.json"));
+  auto r = cubby({"login", "-u", "testuser", "--password-stdin", domain}, std::string("testpass\n"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ((fs::status(home_ + "/config.json").permissions() & fs::perms::others_read), fs::perms::none);
+  json cfg = json::parse(read_file(home_ + "/config.json").value());
+  EXPECT_TRUE(cfg["auths"].contains(domain)) << cfg.dump();
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  r = cubby({"logout", domain});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(fails({"pull", ref}).find("authentication required"), std::string::npos);
+}
+
+TEST_F(Registry, BearerTokenAuth) {
+  std::string ref = at(token_, "test/busybox:v1");
+  auto r = cubby({"pull", ref});  // anonymous token
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string domain = "127.0.0.1:" + std::to_string(token_.port);
+  EXPECT_NE(fails({"login", "-u", "tokenuser", "-p", "bad", domain}).find("incorrect"), std::string::npos);
+  r = cubby({"login", "-u", "tokenuser", "-p", "tokenpass", domain});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+  r = cubby({"pull", ref});  // token with credentials
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+}
+
+TEST_F(Registry, BadRegistriesAndReferences) {
+  std::string before_blobs = std::to_string(count_entries(home_ + "/images/blobs/sha256"));
+  std::string err = fails({"pull", at(tamper_, "test/tamper:v1")});
+  EXPECT_NE(err.find("does not match its digest"), std::string::npos) << err;
+  EXPECT_EQ(std::to_string(count_entries(home_ + "/images/blobs/sha256")), before_blobs);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+  EXPECT_EQ(json::parse(cubby({"images", "--format", "json"}).out).size(), 1u);
+  EXPECT_NE(fails({"pull", at(fake_, "err500/x:v1")}).find("500"), std::string::npos);
+  EXPECT_NE(fails({"pull", at(fake_, "locked/x:v1")}).find("authentication required"), std::string::npos);
+  EXPECT_NE(fails({"pull", at(fake_, "nothere/x:v1")}).find("not found"), std::string::npos);
+  EXPECT_NE(fails({"pull", plain("test/busybox:nosuchtag")}).find("not found"), std::string::npos);
+  EXPECT_NE(fails({"pull", at(fake_, "big/x:v1")}).find("MiB"), std::string::npos);
+  EXPECT_NE(fails({"pull", "Bad:Ref"}).find("invalid reference"), std::string::npos);
+  EXPECT_NE(fails({"pull", "x@sha256:123"}).find("digest"), std::string::npos);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+}
+
+TEST_F(Registry, LoadSaveAndGarbageCollection) {
+  std::string d = scratch_;
+  std::string da = home_ + "/docker.tar", oa = home_ + "/oci.tar";
+  ASSERT_EQ(sh("skopeo copy -q oci:" + d + "/layout:v1 docker-archive:" + da + ":example.com/da:v1"), "");
+  ASSERT_EQ(sh("skopeo copy -q oci:" + d + "/layout:other oci-archive:" + oa + ":example.com/oa:v1"), "");
+  auto r = cubby({"load", "-i", da});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("example.com/da:v1"), std::string::npos);
+  r = cubby({"load", "-i", oa});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const char* ref : {"example.com/da:v1", "example.com/oa:v1"}) {
+    r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+    EXPECT_EQ(r.out, "hi\n") << ref << ": " << r.err;
+  }
+  // save -> load into another home -> run.
+  std::string saved = home_ + "/saved.tar";
+  r = cubby({"save", "-o", saved, "example.com/oa:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string other_home = home_ + "/other-home";
+  auto l = run_cubby(other_home, {"load", "-i", saved});
+  ASSERT_EQ(l.rc, 0) << l.err;
+  l = run_cubby(other_home, {"run", "--rm", "--network", "none", "example.com/oa:v1", "cat", "/other"});
+  EXPECT_EQ(l.out, "other\n") << l.err;
+  // rmi: the image with 3 layers goes; the 2 layers shared with da:v1 stay.
+  size_t layers = count_entries(home_ + "/images/layers");
+  ASSERT_EQ(cubby({"rmi", "example.com/oa:v1"}).rc, 0);
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers - 1);
+  r = cubby({"run", "--rm", "--network", "none", "example.com/da:v1", "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  // Corrupt and unsafe archives.
+  ASSERT_TRUE(write_file(home_ + "/junk.tar", "this is not a tar archive at all"));
+  EXPECT_NE(fails({"load", "-i", home_ + "/junk.tar"}).find("archive"), std::string::npos);
+  ASSERT_EQ(sh("cd " + home_ + " && mkdir -p evil && echo x > evil/f && tar --transform 's,^evil/f,../escape,' -cf evil.tar evil/f"), "");
+  EXPECT_NE(fails({"load", "-i", home_ + "/evil.tar"}).find(".."), std::string::npos);
+  EXPECT_FALSE(fs::exists(home_ + "/images/escape"));
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+}
+
+}  // namespace
+}  // namespace cubby::test
