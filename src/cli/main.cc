@@ -324,6 +324,9 @@ int cmd_shell(const Global& g, const std::vector<std::string>& rest) {
   io.tty = o.tty;
   auto r = check(rt.attach_and_wait(box.id, io));
   if (!r.error.empty()) error_line(r.error);
+  // Our terminal went away (or we were told to stop): a temporary shell
+  // box has nobody left to talk to, so it goes too.
+  if (r.interrupted && o.rm) (void)rt.remove(box.id, true);
   return r.detached ? 0 : r.code;
 }
 

@@ -326,7 +326,7 @@ Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io
     }
     CUBBY_TRYV(conn->send(m));
     auto r = stream_session(*conn, io, msg::kKill);
-    if (r && r->detached) return *r;  // the box runs on
+    if (r && (r->detached || r->interrupted)) return *r;  // the box runs on
     if (r) res = *r;
   }
   // The shim records the final status after cleanup; wait for it to exit.

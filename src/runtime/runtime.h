@@ -65,6 +65,7 @@ struct ExecResult {
   int code = 0;          // exit code, 128+N for signal N, 124 on --timeout
   bool timed_out = false;
   bool detached = false;  // the user detached (Ctrl-P Ctrl-Q); the process runs on
+  bool interrupted = false;  // a terminal session ended by a signal to the caller (code = 128+N)
   std::string error;     // set when the command could not start (126/127)
 };
 

@@ -97,7 +97,7 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
           // A terminal session's own keys arrive as bytes; a signal from
           // outside (the terminal went away, or kill) ends our side only.
           ExecResult r;
-          r.detached = true;
+          r.interrupted = true;
           r.code = 128 + static_cast<int>(si.ssi_signo);
           return r;
         } else {

@@ -129,6 +129,15 @@ TEST_F(Terminals, CtrlDEndsTheShellWithZero) {
   EXPECT_EQ(run_cubby(home_, {"ls", "-a", "-q"}).out, "");
 }
 
+TEST_F(Terminals, TerminalIsRestoredWhenTheCliIsSignalled) {
+  Terminal t(home_, {"shell", "--network", "none"});
+  ASSERT_TRUE(t.expect("# ")) << t.screen();
+  ASSERT_TRUE(t.cli().signal(SIGTERM));
+  EXPECT_EQ(t.wait(), 128 + SIGTERM);
+  EXPECT_TRUE(t.termios_restored()) << "raw mode survived a SIGTERM";
+  EXPECT_EQ(run_cubby(home_, {"ls", "-a", "-q"}).out, "") << "the temporary box outlived its terminal";
+}
+
 TEST_F(Terminals, InitialSizeAndResizeReachTheBox) {
   Terminal t(home_, {"shell", "--network", "none"}, 30, 100);
   ASSERT_TRUE(t.expect("# ")) << t.screen();
