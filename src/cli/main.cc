@@ -568,7 +568,7 @@ int cmd_import(const Global& g, const std::vector<std::string>& rest) {
   if (auto n = image::normalize_ref(ref); !n) die(n.error());
   UniqueFd fd;
   if (file == "-") {
-    fd.reset(::dup(0));
+    fd.reset(::fcntl(0, F_DUPFD_CLOEXEC, 3));
     if (!fd) die(Error::sys("read standard input"));
   } else {
     fd.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
@@ -715,7 +715,7 @@ int cmd_load(const Global& g, const std::vector<std::string>& rest) {
     if (auto n = image::normalize_ref(tag); !n) die(n.error());
   UniqueFd fd;
   if (file == "-") {
-    fd.reset(::dup(0));
+    fd.reset(::fcntl(0, F_DUPFD_CLOEXEC, 3));
   } else {
     fd.reset(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) die(Error::sys("cannot open " + file));
