@@ -396,5 +396,109 @@ TEST_F(Registry, LoadSaveAndGarbageCollection) {
   EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
 }
 
+
+// Four `cubby pull` processes of the same 3-layer image into one home at once:
+// all succeed, the image is listed once and each layer is stored once.
+TEST_F(Registry, ConcurrentPullsIntoOneHome) {
+  std::string ref = plain("test/other:v1");
+  size_t layers_before = count_entries(home_ + "/images/layers");
+  std::vector<CmdResult> res(4);
+  std::vector<std::thread> ts;
+  for (auto& r : res) ts.emplace_back([&r, this, ref] { r = run_cubby(home_, {"pull", "-q", ref}); });
+  for (auto& t : ts) t.join();
+  for (const auto& r : res) {
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, ref + "\n") << r.err;
+  }
+  json imgs = json::parse(cubby({"images", "--format", "json"}).out, nullptr, false);
+  ASSERT_TRUE(imgs.is_array()) << imgs.dump();
+  EXPECT_EQ(imgs.size(), 2u) << imgs.dump();  // the busybox import + test/other
+  size_t mentions = 0;
+  for (const auto& i : imgs)
+    if (i.dump().find("test/other") != std::string::npos) ++mentions;
+  EXPECT_EQ(mentions, 1u) << imgs.dump();
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers_before + 3) << "layers stored more than once?";
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+  auto r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello", "/other"});
+  EXPECT_EQ(r.out, "hi\nother\n") << r.err;
+}
+
+// A registry serving the OCI layout built by build-images.sh whose layer blobs
+// are cut short (Content-Length says the whole size, the connection closes
+// half-way): /v2/once/... on the first request of each layer blob only,
+// /v2/always/... every time. Prints "truncated HEX" for each cut.
+const char* kTruncatingRegistry = R"PY(
+import http.server, json, sys, threading
+L = sys.argv[1]
+idx = json.load(open(L + "/index.json"))
+by = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in idx["manifests"]}
+mbytes = open(L + "/blobs/sha256/" + by["v1"]["digest"][7:], "rb").read()
+layers = {l["digest"][7:] for l in json.loads(mbytes)["layers"]}
+cut, mu = set(), threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def send(self, body, ctype="application/octet-stream", short=False):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if short else body)
+    def do_GET(self):
+        parts = self.path.split("/")  # "", v2, MODE, x, manifests|blobs, REF
+        if self.path == "/v2/":
+            return self.send(b"{}", "application/json")
+        if len(parts) != 6 or parts[2] not in ("once", "always"):
+            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
+        if parts[4] == "manifests":
+            return self.send(mbytes, "application/vnd.oci.image.manifest.v1+json")
+        h = parts[5][7:]
+        body = open(L + "/blobs/sha256/" + h, "rb").read()
+        short = False
+        if h in layers:
+            with mu:
+                short = parts[2] == "always" or (parts[2], h) not in cut
+                cut.add((parts[2], h))
+        if short:
+            print("truncated", parts[2], h, flush=True)
+        self.send(body, short=short)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("listening on", srv.server_address[1], flush=True)
+srv.serve_forever()
+)PY";
+
+// A layer download cut short is retried (the pull succeeds); one that is always
+// cut short fails with one clear line and stores nothing.
+TEST_F(Registry, TruncatedBlobIsRetriedOrFailsCleanly) {
+  std::string script = home_ + "/trunc.py";
+  ASSERT_TRUE(write_file(script, kTruncatingRegistry));
+  Server trunc;
+  struct Stop {
+    Server& s;
+    ~Stop() { s.stop(); }
+  } stop{trunc};
+  ASSERT_EQ(trunc.start({"/usr/bin/python3", script, scratch_ + "/layout"}), "");
+
+  size_t blobs = count_entries(home_ + "/images/blobs/sha256"), layers = count_entries(home_ + "/images/layers");
+  std::string err = fails({"pull", at(trunc, "always/x:v1")});
+  EXPECT_NE(err.find("blob sha256:"), std::string::npos) << err;
+  EXPECT_EQ(count_entries(home_ + "/images/blobs/sha256"), blobs);
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+  EXPECT_EQ(json::parse(cubby({"images", "--format", "json"}).out).size(), 1u);
+
+  auto r = cubby({"pull", at(trunc, "once/x:v1")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  r = cubby({"run", "--rm", "--network", "none", at(trunc, "once/x:v1"), "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  trunc.stop();
+  // Both layers were cut once and fetched again; "always" cut each 3 times.
+  size_t once = 0, always = 0;
+  for (size_t p = 0; (p = trunc.log.find("truncated ", p)) != std::string::npos; ++p)
+    (trunc.log.compare(p + 10, 4, "once") == 0 ? once : always)++;
+  EXPECT_EQ(once, 2u) << trunc.log;
+  EXPECT_GE(always, 3u) << trunc.log;  // 3 attempts
+}
+
 }  // namespace
 }  // namespace cubby::test
