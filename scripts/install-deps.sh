@@ -18,3 +18,17 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+# The vm backend (QEMU microvm): QEMU, and the tools that build the guest
+# kernel assets, the initramfs (cpio) and the per-image ext4 disks (mke2fs).
+VM_PKGS="qemu-system-x86 cpio kmod e2fsprogs"
+vm_missing=""
+for p in $VM_PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || vm_missing="$vm_missing $p"
+done
+if [ -n "$vm_missing" ]; then
+  echo "installing:$vm_missing"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $vm_missing >/dev/null
+fi

@@ -115,6 +115,12 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
   // pivot_root(".", ".") stacks the old root under the new one; detaching
   // it leaves only the box's tree (the runc trick, no temp directory needed).
   if (::chdir(r.c_str()) < 0) return sys_fail("chdir " + r);
+  if (p.switch_root) {
+    if (::mount(".", "/", nullptr, MS_MOVE, nullptr) < 0) return sys_fail("move new root onto /");
+    if (::chroot(".") < 0) return sys_fail("chroot");
+    if (::chdir("/") < 0) return sys_fail("chdir /");
+    return {};
+  }
   if (::syscall(SYS_pivot_root, ".", ".") < 0) return sys_fail("pivot_root");
   if (::umount2(".", MNT_DETACH) < 0) return sys_fail("detach old root");
   if (::chdir("/") < 0) return sys_fail("chdir /");

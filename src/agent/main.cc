@@ -2,6 +2,7 @@
 //
 //   cubby-agent init     started by cubby-shim in fresh namespaces, with the
 //                        fds of proto/launch.h; sets up the rootfs, then serves.
+//   /init                as PID 1 of a micro-VM (no /proc yet): see vm_init.cc.
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 
 #include "agent/box_init.h"
 #include "agent/server.h"
+#include "agent/vm_init.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "proto/launch.h"
@@ -80,6 +82,8 @@ int run_init() {
 int main(int argc, char** argv) {
   log::set_prefix("cubby-agent");
   if (argc >= 2 && std::strcmp(argv[1], "init") == 0) return run_init();
+  // /init of a cubby micro-VM (the vm backend's initramfs).
+  if (agent::is_vm_init()) agent::run_vm_init();
   if (argc >= 2 && std::strcmp(argv[1], "--version") == 0) {
     static const char v[] = "cubby-agent " CUBBY_VERSION "\n";
     (void)!::write(1, v, sizeof v - 1);

@@ -182,8 +182,6 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
 Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
     return fail(Error::invalid("invalid --isolation \"" + o.isolation + "\" (want auto, vm or sandbox)"));
-  if (o.isolation == "vm")
-    return fail(Error::invalid("--isolation vm is not available yet in this build (the vm backend is a separate issue)"));
   if (o.network != "none" && o.network != "default")
     return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none or default)"));
   if (!o.name.empty() && !valid_name(o.name))
@@ -249,7 +247,9 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.hostname = o.hostname.empty() ? b.id.substr(0, 12) : o.hostname;
   b.image = img.ref;
   b.image_id = img.id;
-  b.isolation = "sandbox";
+  // auto picks vm only where KVM works (the vm backend itself refuses to
+  // run without KVM unless CUBBY_VM_ACCEL=tcg).
+  b.isolation = o.isolation == "vm" ? "vm" : "sandbox";
   b.created_at = now_rfc3339();
   b.config = spec;
   // The record first: if we are killed right after, the box exists as

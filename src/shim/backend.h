@@ -30,6 +30,8 @@ class BoxInstance {
   virtual Result<void> kill() = 0;
   // A stream of diagnostics (the agent's stderr or the VM console); -1 if none.
   virtual int diag_fd() const = 0;
+  // Why the box ended when it left no diagnostics of its own ("" if unknown).
+  virtual std::string failure_hint() const { return ""; }
   // Releases cgroups, helper processes, sockets. Idempotent.
   virtual void cleanup() = 0;
 };
@@ -41,6 +43,8 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_sandbox_backend();
+// QEMU microvm with its own guest kernel (vm_backend.cc).
+std::unique_ptr<Backend> make_vm_backend();
 
 // Name of the agent's socket inside the box directory.
 inline constexpr const char* kAgentSocket = "agent.sock";

@@ -56,6 +56,20 @@ class DiagTail {
     if (auto p = line.find(" error: "); p != std::string::npos) line = line.substr(p + 8);
     return line;
   }
+  // The last n lines (the VM console's last words), oldest first.
+  std::string last_lines(size_t n) const {
+    std::string t = text_;
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+    if (t.empty()) return t;
+    // A guest kernel panic names its cause above the backtrace: keep that line.
+    std::string panic;
+    if (auto p = t.rfind("Kernel panic"); p != std::string::npos) panic = t.substr(p, t.find('\n', p) - p) + "\n";
+    size_t at = t.size();
+    for (size_t i = 0; i < n && at != std::string::npos && at > 0; ++i) at = t.rfind('\n', at - 1);
+    std::string out = at == std::string::npos ? t : t.substr(at + 1);
+    std::erase(out, '\r');
+    return out.find(panic) == std::string::npos ? panic + out : out;
+  }
 
  private:
   std::string text_;
@@ -197,7 +211,7 @@ int run_shim(const std::string& box_id) {
     }
   };
 
-  auto backend = shim::make_sandbox_backend();
+  auto backend = sh.cfg.isolation == "vm" ? shim::make_vm_backend() : shim::make_sandbox_backend();
   auto launched = backend->launch(sh.cfg);
   if (!launched) {
     std::string m = launched.error().message();
@@ -230,7 +244,11 @@ int run_shim(const std::string& box_id) {
   if (!boot || *boot == Boot::kDied) {
     // The box ended before (or instead of) its handshake; a clean exit 0
     // is success, anything else carries the agent's last words.
-    if (code != 0) err = diag.last_line().empty() ? "box exited during start" : diag.last_line();
+    if (code != 0) {
+      err = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
+      if (err.empty()) err = box.failure_hint();
+      if (err.empty()) err = "box exited during start";
+    }
     sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
   }
   record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err);

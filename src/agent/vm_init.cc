@@ -1,0 +1,466 @@
+// cubby-agent as /init of a micro-VM (the vm backend's initramfs).
+//
+// PID 1 (this file) prepares the guest: mounts proc, sys and devtmpfs,
+// loads the virtio modules with finit_module (no kmod in the guest), opens
+// the virtio-serial port named "cubby" once, reads its config from the
+// control channel, mounts the image disk (ext4 labelled cubby-image,
+// read-only) under an overlay whose upper is the box's disk (cubby-rw), and forks the ordinary agent Server into it (a
+// child subreaper, in its own mount namespace, switch_root'ed). The Server
+// listens on an abstract Unix socket; PID 1 is the guest half of the
+// multiplexer: a frame on an unknown channel opens a new local session, a
+// {"t":"close"} frame ends one. When the Server exits, PID 1 forwards what is
+// left, sends {"t":"exit","code":N} on the control channel, prints
+// "CUBBY-EXIT N" on the console and powers off.
+#include "agent/vm_init.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "agent/box_init.h"
+#include "agent/server.h"
+#include "base/log.h"
+#include "base/sys.h"
+#include "proto/mux.h"
+
+namespace cubby::agent {
+namespace {
+
+using proto::Json;
+namespace mux = proto::mux;
+
+constexpr char kSessionSocket[] = "cubby-agent-sessions";  // abstract
+
+[[noreturn]] void power_off(int code) {
+  char line[64];
+  int n = std::snprintf(line, sizeof line, "CUBBY-EXIT %d\n", code);
+  (void)!::write(2, line, static_cast<size_t>(n));
+  ::sync();
+  ::reboot(RB_POWER_OFF);
+  for (;;) ::pause();
+}
+
+void load_modules() {
+  std::ifstream order("/modules.order");
+  std::string m;
+  while (std::getline(order, m)) {
+    if (m.empty()) continue;
+    std::string p = "/lib/modules/" + m;
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::syscall(SYS_finit_module, fd, "", 0) < 0) {
+      if (errno != EEXIST) LOG_WARN("load module {}: {}", m, std::strerror(errno));
+    }
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+// /sys/class/virtio-ports/vportNpM/name == "cubby" -> /dev/vportNpM. The
+// port appears asynchronously after virtio_console probes, so poll briefly.
+std::string find_port() {
+  for (int i = 0; i < 1000; ++i) {
+    if (DIR* d = ::opendir("/sys/class/virtio-ports")) {
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::ifstream f(std::string("/sys/class/virtio-ports/") + e->d_name + "/name");
+        std::string name;
+        if (std::getline(f, name) && name == mux::kPortName) {
+          std::string dev = std::string("/dev/") + e->d_name;
+          ::closedir(d);
+          return dev;
+        }
+      }
+      ::closedir(d);
+    }
+    ::usleep(10000);
+  }
+  return "";
+}
+
+// The virtio disk whose ext4 label is `label` (the shim labels them; the
+// order of virtio-mmio devices is not something to rely on), or "".
+std::string find_disk(const std::string& label, int tries) {
+  for (int i = 0; i < tries; ++i) {
+    if (DIR* d = ::opendir("/sys/block")) {
+      while (dirent* e = ::readdir(d)) {
+        if (std::strncmp(e->d_name, "vd", 2) != 0) continue;
+        std::string dev = std::string("/dev/") + e->d_name;
+        int fd = ::open(dev.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        char name[17] = {};
+        bool ok = ::pread(fd, name, 16, 1024 + 120) == 16;  // ext4 s_volume_name
+        ::close(fd);
+        if (ok && label == name) {
+          ::closedir(d);
+          return dev;
+        }
+      }
+      ::closedir(d);
+    }
+    ::usleep(10000);
+  }
+  return "";
+}
+
+// --network default: QEMU user networking (slirp) on eth0, with slirp's
+// fixed addresses: guest 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3.
+bool configure_eth0() {
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return false;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+  bool found = false;
+  for (int i = 0; i < 200 && !found; ++i) {
+    found = ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) == 0;
+    if (!found) ::usleep(10000);
+  }
+  if (!found) return false;
+  auto set_addr = [&](unsigned long req, const char* ip) {
+    ifreq r{};
+    std::strncpy(r.ifr_name, "eth0", IFNAMSIZ - 1);
+    auto* a = reinterpret_cast<sockaddr_in*>(&r.ifr_addr);
+    a->sin_family = AF_INET;
+    ::inet_pton(AF_INET, ip, &a->sin_addr);
+    return ::ioctl(s.get(), req, &r) == 0;
+  };
+  if (!set_addr(SIOCSIFADDR, "10.0.2.15") || !set_addr(SIOCSIFNETMASK, "255.255.255.0")) return false;
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) return false;
+  rtentry rt{};
+  auto* dst = reinterpret_cast<sockaddr_in*>(&rt.rt_dst);
+  auto* gw = reinterpret_cast<sockaddr_in*>(&rt.rt_gateway);
+  auto* mask = reinterpret_cast<sockaddr_in*>(&rt.rt_genmask);
+  dst->sin_family = gw->sin_family = mask->sin_family = AF_INET;
+  ::inet_pton(AF_INET, "10.0.2.2", &gw->sin_addr);
+  rt.rt_flags = RTF_UP | RTF_GATEWAY;
+  return ::ioctl(s.get(), SIOCADDRT, &rt) == 0;
+}
+
+sockaddr_un session_addr(socklen_t& len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path + 1, kSessionSocket, sizeof kSessionSocket - 1);
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sizeof kSessionSocket - 1);
+  return a;
+}
+
+void write_port(int fd, const std::string& bytes) {
+  if (auto r = sys::write_all(fd, bytes.data(), bytes.size()); !r) LOG_WARN("write port: {}", r.error().message());
+}
+
+struct Local {
+  UniqueFd fd;
+  mux::RawSplitter split;
+  std::string out;  // frames for the local session, not yet taken
+  bool closing = false;
+};
+
+// Non-blocking write of as much of buf as the socket takes; false: peer gone.
+bool write_some(int fd, std::string& buf) {
+  while (!buf.empty()) {
+    ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      buf.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return true;
+    buf.clear();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool is_vm_init() {
+  if (::getpid() != 1) return false;
+  // In a sandbox the agent is PID 1 too, but it is started as "cubby-agent
+  // init" with /proc already mounted by nobody: tell them apart by /proc.
+  return ::access("/proc/self", F_OK) != 0;
+}
+
+void run_vm_init() {
+  ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+  ::mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+  ::mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  int con = ::open("/dev/console", O_RDWR);
+  if (con >= 0) {
+    for (int i = 0; i < 3; ++i) ::dup2(con, i);
+    if (con > 2) ::close(con);
+  }
+  log::set_prefix("cubby-agent[vm]");
+  load_modules();
+  std::string port = find_port();
+  if (port.empty()) {
+    LOG_ERROR("virtio-serial port \"{}\" not found", mux::kPortName);
+    power_off(125);
+  }
+  UniqueFd io(::open(port.c_str(), O_RDWR | O_CLOEXEC));
+  if (!io) {
+    LOG_ERROR("open {}: {}", port, std::strerror(errno));
+    power_off(125);
+  }
+
+  // The config comes first, on the control channel.
+  mux::RawSplitter split;
+  Json cfg;
+  std::vector<mux::RawFrame> early;  // session frames that raced the config
+  while (cfg.is_null()) {
+    char buf[65536];
+    ssize_t n = ::read(io.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) power_off(125);
+    split.feed(buf, static_cast<size_t>(n));
+    for (;;) {
+      auto f = split.next();
+      if (!f) power_off(125);
+      if (!*f) break;
+      if ((*f)->channel != mux::kControlChannel) {
+        early.push_back(std::move(**f));
+        continue;
+      }
+      auto m = mux::decode((*f)->bytes);
+      if (m && m->value("t", "") == "config") cfg = m->value("cfg", Json::object());
+    }
+  }
+
+  AgentOptions opts;
+  RootfsPlan plan;
+  try {
+    const auto& m = cfg.at("main");
+    opts.main.argv = m.at("argv").get<std::vector<std::string>>();
+    opts.main.env = m.value("env", std::vector<std::string>{});
+    opts.main.cwd = m.value("cwd", std::string("/"));
+    opts.main.user = m.value("user", std::string());
+    opts.main.tty = m.value("tty", false);
+    opts.hold = cfg.value("hold", false);
+    plan.hostname = cfg.value("hostname", std::string());
+    plan.network_default = cfg.value("network", std::string("none")) == "default";
+  } catch (const std::exception& e) {
+    LOG_ERROR("bad config: {}", e.what());
+    power_off(125);
+  }
+  if (plan.network_default && !configure_eth0()) LOG_WARN("--network default: could not configure eth0");
+  // Root: the image disk read-only under an overlay whose upper layer is
+  // the box's own disk (so writes survive stop/start), or a tmpfs if the
+  // shim attached none.
+  ::mkdir("/lower", 0755);
+  ::mkdir("/run", 0755);
+  std::string image = find_disk("cubby-image", 300);
+  if (image.empty() || ::mount(image.c_str(), "/lower", "ext4", MS_RDONLY, nullptr) < 0) {
+    LOG_ERROR("mount the image disk ({}): {}", image.empty() ? "no disk labelled cubby-image" : image,
+              std::strerror(errno));
+    power_off(125);
+  }
+  std::string rw = find_disk("cubby-rw", 1);
+  if (rw.empty() || ::mount(rw.c_str(), "/run", "ext4", MS_NOATIME, nullptr) < 0) {
+    if (!rw.empty()) LOG_WARN("mount the box disk {}: {}; writes will not persist", rw, std::strerror(errno));
+    ::mount("tmpfs", "/run", "tmpfs", 0, "mode=0755");
+  }
+  ::mkdir("/run/upper", 0755);
+  ::mkdir("/run/work", 0755);
+  ::mkdir("/newroot", 0755);
+  plan.lower = {"/lower"};
+  plan.upper = "/run/upper";
+  plan.work = "/run/work";
+  plan.target = "/newroot";
+  plan.switch_root = true;
+
+  socklen_t alen;
+  sockaddr_un addr = session_addr(alen);
+  UniqueFd listen(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listen || ::bind(listen.get(), reinterpret_cast<sockaddr*>(&addr), alen) < 0 || ::listen(listen.get(), 128) < 0) {
+    LOG_ERROR("session socket: {}", std::strerror(errno));
+    power_off(125);
+  }
+  auto logp = sys::make_pipe();
+  auto gop = sys::make_pipe();
+  if (!logp || !gop) power_off(125);
+  auto [log_r, log_w] = std::move(*logp);
+  auto [go_r, go_w] = std::move(*gop);
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  UniqueFd sigfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+
+  pid_t server = ::fork();
+  if (server == 0) {
+    ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    io.reset();
+    log_r.reset();
+    go_w.reset();
+    if (::unshare(CLONE_NEWNS) < 0) {
+      LOG_ERROR("unshare mount namespace: {}", std::strerror(errno));
+      ::_exit(125);
+    }
+    if (auto ok = setup_sandbox_root(plan); !ok) {
+      LOG_ERROR("set up rootfs: {}", ok.error().message());
+      ::_exit(125);
+    }
+    (void)bring_up_loopback();
+    Server s(std::move(opts), std::move(listen), std::move(log_w), std::move(go_r));
+    ::_exit(s.run());
+  }
+  if (server < 0) power_off(125);
+  listen.reset();
+  log_w.reset();
+  go_r.reset();
+
+  std::map<uint32_t, Local> locals;
+  auto to_local = [&](mux::RawFrame& f) {
+    auto it = locals.find(f.channel);
+    if (mux::is_close(f.bytes)) {
+      if (it != locals.end()) it->second.closing = true;  // once what it is owed is written
+      return;
+    }
+    if (it == locals.end()) {
+      Local l;
+      l.fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+      socklen_t al;
+      sockaddr_un a = session_addr(al);
+      if (::connect(l.fd.get(), reinterpret_cast<sockaddr*>(&a), al) < 0) {
+        write_port(io.get(), proto::encode({{"t", mux::kClose}}, f.channel));
+        return;
+      }
+      it = locals.emplace(f.channel, std::move(l)).first;
+    }
+    // Buffered, never a blocking write: the session's own output must keep
+    // flowing while its input waits (no per-channel flow control yet).
+    mux::set_channel(f.bytes, 0);
+    it->second.out += f.bytes;
+  };
+  auto from_local = [&](uint32_t ch, Local& l) -> bool {  // false: closed
+    char buf[65536];
+    ssize_t n = ::read(l.fd.get(), buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) {
+      write_port(io.get(), proto::encode({{"t", mux::kClose}}, ch));
+      return false;
+    }
+    l.split.feed(buf, static_cast<size_t>(n));
+    std::string out;
+    for (;;) {
+      auto f = l.split.next();
+      if (!f || !*f) break;
+      mux::set_channel((*f)->bytes, ch);
+      out += (*f)->bytes;
+    }
+    write_port(io.get(), out);
+    return true;
+  };
+  auto forward_log = [&]() -> bool {
+    char buf[32768];
+    ssize_t n = ::read(log_r.get(), buf, sizeof buf);
+    if (n <= 0) return false;
+    Json m = {{"t", "log"}, {"d", Json::binary(std::vector<uint8_t>(buf, buf + n))}};
+    write_port(io.get(), proto::encode(m, mux::kControlChannel));
+    return true;
+  };
+  auto on_control = [&](const mux::RawFrame& f) {
+    auto m = mux::decode(f.bytes);
+    if (!m) return;
+    std::string t = m->value("t", "");
+    if (t == "go") {
+      char b = 'g';
+      (void)sys::write_all(go_w.get(), &b, 1);
+    } else if (t == "signal") {
+      ::kill(server, m->value("sig", SIGTERM));
+    }
+  };
+  for (auto& f : early) to_local(f);
+  early.clear();
+  for (auto& [ch, l] : locals) write_some(l.fd.get(), l.out);
+
+  int code = -1;
+  while (code < 0) {
+    std::vector<pollfd> pfds = {{io.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {log_r ? log_r.get() : -1, POLLIN, 0}};
+    std::vector<uint32_t> chans;
+    for (auto& [ch, l] : locals) {
+      pfds.push_back({l.fd.get(), static_cast<short>(POLLIN | (l.out.empty() ? 0 : POLLOUT)), 0});
+      chans.push_back(ch);
+    }
+    if (::poll(pfds.data(), pfds.size(), -1) < 0) continue;
+    if (pfds[0].revents) {
+      char buf[65536];
+      ssize_t n = ::read(io.get(), buf, sizeof buf);
+      if (n > 0) {
+        split.feed(buf, static_cast<size_t>(n));
+        for (;;) {
+          auto f = split.next();
+          if (!f || !*f) break;
+          if ((*f)->channel == mux::kControlChannel)
+            on_control(**f);
+          else
+            to_local(**f);
+        }
+      }
+      // n == 0: the host side is not connected right now; the port stays
+      // open and delivers again when it reconnects.
+      if (n == 0) ::usleep(10000);
+    }
+    if (pfds[2].revents) {
+      if (!forward_log()) log_r.reset();
+    }
+    for (size_t i = 3; i < pfds.size(); ++i) {
+      if (!(pfds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      auto it = locals.find(chans[i - 3]);
+      if (it != locals.end() && !from_local(it->first, it->second)) locals.erase(it);
+    }
+    for (auto it = locals.begin(); it != locals.end();) {
+      bool alive = write_some(it->second.fd.get(), it->second.out);
+      if (!alive || (it->second.closing && it->second.out.empty()))
+        it = locals.erase(it);
+      else
+        ++it;
+    }
+    if (pfds[1].revents) {
+      signalfd_siginfo si;
+      while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+      }
+      int st;
+      pid_t p;
+      while ((p = ::waitpid(-1, &st, WNOHANG)) > 0)
+        if (p == server) code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+  }
+  // The Server has exited: its sockets are closed, so what it wrote is all
+  // readable now. Forward it, then the exit.
+  while (log_r && forward_log()) {
+  }
+  for (auto& [ch, l] : locals) {
+    while (from_local(ch, l)) {
+      pollfd p{l.fd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) break;
+    }
+  }
+  write_port(io.get(), proto::encode({{"t", "exit"}, {"code", code}}, mux::kControlChannel));
+  power_off(code);
+}
+
+}  // namespace cubby::agent

@@ -1,0 +1,468 @@
+// The vm backend: the box is a QEMU microvm (its own guest kernel), started
+// as the shim's child. The guest's /init is cubby-agent (agent/vm_init.cc),
+// reached over one virtio-serial port. QEMU gets one end of a socketpair as
+// the port's chardev (no socket path, no connect race, nothing left behind);
+// the shim serves <box_dir>/agent.sock itself (bound before QEMU starts:
+// early bind) and multiplexes every accepted connection onto a channel of
+// that single stream, so the runtime and the CLI talk to a vm box exactly
+// as to a sandbox.
+//
+// Root filesystem (first slice): the image's layers as one ext4 image made
+// with `mke2fs -d` (no root or loop devices needed), cached per layer list
+// under <home>/vm/disks and attached read-only as virtio-blk, plus a sparse
+// per-box ext4 disk (<box_dir>/disk.ext4) as the overlay's upper layer, so
+// a box's writes survive stop/start. Both are found in the guest by label.
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "base/fs.h"
+#include "base/log.h"
+#include "base/process.h"
+#include "base/sys.h"
+#include "proto/mux.h"
+#include "proto/transport.h"
+#include "shim/backend.h"
+
+namespace cubby::shim {
+namespace {
+
+namespace mux = proto::mux;
+using proto::Json;
+
+std::string find_program(const std::string& name) {
+  std::string path = getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin";
+  path += ":/usr/sbin:/sbin";
+  size_t at = 0;
+  while (at <= path.size()) {
+    size_t end = path.find(':', at);
+    if (end == std::string::npos) end = path.size();
+    std::string p = path.substr(at, end - at) + "/" + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+    at = end + 1;
+  }
+  return "";
+}
+
+std::string host_tsc_khz() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("cpu MHz", 0) == 0) {
+      auto c = line.find(':');
+      if (c == std::string::npos) break;
+      double mhz = std::atof(line.c_str() + c + 1);
+      if (mhz > 0) return std::to_string(static_cast<long>(mhz * 1000));
+    }
+  }
+  return "";
+}
+
+// Which accelerator this host allows, or why none.
+Result<std::string> pick_accel() {
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    ::close(fd);
+    return std::string("kvm");
+  }
+  const char* a = getenv("CUBBY_VM_ACCEL");
+  if (a && std::string(a) == "tcg") return std::string("tcg");
+  return fail(Error::invalid(std::string("--isolation vm needs KVM, and /dev/kvm is not usable here (") +
+                             std::strerror(errno) + "); set CUBBY_VM_ACCEL=tcg to run the VM under slow emulation"));
+}
+
+Result<ExitStatus> run_tool(const std::vector<std::string>& argv) {
+  SpawnSpec s;
+  s.argv = argv;
+  s.fds = {-1, 2, 2};
+  s.die_with_parent = true;
+  auto c = CUBBY_TRY(spawn(s));
+  return c.wait();
+}
+
+uint64_t g_tree_bytes;
+int add_size(const char*, const struct stat* st, int, FTW*) {
+  g_tree_bytes += static_cast<uint64_t>(st->st_blocks) * 512 + 256;
+  return 0;
+}
+
+// The image disk for this layer list, made once and shared read-only.
+Result<std::string> image_disk(const std::string& home, const std::vector<std::string>& layers) {
+  if (layers.empty()) return fail(Error::invalid("the image has no layers"));
+  uint64_t h = 1469598103934665603ull;  // FNV-1a of the layer paths (content-addressed dirs)
+  for (auto& l : layers) {
+    for (unsigned char c : l + '\n') h = (h ^ c) * 1099511628211ull;
+  }
+  char key[17];
+  std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(h));
+  std::string dir = home + "/vm/disks";
+  std::string path = dir + "/" + key + ".ext4";
+  if (::access(path.c_str(), R_OK) == 0) return path;
+  CUBBY_TRYV(mkdir_p(dir, 0700));
+  std::string src = layers[0];
+  std::string merged;
+  if (layers.size() > 1) {
+    // Flatten the layers (lowest first). Whiteouts are not applied yet.
+    merged = path + ".tree." + std::to_string(::getpid());
+    CUBBY_TRYV(mkdir_p(merged, 0755));
+    for (auto& l : layers) {
+      auto r = run_tool({find_program("cp"), "-a", l + "/.", merged + "/"});
+      if (!r || r->shell_code() != 0) {
+        (void)remove_tree(merged);
+        return fail(Error::internal("flatten layer " + l));
+      }
+    }
+    src = merged;
+  }
+  g_tree_bytes = 0;
+  ::nftw(src.c_str(), add_size, 64, FTW_PHYS);
+  uint64_t kib = (g_tree_bytes * 3 / 2) / 1024 + 32 * 1024;
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  auto r = run_tool({find_program("mke2fs"), "-q", "-t", "ext4", "-L", "cubby-image", "-O", "^has_journal", "-E", "root_owner=0:0", "-d", src,
+                     "-F", tmp, std::to_string(kib) + "k"});
+  if (!merged.empty()) (void)remove_tree(merged);
+  if (!r || r->shell_code() != 0) {
+    ::unlink(tmp.c_str());
+    return fail(Error::internal("mke2fs -d " + src + " failed (is e2fsprogs installed?)"));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) < 0) return sys_fail("rename " + tmp);
+  return path;
+}
+
+// The host half of the session multiplexer (a thread of the shim).
+// The box's own writable disk (the overlay's upper layer in the guest):
+// sparse, made on first start, kept across stop/start, removed with the box.
+Result<std::string> box_disk(const std::string& box_dir) {
+  std::string path = box_dir + "/disk.ext4";
+  if (::access(path.c_str(), R_OK | W_OK) == 0) return path;
+  std::string tmp = path + ".tmp";
+  auto r = run_tool({find_program("mke2fs"), "-q", "-t", "ext4", "-L", "cubby-rw", "-E",
+                     "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0", "-F", tmp, "1G"});
+  if (!r || r->shell_code() != 0) {
+    ::unlink(tmp.c_str());
+    return fail(Error::internal("mke2fs for the box disk failed (is e2fsprogs installed?)"));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) < 0) return sys_fail("rename " + tmp);
+  return path;
+}
+
+class HostMux {
+ public:
+  HostMux(UniqueFd listen, UniqueFd vm, UniqueFd log) : listen_(std::move(listen)), vm_(std::move(vm)), log_(std::move(log)) {
+    wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK);
+    ::fcntl(vm_.get(), F_SETFL, O_NONBLOCK);
+  }
+  ~HostMux() { join(); }
+
+  void start() { th_ = std::thread([this] { loop(); }); }
+  // Queues a control message for the guest's init.
+  void control(const Json& m) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      pending_ += proto::encode(m, mux::kControlChannel);
+    }
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+  }
+  // Waits for the thread; it ends when the VM's end of the stream closes
+  // (QEMU exited), or at once with abandon.
+  void join(bool abandon = false) {
+    if (abandon) {
+      abandon_ = true;
+      uint64_t one = 1;
+      (void)!::write(wake_.get(), &one, sizeof one);
+    }
+    if (th_.joinable()) th_.join();
+  }
+  int exit_code() const { return exit_code_.load(); }
+
+ private:
+  struct Client {
+    UniqueFd fd;
+    mux::RawSplitter split;
+    std::string out;
+    bool closing = false;
+  };
+
+  void write_some(int fd, std::string& buf) {
+    while (!buf.empty()) {
+      ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        buf.erase(0, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      buf.clear();  // peer gone
+      return;
+    }
+  }
+
+  void from_vm(mux::RawFrame& f) {
+    if (f.channel == mux::kControlChannel) {
+      auto m = mux::decode(f.bytes);
+      if (!m) return;
+      std::string t = m->value("t", "");
+      if (t == "log" && (*m)["d"].is_binary()) {
+        auto& d = (*m)["d"].get_binary();
+        (void)sys::write_all(log_.get(), d.data(), d.size());
+      } else if (t == "exit") {
+        exit_code_ = m->value("code", 125);
+      }
+      return;
+    }
+    auto it = clients_.find(f.channel);
+    if (it == clients_.end()) return;  // the client already hung up
+    if (mux::is_close(f.bytes)) {
+      it->second.closing = true;
+      return;
+    }
+    mux::set_channel(f.bytes, 0);
+    it->second.out += f.bytes;
+  }
+
+  void loop() {
+    bool vm_open = true;
+    while (vm_open && !abandon_) {
+      std::vector<pollfd> p = {{listen_.get(), POLLIN, 0},
+                               {vm_.get(), static_cast<short>(POLLIN | (vm_out_.empty() ? 0 : POLLOUT)), 0},
+                               {wake_.get(), POLLIN, 0}};
+      std::vector<uint32_t> chans;
+      for (auto& [ch, c] : clients_) {
+        p.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+        chans.push_back(ch);
+      }
+      if (::poll(p.data(), p.size(), -1) < 0) continue;
+      if (p[2].revents) {
+        uint64_t v;
+        (void)!::read(wake_.get(), &v, sizeof v);
+        std::lock_guard<std::mutex> g(mu_);
+        vm_out_ += pending_;
+        pending_.clear();
+      }
+      if (p[0].revents) {
+        for (;;) {
+          int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+          if (fd < 0) break;
+          Client c;
+          c.fd.reset(fd);
+          clients_.emplace(next_channel_++, std::move(c));
+        }
+      }
+      if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        char buf[65536];
+        for (;;) {
+          ssize_t n = ::read(vm_.get(), buf, sizeof buf);
+          if (n > 0) {
+            vm_in_.feed(buf, static_cast<size_t>(n));
+            for (;;) {
+              auto f = vm_in_.next();
+              if (!f || !*f) break;
+              from_vm(**f);
+            }
+            continue;
+          }
+          if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+          vm_open = false;  // QEMU is gone
+          break;
+        }
+      }
+      for (size_t i = 3; i < p.size(); ++i) {
+        auto it = clients_.find(chans[i - 3]);
+        if (it == clients_.end()) continue;
+        Client& c = it->second;
+        bool gone = false;
+        if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+          char buf[65536];
+          ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+          if (n > 0) {
+            c.split.feed(buf, static_cast<size_t>(n));
+            for (;;) {
+              auto f = c.split.next();
+              if (!f) {
+                gone = true;
+                break;
+              }
+              if (!*f) break;
+              mux::set_channel((*f)->bytes, it->first);
+              vm_out_ += (*f)->bytes;
+            }
+          } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            gone = true;
+          }
+        }
+        if (gone) {
+          vm_out_ += proto::encode({{"t", mux::kClose}}, it->first);
+          clients_.erase(it);
+          continue;
+        }
+      }
+      // Writes, after everything read this round was queued.
+      for (auto it = clients_.begin(); it != clients_.end();) {
+        write_some(it->second.fd.get(), it->second.out);
+        if (it->second.closing && it->second.out.empty())
+          it = clients_.erase(it);
+        else
+          ++it;
+      }
+      if (vm_open) write_some(vm_.get(), vm_out_);
+    }
+    // The VM is gone: hand clients what they are owed, then hang up.
+    for (auto& [ch, c] : clients_) {
+      ::fcntl(c.fd.get(), F_SETFL, 0);
+      timeval tv{2, 0};
+      ::setsockopt(c.fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      write_some(c.fd.get(), c.out);
+    }
+    clients_.clear();
+    listen_.reset();  // connects now fail fast
+  }
+
+  UniqueFd listen_, vm_, log_, wake_;
+  std::thread th_;
+  std::mutex mu_;
+  std::string pending_;
+  std::atomic<bool> abandon_{false};
+  std::atomic<int> exit_code_{-1};
+  std::map<uint32_t, Client> clients_;
+  uint32_t next_channel_ = 1;
+  std::string vm_out_;
+  mux::RawSplitter vm_in_;
+};
+
+class VmInstance : public BoxInstance {
+ public:
+  int pidfd() const override { return qemu_.pidfd(); }
+  int diag_fd() const override { return diag_.get(); }
+
+  Result<ExitStatus> reap() override {
+    auto st = qemu_.wait();
+    reaped_ = true;
+    if (mux_) mux_->join();  // drains the guest's last frames (its exit code)
+    if (!st) return st;
+    int code = mux_ ? mux_->exit_code() : -1;
+    if (code >= 0) return ExitStatus{code, 0, false};
+    if (st->signaled) return *st;
+    hint_ = "the VM ended before its agent reported an exit code (qemu exited with status " +
+            std::to_string(st->code) + "; a guest kernel that cannot boot ends this way)";
+    LOG_WARN("{}", hint_);
+    return ExitStatus{125, 0, false};
+  }
+
+  std::string failure_hint() const override { return hint_; }
+
+  Result<void> allow_start() override {
+    mux_->control({{"t", "go"}});
+    return {};
+  }
+  Result<void> request_stop(int sig) override {
+    mux_->control({{"t", "signal"}, {"sig", sig}});
+    return {};
+  }
+  Result<void> kill() override { return qemu_.signal(SIGKILL); }
+
+  void cleanup() override {
+    if (!reaped_ && qemu_.valid()) {
+      (void)qemu_.signal(SIGKILL);
+      (void)qemu_.wait();
+      reaped_ = true;
+    }
+    if (mux_) {
+      mux_->join(true);
+      mux_.reset();
+    }
+    ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
+  }
+  ~VmInstance() override { cleanup(); }
+
+  std::string box_dir_;
+  ChildProcess qemu_;
+  UniqueFd diag_;
+  bool reaped_ = false;
+  std::string hint_;
+  std::unique_ptr<HostMux> mux_;
+};
+
+class VmBackend : public Backend {
+ public:
+  Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override {
+    const BoxSpec& spec = cfg.spec;
+    std::string accel = CUBBY_TRY(pick_accel());
+    std::string qemu = find_program("qemu-system-x86_64");
+    if (qemu.empty()) return fail(Error::invalid("--isolation vm needs qemu-system-x86_64 (apt-get install qemu-system-x86)"));
+    std::string assets = getenv("CUBBY_VM_ASSETS") ? getenv("CUBBY_VM_ASSETS")
+                                                   : cfg.agent_path.substr(0, cfg.agent_path.rfind('/')) + "/../assets";
+    std::string kernel = assets + "/vmlinuz", initrd = assets + "/initramfs.cpio.gz";
+    for (auto& f : {kernel, initrd})
+      if (::access(f.c_str(), R_OK) != 0)
+        return fail(Error::invalid("vm guest asset " + f + " is missing (build the cubby-vm-assets target)"));
+    std::string disk = CUBBY_TRY(image_disk(cfg.home, spec.layers));
+    std::string rw = CUBBY_TRY(box_disk(cfg.box_dir));
+
+    auto inst = std::make_unique<VmInstance>();
+    inst->box_dir_ = cfg.box_dir;
+    auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));  // early bind
+    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!log) return sys_fail("open box log");
+    auto [host_end, vm_end] = CUBBY_TRY(sys::make_socketpair(SOCK_STREAM));
+    auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());
+
+    long mem_mib = spec.memory ? std::max<long>(static_cast<long>(*spec.memory >> 20), 64) : 256;
+    long cpus = spec.cpus ? std::max<long>(1, static_cast<long>(std::ceil(*spec.cpus))) : 1;
+    std::string append = "console=ttyS0 quiet panic=-1 reboot=t";
+    if (auto khz = host_tsc_khz(); !khz.empty()) append += " tsc_early_khz=" + khz;  // TCG boots hang without it
+    append += " cubby.mode=vm";
+    SpawnSpec s;
+    s.argv = {qemu, "-M", "microvm", "-accel", accel};
+    if (accel == "kvm") s.argv.insert(s.argv.end(), {"-cpu", "host"});
+    s.argv.insert(s.argv.end(),
+                  {"-m", std::to_string(mem_mib), "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config",
+                   "-no-reboot", "-nographic", "-kernel", kernel, "-initrd", initrd, "-append", append,
+                   "-chardev", "socket,id=c0,fd=3", "-device", "virtio-serial-device", "-device",
+                   std::string("virtserialport,chardev=c0,name=") + mux::kPortName, "-serial", "stdio", "-drive",
+                   "id=d0,file=" + disk + ",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
+                   "-drive", "id=d1,file=" + rw + ",format=raw,if=none,discard=unmap", "-device",
+                   "virtio-blk-device,drive=d1"});
+    if (spec.network == "default")  // QEMU user networking: outbound only for now (no -p yet)
+      s.argv.insert(s.argv.end(), {"-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"});
+    s.fds = {-1, diag_w.get(), diag_w.get(), vm_end.get()};
+    s.die_with_parent = true;
+    s.new_session = true;
+    inst->qemu_ = CUBBY_TRY(spawn(s));
+    vm_end.reset();
+    diag_w.reset();
+    inst->diag_ = std::move(diag_r);
+    ::fcntl(inst->diag_.get(), F_SETFL, O_NONBLOCK);
+
+    nlohmann::json agent_cfg = {
+        {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
+        {"hold", cfg.hold},
+        {"hostname", spec.hostname},
+        {"network", spec.network}};
+    inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
+    inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
+    inst->mux_->start();
+    return std::unique_ptr<BoxInstance>(std::move(inst));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_vm_backend() { return std::make_unique<VmBackend>(); }
+
+}  // namespace cubby::shim
