@@ -239,9 +239,9 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
 void note_auto_isolation(Runtime& rt) {
   std::string marker = rt.home() + "/.isolation-auto-noted";
   if (::access(marker.c_str(), F_OK) == 0) return;
-  bool kvm = ::access("/dev/kvm", R_OK | W_OK) == 0;
-  std::cerr << "cubby: --isolation auto chose sandbox ("
-            << (kvm ? "the vm backend is not available in this build" : "no usable /dev/kvm") << ")\n";
+  bool kvm = default_isolation() == "vm";
+  std::cerr << "cubby: --isolation auto chose " << (kvm ? "vm (KVM works here)" : "sandbox (no usable /dev/kvm)")
+            << "\n";
   int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd >= 0) ::close(fd);
 }

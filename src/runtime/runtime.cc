@@ -70,6 +70,8 @@ proto::UnixTransport agent_transport(const std::string& box_dir) { return {box_d
 
 }  // namespace
 
+std::string default_isolation() { return ::access("/dev/kvm", R_OK | W_OK) == 0 ? "vm" : "sandbox"; }
+
 std::string default_home() {
   if (const char* h = std::getenv("CUBBY_HOME"); h && *h) return h;
   if (::geteuid() == 0) return "/var/lib/cubby";
@@ -249,7 +251,8 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   b.image_id = img.id;
   // auto picks vm only where KVM works (the vm backend itself refuses to
   // run without KVM unless CUBBY_VM_ACCEL=tcg).
-  b.isolation = o.isolation == "vm" ? "vm" : "sandbox";
+  // auto picks vm only where KVM works (SPEC §1); vm never falls back.
+  b.isolation = o.isolation == "auto" ? default_isolation() : o.isolation;
   b.created_at = now_rfc3339();
   b.config = spec;
   // The record first: if we are killed right after, the box exists as
@@ -542,8 +545,8 @@ Json Runtime::info() {
           {"home", home_},
           {"kvm", kvm},
           {"vhost_vsock", vsock},
-          {"default_isolation", "sandbox"},
-          {"isolations", Json::array({"sandbox"})},
+          {"default_isolation", default_isolation()},
+          {"isolations", Json::array({"sandbox", "vm"})},
           {"cgroup_version", cg == sandbox::CgroupVersion::kV2 ? Json(2) : cg == sandbox::CgroupVersion::kV1 ? Json(1) : Json(nullptr)},
           {"rootless", ::geteuid() != 0},
           {"bin_dir", bin_dir_}};

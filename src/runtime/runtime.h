@@ -130,5 +130,7 @@ class Runtime {
 // The default home: $CUBBY_HOME, else /var/lib/cubby for root, else
 // ~/.local/share/cubby.
 std::string default_home();
+// What --isolation auto picks here: "vm" where /dev/kvm is usable, else "sandbox".
+std::string default_isolation();
 
 }  // namespace cubby
