@@ -130,6 +130,38 @@ TEST_F(Lifecycle, AgentDeathIsSeenEvenWhileItsSocketStaysOpen) {
   ::rmdir(bins);
 }
 
+// Guarantee 7: the agent's socket is bound before the agent runs, so a
+// connect made as soon as it exists (inotify) is queued, never refused,
+// and served once the agent is up.
+TEST_F(Lifecycle, ConnectDuringBootIsQueuedNotRefused) {
+  for (int round = 0; round < 5; ++round) {
+    auto created = cubby({"create", "--network", "none", image_, "sleep", "1000000"});
+    ASSERT_EQ(created.rc, 0) << created.err;
+    std::string id = created.out.substr(0, 32);
+    std::string dir = home_ + "/boxes/" + id;
+    UniqueFd in(::inotify_init1(IN_CLOEXEC));
+    ASSERT_GE(::inotify_add_watch(in.get(), dir.c_str(), IN_CREATE), 0);
+    auto starter = spawn_cubby(home_, {"start", id});
+    bool seen = false;
+    alignas(inotify_event) char buf[4096];
+    while (!seen) {
+      ssize_t n = ::read(in.get(), buf, sizeof buf);
+      ASSERT_GT(n, 0);
+      for (ssize_t off = 0; off < n;) {
+        auto* e = reinterpret_cast<inotify_event*>(buf + off);
+        if (e->len && std::string(e->name) == "agent.sock") seen = true;
+        off += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+      }
+    }
+    // Straight at the socket, before `start` has even returned.
+    proto::UnixTransport t(dir, "agent.sock");
+    auto conn = proto::connect_and_hello(t);
+    EXPECT_TRUE(conn) << "connect during boot failed: " << conn.error().message();
+    EXPECT_EQ(starter.wait().value().code, 0);
+    EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
+  }
+}
+
 TEST_F(Lifecycle, ExecExitCodesAreTrue) {
   std::string id = run_detached();
   EXPECT_EQ(cubby({"exec", id, "sh", "-c", "exit 7"}).rc, 7);

@@ -3,6 +3,7 @@
 // about 2-3 s per boot, so only a few cases.
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "base/fs.h"
+#include "base/sys.h"
 #include "harness.h"
 
 namespace cubby::test {
@@ -31,7 +33,10 @@ class Vm : public BoxTest {
     if (home_.empty()) return;  // skipped
     BoxTest::TearDown();
     // No QEMU may outlive its box (its command line names the home's disk).
-    for (int i = 0; i < 100 && !processes_mentioning(home_).empty(); ++i) std::this_thread::sleep_for(50ms);
+    // A QEMU that is still exiting gets a bounded wait on its pidfd.
+    for (pid_t p : processes_mentioning(home_)) {
+      if (auto fd = sys::pidfd_open(p)) (void)sys::wait_readable(fd->get(), 5s);
+    }
     EXPECT_TRUE(processes_mentioning(home_).empty()) << "a QEMU process outlived its box";
     ::unsetenv("CUBBY_VM_ACCEL");
   }
@@ -41,6 +46,34 @@ class Vm : public BoxTest {
     return a;
   }
 };
+
+// Guarantee 7: a host connect made while the VM boots waits for the agent
+// instead of failing. The exec is issued as soon as the box's socket exists
+// (inotify), seconds before the guest kernel has even started under TCG.
+TEST_F(Vm, ExecDuringBootWaitsForTheAgent) {
+  auto created = cubby({"create", "--isolation", "vm", "--network", "none", image_, "sleep", "1000000"});
+  ASSERT_EQ(created.rc, 0) << created.err;
+  std::string id = created.out.substr(0, 32);
+  std::string dir = home_ + "/boxes/" + id;
+  UniqueFd in(::inotify_init1(IN_CLOEXEC));
+  ASSERT_GE(::inotify_add_watch(in.get(), dir.c_str(), IN_CREATE), 0);
+  auto starter = spawn_cubby(home_, {"start", id});
+  bool seen = ::access((dir + "/agent.sock").c_str(), F_OK) == 0;
+  alignas(inotify_event) char buf[4096];
+  while (!seen) {
+    ssize_t n = ::read(in.get(), buf, sizeof buf);
+    ASSERT_GT(n, 0);
+    for (ssize_t off = 0; off < n;) {
+      auto* e = reinterpret_cast<inotify_event*>(buf + off);
+      if (e->len && std::string(e->name) == "agent.sock") seen = true;
+      off += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+    }
+  }
+  auto during = cubby({"exec", id, "sh", "-c", "exit 4"});
+  EXPECT_EQ(during.rc, 4) << "a connect during boot failed instead of waiting: " << during.err;
+  EXPECT_EQ(starter.wait().value().code, 0);
+  EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
+}
 
 TEST_F(Vm, UnameIsTheGuestKernel) {
   auto r = cubby(run({"--rm", image_, "uname", "-r"}));
