@@ -75,6 +75,21 @@ TEST_F(Vm, ExecDuringBootWaitsForTheAgent) {
   EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
 }
 
+TEST_F(Vm, TwentyVmBoxesInARowLeaveNothing) {
+  // Alternate the two ways a vm box ends: by itself (--rm) and by rm -f.
+  // TearDown then checks for QEMU processes, sockets, mounts, cgroups, dirs.
+  for (int i = 0; i < 20; ++i) {
+    if (i % 2 == 0) {
+      ASSERT_EQ(cubby(run({"--rm", image_, "true"})).rc, 0) << "round " << i;
+    } else {
+      auto r = cubby(run({"-d", image_, "sleep", "1000000"}));
+      ASSERT_EQ(r.rc, 0) << r.err;
+      ASSERT_EQ(cubby({"rm", "-f", r.out.substr(0, 32)}).rc, 0);
+    }
+  }
+  EXPECT_EQ(cubby({"ls", "-a", "-q"}).out, "");
+}
+
 TEST_F(Vm, UnameIsTheGuestKernel) {
   auto r = cubby(run({"--rm", image_, "uname", "-r"}));
   ASSERT_EQ(r.rc, 0) << r.err;
