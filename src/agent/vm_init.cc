@@ -16,11 +16,12 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <poll.h>
 #include <net/if.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -34,6 +35,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -63,6 +65,35 @@ constexpr char kSessionSocket[] = "cubby-agent-sessions";  // abstract
   for (;;) ::pause();
 }
 
+// Kernel uevents (NETLINK_KOBJECT_UEVENT), opened before the modules load so
+// no device event can be missed. Devices that appear asynchronously (the
+// virtio-serial port, disks, eth0) are waited for by re-checking sysfs after
+// each event: no polling loop, and the deadline is only a backstop.
+UniqueFd g_uevents;
+
+void open_uevents() {
+  g_uevents.reset(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_KOBJECT_UEVENT));
+  sockaddr_nl a{};
+  a.nl_family = AF_NETLINK;
+  a.nl_groups = 1;  // kernel broadcasts
+  if (g_uevents && ::bind(g_uevents.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) g_uevents.reset();
+}
+
+template <typename F>
+auto wait_for_device(F probe, std::chrono::milliseconds backstop) -> decltype(probe()) {
+  auto deadline = std::chrono::steady_clock::now() + backstop;
+  for (;;) {
+    if (auto found = probe(); !found.empty()) return found;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !g_uevents) return {};
+    pollfd p{g_uevents.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;  // re-probe once more, then give up
+    char buf[8192];
+    while (::recv(g_uevents.get(), buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
+  }
+}
+
 void load_modules() {
   std::ifstream order("/modules.order");
   std::string m;
@@ -79,49 +110,49 @@ void load_modules() {
 
 // /sys/class/virtio-ports/vportNpM/name == "cubby" -> /dev/vportNpM. The
 // port appears asynchronously after virtio_console probes, so poll briefly.
-std::string find_port() {
-  for (int i = 0; i < 1000; ++i) {
-    if (DIR* d = ::opendir("/sys/class/virtio-ports")) {
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::ifstream f(std::string("/sys/class/virtio-ports/") + e->d_name + "/name");
-        std::string name;
-        if (std::getline(f, name) && name == mux::kPortName) {
-          std::string dev = std::string("/dev/") + e->d_name;
-          ::closedir(d);
-          return dev;
-        }
+std::string probe_port() {
+  if (DIR* d = ::opendir("/sys/class/virtio-ports")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream f(std::string("/sys/class/virtio-ports/") + e->d_name + "/name");
+      std::string name;
+      if (std::getline(f, name) && name == mux::kPortName) {
+        std::string dev = std::string("/dev/") + e->d_name;
+        ::closedir(d);
+        return dev;
       }
-      ::closedir(d);
     }
-    ::usleep(10000);
+    ::closedir(d);
   }
   return "";
 }
 
+std::string find_port() { return wait_for_device(probe_port, std::chrono::seconds(10)); }
+
 // The virtio disk whose ext4 label is `label` (the shim labels them; the
 // order of virtio-mmio devices is not something to rely on), or "".
-std::string find_disk(const std::string& label, int tries) {
-  for (int i = 0; i < tries; ++i) {
-    if (DIR* d = ::opendir("/sys/block")) {
-      while (dirent* e = ::readdir(d)) {
-        if (std::strncmp(e->d_name, "vd", 2) != 0) continue;
-        std::string dev = std::string("/dev/") + e->d_name;
-        int fd = ::open(dev.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;
-        char name[17] = {};
-        bool ok = ::pread(fd, name, 16, 1024 + 120) == 16;  // ext4 s_volume_name
-        ::close(fd);
-        if (ok && label == name) {
-          ::closedir(d);
-          return dev;
-        }
+std::string probe_disk(const std::string& label) {
+  if (DIR* d = ::opendir("/sys/block")) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strncmp(e->d_name, "vd", 2) != 0) continue;
+      std::string dev = std::string("/dev/") + e->d_name;
+      int fd = ::open(dev.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      char name[17] = {};
+      bool ok = ::pread(fd, name, 16, 1024 + 120) == 16;  // ext4 s_volume_name
+      ::close(fd);
+      if (ok && label == name) {
+        ::closedir(d);
+        return dev;
       }
-      ::closedir(d);
     }
-    ::usleep(10000);
+    ::closedir(d);
   }
   return "";
+}
+
+std::string find_disk(const std::string& label, std::chrono::milliseconds backstop) {
+  return wait_for_device([&] { return probe_disk(label); }, backstop);
 }
 
 // --network default: QEMU user networking (slirp) on eth0, with slirp's
@@ -131,11 +162,10 @@ bool configure_eth0() {
   if (!s) return false;
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
-  bool found = false;
-  for (int i = 0; i < 200 && !found; ++i) {
-    found = ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) == 0;
-    if (!found) ::usleep(10000);
-  }
+  bool found = !wait_for_device(
+                     [&]() -> std::string { return ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) == 0 ? "eth0" : ""; },
+                     std::chrono::seconds(2))
+                     .empty();
   if (!found) return false;
   auto set_addr = [&](unsigned long req, const char* ip) {
     ifreq r{};
@@ -212,6 +242,7 @@ void run_vm_init() {
     if (con > 2) ::close(con);
   }
   log::set_prefix("cubby-agent[vm]");
+  open_uevents();
   load_modules();
   std::string port = find_port();
   if (port.empty()) {
@@ -269,13 +300,14 @@ void run_vm_init() {
   // shim attached none.
   ::mkdir("/lower", 0755);
   ::mkdir("/run", 0755);
-  std::string image = find_disk("cubby-image", 300);
+  std::string image = find_disk("cubby-image", std::chrono::seconds(3));
   if (image.empty() || ::mount(image.c_str(), "/lower", "ext4", MS_RDONLY, nullptr) < 0) {
     LOG_ERROR("mount the image disk ({}): {}", image.empty() ? "no disk labelled cubby-image" : image,
               std::strerror(errno));
     power_off(125);
   }
-  std::string rw = find_disk("cubby-rw", 1);
+  std::string rw = find_disk("cubby-rw", std::chrono::milliseconds(0));
+  g_uevents.reset();  // every device we wait for is there (or never will be)
   if (rw.empty() || ::mount(rw.c_str(), "/run", "ext4", MS_NOATIME, nullptr) < 0) {
     if (!rw.empty()) LOG_WARN("mount the box disk {}: {}; writes will not persist", rw, std::strerror(errno));
     ::mount("tmpfs", "/run", "tmpfs", 0, "mode=0755");
