@@ -37,13 +37,21 @@ Result<UniqueFd> UnixTransport::connect() {
 Result<UniqueFd> listen_unix(const std::string& dir, const std::string& name, int backlog) {
   UniqueFd d(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!d) return sys_fail("open " + dir);
-  ::unlinkat(d.get(), name.c_str(), 0);  // a stale socket from a previous run
-  auto a = CUBBY_TRY(addr_via_dirfd(d.get(), name));
+  // Bind under a temporary name, listen, then rename into place: the path
+  // must never exist without a listening socket behind it, or a client that
+  // connects the moment it appears (between bind and listen) is refused.
+  std::string tmp = name + ".tmp." + std::to_string(::getpid());
+  ::unlinkat(d.get(), tmp.c_str(), 0);
+  auto a = CUBBY_TRY(addr_via_dirfd(d.get(), tmp));
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s) return sys_fail("socket");
   if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
-    return sys_fail("bind " + dir + "/" + name);
-  if (::listen(s.get(), backlog) < 0) return sys_fail("listen");
+    return sys_fail("bind " + dir + "/" + tmp);
+  if (::listen(s.get(), backlog) < 0 || ::renameat(d.get(), tmp.c_str(), d.get(), name.c_str()) < 0) {
+    int e = errno;
+    ::unlinkat(d.get(), tmp.c_str(), 0);
+    return sys_fail("listen on " + dir + "/" + name, e);
+  }
   return s;
 }
 

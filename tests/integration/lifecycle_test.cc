@@ -140,7 +140,7 @@ TEST_F(Lifecycle, ConnectDuringBootIsQueuedNotRefused) {
     std::string id = created.out.substr(0, 32);
     std::string dir = home_ + "/boxes/" + id;
     UniqueFd in(::inotify_init1(IN_CLOEXEC));
-    ASSERT_GE(::inotify_add_watch(in.get(), dir.c_str(), IN_CREATE), 0);
+    ASSERT_GE(::inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO), 0);
     auto starter = spawn_cubby(home_, {"start", id});
     bool seen = false;
     alignas(inotify_event) char buf[4096];

@@ -56,7 +56,7 @@ TEST_F(Vm, ExecDuringBootWaitsForTheAgent) {
   std::string id = created.out.substr(0, 32);
   std::string dir = home_ + "/boxes/" + id;
   UniqueFd in(::inotify_init1(IN_CLOEXEC));
-  ASSERT_GE(::inotify_add_watch(in.get(), dir.c_str(), IN_CREATE), 0);
+  ASSERT_GE(::inotify_add_watch(in.get(), dir.c_str(), IN_CREATE | IN_MOVED_TO), 0);
   auto starter = spawn_cubby(home_, {"start", id});
   bool seen = ::access((dir + "/agent.sock").c_str(), F_OK) == 0;
   alignas(inotify_event) char buf[4096];
