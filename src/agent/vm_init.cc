@@ -236,7 +236,7 @@ void run_vm_init() {
   ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
   ::mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
   ::mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
-  int con = ::open("/dev/console", O_RDWR);
+  int con = ::open("/dev/console", O_RDWR | O_CLOEXEC);  // dup2'd to 0-2, which clears CLOEXEC
   if (con >= 0) {
     for (int i = 0; i < 3; ++i) ::dup2(con, i);
     if (con > 2) ::close(con);
@@ -430,8 +430,9 @@ void run_vm_init() {
   for (auto& [ch, l] : locals) write_some(l.fd.get(), l.out);
 
   int code = -1;
+  bool host_open = true;
   while (code < 0) {
-    std::vector<pollfd> pfds = {{io.get(), POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {log_r ? log_r.get() : -1, POLLIN, 0}};
+    std::vector<pollfd> pfds = {{host_open ? io.get() : -1, POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {log_r ? log_r.get() : -1, POLLIN, 0}};
     std::vector<uint32_t> chans;
     for (auto& [ch, l] : locals) {
       pfds.push_back({l.fd.get(), static_cast<short>(POLLIN | (l.out.empty() ? 0 : POLLOUT)), 0});
@@ -452,9 +453,11 @@ void run_vm_init() {
             to_local(**f);
         }
       }
-      // n == 0: the host side is not connected right now; the port stays
-      // open and delivers again when it reconnects.
-      if (n == 0) ::usleep(10000);
+      // n == 0: the host end is gone. The shim holds it (a socketpair) for
+      // the VM's whole life, so this means the shim died and QEMU dies with
+      // it; stop watching the port (it would report EOF forever) instead of
+      // spinning or napping.
+      if (n == 0) host_open = false;
     }
     if (pfds[2].revents) {
       if (!forward_log()) log_r.reset();
