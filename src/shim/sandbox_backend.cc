@@ -194,9 +194,16 @@ class SandboxBackend : public Backend {
                            {"work", cfg.box_dir + "/work"},
                            {"target", cfg.box_dir + "/rootfs"}};
     std::string text = agent_cfg.dump();
-    CUBBY_TRYV(sys::write_all(cfg_w.get(), text.data(), text.size()));
+    // An agent that dies before reading its config (a broken image, a
+    // stand-in agent) closes the pipe: that is the box ending during start,
+    // and the caller learns it, with the agent's last words, from the pidfd.
+    bool agent_gone = false;
+    if (auto w = sys::write_all(cfg_w.get(), text.data(), text.size()); !w) {
+      if (w.error().sys_errno() != EPIPE) return std::unexpected(w.error());
+      agent_gone = true;
+    }
     cfg_w.reset();
-    if (spec.network == "default") {
+    if (spec.network == "default" && !agent_gone) {
       auto net = start_user_network(pid);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
