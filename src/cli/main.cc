@@ -160,7 +160,8 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox");
   c->add_option("-h,--hostname", o.hostname, "Hostname inside the box");
   c->add_option("--entrypoint", o.entrypoint, "Override the image's entrypoint");
-  c->add_option("-p,--publish", o.publish, "Publish a port (not implemented yet)")->allow_extra_args(false);
+  c->add_option("-p,--publish", o.publish, "Publish a port: [IP:][HOST_PORT:]GUEST_PORT[/tcp|udp]")
+      ->allow_extra_args(false);
   c->add_option("-v,--volume", o.volumes, "Mount a volume (not implemented yet)")->allow_extra_args(false);
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
@@ -194,7 +195,6 @@ void check_image_ref(const std::string& ref) {
 }
 
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
-  if (!o.publish.empty()) die("-p/--publish is not implemented yet (port publishing is a separate issue)");
   if (!o.volumes.empty()) die("-v/--volume is not implemented yet (volumes are a separate issue)");
   if (o.network != "none" && o.network != "default")
     die("--network: invalid value \"" + o.network + "\" (want none or default)");
@@ -207,6 +207,7 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.name = o.name;
   c.cmd = cmd;
   c.env = check_env(o.env);
+  c.publish = o.publish;
   c.cwd = o.workdir;
   c.user = o.user;
   c.network = o.network;
@@ -454,6 +455,29 @@ int cmd_inspect(const Global& g, const std::vector<std::string>& rest) {
   json arr = json::array();
   for (auto& b : boxes) arr.push_back(Runtime::to_json(check(rt.resolve(b)), true));
   std::cout << arr.dump(2) << "\n";
+  return 0;
+}
+
+// `docker port`: each published port as "80/tcp -> 0.0.0.0:8080", or the
+// host address of one guest port.
+int cmd_port(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("List a box's published ports", "port BOX [GUEST_PORT[/tcp|udp]]");
+  std::string box, which;
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.app.add_option("GUEST_PORT", which, "Only this guest port");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  auto b = check(rt.resolve(box));
+  auto ports = b.config.value("ports", std::vector<PortMapping>{});
+  bool found = false;
+  for (const auto& p : ports) {
+    std::string guest = std::to_string(p.guest_port) + "/" + p.proto;
+    if (!which.empty() && which != guest && which + "/tcp" != guest) continue;
+    found = true;
+    std::string host = p.host_ip + ":" + std::to_string(p.host_port);
+    std::cout << (which.empty() ? guest + " -> " + host : host) << "\n";
+  }
+  if (!which.empty() && !found) die("no public port '" + which + "' published for " + b.name);
   return 0;
 }
 
@@ -784,7 +808,7 @@ int cmd_image(const Global& g, const std::vector<std::string>& rest) {
 
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
-    "Boxes:   run create start exec shell attach ls inspect stop kill rm wait logs\n"
+    "Boxes:   run create start exec shell attach ls inspect stop kill rm wait logs port\n"
     "Images:  pull load save import images rmi image login logout\n"
     "Host:    info\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
@@ -800,7 +824,7 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"wait", cmd_wait},   {"logs", cmd_logs},     {"info", cmd_info},     {"import", cmd_import},
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
-      {"save", cmd_save},     {"image", cmd_image}};
+      {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

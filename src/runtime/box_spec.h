@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/ports.h"
+
 namespace cubby {
 
 struct BoxSpec {
@@ -27,12 +29,13 @@ struct BoxSpec {
   bool interactive = false;       // -i
   bool tty = false;               // -t
   std::vector<std::string> layers;  // unpacked layer dirs, lowest first
+  std::vector<PortMapping> ports;   // -p, host ports fixed at create
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   j = {{"argv", s.argv}, {"env", s.env}, {"cwd", s.cwd}, {"user", s.user}, {"hostname", s.hostname},
        {"network", s.network}, {"auto_remove", s.auto_remove}, {"interactive", s.interactive},
-       {"tty", s.tty}, {"layers", s.layers}};
+       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}};
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -49,6 +52,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.interactive = j.value("interactive", false);
   s.tty = j.value("tty", false);
   s.layers = j.value("layers", std::vector<std::string>{});
+  s.ports = j.value("ports", std::vector<PortMapping>{});
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();

@@ -174,6 +174,9 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
     Json cfg = b.config;
     cfg.erase("layers");
     j["config"] = cfg;
+    Json ports = Json::array();
+    for (const auto& p : b.config.value("ports", std::vector<PortMapping>{})) ports.push_back(to_string(p));
+    j["ports"] = ports;
   }
   return j;
 }
@@ -233,6 +236,13 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (spec.cwd[0] != '/') return fail(Error::invalid("the working directory must be absolute: " + spec.cwd));
   spec.user = !o.user.empty() ? o.user : img.config.user;
   spec.network = o.network;
+  for (const auto& p : o.publish) {
+    auto m = CUBBY_TRY(parse_publish(p));
+    spec.ports.insert(spec.ports.end(), m.begin(), m.end());
+  }
+  if (!spec.ports.empty() && spec.network != "default")
+    return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
+  CUBBY_TRYV(assign_host_ports(spec.ports));
   spec.memory = o.memory;
   spec.cpus = o.cpus;
   spec.pids = o.pids;

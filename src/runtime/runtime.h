@@ -28,6 +28,7 @@ struct CreateOptions {
   std::optional<std::vector<std::string>> entrypoint;  // --entrypoint
   std::vector<std::string> cmd;                        // overrides the image's Cmd
   std::vector<std::string> env;                        // -e K=V (or K: taken from the caller's env)
+  std::vector<std::string> publish;                    // -p [IP:][HOST:]GUEST[/tcp|udp]
   std::string cwd, user, hostname;
   std::string network = "default";
   std::string isolation = "auto";

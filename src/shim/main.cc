@@ -211,6 +211,16 @@ int run_shim(const std::string& box_id) {
     }
   };
 
+  // A published port another process holds: one clear line, before any
+  // helper fails on it deep inside the start.
+  for (const auto& p : sh.cfg.spec.ports) {
+    if (auto free = check_host_port_free(p); !free) {
+      record_end(store::BoxStatus::kExited, 125, free.error().message());
+      sh.reply({{"t", "failed"}, {"msg", free.error().message()}});
+      return 1;
+    }
+  }
+
   auto backend = sh.cfg.isolation == "vm" ? shim::make_vm_backend() : shim::make_sandbox_backend();
   auto launched = backend->launch(sh.cfg);
   if (!launched) {

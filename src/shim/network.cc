@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "base/sys.h"
+#include "proto/transport.h"
 
 namespace cubby::shim {
 
@@ -18,7 +21,41 @@ std::string user_network_helper() {
   return "";
 }
 
-Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid) {
+namespace {
+
+constexpr const char* kApiSocket = "slirp.sock";
+
+// One request per connection: slirp4netns reads it, answers, and closes.
+Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
+  proto::UnixTransport api(box_dir, kApiSocket);
+  auto fd = CUBBY_TRY(api.connect());
+  nlohmann::json req = {{"execute", "add_hostfwd"},
+                        {"arguments",
+                         {{"proto", p.proto}, {"host_addr", p.host_ip}, {"host_port", p.host_port},
+                          {"guest_port", p.guest_port}}}};
+  std::string text = req.dump();
+  CUBBY_TRYV(sys::write_all(fd.get(), text.data(), text.size()));
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    if (!CUBBY_TRY(sys::wait_readable(fd.get(), std::chrono::seconds(30))))
+      return fail(Error::timeout("publish " + to_string(p) + ": slirp4netns did not answer"));
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_fail("read the slirp4netns API reply");
+    if (n == 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  auto j = nlohmann::json::parse(reply, nullptr, false);
+  if (j.is_object() && j.contains("return")) return {};
+  std::string why = j.is_object() && j.contains("error") ? j["error"].value("desc", reply) : reply;
+  return fail(Error::internal("publish " + to_string(p) + ": " + (why.empty() ? "no answer from slirp4netns" : why)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid, const std::string& box_dir,
+                                                    const std::vector<PortMapping>& ports) {
   std::string helper = user_network_helper();
   if (helper.empty()) return fail(Error::invalid("slirp4netns is not installed (apt-get install slirp4netns)"));
   auto [ready_r, ready_w] = CUBBY_TRY(sys::make_pipe());
@@ -26,7 +63,8 @@ Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid) {
   SpawnSpec s;
   // fds 3 and 4 in the helper: ready and exit pipes.
   s.argv = {helper, "--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3", "--exit-fd=4",
-            std::to_string(box_pid), "tap0"};
+            std::string("--api-socket=") + kApiSocket, std::to_string(box_pid), "tap0"};
+  s.cwd = box_dir;  // a relative API socket path never hits sun_path's 108 bytes
   s.fds = {-1, -1, 2, ready_w.get(), exit_r.get()};
   s.die_with_parent = true;
   auto child = CUBBY_TRY(spawn(s));
@@ -37,7 +75,9 @@ Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid) {
   char b = 0;
   if (!ready || ::read(ready_r.get(), &b, 1) != 1)
     return fail(Error::internal("slirp4netns did not become ready"));
-  return std::make_unique<Network>(std::move(child), std::move(exit_w));
+  auto net = std::make_unique<Network>(std::move(child), std::move(exit_w));
+  for (const auto& p : ports) CUBBY_TRYV(add_hostfwd(box_dir, p));
+  return net;
 }
 
 }  // namespace cubby::shim

@@ -2,12 +2,16 @@
 // slirp4netns (or pasta where slirp4netns is missing) attached to the box's
 // network namespace, giving a tap0 with outbound NAT (10.0.2.0/24, DNS at
 // 10.0.2.3). The helper dies with the shim (PDEATHSIG, and its exit fd).
+// Published ports (-p) are added through slirp4netns' API socket, so the
+// host side of each is a socket of the helper: it goes when the helper does.
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "base/error.h"
 #include "base/process.h"
+#include "runtime/ports.h"
 
 namespace cubby::shim {
 
@@ -23,6 +27,8 @@ class Network {
 
 // Which helper --network default would use here ("" when none is installed).
 std::string user_network_helper();
-Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid);
+// The API socket is <box_dir>/slirp.sock.
+Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid, const std::string& box_dir,
+                                                    const std::vector<PortMapping>& ports);
 
 }  // namespace cubby::shim

@@ -204,7 +204,7 @@ class SandboxBackend : public Backend {
     }
     cfg_w.reset();
     if (spec.network == "default" && !agent_gone) {
-      auto net = start_user_network(pid);
+      auto net = start_user_network(pid, cfg.box_dir, spec.ports);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
     }

@@ -438,8 +438,13 @@ class VmBackend : public Backend {
                    "id=d0,file=" + disk + ",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
                    "-drive", "id=d1,file=" + rw + ",format=raw,if=none,discard=unmap", "-device",
                    "virtio-blk-device,drive=d1"});
-    if (spec.network == "default")  // QEMU user networking: outbound only for now (no -p yet)
-      s.argv.insert(s.argv.end(), {"-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"});
+    if (spec.network == "default") {  // QEMU user networking; -p is hostfwd to the guest's 10.0.2.15
+      std::string netdev = "user,id=n0";
+      for (const auto& p : spec.ports)
+        netdev += ",hostfwd=" + p.proto + ":" + p.host_ip + ":" + std::to_string(p.host_port) + "-:" +
+                  std::to_string(p.guest_port);
+      s.argv.insert(s.argv.end(), {"-netdev", netdev, "-device", "virtio-net-device,netdev=n0"});
+    }
     s.fds = {-1, diag_w.get(), diag_w.get(), vm_end.get()};
     s.die_with_parent = true;
     s.new_session = true;
