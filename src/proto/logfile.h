@@ -1,5 +1,7 @@
-// The box log: what the workload wrote to stdout and stderr, kept apart.
-// A sequence of records: [u8 stream (1 stdout, 2 stderr)][3 bytes zero]
+// The box log: what the workload wrote to stdout and stderr, kept apart,
+// and for a vm box its console (the guest kernel's and init's messages, and
+// QEMU's own), which `cubby logs` shows on stderr.
+// A sequence of records: [u8 stream (1 stdout, 2 stderr, 3 console)][3 bytes zero]
 // [u32 big-endian length][bytes]. Binary-safe, append-only, and readable
 // while being written (a reader stops at an incomplete record).
 #pragma once
@@ -11,6 +13,7 @@
 namespace cubby::logfile {
 
 inline constexpr size_t kRecordHeader = 8;
+inline constexpr int kStdout = 1, kStderr = 2, kConsole = 3;
 
 inline void append_record(std::string& out, int stream, std::string_view data) {
   char h[kRecordHeader] = {static_cast<char>(stream), 0, 0, 0,
@@ -26,7 +29,7 @@ template <typename F>
 bool parse_records(std::string_view buf, size_t& pos, F&& f) {
   while (buf.size() - pos >= kRecordHeader) {
     auto b = reinterpret_cast<const unsigned char*>(buf.data() + pos);
-    if (b[0] != 1 && b[0] != 2) return false;
+    if (b[0] != kStdout && b[0] != kStderr && b[0] != kConsole) return false;
     uint32_t len = (uint32_t{b[4]} << 24) | (uint32_t{b[5]} << 16) | (uint32_t{b[6]} << 8) | b[7];
     if (buf.size() - pos - kRecordHeader < len) break;
     f(static_cast<int>(b[0]), buf.substr(pos + kRecordHeader, len));

@@ -523,7 +523,7 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
       if (n == 0) return {};
       buf.append(tmp, static_cast<size_t>(n));
       bool ok = logfile::parse_records(buf, pos, [&](int stream, std::string_view d) {
-        (void)sys::write_all(stream == 2 ? err_fd : out_fd, d.data(), d.size());
+        (void)sys::write_all(stream == logfile::kStdout ? out_fd : err_fd, d.data(), d.size());
       });
       if (!ok) return fail(Error::invalid("corrupt box log " + path));
       buf.erase(0, pos);

@@ -7,6 +7,7 @@
 // backend, waits for the agent's handshake (bounded by the box's liveness,
 // not by a timer), reports readiness, then supervises: it reaps the box's
 // PID 1 or VMM, records the real exit status, and frees everything.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -21,6 +22,7 @@
 #include "base/process.h"
 #include "base/sys.h"
 #include "proto/launch.h"
+#include "proto/logfile.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
 #include "runtime/box_spec.h"
@@ -37,12 +39,20 @@ constexpr int kDefaultStopGraceMs = 10000;
 // The last lines the agent (or VM console) printed, for error reports.
 class DiagTail {
  public:
+  // A vm box's console also goes into its box log, for `cubby logs`.
+  void copy_to_box_log(UniqueFd log) { box_log_ = std::move(log); }
+
   void drain(int fd) {
     if (fd < 0) return;
     char buf[4096];
     ssize_t n;
     while ((n = ::read(fd, buf, sizeof buf)) > 0) {
       (void)!::write(2, buf, static_cast<size_t>(n));  // into shim.log
+      if (box_log_) {
+        std::string rec;  // one write per record: O_APPEND keeps records whole
+        logfile::append_record(rec, logfile::kConsole, std::string_view(buf, static_cast<size_t>(n)));
+        (void)sys::write_all(box_log_.get(), rec.data(), rec.size());
+      }
       text_.append(buf, static_cast<size_t>(n));
       if (text_.size() > 4096) text_.erase(0, text_.size() - 4096);
     }
@@ -73,6 +83,7 @@ class DiagTail {
 
  private:
   std::string text_;
+  UniqueFd box_log_;
 };
 
 struct Shim {
@@ -232,6 +243,10 @@ int run_shim(const std::string& box_id) {
   }
   auto& box = **launched;
   DiagTail diag;
+  if (sh.cfg.isolation == "vm") {
+    UniqueFd log(::open((sh.cfg.box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (log) diag.copy_to_box_log(std::move(log));
+  }
   bool stopped = false;
 
   auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold);

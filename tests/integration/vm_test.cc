@@ -105,6 +105,18 @@ TEST_F(Vm, WorkloadExitCodeIsTheCliExitCode) {
   EXPECT_EQ(r.out, "out\n");
 }
 
+// The guest console (kernel, init and QEMU messages) is part of `cubby logs`
+// for a vm box, on stderr; the workload's stdout stays clean.
+TEST_F(Vm, ConsoleIsInTheLogsOnStderr) {
+  auto r = cubby(run({"--name", "con", image_, "sh", "-c", "echo out; exit 3"}));
+  EXPECT_EQ(r.rc, 3) << r.err;
+  auto logs = cubby({"logs", "con"});
+  EXPECT_EQ(logs.rc, 0) << logs.err;
+  EXPECT_EQ(logs.out, "out\n");
+  EXPECT_NE(logs.err.find("CUBBY-EXIT 3"), std::string::npos) << logs.err;  // init's last console line
+  EXPECT_EQ(cubby({"rm", "con"}).rc, 0);
+}
+
 TEST_F(Vm, StdinAndStdoutFlowBothWaysAtOnce) {
   // More than every buffer on the path (session, mux, virtio-serial): the
   // guest's multiplexer must keep output flowing while input waits.
