@@ -78,7 +78,9 @@ std::string overlay_options(const RootfsPlan& p) {
     if (!lower.empty()) lower += ':';
     lower += l;
   }
-  return "lowerdir=" + lower + ",upperdir=" + p.upper + ",workdir=" + p.work;
+  // userxattr: we mount inside a user namespace, so overlayfs keeps its
+  // metadata (opaque dirs from the image layers included) in user.overlay.*.
+  return "lowerdir=" + lower + ",upperdir=" + p.upper + ",workdir=" + p.work + ",userxattr";
 }
 
 }  // namespace

@@ -306,8 +306,10 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
     if (std::string via = symlink_ancestor(dir + "/x", symlinks); !via.empty() || symlinks.count(dir))
       return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh..wh..opq\": under a symlink"));
     UniqueFd fd = CUBBY_TRY(open_layer_dir(dest_dir, dir));
-    if (::fsetxattr(fd.get(), "trusted.overlay.opaque", "y", 1, 0) < 0)
-      return sys_fail("mark " + (dir.empty() ? std::string("/") : dir) + " opaque (trusted.overlay.opaque)");
+    // user.overlay.*: the sandbox mounts its overlay inside a user namespace
+    // (option userxattr), where trusted.* xattrs are not read at all.
+    if (::fsetxattr(fd.get(), "user.overlay.opaque", "y", 1, 0) < 0)
+      return sys_fail("mark " + (dir.empty() ? std::string("/") : dir) + " opaque (user.overlay.opaque)");
   }
   for (const auto& [dir, name] : whiteouts) {
     if (!dir.empty() && symlinks.count(dir))

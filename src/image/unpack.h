@@ -31,7 +31,7 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path);
 // devices are skipped (a box must not get device nodes from an image).
 // With overlay_whiteouts, OCI whiteouts become overlayfs ones, as the layer is
 // an overlay lowerdir of its own: ".wh.NAME" turns into a 0/0 character
-// device NAME and ".wh..wh..opq" into the xattr trusted.overlay.opaque=y on
+// device NAME and ".wh..wh..opq" into the xattr user.overlay.opaque=y on
 // its directory (needs CAP_MKNOD / CAP_SYS_ADMIN, i.e. root); otherwise
 // whiteout files are unpacked as ordinary files.
 // Never changes the process's working directory. On error dest_dir holds a

@@ -7,11 +7,9 @@
 // that single stream, so the runtime and the CLI talk to a vm box exactly
 // as to a sandbox.
 //
-// Root filesystem (first slice): the image's layers as one ext4 image made
-// with `mke2fs -d` (no root or loop devices needed), cached per layer list
-// under <home>/vm/disks and attached read-only as virtio-blk, plus a sparse
-// per-box ext4 disk (<box_dir>/disk.ext4) as the overlay's upper layer, so
-// a box's writes survive stop/start. Both are found in the guest by label.
+// Root filesystem: a cached read-only ext4 of the image's flattened layers
+// plus a per-box writable ext4 (shim/vm_disk.h), both virtio-blk, found in
+// the guest by label and joined there by overlayfs.
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -37,26 +35,13 @@
 #include "proto/mux.h"
 #include "proto/transport.h"
 #include "shim/backend.h"
+#include "shim/vm_disk.h"
 
 namespace cubby::shim {
 namespace {
 
 namespace mux = proto::mux;
 using proto::Json;
-
-std::string find_program(const std::string& name) {
-  std::string path = getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin";
-  path += ":/usr/sbin:/sbin";
-  size_t at = 0;
-  while (at <= path.size()) {
-    size_t end = path.find(':', at);
-    if (end == std::string::npos) end = path.size();
-    std::string p = path.substr(at, end - at) + "/" + name;
-    if (::access(p.c_str(), X_OK) == 0) return p;
-    at = end + 1;
-  }
-  return "";
-}
 
 std::string host_tsc_khz() {
   std::ifstream f("/proc/cpuinfo");
@@ -85,81 +70,7 @@ Result<std::string> pick_accel() {
                              std::strerror(errno) + "); set CUBBY_VM_ACCEL=tcg to run the VM under slow emulation"));
 }
 
-Result<ExitStatus> run_tool(const std::vector<std::string>& argv) {
-  SpawnSpec s;
-  s.argv = argv;
-  s.fds = {-1, 2, 2};
-  s.die_with_parent = true;
-  auto c = CUBBY_TRY(spawn(s));
-  return c.wait();
-}
-
-uint64_t g_tree_bytes;
-int add_size(const char*, const struct stat* st, int, FTW*) {
-  g_tree_bytes += static_cast<uint64_t>(st->st_blocks) * 512 + 256;
-  return 0;
-}
-
-// The image disk for this layer list, made once and shared read-only.
-Result<std::string> image_disk(const std::string& home, const std::vector<std::string>& layers) {
-  if (layers.empty()) return fail(Error::invalid("the image has no layers"));
-  uint64_t h = 1469598103934665603ull;  // FNV-1a of the layer paths (content-addressed dirs)
-  for (auto& l : layers) {
-    for (unsigned char c : l + '\n') h = (h ^ c) * 1099511628211ull;
-  }
-  char key[17];
-  std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(h));
-  std::string dir = home + "/vm/disks";
-  std::string path = dir + "/" + key + ".ext4";
-  if (::access(path.c_str(), R_OK) == 0) return path;
-  CUBBY_TRYV(mkdir_p(dir, 0700));
-  std::string src = layers[0];
-  std::string merged;
-  if (layers.size() > 1) {
-    // Flatten the layers (lowest first). Whiteouts are not applied yet.
-    merged = path + ".tree." + std::to_string(::getpid());
-    CUBBY_TRYV(mkdir_p(merged, 0755));
-    for (auto& l : layers) {
-      auto r = run_tool({find_program("cp"), "-a", l + "/.", merged + "/"});
-      if (!r || r->shell_code() != 0) {
-        (void)remove_tree(merged);
-        return fail(Error::internal("flatten layer " + l));
-      }
-    }
-    src = merged;
-  }
-  g_tree_bytes = 0;
-  ::nftw(src.c_str(), add_size, 64, FTW_PHYS);
-  uint64_t kib = (g_tree_bytes * 3 / 2) / 1024 + 32 * 1024;
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  auto r = run_tool({find_program("mke2fs"), "-q", "-t", "ext4", "-L", "cubby-image", "-O", "^has_journal", "-E", "root_owner=0:0", "-d", src,
-                     "-F", tmp, std::to_string(kib) + "k"});
-  if (!merged.empty()) (void)remove_tree(merged);
-  if (!r || r->shell_code() != 0) {
-    ::unlink(tmp.c_str());
-    return fail(Error::internal("mke2fs -d " + src + " failed (is e2fsprogs installed?)"));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) < 0) return sys_fail("rename " + tmp);
-  return path;
-}
-
 // The host half of the session multiplexer (a thread of the shim).
-// The box's own writable disk (the overlay's upper layer in the guest):
-// sparse, made on first start, kept across stop/start, removed with the box.
-Result<std::string> box_disk(const std::string& box_dir) {
-  std::string path = box_dir + "/disk.ext4";
-  if (::access(path.c_str(), R_OK | W_OK) == 0) return path;
-  std::string tmp = path + ".tmp";
-  auto r = run_tool({find_program("mke2fs"), "-q", "-t", "ext4", "-L", "cubby-rw", "-E",
-                     "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0", "-F", tmp, "1G"});
-  if (!r || r->shell_code() != 0) {
-    ::unlink(tmp.c_str());
-    return fail(Error::internal("mke2fs for the box disk failed (is e2fsprogs installed?)"));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) < 0) return sys_fail("rename " + tmp);
-  return path;
-}
-
 class HostMux {
  public:
   HostMux(UniqueFd listen, UniqueFd vm, UniqueFd log) : listen_(std::move(listen)), vm_(std::move(vm)), log_(std::move(log)) {

@@ -257,6 +257,24 @@ void BoxTest::TearDown() {
   (void)remove_tree(home_);
 }
 
+void BackendTest::SetUp() {
+  if (GetParam() == "vm") {
+    if (::access("/usr/bin/qemu-system-x86_64", X_OK) != 0) GTEST_SKIP() << "qemu-system-x86_64 is not installed";
+    if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0) GTEST_SKIP() << "vm assets not built";
+    ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
+  }
+  BoxTest::SetUp();
+}
+
+void BackendTest::TearDown() {
+  if (home_.empty()) return;  // skipped
+  BoxTest::TearDown();
+  for (pid_t p : processes_mentioning(home_))
+    if (auto fd = sys::pidfd_open(p)) (void)sys::wait_readable(fd->get(), std::chrono::seconds(5));
+  EXPECT_TRUE(processes_mentioning(home_).empty()) << "a process (QEMU?) outlived its box";
+  ::unsetenv("CUBBY_VM_ACCEL");
+}
+
 std::string BoxTest::run_detached(const std::vector<std::string>& extra) {
   std::vector<std::string> args = {"run", "-d", "--network", "none", image_};
   args.insert(args.end(), extra.begin(), extra.end());

@@ -72,6 +72,17 @@ class BoxTest : public ::testing::Test {
   int fds_before_ = 0;
 };
 
+// A BoxTest run once per backend (GetParam() is "sandbox" or "vm"). The vm
+// instance runs under TCG (CUBBY_VM_ACCEL=tcg) and is skipped where QEMU or
+// the guest assets are missing; after it, no process may mention the home
+// (a QEMU outliving its box would).
+class BackendTest : public BoxTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  const std::string& isolation() const { return GetParam(); }
+};
+
 // The cgroup directories a box id has (should be none once it is gone).
 std::vector<std::string> cgroups_of(const std::string& id);
 // cubby processes descended from this process.

@@ -52,23 +52,12 @@ bool port_is_free(int port) {
   return ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
 }
 
-class Ports : public BoxTest, public ::testing::WithParamInterface<std::string> {
+class Ports : public BackendTest {
  protected:
   void SetUp() override {
-    if (GetParam() == "vm") {
-      if (::access("/usr/bin/qemu-system-x86_64", X_OK) != 0) GTEST_SKIP() << "qemu-system-x86_64 is not installed";
-      if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0)
-        GTEST_SKIP() << "vm assets not built";
-      ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
-    } else if (::access("/usr/bin/slirp4netns", X_OK) != 0) {
+    if (GetParam() == "sandbox" && ::access("/usr/bin/slirp4netns", X_OK) != 0)
       GTEST_SKIP() << "slirp4netns is not installed";
-    }
-    BoxTest::SetUp();
-  }
-  void TearDown() override {
-    if (home_.empty()) return;
-    BoxTest::TearDown();
-    ::unsetenv("CUBBY_VM_ACCEL");
+    BackendTest::SetUp();
   }
 };
 
