@@ -375,7 +375,7 @@ TEST_F(BadInput, BadFlagValues) {
       {{"run", "-e"}, {"--env"}},
       {{"run", "-it", img, "sh"}, {"not a TTY"}},
       {{"run", "-d", "-i", img, "true"}, {"-d", "-i"}},
-      {{"run", "-p", "80:80", img, "true"}, {"-p"}},
+      {{"run", "-p", "80:x", img, "true"}, {"80:x", "port"}},
       {{"run", "-v", "/a:/b", img, "true"}, {"-v"}},
       {{"run", "--bogus", img}, {"--bogus"}},
       {{"run", "--bogus=1", img}, {"--bogus"}},
