@@ -9,7 +9,7 @@ set -eu
 OUT=${1:?usage: fetch-guest-kernel.sh OUT_DIR}
 # The modules, dependencies first (resolved once from modules.dep; see
 # ../shared/notes/qemu-on-this-machine.md).
-MODS="virtio_ring virtio virtio_mmio virtio_console virtio_blk overlay failover net_failover virtio_net"
+MODS="virtio_ring virtio virtio_mmio virtio_console virtio_blk overlay failover net_failover virtio_net virtio_balloon"
 [ -f "$OUT/kernel.txt" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/modules.order" ] &&
   [ "$(cat "$OUT/modules.order")" = "$(printf '%s.ko\n' $MODS)" ] && { touch "$OUT/kernel.txt"; exit 0; }
 KVER=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: linux-image-\(.*-cloud-amd64\)$/\1/p' | head -1)

@@ -339,7 +339,11 @@ class VmBackend : public Backend {
     if (auto khz = host_tsc_khz(); !khz.empty()) append += " tsc_early_khz=" + khz;  // TCG boots hang without it
     append += " cubby.mode=vm";
     SpawnSpec s;
-    s.argv = {qemu, "-M", "microvm", "-accel", accel};
+    // TCG's translation buffer (default 1 GiB on 64-bit hosts) fills with
+    // boot-time code an idle box never runs again: 32 MiB measured no slower
+    // to boot here and keeps ~25 MiB less resident per box.
+    std::string accel_opt = accel == "tcg" ? "tcg,tb-size=32" : accel;
+    s.argv = {qemu, "-M", "microvm", "-accel", accel_opt};
     if (accel == "kvm") s.argv.insert(s.argv.end(), {"-cpu", "host"});
     s.argv.insert(s.argv.end(),
                   {"-m", std::to_string(mem_mib), "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config",
@@ -348,7 +352,11 @@ class VmBackend : public Backend {
                    std::string("virtserialport,chardev=c0,name=") + mux::kPortName, "-serial", "stdio", "-drive",
                    "id=d0,file=" + disk + ",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
                    "-drive", "id=d1,file=" + rw + ",format=raw,if=none,discard=unmap", "-device",
-                   "virtio-blk-device,drive=d1"});
+                   "virtio-blk-device,drive=d1",
+                   // Free page reporting: the guest hands pages it frees back
+                   // to QEMU, which discards them, so an idle box's RSS is what
+                   // the guest uses rather than everything it ever touched.
+                   "-device", "virtio-balloon-device,free-page-reporting=on"});
     if (spec.network == "default") {  // QEMU user networking; -p is hostfwd to the guest's 10.0.2.15
       std::string netdev = "user,id=n0";
       for (const auto& p : spec.ports)
