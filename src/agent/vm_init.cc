@@ -197,6 +197,7 @@ sockaddr_un session_addr(socklen_t& len) {
 }
 
 void write_port(int fd, const std::string& bytes) {
+  if (bytes.empty()) return;
   if (auto r = sys::write_all(fd, bytes.data(), bytes.size()); !r) LOG_WARN("write port: {}", r.error().message());
 }
 
@@ -205,14 +206,19 @@ struct Local {
   mux::RawSplitter split;
   std::string out;  // frames for the local session, not yet taken
   bool closing = false;
+  uint64_t in_flight = 0;  // our frames on this channel the host has not acked
+  mux::AckCounter acks;    // host frames we delivered to the session
 };
 
-// Non-blocking write of as much of buf as the socket takes; false: peer gone.
-bool write_some(int fd, std::string& buf) {
+// Non-blocking write of as much of buf as the socket takes; false: peer
+// gone. `written` gets how many bytes went.
+bool write_some(int fd, std::string& buf, size_t& written) {
+  written = 0;
   while (!buf.empty()) {
     ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
     if (n > 0) {
       buf.erase(0, static_cast<size_t>(n));
+      written += static_cast<size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -379,6 +385,10 @@ void run_vm_init() {
       if (it != locals.end()) it->second.closing = true;  // once what it is owed is written
       return;
     }
+    if (uint64_t n = mux::ack_bytes(f.bytes)) {
+      if (it != locals.end()) it->second.in_flight -= std::min(n, it->second.in_flight);
+      return;
+    }
     if (it == locals.end()) {
       Local l;
       l.fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -391,7 +401,7 @@ void run_vm_init() {
       it = locals.emplace(f.channel, std::move(l)).first;
     }
     // Buffered, never a blocking write: the session's own output must keep
-    // flowing while its input waits (no per-channel flow control yet).
+    // flowing while its input waits. The host sends at most a window ahead.
     mux::set_channel(f.bytes, 0);
     it->second.out += f.bytes;
   };
@@ -411,6 +421,7 @@ void run_vm_init() {
       mux::set_channel((*f)->bytes, ch);
       out += (*f)->bytes;
     }
+    l.in_flight += out.size();
     write_port(io.get(), out);
     return true;
   };
@@ -435,7 +446,11 @@ void run_vm_init() {
   };
   for (auto& f : early) to_local(f);
   early.clear();
-  for (auto& [ch, l] : locals) write_some(l.fd.get(), l.out);
+  size_t written;
+  for (auto& [ch, l] : locals) {
+    write_some(l.fd.get(), l.out, written);
+    write_port(io.get(), l.acks.add(ch, written));
+  }
 
   int code = -1;
   bool host_open = true;
@@ -443,7 +458,10 @@ void run_vm_init() {
     std::vector<pollfd> pfds = {{host_open ? io.get() : -1, POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {log_r ? log_r.get() : -1, POLLIN, 0}};
     std::vector<uint32_t> chans;
     for (auto& [ch, l] : locals) {
-      pfds.push_back({l.fd.get(), static_cast<short>(POLLIN | (l.out.empty() ? 0 : POLLOUT)), 0});
+      // Out of credit: the session's output waits in its socket (and then
+      // in the agent, which stops reading the process) until the host acks.
+      short in = l.in_flight < mux::kWindow ? POLLIN : 0;
+      pfds.push_back({l.fd.get(), static_cast<short>(in | (l.out.empty() ? 0 : POLLOUT)), 0});
       chans.push_back(ch);
     }
     if (::poll(pfds.data(), pfds.size(), -1) < 0) continue;
@@ -476,7 +494,8 @@ void run_vm_init() {
       if (it != locals.end() && !from_local(it->first, it->second)) locals.erase(it);
     }
     for (auto it = locals.begin(); it != locals.end();) {
-      bool alive = write_some(it->second.fd.get(), it->second.out);
+      bool alive = write_some(it->second.fd.get(), it->second.out, written);
+      if (alive) write_port(io.get(), it->second.acks.add(it->first, written));
       if (!alive || (it->second.closing && it->second.out.empty()))
         it = locals.erase(it);
       else

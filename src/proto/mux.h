@@ -5,8 +5,16 @@
 // mux layer itself:
 //   - channel kControlChannel carries shim<->guest-init messages (config,
 //     go, signal, log, exit), never a session;
-//   - {"t":"close"} on a session channel ends that session (either way).
+//   - {"t":"close"} on a session channel ends that session (either way);
+//   - {"t":"mux_ack","n":N} on a session channel returns N bytes of credit.
 // A session channel is opened implicitly by its first frame.
+//
+// Flow control is per channel, so one session whose client stops reading
+// stalls only itself: each side may have at most kWindow bytes of a
+// channel's session frames in flight, and the receiver acks bytes once it
+// has handed them to the session's socket. A stalled session's memory is
+// thus bounded by the window on both halves of the multiplexer, and the
+// backpressure reaches the agent, which stops reading that process's output.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +27,9 @@ namespace cubby::proto::mux {
 
 inline constexpr uint32_t kControlChannel = 0;
 inline constexpr const char* kClose = "close";
+inline constexpr const char* kAck = "mux_ack";
+inline constexpr uint64_t kWindow = 1u << 20;
+inline constexpr uint64_t kAckEvery = kWindow / 4;
 // The name of the virtio-serial port carrying the stream.
 inline constexpr const char* kPortName = "cubby";
 
@@ -44,11 +55,34 @@ class RawSplitter {
 void set_channel(std::string& frame, uint32_t channel);
 // Decodes a raw frame's payload (for the few frames the mux layer reads).
 std::optional<Json> decode(const std::string& frame);
+// The mux layer's own frames are tiny: session traffic is never decoded.
 inline bool is_close(const std::string& frame) {
-  // A close frame is tiny: don't decode session traffic.
-  if (frame.size() > kHeaderSize + 16) return false;
+  if (frame.size() > kHeaderSize + 32) return false;
   auto m = decode(frame);
   return m && m->value("t", "") == kClose;
 }
+// The credit an ack frame returns; 0 for any other frame.
+inline uint64_t ack_bytes(const std::string& frame) {
+  if (frame.size() > kHeaderSize + 32) return 0;
+  auto m = decode(frame);
+  return m && m->value("t", "") == kAck ? m->value("n", uint64_t{0}) : 0;
+}
+inline std::string ack_frame(uint32_t channel, uint64_t n) { return encode({{"t", kAck}, {"n", n}}, channel); }
+
+// Bytes a side has delivered to a session's socket and not yet acked;
+// returns the ack to send (or "") after adding `delivered`.
+class AckCounter {
+ public:
+  std::string add(uint32_t channel, uint64_t delivered) {
+    pending_ += delivered;
+    if (pending_ < kAckEvery) return {};
+    uint64_t n = pending_;
+    pending_ = 0;
+    return ack_frame(channel, n);
+  }
+
+ private:
+  uint64_t pending_ = 0;
+};
 
 }  // namespace cubby::proto::mux

@@ -108,20 +108,26 @@ class HostMux {
     mux::RawSplitter split;
     std::string out;
     bool closing = false;
+    uint64_t in_flight = 0;  // our frames on this channel the guest has not acked
+    mux::AckCounter acks;    // its frames we delivered to the client
   };
 
-  void write_some(int fd, std::string& buf) {
+  // Writes what the socket takes; returns how many bytes that was.
+  size_t write_some(int fd, std::string& buf) {
+    size_t done = 0;
     while (!buf.empty()) {
       ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
       if (n > 0) {
         buf.erase(0, static_cast<size_t>(n));
+        done += static_cast<size_t>(n);
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) return;
+      if (n < 0 && errno == EAGAIN) break;
       buf.clear();  // peer gone
-      return;
+      break;
     }
+    return done;
   }
 
   void from_vm(mux::RawFrame& f) {
@@ -143,6 +149,10 @@ class HostMux {
       it->second.closing = true;
       return;
     }
+    if (uint64_t n = mux::ack_bytes(f.bytes)) {
+      it->second.in_flight -= std::min(n, it->second.in_flight);
+      return;
+    }
     mux::set_channel(f.bytes, 0);
     it->second.out += f.bytes;
   }
@@ -155,7 +165,10 @@ class HostMux {
                                {wake_.get(), POLLIN, 0}};
       std::vector<uint32_t> chans;
       for (auto& [ch, c] : clients_) {
-        p.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
+        // Out of credit: leave the client's bytes in its socket (its
+        // writer blocks) until the guest acks; a hangup still shows.
+        short in = c.in_flight < mux::kWindow ? POLLIN : 0;
+        p.push_back({c.fd.get(), static_cast<short>(in | (c.out.empty() ? 0 : POLLOUT)), 0});
         chans.push_back(ch);
       }
       if (::poll(p.data(), p.size(), -1) < 0) continue;
@@ -211,6 +224,7 @@ class HostMux {
               }
               if (!*f) break;
               mux::set_channel((*f)->bytes, it->first);
+              c.in_flight += (*f)->bytes.size();
               vm_out_ += (*f)->bytes;
             }
           } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -225,7 +239,8 @@ class HostMux {
       }
       // Writes, after everything read this round was queued.
       for (auto it = clients_.begin(); it != clients_.end();) {
-        write_some(it->second.fd.get(), it->second.out);
+        size_t n = write_some(it->second.fd.get(), it->second.out);
+        vm_out_ += it->second.acks.add(it->first, n);
         if (it->second.closing && it->second.out.empty())
           it = clients_.erase(it);
         else

@@ -63,16 +63,26 @@ CmdResult run_cubby(const std::string& home, const std::vector<std::string>& arg
   out_w.reset();
   err_w.reset();
   in_r.reset();
-  if (input) {
-    (void)sys::write_all(in_w.get(), input->data(), input->size());
-    in_w.reset();
-  }
-  // Read both pipes to EOF (poll, no sleeping), then reap.
+  // Feed stdin while reading stdout and stderr (poll, no sleeping): a
+  // command that streams, like `cat` in a box, is flow-controlled end to
+  // end, so writing all input before reading any output would deadlock.
+  size_t fed = 0;
+  if (in_w) ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
   bool out_open = true, err_open = true;
   char buf[65536];
   while (out_open || err_open) {
-    pollfd p[2] = {{out_open ? out_r.get() : -1, POLLIN, 0}, {err_open ? err_r.get() : -1, POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) continue;
+    if (in_w && fed == input->size()) in_w.reset();
+    pollfd p[3] = {{out_open ? out_r.get() : -1, POLLIN, 0},
+                   {err_open ? err_r.get() : -1, POLLIN, 0},
+                   {in_w ? in_w.get() : -1, POLLOUT, 0}};
+    if (::poll(p, 3, -1) < 0) continue;
+    if (p[2].revents) {
+      ssize_t n = ::write(in_w.get(), input->data() + fed, input->size() - fed);
+      if (n > 0)
+        fed += static_cast<size_t>(n);
+      else if (errno != EAGAIN && errno != EINTR)
+        in_w.reset();  // the command closed its stdin
+    }
     for (int i = 0; i < 2; ++i) {
       if (!p[i].revents) continue;
       ssize_t n = ::read(i == 0 ? out_r.get() : err_r.get(), buf, sizeof buf);
@@ -82,6 +92,7 @@ CmdResult run_cubby(const std::string& home, const std::vector<std::string>& arg
         (i == 0 ? out_open : err_open) = false;
     }
   }
+  in_w.reset();
   auto st = child->wait();
   r.rc = st ? st->shell_code() : -1;
   return r;
