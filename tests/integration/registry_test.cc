@@ -502,5 +502,48 @@ TEST_F(Registry, TruncatedBlobIsRetriedOrFailsCleanly) {
   EXPECT_GE(always, 3u) << trunc.log;  // 3 attempts
 }
 
+// Mirrors (CUBBY_HOME/config.json "mirrors" and docker.io's "registry-mirrors")
+// are tried in order; any failure moves on to the next one, then to the
+// registry itself.
+TEST_F(Registry, MirrorsAreTriedInOrderThenTheRegistry) {
+  std::string dead = "127.0.0.1:" + std::to_string(free_port());  // nothing listens there
+  std::string live = "127.0.0.1:" + std::to_string(plain_.port);
+  std::string fake = "127.0.0.1:" + std::to_string(fake_.port);
+  auto config = [&](const json& j) { ASSERT_TRUE(write_file(home_ + "/config.json", j.dump())); };
+
+  // A registry that does not answer, through a dead mirror, then a live one
+  // whose repositories sit under a prefix.
+  config({{"mirrors", {{dead, {"http://" + dead, "http://" + live + "/test"}}}}});
+  auto r = cubby({"pull", dead + "/busybox:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  r = cubby({"run", "--rm", "--network", "none", dead + "/busybox:v1", "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+
+  // docker.io (unreachable here) through daemon.json-style registry-mirrors.
+  config({{"registry-mirrors", {"http://" + live}}});
+  r = cubby({"pull", "test/other:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(inspect("docker.io/test/other:v1")["RepoTags"][0], "docker.io/test/other:v1");
+
+  // Mirrors that refuse connections, answer 500, or lack the repository: the
+  // registry itself serves the pull.
+  config({{"mirrors", {{live, {"http://" + dead, "http://" + fake + "/err500", live + "/nosuch"}}}}});
+  r = cubby({"pull", live + "/test/bb-v2s2:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+
+  // Everything down: one line, naming what was tried.
+  config({{"mirrors", {{dead, {"http://" + dead}}}}});
+  std::string err = fails({"pull", dead + "/busybox:v2"});
+  EXPECT_NE(err.find("mirrors tried first"), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot reach registry " + dead), std::string::npos) << err;
+  config({{"mirrors", {{live, {"ftp://" + live}}}}});
+  EXPECT_NE(fails({"pull", live + "/test/busybox:v1"}).find("invalid mirror"), std::string::npos);
+  config({{"registry-mirrors", "http://" + live}});
+  EXPECT_NE(fails({"pull", "test/other:v1"}).find("registry-mirrors"), std::string::npos);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+}
+
 }  // namespace
 }  // namespace cubby::test
