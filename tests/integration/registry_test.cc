@@ -13,6 +13,8 @@
 // python3: scripts/install-deps.sh installs them; missing ones FAIL the tests.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -117,9 +119,25 @@ std::string sh(const std::string& cmd) {
   return st == 0 ? "" : "`" + cmd + "` failed: " + out;
 }
 
-std::string registry_config(const std::string& dir, int port, const std::string& extra) {
+std::string registry_config(const std::string& dir, int port, const std::string& extra,
+                            const std::string& ip = "127.0.0.1") {
   return "version: 0.1\nlog: {level: info}\nstorage:\n  filesystem: {rootdirectory: " + dir +
-         "/data}\n  delete: {enabled: true}\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port) + "\n" + extra;
+         "/data}\n  delete: {enabled: true}\nhttp:\n  addr: " + ip + ":" + std::to_string(port) + "\n" + extra;
+}
+
+// An IPv4 address of this host that is not loopback ("" if none).
+std::string non_loopback_ipv4() {
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) < 0) return "";
+  std::string found;
+  for (ifaddrs* i = ifs; i && found.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP))
+      continue;
+    char buf[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf)) found = buf;
+  }
+  ::freeifaddrs(ifs);
+  return found;
 }
 
 class Registry : public BoxTest {
@@ -543,6 +561,43 @@ TEST_F(Registry, MirrorsAreTriedInOrderThenTheRegistry) {
   config({{"registry-mirrors", "http://" + live}});
   EXPECT_NE(fails({"pull", "test/other:v1"}).find("registry-mirrors"), std::string::npos);
   EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+}
+
+// Plain HTTP beyond loopback only for registries in "insecure-registries"
+// (by HOST:PORT or by CIDR): a docker-registry on this host's non-loopback
+// address, serving the plain registry's storage.
+TEST_F(Registry, InsecureRegistriesAllowPlainHttpBeyondLoopback) {
+  std::string ip = non_loopback_ipv4();
+  if (ip.empty()) GTEST_SKIP() << "this host has no non-loopback IPv4 address";
+  Server lan;
+  struct Stop {
+    Server& s;
+    ~Stop() { s.stop(); }
+  } stop{lan};
+  lan.port = free_port();
+  std::string cfg = home_ + "/lan-registry.yml";
+  ASSERT_TRUE(write_file(cfg, registry_config(scratch_ + "/plain", lan.port, "", ip)));
+  ASSERT_EQ(lan.start({"/usr/bin/docker-registry", "serve", cfg}), "");
+  std::string domain = ip + ":" + std::to_string(lan.port), ref = domain + "/test/busybox:v1";
+
+  std::string err = fails({"pull", ref});
+  EXPECT_NE(err.find("registry " + domain + " answers only plain HTTP"), std::string::npos) << err;
+  EXPECT_NE(err.find("insecure-registries"), std::string::npos) << err;
+  EXPECT_EQ(json::parse(cubby({"images", "--format", "json"}).out).size(), 1u);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+
+  ASSERT_TRUE(write_file(home_ + "/config.json", json{{"insecure-registries", {domain}}}.dump()));
+  auto r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+
+  ASSERT_TRUE(write_file(home_ + "/config.json", json{{"insecure-registries", {ip + "/32"}}}.dump()));
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  ASSERT_TRUE(write_file(home_ + "/config.json", json{{"insecure-registries", {"127.0.0.0/8"}}}.dump()));
+  EXPECT_NE(fails({"pull", ref}).find("answers only plain HTTP"), std::string::npos);
 }
 
 }  // namespace
