@@ -600,5 +600,104 @@ TEST_F(Registry, InsecureRegistriesAllowPlainHttpBeyondLoopback) {
   EXPECT_NE(fails({"pull", ref}).find("answers only plain HTTP"), std::string::npos);
 }
 
+// A Docker credential helper (docker-credential-NAME get|store|erase) keeping
+// its secrets in store.json next to itself and logging each call.
+const char* kCredentialHelper = R"PY(#!/usr/bin/python3
+import json, os, sys
+d = os.path.dirname(os.path.abspath(__file__))
+verb, data = sys.argv[1], sys.stdin.read()
+url = json.loads(data)["ServerURL"] if verb == "store" else data.strip()
+open(os.path.join(d, "calls.log"), "a").write(verb + " " + url + "\n")
+path = os.path.join(d, "store.json")
+creds = json.load(open(path)) if os.path.exists(path) else {}
+if verb == "store":
+    creds[url] = [json.loads(data)["Username"], json.loads(data)["Secret"]]
+elif url not in creds:
+    print("credentials not found in native keychain"); sys.exit(1)
+elif verb == "get":
+    print(json.dumps({"ServerURL": url, "Username": creds[url][0], "Secret": creds[url][1]}))
+else:
+    del creds[url]
+json.dump(creds, open(path, "w"))
+)PY";
+
+// credHelpers and credsStore (in cubby's config.json or Docker's) against the
+// htpasswd/TLS registry, with a real helper program on PATH.
+TEST_F(Registry, CredentialHelpers) {
+  std::string domain = "127.0.0.1:" + std::to_string(tls_.port), ref = domain + "/test/busybox:v1";
+  ASSERT_TRUE(mkdir_p(home_ + "/certs.d/" + domain));
+  fs::copy_file(scratch_ + "/cert.pem", home_ + "/certs.d/" + domain + "/ca.crt");
+  std::string bin = home_ + "/helpers";
+  ASSERT_TRUE(mkdir_p(bin));
+  ASSERT_TRUE(write_file(bin + "/docker-credential-cubbytest", kCredentialHelper, 0755));
+  ASSERT_TRUE(write_file(bin + "/docker-credential-broken", "#!/bin/sh\necho boom\nexit 3\n", 0755));
+  struct Env {
+    std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+    ~Env() {
+      ::setenv("PATH", old_path.c_str(), 1);
+      ::unsetenv("DOCKER_CONFIG");
+    }
+  } env;
+  ::setenv("PATH", (bin + ":" + env.old_path).c_str(), 1);
+  ::setenv("DOCKER_CONFIG", (home_ + "/docker").c_str(), 1);
+  auto calls = [&] { return read_file(bin + "/calls.log").value_or(""); };
+  auto config = [&](const json& j) { ASSERT_TRUE(write_file(home_ + "/config.json", j.dump())); };
+
+  // credHelpers: the helper is asked, has nothing: anonymous, refused.
+  config({{"credHelpers", {{domain, "cubbytest"}}}});
+  EXPECT_NE(fails({"pull", ref}).find("authentication required"), std::string::npos);
+  EXPECT_EQ(calls(), "get " + domain + "\n");
+  // login stores through the helper; the file keeps only an empty marker.
+  auto r = cubby({"login", "-u", "testuser", "--password-stdin", domain}, std::string("testpass\n"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(read_file(home_ + "/config.json").value().find("testpass"), std::string::npos);
+  EXPECT_EQ(json::parse(read_file(home_ + "/config.json").value())["auths"][domain], json::object());
+  EXPECT_NE(read_file(bin + "/store.json").value_or("").find("testpass"), std::string::npos);
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  // logout erases from the helper's store.
+  r = cubby({"logout", domain});
+  EXPECT_EQ(r.out, "Removing login credentials for " + domain + "\n") << r.err;
+  EXPECT_EQ(calls(), "get " + domain + "\nstore " + domain + "\nget " + domain + "\nerase " + domain + "\n");
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+  EXPECT_NE(fails({"pull", ref}).find("authentication required"), std::string::npos);
+
+  // credsStore in Docker's own config.json; cubby's file is empty. A registry
+  // that asks for no authentication never runs the helper.
+  ASSERT_TRUE(write_file(bin + "/store.json", json{{domain, {"testuser", "testpass"}}}.dump()));
+  config(json::object());
+  ASSERT_TRUE(mkdir_p(home_ + "/docker"));
+  ASSERT_TRUE(write_file(home_ + "/docker/config.json", json{{"credsStore", "cubbytest"}}.dump()));
+  std::string before = calls();
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(calls(), before + "get " + domain + "\n");
+  r = cubby({"pull", plain("test/busybox:v1")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(calls(), before + "get " + domain + "\n");
+
+  // Helpers that fail or are missing: one line each.
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+  config({{"credHelpers", {{domain, "broken"}}}});
+  std::string err = fails({"pull", ref});
+  EXPECT_NE(err.find("docker-credential-broken get failed (exit code 3): boom"), std::string::npos) << err;
+  config({{"credsStore", "nosuch"}});
+  EXPECT_NE(fails({"pull", ref}).find("docker-credential-nosuch not found"), std::string::npos);
+  config({{"credsStore", "../evil"}});
+  EXPECT_NE(fails({"pull", ref}).find("invalid credential helper name"), std::string::npos);
+
+  // A helper's "<token>" user is an identity token: exchanged at the token
+  // server (OAuth2 refresh-token grant) for a bearer token.
+  std::string tdomain = "127.0.0.1:" + std::to_string(token_.port), tref = tdomain + "/test/busybox:v1";
+  config({{"credHelpers", {{tdomain, "cubbytest"}}}});
+  ASSERT_TRUE(write_file(bin + "/store.json", json{{tdomain, {"<token>", "wrong-secret"}}}.dump()));
+  EXPECT_NE(fails({"pull", tref}).find("incorrect"), std::string::npos);
+  ASSERT_TRUE(write_file(bin + "/store.json", json{{tdomain, {"<token>", "refresh-secret"}}}.dump()));
+  r = cubby({"pull", tref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+}
+
 }  // namespace
 }  // namespace cubby::test
