@@ -130,6 +130,31 @@ std::string symlink_ancestor(const std::string& path,
   return {};
 }
 
+// Keeps only the xattrs an image may set: user.* and security.capability.
+// trusted.* is dropped above all: trusted.overlay.* in a layer would steer
+// overlayfs (opaque dirs, redirects, metacopy) outside the whiteout rules;
+// security.selinux/ima and system.* describe the host, not the image.
+void filter_xattrs(struct archive_entry* e, const std::string& raw) {
+  std::vector<std::pair<std::string, std::string>> keep;
+  bool dropped = false;
+  const char* name = nullptr;
+  const void* value = nullptr;
+  size_t size = 0;
+  archive_entry_xattr_reset(e);
+  while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+    std::string n = name ? name : "";
+    if (n.starts_with("user.") || n == "security.capability") {
+      keep.emplace_back(n, std::string(static_cast<const char*>(value), size));
+    } else {
+      dropped = true;
+      LOG_DEBUG("image unpack: {}: dropping xattr {}", raw, n);
+    }
+  }
+  if (!dropped) return;
+  archive_entry_xattr_clear(e);
+  for (const auto& [n, v] : keep) archive_entry_xattr_add_entry(e, n.c_str(), v.data(), v.size());
+}
+
 }  // namespace
 
 Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
@@ -280,6 +305,7 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
     if (full.size() > kMaxPath)
       return fail(Error::invalid("unsafe archive entry \"" + raw.substr(0, 100) + "...\": path too long"));
     archive_entry_set_pathname(e, full.c_str());
+    filter_xattrs(e, raw);
 
     r = archive_write_header(w.get(), e);
     if (r < ARCHIVE_WARN) return fail(write_error(w.get(), raw));

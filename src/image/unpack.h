@@ -27,7 +27,10 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path);
 // components, writes through a symlink created by the archive, and hardlinks
 // that leave the layer are kInvalid errors naming the entry. Symlinks
 // themselves (absolute or not) are preserved as they are. Permissions,
-// numeric ownership, mtimes and xattrs are restored; character and block
+// numeric ownership and mtimes are restored, and the xattrs an image may set
+// (user.*, and security.capability where the process may write it; pax
+// SCHILY.xattr.* / LIBARCHIVE.xattr.* records): trusted.* (overlayfs's own),
+// security.selinux and system.* from a layer are dropped. Character and block
 // devices are skipped (a box must not get device nodes from an image).
 // With overlay_whiteouts, OCI whiteouts become overlayfs ones, as the layer is
 // an overlay lowerdir of its own: ".wh.NAME" turns into a 0/0 character

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -697,6 +698,75 @@ TEST_F(Registry, CredentialHelpers) {
   ASSERT_TRUE(write_file(bin + "/store.json", json{{tdomain, {"<token>", "refresh-secret"}}}.dump()));
   r = cubby({"pull", tref});
   ASSERT_EQ(r.rc, 0) << r.err;
+}
+
+// Writes a docker-archive (argv[1]) tagged example.com/xattr:v1 whose one
+// layer carries xattrs as pax SCHILY.xattr.* records: user.* on a file and a
+// directory, security.capability (cap_net_raw+ep, VFS_CAP_REVISION_2) on a
+// file, and trusted.overlay.* ones an image must not be able to set.
+const char* kXattrArchive = R"PY(
+import hashlib, io, json, struct, sys, tarfile
+def entry(tf, name, pax, data=None, mode=0o644):
+    ti = tarfile.TarInfo(name)
+    ti.mode, ti.pax_headers = mode, {("SCHILY.xattr." + k): v for k, v in pax.items()}
+    if data is None:
+        ti.type = tarfile.DIRTYPE; ti.mode = 0o755; tf.addfile(ti)
+    else:
+        ti.size = len(data); tf.addfile(ti, io.BytesIO(data))
+cap = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0).decode("utf-8", "surrogateescape")
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    entry(tf, "d", {"user.dir": "on-a-dir"})
+    entry(tf, "d/file", {"user.cubby": "hello", "user.empty": ""}, b"data\n")
+    entry(tf, "ping", {"security.capability": cap}, b"#!/bin/sh\n", 0o755)
+    entry(tf, "sneaky", {"trusted.overlay.opaque": "y", "trusted.overlay.redirect": "/etc", "user.ok": "1"})
+layer = buf.getvalue()
+diff = hashlib.sha256(layer).hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/ping"]},
+                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}).encode()
+chex = hashlib.sha256(config).hexdigest()
+with tarfile.open(sys.argv[1], "w") as out:
+    for name, data in ((chex + ".json", config), (diff + "/layer.tar", layer),
+                       ("manifest.json", json.dumps([{"Config": chex + ".json", "RepoTags": ["example.com/xattr:v1"],
+                                                      "Layers": [diff + "/layer.tar"]}]).encode())):
+        ti = tarfile.TarInfo(name); ti.size = len(data); out.addfile(ti, io.BytesIO(data))
+print(diff)
+)PY";
+
+std::string xattr_of(const std::string& path, const std::string& name) {
+  char buf[256];
+  ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+  return n < 0 ? "<" + std::string(std::strerror(errno)) + ">" : std::string(buf, static_cast<size_t>(n));
+}
+
+// Layer xattrs survive load and pull into the unpacked layer: user.* and
+// security.capability; trusted.* (overlayfs's own) are dropped.
+TEST_F(Registry, LayerXattrsAreKept) {
+  std::string archive = home_ + "/xattr.tar", script = home_ + "/xattr.py";
+  ASSERT_TRUE(write_file(script, kXattrArchive));
+  ASSERT_EQ(sh("/usr/bin/python3 " + script + " " + archive), "");
+  std::string cap = std::string("\x01\x00\x00\x02\x00\x20\x00\x00", 8) + std::string(12, '\0');
+  auto check = [&](const std::string& ref) {
+    json j = inspect(ref);
+    ASSERT_EQ(j["RootFS"]["Layers"].size(), 1u) << j.dump();
+    std::string dir = home_ + "/images/layers/" + j["RootFS"]["Layers"][0].get<std::string>().substr(7);
+    EXPECT_EQ(xattr_of(dir + "/d", "user.dir"), "on-a-dir");
+    EXPECT_EQ(xattr_of(dir + "/d/file", "user.cubby"), "hello");
+    EXPECT_EQ(xattr_of(dir + "/d/file", "user.empty"), "");
+    EXPECT_EQ(xattr_of(dir + "/ping", "security.capability"), cap);
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "user.ok"), "1");
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "trusted.overlay.opaque"), "<No data available>");
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "trusted.overlay.redirect"), "<No data available>");
+  };
+  auto r = cubby({"load", "-i", archive});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  check("example.com/xattr:v1");
+  // Through a registry (skopeo gzips the layer on the way in).
+  ASSERT_EQ(cubby({"rmi", "example.com/xattr:v1"}).rc, 0);
+  ASSERT_EQ(sh("skopeo copy -q --dest-tls-verify=false docker-archive:" + archive + " docker://" + plain("test/xattr:v1")), "");
+  r = cubby({"pull", plain("test/xattr:v1")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  check(plain("test/xattr:v1"));
 }
 
 }  // namespace
