@@ -73,6 +73,8 @@ struct Sink {
   uint64_t written = 0;
   int write_errno = 0;
   std::atomic<uint64_t>* progress = nullptr;
+  int tee_fd = -1;          // also copied here (a pipe to the unpacker) while it reads
+  bool tee_broken = false;  // the reader went away: the rest goes to fd only
 };
 
 size_t on_body(char* p, size_t sz, size_t n, void* ud) {
@@ -92,6 +94,7 @@ size_t on_body(char* p, size_t sz, size_t n, void* ud) {
       return 0;
     }
     if (s->progress) s->progress->fetch_add(len, std::memory_order_relaxed);
+    if (s->tee_fd >= 0 && !s->tee_broken && !sys::write_all(s->tee_fd, p, len)) s->tee_broken = true;
   } else {
     s->resp->body.append(p, len);
   }
@@ -349,6 +352,18 @@ class Registry {
 
   // Picks the scheme and learns the auth challenge.
   Result<void> ping() {
+    // A loopback registry is asked in plain HTTP first: the traffic never
+    // leaves the host, and a TLS attempt at a plain server costs a CA-bundle
+    // load (~30 ms here). Only a registry's answer (200, 401) counts: a
+    // TLS-only server answers 400 to plain HTTP and is then spoken to in https.
+    if (spec_.scheme.empty() && is_loopback_registry(domain_)) {
+      Response r0;
+      Sink s0{&r0, 1u << 20};
+      if (http_request({"http://" + host_ + "/v2/", {}, "", ""}, tls_, s0) && (r0.status == 200 || r0.status == 401)) {
+        base_ = "http://" + host_;
+        return learn(r0);
+      }
+    }
     Response r;
     Sink s{&r, 1u << 20};
     Result<Response> got = fail(Error::internal("no scheme tried"));
@@ -371,6 +386,11 @@ class Registry {
       }
     }
     if (!got) return fail(Error(ErrorKind::kProtocol, "cannot reach " + what() + ": " + got.error().message()));
+    return learn(r);
+  }
+
+  // The auth challenge from a GET /v2/ answer, or why it is no registry.
+  Result<void> learn(Response& r) {
     if (r.status == 401) {
       challenge_ = parse_challenge(r.headers["www-authenticate"]);
     } else if (r.status >= 500 || (is_mirror() && r.status != 200)) {
@@ -620,18 +640,29 @@ Result<Fetched> resolve_manifest(Registry& reg, const std::string& reference, co
 
 // Downloads a blob into path, verifying size and digest; retried on
 // transport errors (a truncated download restarts).
-Result<void> fetch_blob_from(Registry& reg, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress) {
+// Downloads a blob into path, verifying size and digest; retried on
+// transport errors (a truncated download restarts). With a tee, the first
+// attempt's bytes are also written to it (the unpacker's pipe); a failed
+// attempt closes it, so it is still open afterwards only if it carried
+// exactly the verified blob. No fsync: ImageStore::commit syncs the staging
+// area's filesystem once before anything becomes visible.
+Result<void> fetch_blob_from(Registry& reg, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress,
+                             UniqueFd* tee = nullptr) {
   std::string what = "blob sha256:" + short_hex(d.hex);
+  UniqueFd none;
+  UniqueFd& t = tee ? *tee : none;
   for (int attempt = 1;; ++attempt) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (!fd) return sys_fail("create " + path);
     Response r;
     Sha256 hash;
-    Sink s{&r, static_cast<size_t>(d.size), fd.get(), &hash, 0, 0, progress};
+    Sink s{&r, static_cast<size_t>(d.size), fd.get(), &hash, 0, 0, progress, t.get()};
     auto got = reg.get("blobs/sha256:" + d.hex, {}, s);
     auto undo_progress = [&] {
       if (progress && got && got->status == 200) progress->fetch_sub(s.written);
     };
+    bool ok = got && !got->too_big && got->status == 200 && s.written == d.size;
+    if (!ok || s.tee_broken) t.reset();
     if (!got) {
       if (transient(got.error()) && attempt < 3) continue;
       return fail(got.error().wrap("download " + what));
@@ -646,9 +677,12 @@ Result<void> fetch_blob_from(Registry& reg, const Desc& d, const std::string& pa
                                  std::to_string(d.size) + " bytes"));
     }
     std::string got_hex = hash.hex_final();
-    if (got_hex != d.hex)
+    if (got_hex != d.hex) {
+      t.reset();
       return fail(Error::invalid(what + " does not match its digest: want sha256:" + d.hex + ", got sha256:" + got_hex));
-    if (::fsync(fd.get()) < 0) return sys_fail("fsync " + path);
+    }
+    // Start writing it back now, so the commit's sync finds little left to do.
+    (void)::sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
     return {};
   }
 }
@@ -660,8 +694,9 @@ struct Endpoints {
   size_t primary = 0;
 };
 
-Result<void> fetch_blob(Endpoints& eps, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress) {
-  auto r = fetch_blob_from(*eps.all[eps.primary], d, path, progress);
+Result<void> fetch_blob(Endpoints& eps, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress,
+                        UniqueFd* tee = nullptr) {
+  auto r = fetch_blob_from(*eps.all[eps.primary], d, path, progress, tee);
   if (r || r.error().kind() == ErrorKind::kSystem) return r;
   for (size_t i = 0; i < eps.all.size(); ++i) {
     if (i == eps.primary || !eps.all[i]->ready()) continue;
@@ -669,6 +704,37 @@ Result<void> fetch_blob(Endpoints& eps, const Desc& d, const std::string& path, 
     if (fetch_blob_from(*eps.all[i], d, path, progress)) return {};
   }
   return r;
+}
+
+// Downloads a layer blob and unpacks it at the same time: the bytes go to the
+// blob file and through a pipe to an unpacking thread, so the unpack overlaps
+// the download instead of following it. If the first download attempt fails
+// (retried, or served by another endpoint), that unpack is thrown away and
+// the verified file is unpacked afterwards.
+Result<StagedLayer> fetch_and_unpack(Endpoints& eps, const Desc& d, const std::string& blob_path,
+                                     const std::string& work_dir, const std::string& diff_hex,
+                                     std::atomic<uint64_t>* progress) {
+  std::string tag = "layer-" + d.hex;
+  auto [rd, wr] = CUBBY_TRY(sys::make_pipe());
+  std::optional<Result<StagedLayer>> streamed;
+  std::thread unpacker([&, rd = std::move(rd)]() mutable {
+    streamed = stage_layer_fd(rd.get(), work_dir, tag, diff_hex);
+    rd.reset();  // a writer blocked on a full pipe gets EPIPE and carries on without us
+  });
+  auto got = fetch_blob(eps, d, blob_path, progress, &wr);
+  bool complete = wr.valid();
+  wr.reset();
+  unpacker.join();
+  CUBBY_TRYV(got);
+  Result<StagedLayer> u = fail(Error::internal("no unpack"));
+  if (complete) {
+    u = std::move(*streamed);
+  } else {
+    CUBBY_TRYV(remove_tree(work_dir + "/" + tag + ".layer"));
+    u = stage_layer(blob_path, work_dir, tag, diff_hex);
+  }
+  if (!u) return fail(u.error().wrap("layer sha256:" + short_hex(d.hex)));
+  return u;
 }
 
 std::string human(uint64_t n) {
@@ -775,8 +841,13 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
       }
       Task& t = tasks[i];
       Result<void> r{};
-      if (t.download) r = fetch_blob(eps, t.d, t.blob_path, &done_bytes);
-      if (r && t.unpack) {
+      if (t.download && t.unpack) {
+        auto u = fetch_and_unpack(eps, t.d, t.blob_path, area.dir(), t.diff_hex, &done_bytes);
+        if (u) t.unpacked = *u;
+        else r = fail(u.error());
+      } else if (t.download) {
+        r = fetch_blob(eps, t.d, t.blob_path, &done_bytes);
+      } else if (t.unpack) {
         auto u = stage_layer(t.blob_path, area.dir(), "layer-" + t.d.hex, t.diff_hex);
         if (u) t.unpacked = *u;
         else r = fail(u.error().wrap("layer sha256:" + short_hex(t.d.hex)));
@@ -809,7 +880,8 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
     if (t.download) staged.blobs[t.d.hex] = t.blob_path;
     if (t.unpack) staged.layers[t.unpacked.diff_hex] = t.unpacked.dir;
   }
-  return store.commit(area, staged);
+  auto rr = store.commit(area, staged);
+  return rr;
 }
 
 }  // namespace

@@ -188,6 +188,8 @@ bool is_loopback(const std::string& domain) {
 
 }  // namespace
 
+bool is_loopback_registry(const std::string& domain) { return is_loopback(domain); }
+
 std::string base64_encode(const std::string& s) {
   std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),

@@ -83,6 +83,8 @@ struct RegistryConfig {
   const std::vector<MirrorLocation>& mirrors_for(const std::string& domain) const;
 };
 
+// localhost, 127.0.0.0/8 or ::1 (with or without a port).
+bool is_loopback_registry(const std::string& domain);
 // "https://index.docker.io/v1/" -> "docker.io", "http://h:5000/v2/" -> "h:5000".
 std::string normalize_registry_key(const std::string& key);
 // The server URL Docker's credential helpers are keyed by.
