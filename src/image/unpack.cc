@@ -155,9 +155,9 @@ void filter_xattrs(struct archive_entry* e, const std::string& raw) {
   for (const auto& [n, v] : keep) archive_entry_xattr_add_entry(e, n.c_str(), v.data(), v.size());
 }
 
-}  // namespace
-
-Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
+// A reader of the decompressed bytes of src (plain, gzip, bzip2, xz or
+// zstd), positioned at its data. Empty input is kInvalid.
+Result<ReadArchive> open_decompressor(FdSource& src) {
   ReadArchive a(archive_read_new());
   if (!a) return fail(Error::internal("archive_read_new failed"));
   // Only in-process decompressors: never let libarchive spawn helper programs.
@@ -166,19 +166,24 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
   archive_read_support_filter_xz(a.get());
   archive_read_support_filter_zstd(a.get());
   archive_read_support_format_raw(a.get());
-
-  auto src = std::make_unique<FdSource>();
-  src->fd = fd;
-  if (archive_read_open(a.get(), src.get(), nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    if (src->read_errno == 0 && src->total == 0)
-      return fail(Error::invalid("corrupt archive: empty input"));
-    return fail(read_error(a.get(), *src));
+  if (archive_read_open(a.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    if (src.read_errno == 0 && src.total == 0) return fail(Error::invalid("corrupt archive: empty input"));
+    return fail(read_error(a.get(), src));
   }
   struct archive_entry* entry = nullptr;
   int r = archive_read_next_header(a.get(), &entry);
-  if (r == ARCHIVE_EOF || (r < ARCHIVE_WARN && src->read_errno == 0 && src->total == 0))
+  if (r == ARCHIVE_EOF || (r < ARCHIVE_WARN && src.read_errno == 0 && src.total == 0))
     return fail(Error::invalid("corrupt archive: empty input"));
-  if (r < ARCHIVE_WARN) return fail(read_error(a.get(), *src));
+  if (r < ARCHIVE_WARN) return fail(read_error(a.get(), src));
+  return a;
+}
+
+}  // namespace
+
+Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
+  auto src = std::make_unique<FdSource>();
+  src->fd = fd;
+  ReadArchive a = CUBBY_TRY(open_decompressor(*src));
 
   UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!out) return sys_fail("create " + out_path);
@@ -389,27 +394,11 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
 
 Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const std::string& tag,
                                    const std::string& expected_diff_hex) {
-  ReadArchive outer(archive_read_new());
-  ReadArchive inner(archive_read_new());
-  if (!outer || !inner) return fail(Error::internal("libarchive allocation failed"));
-  // Only in-process decompressors: never let libarchive spawn helper programs.
-  archive_read_support_filter_gzip(outer.get());
-  archive_read_support_filter_bzip2(outer.get());
-  archive_read_support_filter_xz(outer.get());
-  archive_read_support_filter_zstd(outer.get());
-  archive_read_support_format_raw(outer.get());
   auto src = std::make_unique<FdSource>();
   src->fd = fd;
-  if (archive_read_open(outer.get(), src.get(), nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    if (src->read_errno == 0 && src->total == 0) return fail(Error::invalid("corrupt archive: empty input"));
-    return fail(read_error(outer.get(), *src));
-  }
-  struct archive_entry* entry = nullptr;
-  int r = archive_read_next_header(outer.get(), &entry);
-  if (r == ARCHIVE_EOF || (r < ARCHIVE_WARN && src->read_errno == 0 && src->total == 0))
-    return fail(Error::invalid("corrupt archive: empty input"));
-  if (r < ARCHIVE_WARN) return fail(read_error(outer.get(), *src));
-
+  ReadArchive outer = CUBBY_TRY(open_decompressor(*src));
+  ReadArchive inner(archive_read_new());
+  if (!inner) return fail(Error::internal("archive_read_new failed"));
   auto tee = std::make_unique<TarTee>();
   tee->outer = outer.get();
   archive_read_support_format_tar(inner.get());
