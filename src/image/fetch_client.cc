@@ -3,8 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
-#include "base/process.h"
-#include "base/sys.h"
+#include "image/helper_process.h"
 #include "image/registry_config.h"
 
 namespace cubby::image {
@@ -24,30 +23,11 @@ ErrorKind kind_from(const std::string& k) {
 
 Result<json> run_fetch(const std::string& bin_dir, const std::vector<std::string>& args, const std::string& input) {
   std::string helper = bin_dir + "/cubby-fetch";
-  auto [out_r, out_w] = CUBBY_TRY(sys::make_pipe());
-  UniqueFd in_r, in_w;
-  if (!input.empty()) {
-    auto p = CUBBY_TRY(sys::make_pipe());
-    in_r = std::move(p.first);
-    in_w = std::move(p.second);
-  }
-  SpawnSpec s;
-  s.argv = {helper};
-  s.argv.insert(s.argv.end(), args.begin(), args.end());
-  s.fds = {input.empty() ? -1 : in_r.get(), out_w.get(), 2};
-  auto child = spawn(s);
-  if (!child) return fail(child.error().wrap("run " + helper));
-  out_w.reset();
-  in_r.reset();
-  if (!input.empty()) {
-    (void)sys::write_all(in_w.get(), input.data(), input.size());
-    in_w.reset();
-  }
-  auto out = sys::read_all(out_r.get(), 1u << 20);
-  auto st = CUBBY_TRY(child->wait());
-  if (!out) return fail(out.error().wrap("read from " + helper));
-  std::string line = *out;
-  json j = json::parse(line, nullptr, false);
+  std::vector<std::string> argv = {helper};
+  argv.insert(argv.end(), args.begin(), args.end());
+  HelperOutput r = CUBBY_TRY(run_helper(argv, input, /*merge_stderr=*/false));
+  const ExitStatus& st = r.status;
+  json j = json::parse(r.out, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     if (st.signaled) return fail(Error::internal(helper + " was killed by signal " + std::to_string(st.signal)));
     return fail(Error::internal(helper + " failed (exit code " + std::to_string(st.code) + ")"));

@@ -9,7 +9,9 @@
 #include "image/registry.h"
 
 #include <curl/curl.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <thread>
 
 #include "base/fs.h"
+#include "base/log.h"
 #include "base/sys.h"
 #include "base/unique_fd.h"
 #include "image/digest.h"
@@ -70,6 +73,8 @@ struct Sink {
   uint64_t written = 0;
   int write_errno = 0;
   std::atomic<uint64_t>* progress = nullptr;
+  int tee_fd = -1;          // also copied here (a pipe to the unpacker) while it reads
+  bool tee_broken = false;  // the reader went away: the rest goes to fd only
 };
 
 size_t on_body(char* p, size_t sz, size_t n, void* ud) {
@@ -89,6 +94,7 @@ size_t on_body(char* p, size_t sz, size_t n, void* ud) {
       return 0;
     }
     if (s->progress) s->progress->fetch_add(len, std::memory_order_relaxed);
+    if (s->tee_fd >= 0 && !s->tee_broken && !sys::write_all(s->tee_fd, p, len)) s->tee_broken = true;
   } else {
     s->resp->body.append(p, len);
   }
@@ -139,10 +145,11 @@ struct TlsMode {
 struct Request {
   std::string url;
   std::vector<std::string> headers;
-  std::string userpwd;  // basic auth for the token server
+  std::string userpwd;    // basic auth for the token server
+  std::string post_form;  // when set: POST this application/x-www-form-urlencoded body
 };
 
-Result<Response> http_get(const Request& req, const TlsMode& tls, Sink& sink) {
+Result<Response> http_request(const Request& req, const TlsMode& tls, Sink& sink) {
   CURL* h = thread_handle();
   if (!h) return fail(Error::internal("curl_easy_init failed"));
   Response& resp = *sink.resp;
@@ -167,6 +174,10 @@ Result<Response> http_get(const Request& req, const TlsMode& tls, Sink& sink) {
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &sink);
   curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
+  if (!req.post_form.empty()) {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, static_cast<long>(req.post_form.size()));
+    curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, req.post_form.c_str());
+  }
   if (!req.userpwd.empty()) {
     curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
     curl_easy_setopt(h, CURLOPT_USERPWD, req.userpwd.c_str());
@@ -281,56 +292,109 @@ std::string url_escape(const std::string& s) {
 
 // ---- the registry ----
 
+// Whether a registry's name resolves to an address in an insecure CIDR.
+bool resolves_to_insecure(const RegistryConfig& cfg, const std::string& domain) {
+  if (!cfg.has_insecure_cidrs()) return false;
+  std::string host = domain.starts_with("[") ? domain.substr(1, domain.find(']') - 1) : domain.substr(0, domain.find(':'));
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return false;
+  bool found = false;
+  for (addrinfo* a = res; a && !found; a = a->ai_next) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    const void* src = a->ai_family == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                                              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+    if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) && ::inet_ntop(a->ai_family, src, buf, sizeof buf))
+      found = cfg.address_listed_insecure(buf);
+  }
+  ::freeaddrinfo(res);
+  return found;
+}
+
+// One place to fetch a repository from: the registry itself or a mirror.
+struct EndpointSpec {
+  std::string domain;  // for credentials, TLS trust and the insecure list: the registry or mirror host
+  std::string repo;    // repository path there (a mirror's prefix included)
+  std::string scheme;  // "http"/"https" when the configuration says so; "": https, then http where allowed
+  std::string label;   // "mirror URL" in messages; empty for the registry itself
+};
+
 class Registry {
  public:
-  Registry(std::string domain, std::string repo, const RegistryConfig& cfg, const std::string& home)
-      : domain_(std::move(domain)), repo_(std::move(repo)) {
+  Registry(EndpointSpec spec, const RegistryConfig& cfg, const std::string& home,
+           std::optional<RegistryAuth> auth = std::nullopt)
+      : spec_(std::move(spec)), domain_(spec_.domain), repo_(spec_.repo), cfg_(cfg) {
     host_ = domain_ == "docker.io" ? "registry-1.docker.io" : domain_;
-    auth_ = cfg.auth_for(domain_);
-    plain_ok_ = cfg.plain_http_allowed(domain_);
-    tls_.verify = !cfg.listed_insecure(domain_);
+    if (auth) {
+      auth_ = auth;
+      creds_loaded_ = true;
+    }
+    bool insecure = cfg.listed_insecure(domain_) || resolves_to_insecure(cfg, domain_);
+    plain_ok_ = spec_.scheme == "http" || insecure || cfg.plain_http_allowed(domain_);
+    tls_.verify = !insecure;
     std::string extra = extra_ca_pem(home, domain_);
     if (!extra.empty()) {
       std::string sys = read_file("/etc/ssl/certs/ca-certificates.crt", 16u << 20).value_or("");
       tls_.ca_pem = sys + "\n" + extra;
     }
-    if (domain_ == "docker.io")
-      for (const auto& m : cfg.mirrors) mirrors_.push_back(m.ends_with("/") ? m.substr(0, m.size() - 1) : m);
+  }
+
+  bool is_mirror() const { return !spec_.label.empty(); }
+  const std::string& label() const { return spec_.label; }
+
+  // ping() once; every caller gets its result.
+  Result<void> ready() {
+    std::lock_guard<std::mutex> l(ping_mu_);
+    if (!pinged_) pinged_ = ping();
+    return *pinged_;
   }
 
   // Picks the scheme and learns the auth challenge.
   Result<void> ping() {
-    for (const auto& m : mirrors_) {  // the first mirror that answers wins
-      Response r;
-      Sink s{&r, 1u << 20};
-      auto got = http_get({m + "/v2/", {}, ""}, tls_, s);
-      if (got && (r.status == 200 || r.status == 401)) {
-        base_ = m;
-        if (r.status == 401) challenge_ = parse_challenge(r.headers["www-authenticate"]);
-        return {};
+    // A loopback registry is asked in plain HTTP first: the traffic never
+    // leaves the host, and a TLS attempt at a plain server costs a CA-bundle
+    // load (~30 ms here). Only a registry's answer (200, 401) counts: a
+    // TLS-only server answers 400 to plain HTTP and is then spoken to in https.
+    if (spec_.scheme.empty() && is_loopback_registry(domain_)) {
+      Response r0;
+      Sink s0{&r0, 1u << 20};
+      if (http_request({"http://" + host_ + "/v2/", {}, "", ""}, tls_, s0) && (r0.status == 200 || r0.status == 401)) {
+        base_ = "http://" + host_;
+        return learn(r0);
       }
     }
     Response r;
     Sink s{&r, 1u << 20};
-    auto got = http_get({"https://" + host_ + "/v2/", {}, ""}, tls_, s);
-    base_ = "https://" + host_;
+    Result<Response> got = fail(Error::internal("no scheme tried"));
+    if (spec_.scheme != "http") {
+      got = http_request({"https://" + host_ + "/v2/", {}, "", ""}, tls_, s);
+      base_ = "https://" + host_;
+    }
     bool verify_failed = !got && got.error().message().find("certificate") != std::string::npos;
-    if (!got && plain_ok_ && !verify_failed) {
+    if (!got && spec_.scheme.empty() && !plain_ok_ && !verify_failed && speaks_plain_http())
+      return fail(Error::invalid("registry " + domain_ + " answers only plain HTTP, which cubby uses for loopback "
+                                 "registries and those in \"insecure-registries\" of CUBBY_HOME/config.json"));
+    if (!got && plain_ok_ && spec_.scheme != "https" && !verify_failed) {
       Response r2;
       Sink s2{&r2, 1u << 20};
-      auto got2 = http_get({"http://" + host_ + "/v2/", {}, ""}, tls_, s2);
-      if (got2) {
+      auto got2 = http_request({"http://" + host_ + "/v2/", {}, "", ""}, tls_, s2);
+      if (got2 || spec_.scheme == "http") {
         got = std::move(got2);
         r = std::move(r2);
         base_ = "http://" + host_;
       }
     }
-    if (!got) return fail(Error(ErrorKind::kProtocol, "cannot reach registry " + domain_ + ": " + got.error().message()));
+    if (!got) return fail(Error(ErrorKind::kProtocol, "cannot reach " + what() + ": " + got.error().message()));
+    return learn(r);
+  }
+
+  // The auth challenge from a GET /v2/ answer, or why it is no registry.
+  Result<void> learn(Response& r) {
     if (r.status == 401) {
       challenge_ = parse_challenge(r.headers["www-authenticate"]);
-    } else if (r.status >= 500) {
-      return fail(Error(ErrorKind::kProtocol,
-                        "registry " + domain_ + " answered " + status_text(r.status) + " to GET /v2/"));
+    } else if (r.status >= 500 || (is_mirror() && r.status != 200)) {
+      return fail(Error(ErrorKind::kProtocol, what() + " answered " + status_text(r.status) + " to GET /v2/"));
     }
     return {};
   }
@@ -341,7 +405,7 @@ class Registry {
     for (int attempt = 0;; ++attempt) {
       std::vector<std::string> hs = extra_headers;
       if (auto a = authorization(); !a.empty()) hs.push_back("Authorization: " + a);
-      Response resp = CUBBY_TRY(http_get({url, hs, ""}, tls_, sink));
+      Response resp = CUBBY_TRY(http_request({url, hs, "", ""}, tls_, sink));
       if (resp.status != 401 || attempt > 0) return resp;
       Challenge c = parse_challenge(resp.headers["www-authenticate"]);
       if (c.scheme.empty()) return resp;
@@ -358,23 +422,41 @@ class Registry {
   // Fetches the token (bearer) or arms Basic credentials.
   Result<void> authenticate() {
     std::lock_guard<std::mutex> l(mu_);
+    if (challenge_.scheme != "basic" && challenge_.scheme != "bearer") return {};
+    if (!creds_loaded_) {  // only now: a credential helper runs only for registries that ask
+      auth_ = CUBBY_TRY(cfg_.credentials_for(domain_));
+      creds_loaded_ = true;
+    }
     if (challenge_.scheme == "basic") {
       if (!auth_) return fail(Error::invalid(denied("authentication required (run cubby login " + domain_ + ")")));
+      if (auth_->username.empty())
+        return fail(Error::invalid("registry " + domain_ + " wants Basic authentication, but its stored credentials "
+                                   "are an identity token (run cubby login " + domain_ + ")"));
       basic_ = true;
       return {};
     }
-    if (challenge_.scheme != "bearer" || !token_.empty()) return {};
+    if (!token_.empty()) return {};
     std::string realm = challenge_.params["realm"];
     if (realm.empty()) return fail(Error(ErrorKind::kProtocol, "registry " + domain_ + ": bearer challenge without a realm"));
-    std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
-    if (!challenge_.params["service"].empty()) url += "service=" + url_escape(challenge_.params["service"]) + "&";
+    std::string service = challenge_.params["service"];
     std::string scope = repo_.empty() ? "" : "repository:" + repo_ + ":pull";
-    if (!scope.empty()) url += "scope=" + url_escape(scope);
+    Request req;
+    if (auth_ && !auth_->identity_token.empty()) {
+      // OAuth2 refresh-token grant (what Docker does with an identity token).
+      req.url = realm;
+      req.post_form = "grant_type=refresh_token&client_id=cubby&refresh_token=" + url_escape(auth_->identity_token) +
+                      (service.empty() ? "" : "&service=" + url_escape(service)) +
+                      (scope.empty() ? "" : "&scope=" + url_escape(scope));
+    } else {
+      req.url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+      if (!service.empty()) req.url += "service=" + url_escape(service) + "&";
+      if (!scope.empty()) req.url += "scope=" + url_escape(scope);
+      if (auth_) req.userpwd = auth_->username + ":" + auth_->password;
+    }
     Response r;
     Sink s{&r, 1u << 20};
-    Request req{url, {}, auth_ ? auth_->username + ":" + auth_->password : ""};
-    CUBBY_TRYV(http_get(req, tls_, s));
-    if (r.status == 401 || r.status == 403)
+    CUBBY_TRYV(http_request(req, tls_, s));
+    if (r.status == 401 || r.status == 403 || (r.status == 400 && !req.post_form.empty()))
       return fail(Error::invalid(auth_ ? "unauthorized: incorrect username or password for " + domain_
                                        : denied("the token server refused anonymous access (run cubby login " + domain_ + ")")));
     if (r.status != 200)
@@ -398,18 +480,25 @@ class Registry {
       return Error::invalid(auth_ ? "unauthorized: incorrect username or password for " + domain_
                                   : denied("authentication required (run cubby login " + domain_ + ")"));
     if (r.status == 404) return Error::not_found(what + ": not found" + (msg.empty() ? "" : " (" + msg + ")"));
-    return Error(ErrorKind::kProtocol, what + ": registry " + domain_ + " answered " + status_text(r.status) +
+    return Error(ErrorKind::kProtocol, what + ": " + this->what() + " answered " + status_text(r.status) +
                                            (msg.empty() ? "" : " (" + msg + ")"));
   }
 
-  const std::string& domain() const { return domain_; }
-  const std::string& repo() const { return repo_; }
-  bool has_auth() const { return auth_.has_value(); }
   const Challenge& challenge() const { return challenge_; }
-  Result<Response> raw_get(const Request& r, Sink& s) { return http_get(r, tls_, s); }
+  Result<Response> raw_get(const Request& r, Sink& s) { return http_request(r, tls_, s); }
   const std::string& base() const { return base_; }
 
  private:
+  std::string what() const { return is_mirror() ? spec_.label : "registry " + domain_; }
+
+  // Whether host_ answers GET /v2/ over plain HTTP (sending no credentials).
+  bool speaks_plain_http() {
+    Response r;
+    Sink s{&r, 1u << 20};
+    auto got = http_request({"http://" + host_ + "/v2/", {}, "", ""}, tls_, s);
+    return got && r.status > 0;
+  }
+
   std::string authorization() {
     std::lock_guard<std::mutex> l(mu_);
     if (!token_.empty()) return "Bearer " + token_;
@@ -417,16 +506,34 @@ class Registry {
     return {};
   }
 
+  EndpointSpec spec_;
   std::string domain_, repo_, host_, base_;
-  std::vector<std::string> mirrors_;
-  std::optional<RegistryAuth> auth_;
+  const RegistryConfig& cfg_;
   bool plain_ok_ = false;
   TlsMode tls_;
+  std::mutex ping_mu_;
+  std::optional<Result<void>> pinged_;
   std::mutex mu_;
+  bool creds_loaded_ = false;
+  std::optional<RegistryAuth> auth_;
   Challenge challenge_;
   std::string token_;
   bool basic_ = false;
 };
+
+// The places a repository is fetched from, in order: its mirrors, then the
+// registry itself.
+std::vector<std::unique_ptr<Registry>> endpoints_for(const RefParts& rp, const RegistryConfig& cfg,
+                                                     const std::string& home) {
+  std::vector<std::unique_ptr<Registry>> eps;
+  for (const auto& m : cfg.mirrors_for(rp.domain))
+    eps.push_back(std::make_unique<Registry>(
+        EndpointSpec{normalize_registry_key(m.host), m.prefix.empty() ? rp.path : m.prefix + "/" + rp.path, m.scheme,
+                     "mirror " + m.str()},
+        cfg, home));
+  eps.push_back(std::make_unique<Registry>(EndpointSpec{rp.domain, rp.path, "", ""}, cfg, home));
+  return eps;
+}
 
 Platform host_platform() { return {"linux", kHostArch, ""}; }
 
@@ -496,54 +603,12 @@ Result<Desc> descriptor(const json& d, const std::string& what) {
   return out;
 }
 
-// Downloads a blob into path, verifying size and digest; retried on
-// transport errors (a truncated download restarts).
-Result<void> fetch_blob(Registry& reg, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress) {
-  std::string what = "blob sha256:" + short_hex(d.hex);
-  for (int attempt = 1;; ++attempt) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd) return sys_fail("create " + path);
-    Response r;
-    Sha256 hash;
-    Sink s{&r, static_cast<size_t>(d.size), fd.get(), &hash, 0, 0, progress};
-    auto got = reg.get("blobs/sha256:" + d.hex, {}, s);
-    auto undo_progress = [&] {
-      if (progress && got && got->status == 200) progress->fetch_sub(s.written);
-    };
-    if (!got) {
-      if (transient(got.error()) && attempt < 3) continue;
-      return fail(got.error().wrap("download " + what));
-    }
-    if (got->too_big)
-      return fail(Error::invalid(what + " is larger than its manifest says (" + std::to_string(d.size) + " bytes)"));
-    if (got->status != 200) return fail(reg.http_error(what, *got));
-    if (s.written != d.size) {
-      undo_progress();
-      if (attempt < 3) continue;
-      return fail(Error::invalid(what + " is truncated: got " + std::to_string(s.written) + " of " +
-                                 std::to_string(d.size) + " bytes"));
-    }
-    std::string got_hex = hash.hex_final();
-    if (got_hex != d.hex)
-      return fail(Error::invalid(what + " does not match its digest: want sha256:" + d.hex + ", got sha256:" + got_hex));
-    if (::fsync(fd.get()) < 0) return sys_fail("fsync " + path);
-    return {};
-  }
-}
 
-std::string human(uint64_t n) {
-  char buf[32];
-  if (n >= (1u << 20)) std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(n) / 1e6);
-  else std::snprintf(buf, sizeof buf, "%.1f kB", static_cast<double>(n) / 1e3);
-  return buf;
-}
-
-Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const RefParts& rp, const PullOptions& o,
-                            const RegistryConfig& cfg) {
-  Platform want = o.platform.empty() ? host_platform() : CUBBY_TRY(parse_platform(o.platform));
-  Registry reg(rp.domain, rp.path, cfg, o.home);
-  CUBBY_TRYV(reg.ping());
-  std::string reference = rp.digest.empty() ? rp.tag : rp.digest;
+// The image manifest for reference at one endpoint: an index is resolved to
+// the platform.
+Result<Fetched> resolve_manifest(Registry& reg, const std::string& reference, const std::string& nref,
+                                 const Platform& want) {
+  CUBBY_TRYV(reg.ready());
   Fetched m = CUBBY_TRY(fetch_manifest(reg, reference, nref));
   if (m.media_type == kOciIndex || m.media_type == kDockerList) {
     json idx = json::parse(m.bytes);
@@ -569,6 +634,138 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
     m = CUBBY_TRY(fetch_manifest(reg, "sha256:" + d.hex, nref + " (" + want.str() + ")"));
     if (m.bytes.size() != d.size) return fail(Error::invalid("manifest for " + nref + " does not match the size in its index"));
   }
+  return m;
+}
+
+
+// Downloads a blob into path, verifying size and digest; retried on
+// transport errors (a truncated download restarts).
+// Downloads a blob into path, verifying size and digest; retried on
+// transport errors (a truncated download restarts). With a tee, the first
+// attempt's bytes are also written to it (the unpacker's pipe); a failed
+// attempt closes it, so it is still open afterwards only if it carried
+// exactly the verified blob. No fsync: ImageStore::commit syncs the staging
+// area's filesystem once before anything becomes visible.
+Result<void> fetch_blob_from(Registry& reg, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress,
+                             UniqueFd* tee = nullptr) {
+  std::string what = "blob sha256:" + short_hex(d.hex);
+  UniqueFd none;
+  UniqueFd& t = tee ? *tee : none;
+  for (int attempt = 1;; ++attempt) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd) return sys_fail("create " + path);
+    Response r;
+    Sha256 hash;
+    Sink s{&r, static_cast<size_t>(d.size), fd.get(), &hash, 0, 0, progress, t.get()};
+    auto got = reg.get("blobs/sha256:" + d.hex, {}, s);
+    auto undo_progress = [&] {
+      if (progress && got && got->status == 200) progress->fetch_sub(s.written);
+    };
+    bool ok = got && !got->too_big && got->status == 200 && s.written == d.size;
+    if (!ok || s.tee_broken) t.reset();
+    if (!got) {
+      if (transient(got.error()) && attempt < 3) continue;
+      return fail(got.error().wrap("download " + what));
+    }
+    if (got->too_big)
+      return fail(Error::invalid(what + " is larger than its manifest says (" + std::to_string(d.size) + " bytes)"));
+    if (got->status != 200) return fail(reg.http_error(what, *got));
+    if (s.written != d.size) {
+      undo_progress();
+      if (attempt < 3) continue;
+      return fail(Error::invalid(what + " is truncated: got " + std::to_string(s.written) + " of " +
+                                 std::to_string(d.size) + " bytes"));
+    }
+    std::string got_hex = hash.hex_final();
+    if (got_hex != d.hex) {
+      t.reset();
+      return fail(Error::invalid(what + " does not match its digest: want sha256:" + d.hex + ", got sha256:" + got_hex));
+    }
+    // Start writing it back now, so the commit's sync finds little left to do.
+    (void)::sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+    return {};
+  }
+}
+
+// The endpoints of one pull: the one that served the manifest first, then the
+// others in order (a mirror may lack a blob or serve a bad one).
+struct Endpoints {
+  std::vector<std::unique_ptr<Registry>> all;
+  size_t primary = 0;
+};
+
+Result<void> fetch_blob(Endpoints& eps, const Desc& d, const std::string& path, std::atomic<uint64_t>* progress,
+                        UniqueFd* tee = nullptr) {
+  auto r = fetch_blob_from(*eps.all[eps.primary], d, path, progress, tee);
+  if (r || r.error().kind() == ErrorKind::kSystem) return r;
+  for (size_t i = 0; i < eps.all.size(); ++i) {
+    if (i == eps.primary || !eps.all[i]->ready()) continue;
+    LOG_DEBUG("pull: {}; trying {}", r.error().message(), eps.all[i]->is_mirror() ? eps.all[i]->label() : "the registry");
+    if (fetch_blob_from(*eps.all[i], d, path, progress)) return {};
+  }
+  return r;
+}
+
+// Downloads a layer blob and unpacks it at the same time: the bytes go to the
+// blob file and through a pipe to an unpacking thread, so the unpack overlaps
+// the download instead of following it. If the first download attempt fails
+// (retried, or served by another endpoint), that unpack is thrown away and
+// the verified file is unpacked afterwards.
+Result<StagedLayer> fetch_and_unpack(Endpoints& eps, const Desc& d, const std::string& blob_path,
+                                     const std::string& work_dir, const std::string& diff_hex,
+                                     std::atomic<uint64_t>* progress) {
+  std::string tag = "layer-" + d.hex;
+  auto [rd, wr] = CUBBY_TRY(sys::make_pipe());
+  std::optional<Result<StagedLayer>> streamed;
+  std::thread unpacker([&, rd = std::move(rd)]() mutable {
+    streamed = stage_layer_fd(rd.get(), work_dir, tag, diff_hex);
+    rd.reset();  // a writer blocked on a full pipe gets EPIPE and carries on without us
+  });
+  auto got = fetch_blob(eps, d, blob_path, progress, &wr);
+  bool complete = wr.valid();
+  wr.reset();
+  unpacker.join();
+  CUBBY_TRYV(got);
+  Result<StagedLayer> u = fail(Error::internal("no unpack"));
+  if (complete) {
+    u = std::move(*streamed);
+  } else {
+    CUBBY_TRYV(remove_tree(work_dir + "/" + tag + ".layer"));
+    u = stage_layer(blob_path, work_dir, tag, diff_hex);
+  }
+  if (!u) return fail(u.error().wrap("layer sha256:" + short_hex(d.hex)));
+  return u;
+}
+
+std::string human(uint64_t n) {
+  char buf[32];
+  if (n >= (1u << 20)) std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(n) / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1f kB", static_cast<double>(n) / 1e3);
+  return buf;
+}
+
+Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const RefParts& rp, const PullOptions& o,
+                            const RegistryConfig& cfg) {
+  Platform want = o.platform.empty() ? host_platform() : CUBBY_TRY(parse_platform(o.platform));
+  Endpoints eps;
+  eps.all = endpoints_for(rp, cfg, o.home);
+  std::string reference = rp.digest.empty() ? rp.tag : rp.digest;
+  std::string mirror_errors;
+  Fetched m;
+  for (size_t i = 0;; ++i) {
+    auto got = resolve_manifest(*eps.all[i], reference, nref, want);
+    if (got) {
+      m = std::move(*got);
+      eps.primary = i;
+      break;
+    }
+    if (!eps.all[i]->is_mirror()) {
+      if (mirror_errors.empty()) return fail(got.error());
+      return fail(Error(got.error().kind(), got.error().message() + " (mirrors tried first: " + mirror_errors + ")"));
+    }
+    LOG_DEBUG("pull {}: {}: {}", nref, eps.all[i]->label(), got.error().message());
+    mirror_errors += (mirror_errors.empty() ? "" : "; ") + got.error().message();
+  }
   if (m.media_type != kOciManifest && m.media_type != kDockerManifest)
     return fail(Error::invalid("unsupported manifest type \"" + m.media_type + "\" for " + nref));
   json manifest = json::parse(m.bytes);
@@ -593,7 +790,7 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
 
   // Config: small, fetched first (its diff_ids check the layers).
   std::string cfg_path = area.dir() + "/" + cfg_desc.hex;
-  CUBBY_TRYV(fetch_blob(reg, cfg_desc, cfg_path, nullptr));
+  CUBBY_TRYV(fetch_blob(eps, cfg_desc, cfg_path, nullptr));
   json config = json::parse(CUBBY_TRY(read_file(cfg_path, kMaxConfigBytes)), nullptr, false);
   if (!config.is_object()) return fail(Error::invalid("image config of " + nref + " is not JSON"));
   std::vector<std::string> diff_ids;
@@ -644,8 +841,13 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
       }
       Task& t = tasks[i];
       Result<void> r{};
-      if (t.download) r = fetch_blob(reg, t.d, t.blob_path, &done_bytes);
-      if (r && t.unpack) {
+      if (t.download && t.unpack) {
+        auto u = fetch_and_unpack(eps, t.d, t.blob_path, area.dir(), t.diff_hex, &done_bytes);
+        if (u) t.unpacked = *u;
+        else r = fail(u.error());
+      } else if (t.download) {
+        r = fetch_blob(eps, t.d, t.blob_path, &done_bytes);
+      } else if (t.unpack) {
         auto u = stage_layer(t.blob_path, area.dir(), "layer-" + t.d.hex, t.diff_hex);
         if (u) t.unpacked = *u;
         else r = fail(u.error().wrap("layer sha256:" + short_hex(t.d.hex)));
@@ -678,7 +880,8 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
     if (t.download) staged.blobs[t.d.hex] = t.blob_path;
     if (t.unpack) staged.layers[t.unpacked.diff_hex] = t.unpacked.dir;
   }
-  return store.commit(area, staged);
+  auto rr = store.commit(area, staged);
+  return rr;
 }
 
 }  // namespace
@@ -717,15 +920,14 @@ Result<ImageInfo> pull(ImageStore& store, const std::string& ref, const PullOpti
 
 Result<void> check_login(const std::string& home, const std::string& domain, const RegistryAuth& auth) {
   RegistryConfig cfg = CUBBY_TRY(RegistryConfig::load(home));
-  cfg.auths[domain] = auth;
-  Registry reg(domain, "", cfg, home);
+  Registry reg(EndpointSpec{domain, "", "", ""}, cfg, home, auth);
   CUBBY_TRYV(reg.ping());
   const Challenge& c = reg.challenge();
   if (c.scheme == "bearer") return reg.authenticate();
   if (c.scheme == "basic") {
     Response r;
     Sink s{&r, 1u << 20};
-    Request req{reg.base() + "/v2/", {"Authorization: Basic " + base64_encode(auth.username + ":" + auth.password)}, ""};
+    Request req{reg.base() + "/v2/", {"Authorization: Basic " + base64_encode(auth.username + ":" + auth.password)}, "", ""};
     CUBBY_TRYV(reg.raw_get(req, s));
     if (r.status == 200) return {};
     if (r.status == 401) return fail(Error::invalid("unauthorized: incorrect username or password for " + domain));

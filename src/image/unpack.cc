@@ -130,9 +130,34 @@ std::string symlink_ancestor(const std::string& path,
   return {};
 }
 
-}  // namespace
+// Keeps only the xattrs an image may set: user.* and security.capability.
+// trusted.* is dropped above all: trusted.overlay.* in a layer would steer
+// overlayfs (opaque dirs, redirects, metacopy) outside the whiteout rules;
+// security.selinux/ima and system.* describe the host, not the image.
+void filter_xattrs(struct archive_entry* e, const std::string& raw) {
+  std::vector<std::pair<std::string, std::string>> keep;
+  bool dropped = false;
+  const char* name = nullptr;
+  const void* value = nullptr;
+  size_t size = 0;
+  archive_entry_xattr_reset(e);
+  while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+    std::string n = name ? name : "";
+    if (n.starts_with("user.") || n == "security.capability") {
+      keep.emplace_back(n, std::string(static_cast<const char*>(value), size));
+    } else {
+      dropped = true;
+      LOG_DEBUG("image unpack: {}: dropping xattr {}", raw, n);
+    }
+  }
+  if (!dropped) return;
+  archive_entry_xattr_clear(e);
+  for (const auto& [n, v] : keep) archive_entry_xattr_add_entry(e, n.c_str(), v.data(), v.size());
+}
 
-Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
+// A reader of the decompressed bytes of src (plain, gzip, bzip2, xz or
+// zstd), positioned at its data. Empty input is kInvalid.
+Result<ReadArchive> open_decompressor(FdSource& src) {
   ReadArchive a(archive_read_new());
   if (!a) return fail(Error::internal("archive_read_new failed"));
   // Only in-process decompressors: never let libarchive spawn helper programs.
@@ -141,19 +166,24 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
   archive_read_support_filter_xz(a.get());
   archive_read_support_filter_zstd(a.get());
   archive_read_support_format_raw(a.get());
-
-  auto src = std::make_unique<FdSource>();
-  src->fd = fd;
-  if (archive_read_open(a.get(), src.get(), nullptr, fd_read, nullptr) != ARCHIVE_OK) {
-    if (src->read_errno == 0 && src->total == 0)
-      return fail(Error::invalid("corrupt archive: empty input"));
-    return fail(read_error(a.get(), *src));
+  if (archive_read_open(a.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
+    if (src.read_errno == 0 && src.total == 0) return fail(Error::invalid("corrupt archive: empty input"));
+    return fail(read_error(a.get(), src));
   }
   struct archive_entry* entry = nullptr;
   int r = archive_read_next_header(a.get(), &entry);
-  if (r == ARCHIVE_EOF || (r < ARCHIVE_WARN && src->read_errno == 0 && src->total == 0))
+  if (r == ARCHIVE_EOF || (r < ARCHIVE_WARN && src.read_errno == 0 && src.total == 0))
     return fail(Error::invalid("corrupt archive: empty input"));
-  if (r < ARCHIVE_WARN) return fail(read_error(a.get(), *src));
+  if (r < ARCHIVE_WARN) return fail(read_error(a.get(), src));
+  return a;
+}
+
+}  // namespace
+
+Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
+  auto src = std::make_unique<FdSource>();
+  src->fd = fd;
+  ReadArchive a = CUBBY_TRY(open_decompressor(*src));
 
   UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!out) return sys_fail("create " + out_path);
@@ -194,14 +224,16 @@ Result<UniqueFd> open_layer_dir(const std::string& dest, const std::string& rel)
 
 }  // namespace
 
-Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir, bool overlay_whiteouts) {
-  UniqueFd in(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return sys_fail("open " + tar_path);
-  ReadArchive a(archive_read_new());
+namespace {
+
+// Unpacks the entries of the open tar reader `a` (see unpack_tar).
+Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, bool overlay_whiteouts) {
+  struct NoFree {
+    void operator()(struct archive*) const {}
+  };
+  std::unique_ptr<struct archive, NoFree> a(a_raw);
   WriteArchive w(archive_write_disk_new());
-  if (!a || !w) return fail(Error::internal("libarchive allocation failed"));
-  archive_read_support_format_tar(a.get());  // ustar, pax, GNU; no filters: the blob is plain
-  if (archive_read_open_fd(a.get(), in.get(), 64 * 1024) != ARCHIVE_OK) return fail(corrupt(a.get()));
+  if (!w) return fail(Error::internal("libarchive allocation failed"));
 
   // Our own checks (below) give clear errors; libarchive's SECURE flags are a
   // second line of defence. NOABSOLUTEPATHS cannot be used because every
@@ -280,6 +312,7 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
     if (full.size() > kMaxPath)
       return fail(Error::invalid("unsafe archive entry \"" + raw.substr(0, 100) + "...\": path too long"));
     archive_entry_set_pathname(e, full.c_str());
+    filter_xattrs(e, raw);
 
     r = archive_write_header(w.get(), e);
     if (r < ARCHIVE_WARN) return fail(write_error(w.get(), raw));
@@ -327,28 +360,74 @@ Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir
   return {};
 }
 
+// The tar inside a compressed layer, read through a second libarchive reader
+// (decompression only) and hashed on the way: one pass, no temporary file.
+struct TarTee {
+  struct archive* outer;
+  Sha256 hash;
+  uint64_t size = 0;
+  char buf[128 * 1024];
+};
+
+la_ssize_t tee_read(struct archive* inner, void* client, const void** out) {
+  auto* t = static_cast<TarTee*>(client);
+  la_ssize_t n = archive_read_data(t->outer, t->buf, sizeof t->buf);
+  if (n < 0) {
+    archive_set_error(inner, archive_errno(t->outer), "%s", archive_msg(t->outer).c_str());
+    return -1;
+  }
+  t->hash.update(t->buf, static_cast<size_t>(n));
+  t->size += static_cast<uint64_t>(n);
+  *out = t->buf;
+  return n;
+}
+
+}  // namespace
+
+Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir, bool overlay_whiteouts) {
+  UniqueFd in(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return sys_fail("open " + tar_path);
+  ReadArchive a(archive_read_new());
+  if (!a) return fail(Error::internal("libarchive allocation failed"));
+  archive_read_support_format_tar(a.get());  // ustar, pax, GNU; no filters: the blob is plain
+  if (archive_read_open_fd(a.get(), in.get(), 64 * 1024) != ARCHIVE_OK) return fail(corrupt(a.get()));
+  return unpack_entries(a.get(), dest_dir, overlay_whiteouts);
+}
+
+Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const std::string& tag,
+                                   const std::string& expected_diff_hex) {
+  auto src = std::make_unique<FdSource>();
+  src->fd = fd;
+  ReadArchive outer = CUBBY_TRY(open_decompressor(*src));
+  ReadArchive inner(archive_read_new());
+  if (!inner) return fail(Error::internal("archive_read_new failed"));
+  auto tee = std::make_unique<TarTee>();
+  tee->outer = outer.get();
+  archive_read_support_format_tar(inner.get());
+  StagedLayer out{"", work_dir + "/" + tag + ".layer"};
+  if (::mkdir(out.dir.c_str(), 0755) < 0) return sys_fail("mkdir " + out.dir);
+  if (archive_read_open(inner.get(), tee.get(), nullptr, tee_read, nullptr) != ARCHIVE_OK)
+    return fail(src->read_errno ? read_error(outer.get(), *src) : corrupt(inner.get()));
+  auto u = unpack_entries(inner.get(), out.dir, /*overlay_whiteouts=*/true);
+  if (!u) return fail(src->read_errno ? read_error(outer.get(), *src) : u.error());
+  // The diff_id covers the whole tar stream, padding after the end marker too.
+  const void* ignored;
+  for (la_ssize_t n; (n = tee_read(inner.get(), tee.get(), &ignored)) != 0;)
+    if (n < 0) return fail(read_error(outer.get(), *src));
+  if (tee->size == 0)
+    return fail(Error::invalid(src->total == 0 ? "corrupt archive: empty input" : "corrupt archive: no data after decompression"));
+  out.diff_hex = tee->hash.hex_final();
+  if (!expected_diff_hex.empty() && out.diff_hex != expected_diff_hex)
+    return fail(Error::invalid("layer content does not match its diff_id (want sha256:" + expected_diff_hex +
+                               ", got sha256:" + out.diff_hex + ")"));
+  return out;
+}
+
 Result<StagedLayer> stage_layer(const std::string& blob_path, const std::string& work_dir,
                                 const std::string& tag, const std::string& expected_diff_hex) {
   UniqueFd in(::open(blob_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) return sys_fail("open " + blob_path);
-  std::string tar = work_dir + "/" + tag + ".tar";
-  auto blob = decompress_to_file(in.get(), tar);
-  in.reset();
-  if (!blob) {
-    ::unlink(tar.c_str());
-    return fail(blob.error());
-  }
-  if (!expected_diff_hex.empty() && blob->digest_hex != expected_diff_hex) {
-    ::unlink(tar.c_str());
-    return fail(Error::invalid("layer content does not match its diff_id (want sha256:" + expected_diff_hex +
-                               ", got sha256:" + blob->digest_hex + ")"));
-  }
-  StagedLayer out{blob->digest_hex, work_dir + "/" + tag + ".layer"};
-  if (::mkdir(out.dir.c_str(), 0755) < 0) return sys_fail("mkdir " + out.dir);
-  auto r = unpack_tar(tar, out.dir, /*overlay_whiteouts=*/true);
-  ::unlink(tar.c_str());
-  if (!r) return fail(r.error());
-  return out;
+  return stage_layer_fd(in.get(), work_dir, tag, expected_diff_hex);
 }
 
 }  // namespace cubby::image

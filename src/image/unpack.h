@@ -27,7 +27,10 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path);
 // components, writes through a symlink created by the archive, and hardlinks
 // that leave the layer are kInvalid errors naming the entry. Symlinks
 // themselves (absolute or not) are preserved as they are. Permissions,
-// numeric ownership, mtimes and xattrs are restored; character and block
+// numeric ownership and mtimes are restored, and the xattrs an image may set
+// (user.*, and security.capability where the process may write it; pax
+// SCHILY.xattr.* / LIBARCHIVE.xattr.* records): trusted.* (overlayfs's own),
+// security.selinux and system.* from a layer are dropped. Character and block
 // devices are skipped (a box must not get device nodes from an image).
 // With overlay_whiteouts, OCI whiteouts become overlayfs ones, as the layer is
 // an overlay lowerdir of its own: ".wh.NAME" turns into a 0/0 character
@@ -39,15 +42,20 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path);
 Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir,
                         bool overlay_whiteouts = false);
 
-// A layer blob (gzip, zstd or plain tar) unpacked into a staging area:
-// decompresses blob_path into <work_dir>/<tag>.tar, checks the uncompressed
-// digest against expected_diff_hex (when not empty; kInvalid on mismatch),
-// unpacks into <work_dir>/<tag>.layer with overlay whiteouts and removes the
-// tar. Returns the diff_id hex and the canonical unpacked directory.
+// A layer blob (gzip, zstd, bzip2, xz or plain tar) unpacked into a staging
+// area in one pass: decompressed in memory, hashed (the diff_id) while the
+// tar is unpacked with overlay whiteouts into <work_dir>/<tag>.layer, then
+// checked against expected_diff_hex (when not empty; kInvalid on mismatch).
+// No temporary tar is written. Returns the diff_id hex and the canonical
+// unpacked directory; on error the caller removes what is left (the staging
+// area does).
 struct StagedLayer {
   std::string diff_hex;
   std::string dir;
 };
+// From an fd (a file or a pipe), read to EOF.
+Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const std::string& tag,
+                                   const std::string& expected_diff_hex);
 Result<StagedLayer> stage_layer(const std::string& blob_path, const std::string& work_dir,
                                 const std::string& tag, const std::string& expected_diff_hex);
 

@@ -13,9 +13,12 @@
 // python3: scripts/install-deps.sh installs them; missing ones FAIL the tests.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -117,9 +120,25 @@ std::string sh(const std::string& cmd) {
   return st == 0 ? "" : "`" + cmd + "` failed: " + out;
 }
 
-std::string registry_config(const std::string& dir, int port, const std::string& extra) {
+std::string registry_config(const std::string& dir, int port, const std::string& extra,
+                            const std::string& ip = "127.0.0.1") {
   return "version: 0.1\nlog: {level: info}\nstorage:\n  filesystem: {rootdirectory: " + dir +
-         "/data}\n  delete: {enabled: true}\nhttp:\n  addr: 127.0.0.1:" + std::to_string(port) + "\n" + extra;
+         "/data}\n  delete: {enabled: true}\nhttp:\n  addr: " + ip + ":" + std::to_string(port) + "\n" + extra;
+}
+
+// An IPv4 address of this host that is not loopback ("" if none).
+std::string non_loopback_ipv4() {
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) < 0) return "";
+  std::string found;
+  for (ifaddrs* i = ifs; i && found.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP))
+      continue;
+    char buf[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf)) found = buf;
+  }
+  ::freeifaddrs(ifs);
+  return found;
 }
 
 class Registry : public BoxTest {
@@ -500,6 +519,254 @@ TEST_F(Registry, TruncatedBlobIsRetriedOrFailsCleanly) {
     (trunc.log.compare(p + 10, 4, "once") == 0 ? once : always)++;
   EXPECT_GE(once, 1u) << trunc.log;
   EXPECT_GE(always, 3u) << trunc.log;  // 3 attempts
+}
+
+// Mirrors (CUBBY_HOME/config.json "mirrors" and docker.io's "registry-mirrors")
+// are tried in order; any failure moves on to the next one, then to the
+// registry itself.
+TEST_F(Registry, MirrorsAreTriedInOrderThenTheRegistry) {
+  std::string dead = "127.0.0.1:" + std::to_string(free_port());  // nothing listens there
+  std::string live = "127.0.0.1:" + std::to_string(plain_.port);
+  std::string fake = "127.0.0.1:" + std::to_string(fake_.port);
+  auto config = [&](const json& j) { ASSERT_TRUE(write_file(home_ + "/config.json", j.dump())); };
+
+  // A registry that does not answer, through a dead mirror, then a live one
+  // whose repositories sit under a prefix.
+  config({{"mirrors", {{dead, {"http://" + dead, "http://" + live + "/test"}}}}});
+  auto r = cubby({"pull", dead + "/busybox:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  r = cubby({"run", "--rm", "--network", "none", dead + "/busybox:v1", "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+
+  // docker.io (unreachable here) through daemon.json-style registry-mirrors.
+  config({{"registry-mirrors", {"http://" + live}}});
+  r = cubby({"pull", "test/other:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(inspect("docker.io/test/other:v1")["RepoTags"][0], "docker.io/test/other:v1");
+
+  // Mirrors that refuse connections, answer 500, or lack the repository: the
+  // registry itself serves the pull.
+  config({{"mirrors", {{live, {"http://" + dead, "http://" + fake + "/err500", live + "/nosuch"}}}}});
+  r = cubby({"pull", live + "/test/bb-v2s2:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+
+  // Everything down: one line, naming what was tried.
+  config({{"mirrors", {{dead, {"http://" + dead}}}}});
+  std::string err = fails({"pull", dead + "/busybox:v2"});
+  EXPECT_NE(err.find("mirrors tried first"), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot reach registry " + dead), std::string::npos) << err;
+  config({{"mirrors", {{live, {"ftp://" + live}}}}});
+  EXPECT_NE(fails({"pull", live + "/test/busybox:v1"}).find("invalid mirror"), std::string::npos);
+  config({{"registry-mirrors", "http://" + live}});
+  EXPECT_NE(fails({"pull", "test/other:v1"}).find("registry-mirrors"), std::string::npos);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+}
+
+// Plain HTTP beyond loopback only for registries in "insecure-registries"
+// (by HOST:PORT or by CIDR): a docker-registry on this host's non-loopback
+// address, serving the plain registry's storage.
+TEST_F(Registry, InsecureRegistriesAllowPlainHttpBeyondLoopback) {
+  std::string ip = non_loopback_ipv4();
+  if (ip.empty()) GTEST_SKIP() << "this host has no non-loopback IPv4 address";
+  Server lan;
+  struct Stop {
+    Server& s;
+    ~Stop() { s.stop(); }
+  } stop{lan};
+  lan.port = free_port();
+  std::string cfg = home_ + "/lan-registry.yml";
+  ASSERT_TRUE(write_file(cfg, registry_config(scratch_ + "/plain", lan.port, "", ip)));
+  ASSERT_EQ(lan.start({"/usr/bin/docker-registry", "serve", cfg}), "");
+  std::string domain = ip + ":" + std::to_string(lan.port), ref = domain + "/test/busybox:v1";
+
+  std::string err = fails({"pull", ref});
+  EXPECT_NE(err.find("registry " + domain + " answers only plain HTTP"), std::string::npos) << err;
+  EXPECT_NE(err.find("insecure-registries"), std::string::npos) << err;
+  EXPECT_EQ(json::parse(cubby({"images", "--format", "json"}).out).size(), 1u);
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+
+  ASSERT_TRUE(write_file(home_ + "/config.json", json{{"insecure-registries", {domain}}}.dump()));
+  auto r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+
+  ASSERT_TRUE(write_file(home_ + "/config.json", json{{"insecure-registries", {ip + "/32"}}}.dump()));
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  ASSERT_TRUE(write_file(home_ + "/config.json", json{{"insecure-registries", {"127.0.0.0/8"}}}.dump()));
+  EXPECT_NE(fails({"pull", ref}).find("answers only plain HTTP"), std::string::npos);
+}
+
+// A Docker credential helper (docker-credential-NAME get|store|erase) keeping
+// its secrets in store.json next to itself and logging each call.
+const char* kCredentialHelper = R"PY(#!/usr/bin/python3
+import json, os, sys
+d = os.path.dirname(os.path.abspath(__file__))
+verb, data = sys.argv[1], sys.stdin.read()
+url = json.loads(data)["ServerURL"] if verb == "store" else data.strip()
+open(os.path.join(d, "calls.log"), "a").write(verb + " " + url + "\n")
+path = os.path.join(d, "store.json")
+creds = json.load(open(path)) if os.path.exists(path) else {}
+if verb == "store":
+    creds[url] = [json.loads(data)["Username"], json.loads(data)["Secret"]]
+elif url not in creds:
+    print("credentials not found in native keychain"); sys.exit(1)
+elif verb == "get":
+    print(json.dumps({"ServerURL": url, "Username": creds[url][0], "Secret": creds[url][1]}))
+else:
+    del creds[url]
+json.dump(creds, open(path, "w"))
+)PY";
+
+// credHelpers and credsStore (in cubby's config.json or Docker's) against the
+// htpasswd/TLS registry, with a real helper program on PATH.
+TEST_F(Registry, CredentialHelpers) {
+  std::string domain = "127.0.0.1:" + std::to_string(tls_.port), ref = domain + "/test/busybox:v1";
+  ASSERT_TRUE(mkdir_p(home_ + "/certs.d/" + domain));
+  fs::copy_file(scratch_ + "/cert.pem", home_ + "/certs.d/" + domain + "/ca.crt");
+  std::string bin = home_ + "/helpers";
+  ASSERT_TRUE(mkdir_p(bin));
+  ASSERT_TRUE(write_file(bin + "/docker-credential-cubbytest", kCredentialHelper, 0755));
+  ASSERT_TRUE(write_file(bin + "/docker-credential-broken", "#!/bin/sh\necho boom\nexit 3\n", 0755));
+  struct Env {
+    std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+    ~Env() {
+      ::setenv("PATH", old_path.c_str(), 1);
+      ::unsetenv("DOCKER_CONFIG");
+    }
+  } env;
+  ::setenv("PATH", (bin + ":" + env.old_path).c_str(), 1);
+  ::setenv("DOCKER_CONFIG", (home_ + "/docker").c_str(), 1);
+  auto calls = [&] { return read_file(bin + "/calls.log").value_or(""); };
+  auto config = [&](const json& j) { ASSERT_TRUE(write_file(home_ + "/config.json", j.dump())); };
+
+  // credHelpers: the helper is asked, has nothing: anonymous, refused.
+  config({{"credHelpers", {{domain, "cubbytest"}}}});
+  EXPECT_NE(fails({"pull", ref}).find("authentication required"), std::string::npos);
+  EXPECT_EQ(calls(), "get " + domain + "\n");
+  // login stores through the helper; the file keeps only an empty marker.
+  auto r = cubby({"login", "-u", "testuser", "--password-stdin", domain}, std::string("testpass\n"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(read_file(home_ + "/config.json").value().find("testpass"), std::string::npos);
+  EXPECT_EQ(json::parse(read_file(home_ + "/config.json").value())["auths"][domain], json::object());
+  EXPECT_NE(read_file(bin + "/store.json").value_or("").find("testpass"), std::string::npos);
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"run", "--rm", "--network", "none", ref, "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  // logout erases from the helper's store.
+  r = cubby({"logout", domain});
+  EXPECT_EQ(r.out, "Removing login credentials for " + domain + "\n") << r.err;
+  EXPECT_EQ(calls(), "get " + domain + "\nstore " + domain + "\nget " + domain + "\nerase " + domain + "\n");
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+  EXPECT_NE(fails({"pull", ref}).find("authentication required"), std::string::npos);
+
+  // credsStore in Docker's own config.json; cubby's file is empty. A registry
+  // that asks for no authentication never runs the helper.
+  ASSERT_TRUE(write_file(bin + "/store.json", json{{domain, {"testuser", "testpass"}}}.dump()));
+  config(json::object());
+  ASSERT_TRUE(mkdir_p(home_ + "/docker"));
+  ASSERT_TRUE(write_file(home_ + "/docker/config.json", json{{"credsStore", "cubbytest"}}.dump()));
+  std::string before = calls();
+  r = cubby({"pull", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(calls(), before + "get " + domain + "\n");
+  r = cubby({"pull", plain("test/busybox:v1")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(calls(), before + "get " + domain + "\n");
+
+  // Helpers that fail or are missing: one line each.
+  ASSERT_EQ(cubby({"rmi", ref}).rc, 0);
+  config({{"credHelpers", {{domain, "broken"}}}});
+  std::string err = fails({"pull", ref});
+  EXPECT_NE(err.find("docker-credential-broken get failed (exit code 3): boom"), std::string::npos) << err;
+  config({{"credsStore", "nosuch"}});
+  EXPECT_NE(fails({"pull", ref}).find("docker-credential-nosuch not found"), std::string::npos);
+  config({{"credsStore", "../evil"}});
+  EXPECT_NE(fails({"pull", ref}).find("invalid credential helper name"), std::string::npos);
+
+  // A helper's "<token>" user is an identity token: exchanged at the token
+  // server (OAuth2 refresh-token grant) for a bearer token.
+  std::string tdomain = "127.0.0.1:" + std::to_string(token_.port), tref = tdomain + "/test/busybox:v1";
+  config({{"credHelpers", {{tdomain, "cubbytest"}}}});
+  ASSERT_TRUE(write_file(bin + "/store.json", json{{tdomain, {"<token>", "wrong-secret"}}}.dump()));
+  EXPECT_NE(fails({"pull", tref}).find("incorrect"), std::string::npos);
+  ASSERT_TRUE(write_file(bin + "/store.json", json{{tdomain, {"<token>", "refresh-secret"}}}.dump()));
+  r = cubby({"pull", tref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+}
+
+// Writes a docker-archive (argv[1]) tagged example.com/xattr:v1 whose one
+// layer carries xattrs as pax SCHILY.xattr.* records: user.* on a file and a
+// directory, security.capability (cap_net_raw+ep, VFS_CAP_REVISION_2) on a
+// file, and trusted.overlay.* ones an image must not be able to set.
+const char* kXattrArchive = R"PY(
+import hashlib, io, json, struct, sys, tarfile
+def entry(tf, name, pax, data=None, mode=0o644):
+    ti = tarfile.TarInfo(name)
+    ti.mode, ti.pax_headers = mode, {("SCHILY.xattr." + k): v for k, v in pax.items()}
+    if data is None:
+        ti.type = tarfile.DIRTYPE; ti.mode = 0o755; tf.addfile(ti)
+    else:
+        ti.size = len(data); tf.addfile(ti, io.BytesIO(data))
+cap = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0).decode("utf-8", "surrogateescape")
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    entry(tf, "d", {"user.dir": "on-a-dir"})
+    entry(tf, "d/file", {"user.cubby": "hello", "user.empty": ""}, b"data\n")
+    entry(tf, "ping", {"security.capability": cap}, b"#!/bin/sh\n", 0o755)
+    entry(tf, "sneaky", {"trusted.overlay.opaque": "y", "trusted.overlay.redirect": "/etc", "user.ok": "1"})
+layer = buf.getvalue()
+diff = hashlib.sha256(layer).hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/ping"]},
+                     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}).encode()
+chex = hashlib.sha256(config).hexdigest()
+with tarfile.open(sys.argv[1], "w") as out:
+    for name, data in ((chex + ".json", config), (diff + "/layer.tar", layer),
+                       ("manifest.json", json.dumps([{"Config": chex + ".json", "RepoTags": ["example.com/xattr:v1"],
+                                                      "Layers": [diff + "/layer.tar"]}]).encode())):
+        ti = tarfile.TarInfo(name); ti.size = len(data); out.addfile(ti, io.BytesIO(data))
+print(diff)
+)PY";
+
+std::string xattr_of(const std::string& path, const std::string& name) {
+  char buf[256];
+  ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+  return n < 0 ? "<" + std::string(std::strerror(errno)) + ">" : std::string(buf, static_cast<size_t>(n));
+}
+
+// Layer xattrs survive load and pull into the unpacked layer: user.* and
+// security.capability; trusted.* (overlayfs's own) are dropped.
+TEST_F(Registry, LayerXattrsAreKept) {
+  std::string archive = home_ + "/xattr.tar", script = home_ + "/xattr.py";
+  ASSERT_TRUE(write_file(script, kXattrArchive));
+  ASSERT_EQ(sh("/usr/bin/python3 " + script + " " + archive), "");
+  std::string cap = std::string("\x01\x00\x00\x02\x00\x20\x00\x00", 8) + std::string(12, '\0');
+  auto check = [&](const std::string& ref) {
+    json j = inspect(ref);
+    ASSERT_EQ(j["RootFS"]["Layers"].size(), 1u) << j.dump();
+    std::string dir = home_ + "/images/layers/" + j["RootFS"]["Layers"][0].get<std::string>().substr(7);
+    EXPECT_EQ(xattr_of(dir + "/d", "user.dir"), "on-a-dir");
+    EXPECT_EQ(xattr_of(dir + "/d/file", "user.cubby"), "hello");
+    EXPECT_EQ(xattr_of(dir + "/d/file", "user.empty"), "");
+    EXPECT_EQ(xattr_of(dir + "/ping", "security.capability"), cap);
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "user.ok"), "1");
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "trusted.overlay.opaque"), "<No data available>");
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "trusted.overlay.redirect"), "<No data available>");
+  };
+  auto r = cubby({"load", "-i", archive});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  check("example.com/xattr:v1");
+  // Through a registry (skopeo gzips the layer on the way in).
+  ASSERT_EQ(cubby({"rmi", "example.com/xattr:v1"}).rc, 0);
+  ASSERT_EQ(sh("skopeo copy -q --dest-tls-verify=false docker-archive:" + archive + " docker://" + plain("test/xattr:v1")), "");
+  r = cubby({"pull", plain("test/xattr:v1")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  check(plain("test/xattr:v1"));
 }
 
 }  // namespace

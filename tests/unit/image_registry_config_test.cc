@@ -66,5 +66,34 @@ TEST(RegistryConfig, KeysAndBase64) {
   EXPECT_FALSE(base64_decode("abc"));
 }
 
+TEST(RegistryConfig, MirrorsAndInsecureCidrs) {
+  char tmpl[] = "/tmp/cubby-regcfg-XXXXXX";
+  std::string home = ::mkdtemp(tmpl);
+  ::setenv("DOCKER_CONFIG", (home + "/docker").c_str(), 1);
+  ASSERT_TRUE(write_file(home + "/config.json", R"({"registry-mirrors":["https://m1.example/"],
+      "mirrors":{"index.docker.io":["m0.example:5000/hub/"],"ghcr.io":["http://10.0.0.5:5000/v2/ghcr"]},
+      "insecure-registries":["10.0.0.0/8","fd00::/8","reg.example:5000"]})"));
+  auto c = RegistryConfig::load(home);
+  ASSERT_TRUE(c) << c.error().message();
+  const auto& hub = c->mirrors_for("docker.io");
+  ASSERT_EQ(hub.size(), 2u);
+  EXPECT_EQ(hub[0].str(), "m0.example:5000/hub");  // "mirrors" before "registry-mirrors"
+  EXPECT_EQ(hub[1].str(), "https://m1.example");
+  ASSERT_EQ(c->mirrors_for("ghcr.io").size(), 1u);
+  EXPECT_EQ(c->mirrors_for("ghcr.io")[0].scheme, "http");
+  EXPECT_EQ(c->mirrors_for("ghcr.io")[0].prefix, "ghcr");
+  EXPECT_TRUE(c->mirrors_for("quay.io").empty());
+  EXPECT_TRUE(c->plain_http_allowed("10.1.2.3:5000"));
+  EXPECT_TRUE(c->plain_http_allowed("[fd00::2]:5000"));
+  EXPECT_FALSE(c->plain_http_allowed("11.1.2.3:5000"));
+  EXPECT_FALSE(c->plain_http_allowed("reg.example"));  // by name: the port is part of it
+  EXPECT_TRUE(c->address_listed_insecure("10.9.9.9"));
+  for (const char* bad : {"ftp://x", "https://", "http://h/../x", "h/a//b", "h x"}) EXPECT_FALSE(parse_mirror(bad)) << bad;
+  ASSERT_TRUE(write_file(home + "/config.json", R"({"insecure-registries":"10.0.0.0/8"})"));
+  EXPECT_FALSE(RegistryConfig::load(home));
+  ::unsetenv("DOCKER_CONFIG");
+  (void)remove_tree(home);
+}
+
 }  // namespace
 }  // namespace cubby::image

@@ -3,8 +3,9 @@
 once bound (port 0: the kernel picks), then serves until killed.
 
   server.py token KEY.pem CERT.pem   registry token server (JWT RS256, x5c);
-                                     grants what is asked; /token?fail=1 style
-                                     denial when Basic credentials are wrong
+                                     grants what is asked; 401 when Basic
+                                     credentials are wrong; POST: OAuth2
+                                     refresh-token grant for "refresh-secret"
   server.py fake                     misbehaving registry: /v2/err500/* -> 500,
                                      /v2/big/* -> 5 MiB manifest, /v2/locked/* -> 401
 """
@@ -25,6 +26,17 @@ class Token(http.server.BaseHTTPRequestHandler):
             user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
             if (user, pw) != ("tokenuser", "tokenpass"):
                 self.send_response(401); self.end_headers(); return
+        self.grant(q)
+
+    # OAuth2 refresh-token grant (Docker's identity tokens): POST form.
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        q = urllib.parse.parse_qs(self.rfile.read(n).decode())
+        if q.get("grant_type") != ["refresh_token"] or q.get("refresh_token") != ["refresh-secret"]:
+            self.send_response(401); self.send_header("Content-Length", "0"); self.end_headers(); return
+        self.grant(q)
+
+    def grant(self, q):
         access = []
         for s in q.get("scope", []):
             typ, name, actions = s.split(":")
