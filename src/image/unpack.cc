@@ -131,9 +131,10 @@ std::string symlink_ancestor(const std::string& path,
 }
 
 // Keeps only the xattrs an image may set: user.* and security.capability.
-// trusted.* is dropped above all: trusted.overlay.* in a layer would steer
-// overlayfs (opaque dirs, redirects, metacopy) outside the whiteout rules;
-// security.selinux/ima and system.* describe the host, not the image.
+// overlayfs's own are dropped above all: trusted.overlay.* and, since the
+// sandbox mounts its overlay with userxattr, user.overlay.* in a layer would
+// steer overlayfs (opaque dirs, redirects, metacopy) outside the whiteout
+// rules; security.selinux/ima and system.* describe the host, not the image.
 void filter_xattrs(struct archive_entry* e, const std::string& raw) {
   std::vector<std::pair<std::string, std::string>> keep;
   bool dropped = false;
@@ -143,7 +144,7 @@ void filter_xattrs(struct archive_entry* e, const std::string& raw) {
   archive_entry_xattr_reset(e);
   while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
     std::string n = name ? name : "";
-    if (n.starts_with("user.") || n == "security.capability") {
+    if ((n.starts_with("user.") && !n.starts_with("user.overlay.")) || n == "security.capability") {
       keep.emplace_back(n, std::string(static_cast<const char*>(value), size));
     } else {
       dropped = true;

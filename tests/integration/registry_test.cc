@@ -703,7 +703,8 @@ TEST_F(Registry, CredentialHelpers) {
 // Writes a docker-archive (argv[1]) tagged example.com/xattr:v1 whose one
 // layer carries xattrs as pax SCHILY.xattr.* records: user.* on a file and a
 // directory, security.capability (cap_net_raw+ep, VFS_CAP_REVISION_2) on a
-// file, and trusted.overlay.* ones an image must not be able to set.
+// file, and overlayfs's own (trusted.overlay.*, user.overlay.*) that an image
+// must not be able to set.
 const char* kXattrArchive = R"PY(
 import hashlib, io, json, struct, sys, tarfile
 def entry(tf, name, pax, data=None, mode=0o644):
@@ -719,7 +720,8 @@ with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
     entry(tf, "d", {"user.dir": "on-a-dir"})
     entry(tf, "d/file", {"user.cubby": "hello", "user.empty": ""}, b"data\n")
     entry(tf, "ping", {"security.capability": cap}, b"#!/bin/sh\n", 0o755)
-    entry(tf, "sneaky", {"trusted.overlay.opaque": "y", "trusted.overlay.redirect": "/etc", "user.ok": "1"})
+    entry(tf, "sneaky", {"trusted.overlay.opaque": "y", "trusted.overlay.redirect": "/etc", "user.ok": "1",
+                         "user.overlay.opaque": "y", "user.overlay.redirect": "/etc"})
 layer = buf.getvalue()
 diff = hashlib.sha256(layer).hexdigest()
 config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/ping"]},
@@ -757,6 +759,8 @@ TEST_F(Registry, LayerXattrsAreKept) {
     EXPECT_EQ(xattr_of(dir + "/sneaky", "user.ok"), "1");
     EXPECT_EQ(xattr_of(dir + "/sneaky", "trusted.overlay.opaque"), "<No data available>");
     EXPECT_EQ(xattr_of(dir + "/sneaky", "trusted.overlay.redirect"), "<No data available>");
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "user.overlay.opaque"), "<No data available>");
+    EXPECT_EQ(xattr_of(dir + "/sneaky", "user.overlay.redirect"), "<No data available>");
   };
   auto r = cubby({"load", "-i", archive});
   ASSERT_EQ(r.rc, 0) << r.err;
