@@ -44,7 +44,11 @@ Result<UniqueFd> sealed_copy(const std::string& path) {
     }
     if (n == 0) break;
   }
-  if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+  // F_SEAL_FUTURE_WRITE, not F_SEAL_WRITE: the latter waits for every
+  // transient page reference (sendfile's splice pipe can still hold some)
+  // and fails with EBUSY under load; the former refuses every later write
+  // and writable mapping just the same, and we hold no writable mapping.
+  if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE) < 0)
     return sys_fail("seal agent copy");
   return mem;
 }
