@@ -1,8 +1,11 @@
 #include "harness.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -63,25 +66,29 @@ CmdResult run_cubby(const std::string& home, const std::vector<std::string>& arg
   out_w.reset();
   err_w.reset();
   in_r.reset();
-  // Feed stdin while reading stdout and stderr (poll, no sleeping): a
-  // command that streams, like `cat` in a box, is flow-controlled end to
-  // end, so writing all input before reading any output would deadlock.
-  size_t fed = 0;
-  if (in_w) ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
+  // Feed stdin and read both pipes to EOF in one poll loop (no sleeping), so
+  // an input larger than a pipe cannot deadlock against unread output; then
+  // reap. A command that exits without reading all its input gives EPIPE
+  // here, not a SIGPIPE that would kill the test (this thread's signal, kept
+  // blocked and then drained; spawned children reset their mask).
+  sigset_t pipe_set, old_mask;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+  size_t in_off = 0;
+  if (input && input->empty()) in_w.reset();
+  if (in_w) (void)::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
   bool out_open = true, err_open = true;
   char buf[65536];
   while (out_open || err_open) {
-    if (in_w && fed == input->size()) in_w.reset();
     pollfd p[3] = {{out_open ? out_r.get() : -1, POLLIN, 0},
                    {err_open ? err_r.get() : -1, POLLIN, 0},
                    {in_w ? in_w.get() : -1, POLLOUT, 0}};
     if (::poll(p, 3, -1) < 0) continue;
     if (p[2].revents) {
-      ssize_t n = ::write(in_w.get(), input->data() + fed, input->size() - fed);
-      if (n > 0)
-        fed += static_cast<size_t>(n);
-      else if (errno != EAGAIN && errno != EINTR)
-        in_w.reset();  // the command closed its stdin
+      ssize_t n = ::write(in_w.get(), input->data() + in_off, input->size() - in_off);
+      if (n > 0) in_off += static_cast<size_t>(n);
+      if ((n < 0 && errno != EAGAIN && errno != EINTR) || in_off == input->size()) in_w.reset();
     }
     for (int i = 0; i < 2; ++i) {
       if (!p[i].revents) continue;
@@ -93,6 +100,10 @@ CmdResult run_cubby(const std::string& home, const std::vector<std::string>& arg
     }
   }
   in_w.reset();
+  timespec now{};
+  while (::sigtimedwait(&pipe_set, nullptr, &now) == SIGPIPE) {
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   auto st = child->wait();
   r.rc = st ? st->shell_code() : -1;
   return r;
@@ -200,6 +211,12 @@ std::string g_image_cache;  // an image store imported once, copied per test
 }
 
 void BoxTest::SetUp() {
+  if (vm()) {
+    if (::access("/usr/bin/qemu-system-x86_64", X_OK) != 0) GTEST_SKIP() << "qemu-system-x86_64 is not installed";
+    if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0)
+      GTEST_SKIP() << "vm assets not built";
+    ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
+  }
   static bool subreaper = (::prctl(PR_SET_CHILD_SUBREAPER, 1), true);
   (void)subreaper;
   reap_adopted();
@@ -213,7 +230,7 @@ void BoxTest::SetUp() {
   auto r = cubby({"import", CUBBY_TEST_ROOTFS, image_});
   ASSERT_EQ(r.rc, 0) << r.err;
   // `--isolation auto` notes its choice on stderr once per home; tests that
-  // compare stderr exactly start past that (Lifecycle.AutoIsolationSaysWhichOnce
+  // compare stderr exactly start past that (Sandbox.AutoIsolationSaysWhichOnce
   // checks the note itself).
   ASSERT_TRUE(write_file(home_ + "/.isolation-auto-noted", ""));
 }
@@ -233,6 +250,7 @@ std::set<std::string> BoxTest::boxes_seen() {
 }
 
 void BoxTest::TearDown() {
+  if (home_.empty()) return;  // skipped in SetUp
   // Remove whatever the test left, then prove nothing leaked.
   auto left = cubby({"ls", "-a", "-q"});
   std::istringstream in(left.out);
@@ -252,6 +270,16 @@ void BoxTest::TearDown() {
     for (const auto& cg : cgroups_of(id)) ADD_FAILURE() << "cgroup leaked: " << cg;
   }
   box_watch_.reset();
+  // No process (a QEMU, say: its command line names the home's disks) may
+  // outlive its box. One still exiting gets a bounded wait on its pidfd.
+  for (pid_t p : processes_mentioning(home_))
+    if (auto fd = sys::pidfd_open(p)) (void)sys::wait_readable(fd->get(), std::chrono::seconds(5));
+  for (pid_t p : processes_mentioning(home_)) {
+    auto argv = process_argv(p);
+    ADD_FAILURE() << "process " << p << " (" << (argv && !argv->empty() ? (*argv)[0] : "?")
+                  << ") outlived its box: it still names " << home_;
+  }
+  if (vm()) ::unsetenv("CUBBY_VM_ACCEL");
   for (pid_t c : children_of(::getpid())) {
     auto st = process_state(c);
     if (st && *st == 'Z') ADD_FAILURE() << "zombie child " << c;
@@ -268,28 +296,16 @@ void BoxTest::TearDown() {
   (void)remove_tree(home_);
 }
 
-void BackendTest::SetUp() {
-  if (GetParam() == "vm") {
-    if (::access("/usr/bin/qemu-system-x86_64", X_OK) != 0) GTEST_SKIP() << "qemu-system-x86_64 is not installed";
-    if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0) GTEST_SKIP() << "vm assets not built";
-    ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
-  }
-  BoxTest::SetUp();
-}
-
-void BackendTest::TearDown() {
-  if (home_.empty()) return;  // skipped
-  BoxTest::TearDown();
-  for (pid_t p : processes_mentioning(home_))
-    if (auto fd = sys::pidfd_open(p)) (void)sys::wait_readable(fd->get(), std::chrono::seconds(5));
-  EXPECT_TRUE(processes_mentioning(home_).empty()) << "a process (QEMU?) outlived its box";
-  ::unsetenv("CUBBY_VM_ACCEL");
+std::vector<std::string> BoxTest::box_args(const std::string& verb, const std::vector<std::string>& args) const {
+  std::vector<std::string> a = {verb, "--isolation", isolation_, "--network", "none"};
+  a.insert(a.end(), args.begin(), args.end());
+  return a;
 }
 
 std::string BoxTest::run_detached(const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {"run", "-d", "--network", "none", image_};
+  std::vector<std::string> args = {"-d", image_};
   args.insert(args.end(), extra.begin(), extra.end());
-  auto r = cubby(args);
+  auto r = cubby(box_args("run", args));
   EXPECT_EQ(r.rc, 0) << r.err;
   std::string id = r.out;
   while (!id.empty() && (id.back() == '\n')) id.pop_back();

@@ -54,14 +54,23 @@ class BoxTest : public ::testing::Test {
   CmdResult cubby(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt) {
     return run_cubby(home_, args, input);
   }
-  // `run -d` and return the id (asserting success).
+  // `VERB --isolation <backend> --network none ARGS...` (VERB: run or create).
+  std::vector<std::string> box_args(const std::string& verb, const std::vector<std::string>& args) const;
+  // `run -d` on this test's backend and return the id (asserting success).
   std::string run_detached(const std::vector<std::string>& extra = {"sleep", "1000000"});
   // The shim pid recorded for a box (via inspect).
   pid_t shim_pid(const std::string& box);
   std::string status(const std::string& box);
 
+  bool vm() const { return isolation_ == "vm"; }
+
   std::string home_;
   std::string image_ = "busybox";
+  // The backend this test's boxes use; a fixture sets it in its constructor.
+  // "vm" boxes boot under TCG (CUBBY_VM_ACCEL=tcg, ~2.5 s a boot, as these
+  // hosts have no KVM); the test is skipped where QEMU or the guest assets
+  // are missing.
+  std::string isolation_ = "sandbox";
 
  private:
   // Every box directory created in this home during the test (inotify), so
@@ -72,15 +81,12 @@ class BoxTest : public ::testing::Test {
   int fds_before_ = 0;
 };
 
-// A BoxTest run once per backend (GetParam() is "sandbox" or "vm"). The vm
-// instance runs under TCG (CUBBY_VM_ACCEL=tcg) and is skipped where QEMU or
-// the guest assets are missing; after it, no process may mention the home
-// (a QEMU outliving its box would).
+// A BoxTest run once per backend: GetParam() is "sandbox" or "vm" (see
+// isolation_ for how vm boxes run and when they are skipped).
 class BackendTest : public BoxTest, public ::testing::WithParamInterface<std::string> {
  protected:
-  void SetUp() override;
-  void TearDown() override;
-  const std::string& isolation() const { return GetParam(); }
+  BackendTest() { isolation_ = GetParam(); }
+  const std::string& isolation() const { return isolation_; }
 };
 
 // The cgroup directories a box id has (should be none once it is gone).

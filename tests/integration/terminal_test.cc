@@ -235,23 +235,5 @@ TEST_F(Terminals, DroppedExecTerminalIsHungUp) {
   EXPECT_EQ(gone.rc, 0) << "the exec's shell survived its dropped terminal";
 }
 
-TEST_F(Terminals, NonTtyInteractiveExecStreamsStdin) {
-  std::string id = run_detached();
-  EXPECT_EQ(run_cubby(home_, {"exec", "-i", id, "wc", "-l"}, std::string("a\nb\n")).out, "2\n");
-  EXPECT_EQ(run_cubby(home_, {"exec", "-i", id, "cat"}, std::string("hi\n")).out, "hi\n");
-  // --timeout fires even while the command blocks on an open, silent stdin.
-  auto [in_r, in_w] = sys::make_pipe().value();
-  SpawnSpec s;
-  s.argv = {cubby_path(), "--home", home_, "exec", "-i", "--timeout", "1", id, "cat"};
-  s.fds = {in_r.get(), -1, -1};
-  auto t0 = std::chrono::steady_clock::now();
-  auto c = spawn(s).value();
-  auto st = c.wait().value();
-  auto took = std::chrono::steady_clock::now() - t0;
-  EXPECT_EQ(st.code, 124);
-  EXPECT_GE(took, 900ms);
-  EXPECT_LT(took, 10s);
-}
-
 }  // namespace
 }  // namespace cubby::test

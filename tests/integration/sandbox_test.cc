@@ -1,0 +1,159 @@
+// The sandbox backend's own guarantees, through the real CLI: what only a
+// namespace box has (cgroup limits, seccomp, capabilities, the fds a process
+// sees through /proc, slirp4netns) and what needs a fake agent. The lifecycle
+// guarantees both backends share are in lifecycle_test.cc.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <future>
+
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "base/sys.h"
+#include "harness.h"
+#include "runtime/runtime.h"
+
+namespace cubby::test {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+class Sandbox : public BoxTest {};
+
+TEST_F(Sandbox, AgentDeathIsSeenEvenWhileItsSocketStaysOpen) {
+  // Guarantee 8 by the agent's pidfd alone: the (fake) agent hands its
+  // listening socket to us before it fails, so the shim's connection never
+  // closes; only the pidfd can tell the shim that the box died.
+  char bins[] = "/tmp/cubby-bins-XXXXXX";
+  ASSERT_NE(::mkdtemp(bins), nullptr);
+  std::string b(bins);
+  ASSERT_EQ(::symlink((bin_dir() + "/cubby-shim").c_str(), (b + "/cubby-shim").c_str()), 0);
+  ASSERT_EQ(::symlink((bin_dir() + "/fake_agent").c_str(), (b + "/cubby-agent").c_str()), 0);
+  const char* path = "/tmp/cubby-fake-agent.sock";
+  ::unlink(path);
+  UniqueFd holder(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strcpy(a.sun_path, path);
+  ASSERT_EQ(::bind(holder.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  auto rt = Runtime::open({home_, b});
+  ASSERT_TRUE(rt);
+  CreateOptions o;
+  o.image = image_;
+  o.network = "none";
+  o.cmd = {"true"};
+  auto box = rt->create(o);
+  ASSERT_TRUE(box);
+  auto fut = std::async(std::launch::async, [&] { return rt->start(box->id); });
+  bool in_time = fut.wait_for(5s) == std::future_status::ready;
+  EXPECT_TRUE(in_time) << "the agent's death was not seen while its socket stayed open";
+  if (!in_time) {
+    // Backstop: drop the held socket so the shim sees EOF and start returns.
+    char c;
+    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{&c, 1};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctrl;
+    m.msg_controllen = sizeof ctrl;
+    if (::recvmsg(holder.get(), &m, MSG_CMSG_CLOEXEC) > 0) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
+      ::close(fd);
+    }
+  }
+  auto st = fut.get();
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->ended);
+  EXPECT_EQ(st->code, 3);
+  EXPECT_NE(st->error.find("fake agent failed on purpose"), std::string::npos) << st->error;
+  holder.reset();
+  ::unlink(path);
+  ::unlink((b + "/cubby-shim").c_str());
+  ::unlink((b + "/cubby-agent").c_str());
+  ::rmdir(bins);
+}
+
+TEST_F(Sandbox, ProcessesSeeOnlyTheirOwnFds) {
+  // The caller holds fd 1000 open (and not close-on-exec) when it runs cubby;
+  // returns what cubby printed.
+  auto run_holding_fd_1000 = [&](const std::string& args) {
+    SpawnSpec s;
+    auto [out_r, out_w] = sys::make_pipe().value();
+    s.argv = {"/bin/bash", "-c", "exec 1000</dev/null; exec \"$0\" --home \"$1\" " + args, cubby_path(), home_};
+    s.fds = {-1, out_w.get(), 2};
+    auto c = spawn(s).value();
+    out_w.reset();
+    std::string out = sys::read_all(out_r.get()).value();
+    (void)c.wait();
+    return out;
+  };
+  EXPECT_EQ(run_holding_fd_1000("run --rm --network none busybox ls /proc/self/fd"), "0\n1\n2\n3\n")
+      << "ls sees fds other than 0-2 (3 is its own directory fd)";
+  // The detached box, too, is started by a caller holding fd 1000.
+  std::string id = run_holding_fd_1000("run -d --network none busybox sleep 1000000").substr(0, 32);
+  EXPECT_EQ(cubby({"exec", id, "ls", "/proc/self/fd"}).out, "0\n1\n2\n3\n");
+  pid_t shim = shim_pid(id);
+  std::set<std::string> shim_fds;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(shim) + "/fd"))
+    shim_fds.insert(e.path().filename());
+  EXPECT_FALSE(shim_fds.count("1000"));
+  EXPECT_LE(shim_fds.size(), 12u) << "the shim holds more fds than it opened";
+}
+
+TEST_F(Sandbox, ResourceLimitsLandInCgroups) {
+  auto r = cubby({"run", "-d", "--network", "none", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "40",
+                  image_, "sleep", "1000000"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string id = r.out.substr(0, 32);
+  EXPECT_EQ(read_file("/sys/fs/cgroup/memory/cubby/" + id + "/memory.limit_in_bytes").value_or(""), "67108864\n");
+  EXPECT_EQ(read_file("/sys/fs/cgroup/cpu/cubby/" + id + "/cpu.cfs_quota_us").value_or(""), "50000\n");
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/pids.max").value_or(""), "40\n");
+  // The pids limit holds inside the box: 60 sleepers cannot all start.
+  auto fork = cubby({"exec", id, "sh", "-c", "i=0; while [ $i -lt 60 ]; do sleep 100 & i=$((i+1)); done; echo done"});
+  EXPECT_NE(fork.err.find("fork"), std::string::npos) << fork.err;
+}
+
+TEST_F(Sandbox, NamespacesSeccompAndCapabilities) {
+  std::string id = run_detached();
+  EXPECT_EQ(cubby({"exec", id, "sh", "-c", "ls /sys/class/net"}).out, "lo\n") << "--network none: only lo";
+  EXPECT_EQ(cubby({"exec", id, "sh", "-c", "ps -o pid,comm | sed -n 2p | tr -s ' '"}).out, " 1 cubby-agent\n");
+  EXPECT_NE(cubby({"exec", id, "unshare", "-m", "true"}).rc, 0) << "seccomp must block unshare";
+  EXPECT_NE(cubby({"exec", id, "mount", "-t", "tmpfs", "t", "/mnt"}).rc, 0);
+  EXPECT_EQ(cubby({"exec", id, "sh", "-c", "grep CapEff /proc/self/status"}).out, "CapEff:\t00000000a80425fb\n");
+  EXPECT_EQ(cubby({"exec", "-u", "1000", id, "sh", "-c", "id -u; grep CapEff /proc/self/status"}).out,
+            "1000\nCapEff:\t0000000000000000\n");
+  EXPECT_EQ(cubby({"exec", "-w", "/tmp", "-e", "A=b", id, "sh", "-c", "pwd; echo $A"}).out, "/tmp\nb\n");
+}
+
+TEST_F(Sandbox, AutoIsolationSaysWhichOnce) {
+  ::unlink((home_ + "/.isolation-auto-noted").c_str());
+  auto first = cubby({"run", "--rm", "--network", "none", image_, "true"});
+  EXPECT_EQ(first.rc, 0);
+  EXPECT_NE(first.err.find("--isolation auto chose sandbox"), std::string::npos) << first.err;
+  auto second = cubby({"run", "--rm", "--network", "none", image_, "true"});
+  EXPECT_EQ(second.err, "");
+  auto info = json::parse(cubby({"info", "--format", "json"}).out);
+  EXPECT_EQ(info["default_isolation"], "sandbox");
+  for (const char* k : {"version", "home", "kvm", "vhost_vsock", "default_isolation", "cgroup_version"})
+    EXPECT_TRUE(info.contains(k)) << k;
+}
+
+TEST_F(Sandbox, NetworkDefaultGivesAUserModeUplink) {
+  if (::access("/usr/bin/slirp4netns", X_OK) != 0) GTEST_SKIP() << "slirp4netns is not installed";
+  auto r = cubby({"run", "--rm", image_, "sh", "-c",
+                  "ip -4 addr show tap0 | grep -o 'inet [0-9./]*'; ip route | grep -o '^default via [0-9.]*'; "
+                  "cat /etc/resolv.conf"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "inet 10.0.2.100/24\ndefault via 10.0.2.2\nnameserver 10.0.2.3\n");
+}
+
+}  // namespace
+}  // namespace cubby::test
