@@ -555,14 +555,15 @@ int cmd_wait(const Global& g, const std::vector<std::string>& rest) {
 }
 
 int cmd_logs(const Global& g, const std::vector<std::string>& rest) {
-  Command cmd("Show what a box's workload wrote", "logs [OPTIONS] BOX");
+  Command cmd("Show what a box's workload wrote (and a vm box's console, on stderr)", "logs [OPTIONS] BOX");
   std::string box;
-  bool follow = false;
+  bool follow = false, no_console = false;
   cmd.app.add_flag("-f,--follow", follow, "Keep following until the box ends");
+  cmd.app.add_flag("--no-console", no_console, "Only the workload's output (leave out a vm box's console)");
   cmd.positional("BOX", box, "Box id, id prefix or name");
   cmd.parse(rest);
   auto rt = open_runtime(g);
-  check(rt.logs(box, follow, 1, 2));
+  check(rt.logs(box, follow, 1, 2, !no_console));
   return 0;
 }
 

@@ -492,7 +492,7 @@ Result<BoxRecord> Runtime::wait(const std::string& ref) {
 // ---------------------------------------------------------------------------
 // logs
 
-Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int err_fd) {
+Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console) {
   auto b = CUBBY_TRY(resolve(ref));
   std::string path = box_dir(b.id) + "/" + kBoxLog;
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -523,6 +523,7 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
       if (n == 0) return {};
       buf.append(tmp, static_cast<size_t>(n));
       bool ok = logfile::parse_records(buf, pos, [&](int stream, std::string_view d) {
+        if (stream == logfile::kConsole && !console) return;
         (void)sys::write_all(stream == logfile::kStdout ? out_fd : err_fd, d.data(), d.size());
       });
       if (!ok) return fail(Error::invalid("corrupt box log " + path));

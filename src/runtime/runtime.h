@@ -102,7 +102,9 @@ class Runtime {
   Result<void> remove(const std::string& ref, bool force);
   // Blocks until the box is no longer running; returns its record.
   Result<store::BoxRecord> wait(const std::string& ref);
-  Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd);
+  // The workload's stdout/stderr to out_fd/err_fd; for a vm box also its
+  // console (kernel, init, QEMU messages) to err_fd, unless !console.
+  Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console = true);
 
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);

@@ -578,9 +578,10 @@ TEST_P(Lifecycle, LogsKeepStdoutAndStderrApart) {
   EXPECT_EQ(follower.got, "to-out\na\nb\n");
   EXPECT_EQ(follower.cli.wait().value().code, 0);
   EXPECT_EQ(cubby({"wait", id}).out, "0\n");
-  auto l = cubby({"logs", id});
+  auto l = cubby({"logs", "--no-console", id});  // a vm box's console also goes to stderr
   EXPECT_EQ(l.out, "to-out\na\nb\n");
   EXPECT_EQ(l.err, "to-err\n");
+  EXPECT_EQ(cubby({"logs", id}).out, l.out) << "the console must never reach stdout";
 }
 
 // A bad peer on the agent's socket ends only its own session (on vm the

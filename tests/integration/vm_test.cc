@@ -42,6 +42,9 @@ TEST_F(Vm, ConsoleIsInTheLogsOnStderr) {
   EXPECT_EQ(logs.rc, 0) << logs.err;
   EXPECT_EQ(logs.out, "out\n");
   EXPECT_NE(logs.err.find("CUBBY-EXIT 3"), std::string::npos) << logs.err;  // init's last console line
+  auto quiet = cubby({"logs", "--no-console", "con"});
+  EXPECT_EQ(quiet.out, "out\n");
+  EXPECT_EQ(quiet.err, "");
   EXPECT_EQ(cubby({"rm", "con"}).rc, 0);
 }
 
