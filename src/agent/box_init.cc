@@ -113,6 +113,8 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
     (void)write_file(r + "/etc/hosts", hosts);
   }
   if (p.network_default) (void)write_file(r + "/etc/resolv.conf", "nameserver 10.0.2.3\n");
+  // Last, so a volume on /tmp or /etc/hosts is what the box sees.
+  CUBBY_TRYV(mount_volumes(r, p.volumes));
 
   // pivot_root(".", ".") stacks the old root under the new one; detaching
   // it leaves only the box's tree (the runc trick, no temp directory needed).

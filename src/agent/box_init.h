@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/volumes.h"
 #include "base/error.h"
 
 namespace cubby::agent {
@@ -21,6 +22,7 @@ struct RootfsPlan {
   // vm mode: the old root is the initramfs (rootfs cannot be pivoted away),
   // so move the new root onto / and chroot, as switch_root does.
   bool switch_root = false;
+  std::vector<VolumePlan> volumes;  // -v, mounted last so nothing covers them
 };
 
 Result<void> setup_sandbox_root(const RootfsPlan& plan);

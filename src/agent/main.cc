@@ -59,6 +59,9 @@ int run_init() {
       plan.target = r.at("target").get<std::string>();
       plan.hostname = cfg.value("hostname", std::string());
       plan.network_default = cfg.value("network", std::string("none")) == "default";
+      for (const auto& v : r.value("volumes", proto::Json::array()))
+        plan.volumes.push_back({v.at("source").get<std::string>(), v.at("target").get<std::string>(),
+                                v.value("read_only", false)});
       if (auto ok = agent::setup_sandbox_root(plan); !ok) {
         LOG_ERROR("set up rootfs: {}", ok.error().message());
         return 125;

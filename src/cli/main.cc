@@ -162,7 +162,7 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("--entrypoint", o.entrypoint, "Override the image's entrypoint");
   c->add_option("-p,--publish", o.publish, "Publish a port: [IP:][HOST_PORT:]GUEST_PORT[/tcp|udp]")
       ->allow_extra_args(false);
-  c->add_option("-v,--volume", o.volumes, "Mount a volume (not implemented yet)")->allow_extra_args(false);
+  c->add_option("-v,--volume", o.volumes, "Bind-mount a host path: SRC:DST[:ro|rw] (SRC absolute and existing)")->allow_extra_args(false);
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
   c->add_flag("-t,--tty", o.tty, "Allocate a terminal (with -i: an interactive session)");
@@ -195,7 +195,6 @@ void check_image_ref(const std::string& ref) {
 }
 
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
-  if (!o.volumes.empty()) die("-v/--volume is not implemented yet (volumes are a separate issue)");
   if (o.network != "none" && o.network != "default")
     die("--network: invalid value \"" + o.network + "\" (want none or default)");
   if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
@@ -208,6 +207,7 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.cmd = cmd;
   c.env = check_env(o.env);
   c.publish = o.publish;
+  c.volumes = o.volumes;
   c.cwd = o.workdir;
   c.user = o.user;
   c.network = o.network;

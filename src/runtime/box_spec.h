@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/ports.h"
+#include "runtime/volumes.h"
 
 namespace cubby {
 
@@ -30,12 +31,13 @@ struct BoxSpec {
   bool tty = false;               // -t
   std::vector<std::string> layers;  // unpacked layer dirs, lowest first
   std::vector<PortMapping> ports;   // -p, host ports fixed at create
+  std::vector<Mount> mounts;        // -v, host paths canonical at create
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   j = {{"argv", s.argv}, {"env", s.env}, {"cwd", s.cwd}, {"user", s.user}, {"hostname", s.hostname},
        {"network", s.network}, {"auto_remove", s.auto_remove}, {"interactive", s.interactive},
-       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}};
+       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}};
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -53,6 +55,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.tty = j.value("tty", false);
   s.layers = j.value("layers", std::vector<std::string>{});
   s.ports = j.value("ports", std::vector<PortMapping>{});
+  s.mounts = j.value("mounts", std::vector<Mount>{});
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "base/unique_fd.h"
+#include "runtime/split.h"
 
 namespace cubby {
 namespace {
@@ -58,13 +59,7 @@ Result<std::vector<PortMapping>> parse_publish(std::string_view spec) {
   }
   if (rest.starts_with('[')) return fail(bad(spec, "IPv6 host addresses are not supported"));
   // Split on ':' from the right: GUEST, HOST:GUEST or IP:HOST:GUEST.
-  std::vector<std::string_view> parts;
-  for (size_t start = 0;;) {
-    size_t colon = rest.find(':', start);
-    parts.push_back(rest.substr(start, colon == std::string_view::npos ? colon : colon - start));
-    if (colon == std::string_view::npos) break;
-    start = colon + 1;
-  }
+  std::vector<std::string_view> parts = split(rest, ':');
   if (parts.size() > 3) return fail(bad(spec, "too many ':'"));
   std::string ip = "0.0.0.0";
   if (parts.size() == 3) {

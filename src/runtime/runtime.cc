@@ -177,6 +177,9 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
     Json ports = Json::array();
     for (const auto& p : b.config.value("ports", std::vector<PortMapping>{})) ports.push_back(to_string(p));
     j["ports"] = ports;
+    Json mounts = Json::array();
+    for (const auto& m : b.config.value("mounts", std::vector<Mount>{})) mounts.push_back(to_string(m));
+    j["mounts"] = mounts;
   }
   return j;
 }
@@ -197,6 +200,12 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (o.cpus && !(*o.cpus >= 0.01 && *o.cpus <= 1024))  // also refuses NaN
     return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
   if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
+  const std::string isolation = o.isolation == "auto" ? default_isolation() : o.isolation;
+  auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
+  // virtiofs needs a virtiofsd per box and a modern virtio transport; until
+  // the vm backend has both, refuse here rather than boot a box without them.
+  if (!mounts.empty() && isolation == "vm")
+    return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
 
   auto found = images_.resolve(o.image);
   if (!found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
@@ -243,6 +252,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (!spec.ports.empty() && spec.network != "default")
     return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
   CUBBY_TRYV(assign_host_ports(spec.ports));
+  spec.mounts = std::move(mounts);
   spec.memory = o.memory;
   spec.cpus = o.cpus;
   spec.pids = o.pids;
@@ -262,7 +272,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   // auto picks vm only where KVM works (the vm backend itself refuses to
   // run without KVM unless CUBBY_VM_ACCEL=tcg).
   // auto picks vm only where KVM works (SPEC §1); vm never falls back.
-  b.isolation = o.isolation == "auto" ? default_isolation() : o.isolation;
+  b.isolation = isolation;
   b.created_at = now_rfc3339();
   b.config = spec;
   // The record first: if we are killed right after, the box exists as

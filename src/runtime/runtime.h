@@ -29,6 +29,7 @@ struct CreateOptions {
   std::vector<std::string> cmd;                        // overrides the image's Cmd
   std::vector<std::string> env;                        // -e K=V (or K: taken from the caller's env)
   std::vector<std::string> publish;                    // -p [IP:][HOST:]GUEST[/tcp|udp]
+  std::vector<std::string> volumes;                    // -v SRC:DST[:ro|rw], SRC an existing host path
   std::string cwd, user, hostname;
   std::string network = "default";
   std::string isolation = "auto";

@@ -196,7 +196,8 @@ class SandboxBackend : public Backend {
     agent_cfg["rootfs"] = {{"lower", lower},
                            {"upper", cfg.box_dir + "/upper"},
                            {"work", cfg.box_dir + "/work"},
-                           {"target", cfg.box_dir + "/rootfs"}};
+                           {"target", cfg.box_dir + "/rootfs"},
+                           {"volumes", spec.mounts}};
     std::string text = agent_cfg.dump();
     // An agent that dies before reading its config (a broken image, a
     // stand-in agent) closes the pipe: that is the box ending during start,

@@ -328,6 +328,9 @@ class VmBackend : public Backend {
  public:
   Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override {
     const BoxSpec& spec = cfg.spec;
+    // create() refuses these already; a record from elsewhere must not boot without its volumes.
+    if (!spec.mounts.empty())
+      return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
     std::string accel = CUBBY_TRY(pick_accel());
     std::string qemu = find_program("qemu-system-x86_64");
     if (qemu.empty()) return fail(Error::invalid("--isolation vm needs qemu-system-x86_64 (apt-get install qemu-system-x86)"));
