@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "agent/box_init.h"
+#include "agent/config.h"
 #include "agent/server.h"
 #include "agent/vm_init.h"
 #include "base/log.h"
@@ -43,22 +44,14 @@ int run_init() {
   }
   agent::AgentOptions opts;
   try {
-    const auto& m = cfg.at("main");
-    opts.main.argv = m.at("argv").get<std::vector<std::string>>();
-    opts.main.env = m.value("env", std::vector<std::string>{});
-    opts.main.cwd = m.value("cwd", std::string("/"));
-    opts.main.user = m.value("user", std::string());
-    opts.main.tty = m.value("tty", false);
-    opts.hold = cfg.value("hold", false);
+    agent::RootfsPlan plan;
+    agent::read_common_config(cfg, opts, plan);
     if (cfg.contains("rootfs")) {
       const auto& r = cfg["rootfs"];
-      agent::RootfsPlan plan;
       plan.lower = r.at("lower").get<std::vector<std::string>>();
       plan.upper = r.at("upper").get<std::string>();
       plan.work = r.at("work").get<std::string>();
       plan.target = r.at("target").get<std::string>();
-      plan.hostname = cfg.value("hostname", std::string());
-      plan.network_default = cfg.value("network", std::string("none")) == "default";
       for (const auto& v : r.value("volumes", proto::Json::array()))
         plan.volumes.push_back({v.at("source").get<std::string>(), v.at("target").get<std::string>(),
                                 v.value("read_only", false)});

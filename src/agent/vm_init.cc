@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "agent/box_init.h"
+#include "agent/config.h"
 #include "agent/server.h"
 #include "base/log.h"
 #include "base/sys.h"
@@ -295,15 +296,7 @@ void run_vm_init() {
   AgentOptions opts;
   RootfsPlan plan;
   try {
-    const auto& m = cfg.at("main");
-    opts.main.argv = m.at("argv").get<std::vector<std::string>>();
-    opts.main.env = m.value("env", std::vector<std::string>{});
-    opts.main.cwd = m.value("cwd", std::string("/"));
-    opts.main.user = m.value("user", std::string());
-    opts.main.tty = m.value("tty", false);
-    opts.hold = cfg.value("hold", false);
-    plan.hostname = cfg.value("hostname", std::string());
-    plan.network_default = cfg.value("network", std::string("none")) == "default";
+    read_common_config(cfg, opts, plan);
   } catch (const std::exception& e) {
     LOG_ERROR("bad config: {}", e.what());
     power_off(125);

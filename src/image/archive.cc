@@ -15,6 +15,7 @@
 #include "base/sys.h"
 #include "base/unique_fd.h"
 #include "image/digest.h"
+#include "image/media_types.h"
 #include "image/unpack.h"
 
 namespace cubby::image {
@@ -22,17 +23,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
-constexpr char kOciIndex[] = "application/vnd.oci.image.index.v1+json";
-constexpr char kDockerManifest[] = "application/vnd.docker.distribution.manifest.v2+json";
-constexpr char kDockerList[] = "application/vnd.docker.distribution.manifest.list.v2+json";
-constexpr char kRefName[] = "org.opencontainers.image.ref.name";
 constexpr char kContainerdName[] = "io.containerd.image.name";
-#if defined(__x86_64__)
-constexpr char kHostArch[] = "amd64";
-#else
-constexpr char kHostArch[] = "arm64";
-#endif
 
 Error bad(const std::string& why) { return Error::invalid("corrupt archive: " + why); }
 
@@ -141,8 +132,8 @@ Result<std::vector<ImageInfo>> load_oci(ImageStore& store, StagingArea& area, co
     if (top.contains("annotations") && top["annotations"].is_object()) {
       const json& a = top["annotations"];
       if (a.contains(kContainerdName) && a[kContainerdName].is_string()) name = a[kContainerdName].get<std::string>();
-      else if (a.contains(kRefName) && a[kRefName].is_string() && !is_tag_only(a[kRefName].get<std::string>()))
-        name = a[kRefName].get<std::string>();
+      else if (a.contains(kRefAnnotation) && a[kRefAnnotation].is_string() && !is_tag_only(a[kRefAnnotation].get<std::string>()))
+        name = a[kRefAnnotation].get<std::string>();
     }
     if (!tag.empty()) name = tag;
     if (name.empty()) return fail(Error::invalid("the archive's image has no name; give one with --tag REF"));
@@ -333,7 +324,7 @@ Result<void> save_archive(ImageStore& store, const ImageInfo& img, int fd) {
                   {"manifests", {{{"mediaType", mt},
                                   {"digest", img.manifest_digest},
                                   {"size", mbytes.size()},
-                                  {"annotations", {{kRefName, img.ref}, {kContainerdName, img.ref}}}}}}};
+                                  {"annotations", {{kRefAnnotation, img.ref}, {kContainerdName, img.ref}}}}}}};
     CUBBY_TRYV(add_file(a.get(), "oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}"));
     CUBBY_TRYV(add_file(a.get(), "index.json", index.dump()));
     std::set<std::string> done;

@@ -40,6 +40,7 @@
 #include "base/sys.h"
 #include "base/unique_fd.h"
 #include "image/digest.h"
+#include "image/media_types.h"
 #include "image/unpack.h"
 
 namespace cubby::image {
@@ -47,20 +48,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr char kRefAnnotation[] = "org.opencontainers.image.ref.name";
-constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
-constexpr char kOciIndex[] = "application/vnd.oci.image.index.v1+json";
-constexpr char kOciConfig[] = "application/vnd.oci.image.config.v1+json";
-constexpr char kOciLayerTar[] = "application/vnd.oci.image.layer.v1.tar";
-constexpr char kDockerManifest[] = "application/vnd.docker.distribution.manifest.v2+json";
-
-#if defined(__x86_64__)
-constexpr char kArch[] = "amd64";
-#elif defined(__aarch64__)
-constexpr char kArch[] = "arm64";
-#else
-#error "unsupported architecture"
-#endif
 
 constexpr char kDefaultPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -372,7 +359,7 @@ bool mark(const Paths& p, const json& desc, std::unordered_set<std::string>& blo
   blobs.insert(*hex);
   std::string mt = string_field(desc, "mediaType");
   bool is_manifest = is_image_manifest_type(mt);
-  bool is_index = mt == kOciIndex || mt == "application/vnd.docker.distribution.manifest.list.v2+json";
+  bool is_index = mt == kOciIndex || mt == kDockerList;
   if (!is_manifest && !is_index) return true;  // some other artifact: keep the blob itself
   std::string path = p.blob(*hex);
   if (!path_exists(path)) return depth > 0;  // a child of an index may be absent (other platforms)
@@ -627,7 +614,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
   std::string created = now_rfc3339();
   json config = {
       {"created", created},
-      {"architecture", kArch},
+      {"architecture", kHostArch},
       {"os", "linux"},
       {"config", {{"Cmd", {"/bin/sh"}}, {"Env", {kDefaultPath}}}},
       {"rootfs", {{"type", "layers"}, {"diff_ids", {"sha256:" + layer_hex}}}},
@@ -671,7 +658,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
     kept.push_back({{"mediaType", kOciManifest},
                     {"digest", "sha256:" + manifest_hex},
                     {"size", manifest_bytes.size()},
-                    {"platform", {{"architecture", kArch}, {"os", "linux"}}},
+                    {"platform", {{"architecture", kHostArch}, {"os", "linux"}}},
                     {"annotations", {{kRefAnnotation, nref}}}});
     ms = std::move(kept);
     return write_index(p, *index);

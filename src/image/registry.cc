@@ -30,6 +30,7 @@
 #include "base/sys.h"
 #include "base/unique_fd.h"
 #include "image/digest.h"
+#include "image/media_types.h"
 #include "image/unpack.h"
 
 namespace cubby::image {
@@ -37,17 +38,8 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
-constexpr char kOciIndex[] = "application/vnd.oci.image.index.v1+json";
-constexpr char kDockerManifest[] = "application/vnd.docker.distribution.manifest.v2+json";
-constexpr char kDockerList[] = "application/vnd.docker.distribution.manifest.list.v2+json";
 constexpr uint64_t kMaxLayerBytes = 64ull << 30;
 
-#if defined(__x86_64__)
-constexpr char kHostArch[] = "amd64";
-#elif defined(__aarch64__)
-constexpr char kHostArch[] = "arm64";
-#endif
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

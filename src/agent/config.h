@@ -1,0 +1,28 @@
+// The agent's config (JSON from the shim: the sandbox's config pipe, the vm's
+// control channel): the parts both backends share.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "agent/box_init.h"
+#include "agent/server.h"
+#include "proto/frame.h"
+
+namespace cubby::agent {
+
+// The workload ("main"), hold, hostname and network of `cfg` into opts and
+// plan. Throws nlohmann::json's exceptions on a malformed config.
+inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, RootfsPlan& plan) {
+  const auto& m = cfg.at("main");
+  opts.main.argv = m.at("argv").get<std::vector<std::string>>();
+  opts.main.env = m.value("env", std::vector<std::string>{});
+  opts.main.cwd = m.value("cwd", std::string("/"));
+  opts.main.user = m.value("user", std::string());
+  opts.main.tty = m.value("tty", false);
+  opts.hold = cfg.value("hold", false);
+  plan.hostname = cfg.value("hostname", std::string());
+  plan.network_default = cfg.value("network", std::string("none")) == "default";
+}
+
+}  // namespace cubby::agent
