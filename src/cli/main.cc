@@ -18,6 +18,7 @@
 #include <iostream>
 #include <map>
 
+#include "base/fs.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "base/unique_fd.h"
@@ -679,8 +680,12 @@ int cmd_pull(const Global& g, const std::vector<std::string>& rest) {
   cmd.positional("REF", ref, "Image reference");
   cmd.parse(rest);
   if (auto n = image::normalize_ref(ref); !n) die(n.error());
-  auto rt = open_runtime(g);
-  auto img = check(image::pull_image(rt.images(), helper_dir(rt), rt.home(), ref, platform));
+  // Only the image store: a pull touches no box, so the box database is not
+  // opened (on a fresh home, creating it was ~10 ms of a 150 ms pull).
+  auto where = check(Runtime::locate({g.home, ""}));
+  check(mkdir_p(where.home, 0700));
+  auto store = check(image::ImageStore::open(where.home + "/images"));
+  auto img = check(image::pull_image(store, where.bin_dir, where.home, ref, platform));
   if (quiet) {
     std::cout << img.ref << "\n";
   } else {

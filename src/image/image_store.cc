@@ -507,8 +507,8 @@ Result<ImageInfo> ImageStore::commit(StagingArea& area, const StagedImage& img) 
     return ctx(Error::invalid(std::string("malformed manifest: ") + e.what()));
   }
   std::string manifest_tmp = area.dir() + "/manifest-" + manifest_hex;
-  if (!path_exists(manifest_tmp)) {
-    if (auto r = write_synced(manifest_tmp, img.manifest_bytes); !r) return ctx(r.error());
+  if (!path_exists(manifest_tmp)) {  // no fsync of its own: the syncfs below covers it
+    if (auto r = write_file(manifest_tmp, img.manifest_bytes); !r) return ctx(r.error());
   }
   {
     UniqueFd dfd(::open(area.dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

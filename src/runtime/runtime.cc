@@ -79,23 +79,28 @@ std::string default_home() {
   return std::string(home ? home : "/tmp") + "/.local/share/cubby";
 }
 
-Result<Runtime> Runtime::open(Options opts) {
+Result<Runtime::Options> Runtime::locate(Options opts) {
   std::string home = opts.home.empty() ? default_home() : opts.home;
   if (home.empty() || home[0] != '/') {
     char cwd[4096];
     if (!::getcwd(cwd, sizeof cwd)) return sys_fail("getcwd");
     home = std::string(cwd) + "/" + home;
   }
-  CUBBY_TRYV(mkdir_p(home + "/boxes", 0700));
-  auto db = store::Store::open(home);
-  if (!db) return std::unexpected(db.error());
-  auto images = image::ImageStore::open(home + "/images");
-  if (!images) return std::unexpected(images.error());
   std::string bin = opts.bin_dir;
   if (bin.empty()) {
     const char* env = std::getenv("CUBBY_LIBEXEC");
     bin = env && *env ? env : self_dir();
   }
+  return Options{std::move(home), std::move(bin)};
+}
+
+Result<Runtime> Runtime::open(Options opts) {
+  auto [home, bin] = CUBBY_TRY(locate(std::move(opts)));
+  CUBBY_TRYV(mkdir_p(home + "/boxes", 0700));
+  auto db = store::Store::open(home);
+  if (!db) return std::unexpected(db.error());
+  auto images = image::ImageStore::open(home + "/images");
+  if (!images) return std::unexpected(images.error());
   Runtime rt(std::move(home), std::move(bin), std::move(*db), std::move(*images));
   CUBBY_TRYV(rt.reconcile());
   return rt;

@@ -84,6 +84,9 @@ class Runtime {
     std::string bin_dir;  // where cubby-shim/cubby-agent live; empty: next to this executable
   };
   static Result<Runtime> open(Options opts);
+  // Where open() would look: an absolute home and the helpers' directory,
+  // without opening anything (for commands that need only the image store).
+  static Result<Options> locate(Options opts);
 
   Result<store::BoxRecord> create(const CreateOptions& o);
   // Starts a created or ended box. With hold, the workload waits for attach().
