@@ -19,6 +19,7 @@
 #include "base/sys.h"
 #include "base/unique_fd.h"
 #include "image/digest.h"
+#include "image/tree_writer.h"
 
 namespace cubby::image {
 namespace {
@@ -26,11 +27,7 @@ namespace {
 struct ReadFree {
   void operator()(struct archive* a) const { archive_read_free(a); }
 };
-struct WriteFree {
-  void operator()(struct archive* a) const { archive_write_free(a); }
-};
 using ReadArchive = std::unique_ptr<struct archive, ReadFree>;
-using WriteArchive = std::unique_ptr<struct archive, WriteFree>;
 
 // Paths longer than this are refused: libarchive falls back to chdir() for
 // paths >= PATH_MAX, and the runtime must never change the process cwd.
@@ -71,19 +68,6 @@ la_ssize_t fd_read(struct archive* a, void* client, const void** out) {
 Error read_error(struct archive* a, const FdSource& src) {
   if (src.read_errno != 0) return Error::sys("read archive input", src.read_errno);
   return corrupt(a);
-}
-
-// Errors from writing the tree: resource/IO trouble is a system error,
-// anything else is the archive's fault.
-Error write_error(struct archive* w, const std::string& name) {
-  int e = archive_errno(w);
-  std::string msg = "unpack \"" + name + "\": " + archive_msg(w);
-  switch (e) {
-    case ENOSPC: case EDQUOT: case EIO: case EROFS: case ENOMEM: case EMFILE: case ENFILE:
-      return Error(ErrorKind::kSystem, msg, 0);
-    default:
-      return Error::invalid(msg);
-  }
 }
 
 // Normalises a path from entry `entry` (its name, or its hardlink target
@@ -210,42 +194,15 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
 
 namespace {
 
-// Opens dest/rel (a directory the archive created, reached without symlinks),
-// creating it if the archive did not.
-Result<UniqueFd> open_layer_dir(const std::string& dest, const std::string& rel) {
-  std::string full = rel.empty() ? dest : dest + "/" + rel;
-  UniqueFd fd(::open(full.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd && errno == ENOENT) {
-    CUBBY_TRYV(mkdir_p(full, 0755));
-    fd.reset(::open(full.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  }
-  if (!fd) return sys_fail("open " + full);
-  return fd;
-}
-
-}  // namespace
-
-namespace {
-
 // Unpacks the entries of the open tar reader `a` (see unpack_tar).
 Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, bool overlay_whiteouts) {
   struct NoFree {
     void operator()(struct archive*) const {}
   };
   std::unique_ptr<struct archive, NoFree> a(a_raw);
-  WriteArchive w(archive_write_disk_new());
-  if (!w) return fail(Error::internal("libarchive allocation failed"));
-
-  // Our own checks (below) give clear errors; libarchive's SECURE flags are a
-  // second line of defence. NOABSOLUTEPATHS cannot be used because every
-  // entry is rewritten to an absolute path under dest_dir (no chdir), so
-  // absolute entry names are refused by clean_entry_path instead. No
-  // set_standard_lookup: ownership is restored by numeric uid/gid, never via
-  // the host's passwd/group files.
-  archive_write_disk_set_options(
-      w.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_TIME |
-                   ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                   ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+  // Our own checks (below) give clear errors naming the entry; the writer's
+  // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) is the kernel's second line.
+  TreeWriter w = CUBBY_TRY(TreeWriter::open(dest_dir));
 
   std::unordered_set<std::string> symlinks;  // cleaned paths the archive made symlinks
   std::vector<std::string> opaque_dirs;                        // relative dirs
@@ -290,17 +247,16 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
     if (path.empty() && (type != AE_IFDIR || link_c))
       return fail(Error::invalid("unsafe archive entry \"" + raw + "\": would replace the layer root"));
 
+    std::string target;  // of a hardlink
     if (link_c) {
-      std::string target = CUBBY_TRY(clean_entry_path(raw, link_c, "hardlink target \"" + std::string(link_c) + "\""));
+      target = CUBBY_TRY(clean_entry_path(raw, link_c, "hardlink target \"" + std::string(link_c) + "\""));
       if (target.empty())
         return fail(Error::invalid("unsafe archive entry \"" + raw + "\": hardlink to the layer root"));
       if (std::string via = symlink_ancestor(target, symlinks); !via.empty())
         return fail(Error::invalid("unsafe archive entry \"" + raw + "\": hardlink target \"" +
                                    link_c + "\" goes through symlink \"" + via + "\""));
-      std::string full_target = dest_dir + "/" + target;
-      if (full_target.size() > kMaxPath)
+      if (target.size() > kMaxPath)
         return fail(Error::invalid("unsafe archive entry \"" + raw + "\": hardlink target path too long"));
-      archive_entry_set_hardlink(e, full_target.c_str());
       // A hardlink to a symlink is itself a symlink.
       if (symlinks.count(target)) symlinks.insert(path); else symlinks.erase(path);
     } else if (type == AE_IFLNK) {
@@ -309,16 +265,14 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
       symlinks.erase(path);
     }
 
-    std::string full = path.empty() ? dest_dir : dest_dir + "/" + path;
-    if (full.size() > kMaxPath)
+    if (path.size() > kMaxPath)
       return fail(Error::invalid("unsafe archive entry \"" + raw.substr(0, 100) + "...\": path too long"));
-    archive_entry_set_pathname(e, full.c_str());
     filter_xattrs(e, raw);
 
-    r = archive_write_header(w.get(), e);
-    if (r < ARCHIVE_WARN) return fail(write_error(w.get(), raw));
-    if (r == ARCHIVE_WARN) LOG_DEBUG("image unpack: {}: {}", raw, archive_msg(w.get()));
-    if (archive_entry_size_is_set(e) && archive_entry_size(e) > 0) {
+    if (link_c) {
+      CUBBY_TRYV(w.link(path, target));
+    } else if (type == AE_IFREG) {
+      UniqueFd f = CUBBY_TRY(w.create_file(path));
       for (;;) {
         const void* buf = nullptr;
         size_t len = 0;
@@ -326,20 +280,23 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
         r = archive_read_data_block(a.get(), &buf, &len, &off);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_WARN) return fail(corrupt(a.get()));
-        if (archive_write_data_block(w.get(), buf, len, off) < ARCHIVE_WARN)
-          return fail(write_error(w.get(), raw));
+        for (size_t done = 0; done < len;) {
+          ssize_t n = ::pwrite(f.get(), static_cast<const char*>(buf) + done, len - done, off + static_cast<off_t>(done));
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0) return fail(Error::sys("unpack \"" + raw + "\": write"));
+          done += static_cast<size_t>(n);
+        }
       }
+      CUBBY_TRYV(w.finish_file(f.get(), path, e));
+    } else {
+      CUBBY_TRYV(w.create_other(path, e));
     }
-    r = archive_write_finish_entry(w.get());
-    if (r < ARCHIVE_WARN) return fail(write_error(w.get(), raw));
   }
-  // Applies deferred directory permissions and times.
-  if (archive_write_close(w.get()) < ARCHIVE_WARN) return fail(write_error(w.get(), "(directory fixups)"));
   // Whiteouts last: the archive may list a directory after its whiteouts.
   for (const auto& dir : opaque_dirs) {
     if (std::string via = symlink_ancestor(dir + "/x", symlinks); !via.empty() || symlinks.count(dir))
       return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh..wh..opq\": under a symlink"));
-    UniqueFd fd = CUBBY_TRY(open_layer_dir(dest_dir, dir));
+    UniqueFd fd = CUBBY_TRY(w.open_dir(dir));
     // user.overlay.*: the sandbox mounts its overlay inside a user namespace
     // (option userxattr), where trusted.* xattrs are not read at all.
     if (::fsetxattr(fd.get(), "user.overlay.opaque", "y", 1, 0) < 0)
@@ -348,7 +305,7 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
   for (const auto& [dir, name] : whiteouts) {
     if (!dir.empty() && symlinks.count(dir))
       return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh." + name + "\": under a symlink"));
-    UniqueFd fd = CUBBY_TRY(open_layer_dir(dest_dir, dir));
+    UniqueFd fd = CUBBY_TRY(w.open_dir(dir));
     if (::mknodat(fd.get(), name.c_str(), S_IFCHR | 0, ::makedev(0, 0)) < 0) {
       if (errno != EEXIST) return sys_fail("create whiteout " + dir + "/" + name);
       // The layer also holds NAME itself: the whiteout wins (it hides lower layers).
@@ -358,7 +315,8 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
         return sys_fail("create whiteout " + dir + "/" + name);
     }
   }
-  return {};
+  // Directory modes and times last, after the whiteouts changed them.
+  return w.finish();
 }
 
 // The tar inside a compressed layer, read through a second libarchive reader
