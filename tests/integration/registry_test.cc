@@ -564,6 +564,32 @@ TEST_F(Registry, MirrorsAreTriedInOrderThenTheRegistry) {
   EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
 }
 
+// The manifest is resolved at the first mirror, but that mirror cuts every
+// layer blob short: after its retries each blob comes from the next mirror
+// (per blob, without resolving the manifest again), and the pull succeeds.
+TEST_F(Registry, MirrorWithBadBlobsFallsBackPerBlob) {
+  std::string script = home_ + "/trunc.py";
+  ASSERT_TRUE(write_file(script, kTruncatingRegistry));
+  Server trunc;
+  struct Stop {
+    Server& s;
+    ~Stop() { s.stop(); }
+  } stop{trunc};
+  ASSERT_EQ(trunc.start({"/usr/bin/python3", script, scratch_ + "/layout"}), "");
+  std::string dead = "127.0.0.1:" + std::to_string(free_port());  // the registry itself: down
+  std::string live = "127.0.0.1:" + std::to_string(plain_.port);
+  ASSERT_TRUE(write_file(home_ + "/config.json",
+                         json{{"mirrors", {{dead, {"http://" + at(trunc, "always"), "http://" + live + "/test"}}}}}.dump()));
+  auto r = cubby({"pull", dead + "/busybox:v1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  r = cubby({"run", "--rm", "--network", "none", dead + "/busybox:v1", "cat", "/hello"});
+  EXPECT_EQ(r.out, "hi\n") << r.err;
+  trunc.stop();
+  EXPECT_NE(trunc.log.find("truncated always"), std::string::npos) << trunc.log;
+  EXPECT_EQ(count_entries(home_ + "/images/tmp"), 0u);
+}
+
 // Plain HTTP beyond loopback only for registries in "insecure-registries"
 // (by HOST:PORT or by CIDR): a docker-registry on this host's non-loopback
 // address, serving the plain registry's storage.
