@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -698,19 +699,30 @@ Result<void> fetch_blob(Endpoints& eps, const Desc& d, const std::string& path, 
   return r;
 }
 
+// Which layer a blob is to be unpacked as: its diff_id hex, or nullopt when
+// it needs no unpacking (the layer is already in the store, or another task
+// of this pull unpacks it). Known once the image config has arrived.
+using UnpackDecision = std::function<Result<std::optional<std::string>>()>;
+
 // Downloads a layer blob and unpacks it at the same time: the bytes go to the
 // blob file and through a pipe to an unpacking thread, so the unpack overlaps
-// the download instead of following it. If the first download attempt fails
-// (retried, or served by another endpoint), that unpack is thrown away and
-// the verified file is unpacked afterwards.
+// the download instead of following it. The unpacker first waits for the
+// decision (the config is fetched alongside the layers; meanwhile the pipe
+// holds back the download). If the first download attempt fails (retried, or
+// served by another endpoint), that unpack is thrown away and the verified
+// file is unpacked afterwards. Returns the staged layer, or an empty one when
+// the decision was not to unpack.
 Result<StagedLayer> fetch_and_unpack(Endpoints& eps, const Desc& d, const std::string& blob_path,
-                                     const std::string& work_dir, const std::string& diff_hex,
+                                     const std::string& work_dir, const UnpackDecision& decide,
                                      std::atomic<uint64_t>* progress) {
   std::string tag = "layer-" + d.hex;
   auto [rd, wr] = CUBBY_TRY(sys::make_pipe());
+  (void)::fcntl(wr.get(), F_SETPIPE_SZ, 1 << 20);  // fewer wake-ups; the default may stay
   std::optional<Result<StagedLayer>> streamed;
+  Result<std::optional<std::string>> decision = std::nullopt;
   std::thread unpacker([&, rd = std::move(rd)]() mutable {
-    streamed = stage_layer_fd(rd.get(), work_dir, tag, diff_hex);
+    decision = decide();
+    if (decision && *decision) streamed = stage_layer_fd(rd.get(), work_dir, tag, **decision);
     rd.reset();  // a writer blocked on a full pipe gets EPIPE and carries on without us
   });
   auto got = fetch_blob(eps, d, blob_path, progress, &wr);
@@ -718,15 +730,38 @@ Result<StagedLayer> fetch_and_unpack(Endpoints& eps, const Desc& d, const std::s
   wr.reset();
   unpacker.join();
   CUBBY_TRYV(got);
+  CUBBY_TRYV(decision);
+  if (!*decision) return StagedLayer{};
   Result<StagedLayer> u = fail(Error::internal("no unpack"));
-  if (complete) {
+  if (complete && streamed) {
     u = std::move(*streamed);
   } else {
     CUBBY_TRYV(remove_tree(work_dir + "/" + tag + ".layer"));
-    u = stage_layer(blob_path, work_dir, tag, diff_hex);
+    u = stage_layer(blob_path, work_dir, tag, **decision);
   }
   if (!u) return fail(u.error().wrap("layer sha256:" + short_hex(d.hex)));
   return u;
+}
+
+// The image config blob, fetched and checked against the manifest: its
+// diff_ids (one per layer, "sha256:HEX").
+Result<std::vector<std::string>> fetch_config(Endpoints& eps, const Desc& cfg_desc, const std::string& cfg_path,
+                                              const std::string& nref, size_t layer_count) {
+  CUBBY_TRYV(fetch_blob(eps, cfg_desc, cfg_path, nullptr));
+  json config = json::parse(CUBBY_TRY(read_file(cfg_path, kMaxConfigBytes)), nullptr, false);
+  if (!config.is_object()) return fail(Error::invalid("image config of " + nref + " is not JSON"));
+  std::vector<std::string> diff_ids;
+  if (config.contains("rootfs") && config["rootfs"].is_object() && config["rootfs"].contains("diff_ids") &&
+      config["rootfs"]["diff_ids"].is_array())
+    for (const auto& d : config["rootfs"]["diff_ids"])
+      if (d.is_string()) diff_ids.push_back(d.get<std::string>());
+  if (diff_ids.size() != layer_count)
+    return fail(Error::invalid("image " + nref + ": config lists " + std::to_string(diff_ids.size()) +
+                               " layers, manifest " + std::to_string(layer_count)));
+  for (const auto& d : diff_ids)
+    if (!d.starts_with("sha256:") || !is_sha256_hex(d.substr(7)))
+      return fail(Error::invalid("image " + nref + ": bad diff_id \"" + d + "\""));
+  return diff_ids;
 }
 
 std::string human(uint64_t n) {
@@ -780,47 +815,55 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
   staged.manifest_media_type = m.media_type;
   staged.manifest_bytes = m.bytes;
 
-  // Config: small, fetched first (its diff_ids check the layers).
+  // The config is fetched alongside the layers: its diff_ids are needed only
+  // to decide which layers to unpack (waited for by each unpacker) and to
+  // check them, so no round trip is spent on it before the layers start.
   std::string cfg_path = area.dir() + "/" + cfg_desc.hex;
-  CUBBY_TRYV(fetch_blob(eps, cfg_desc, cfg_path, nullptr));
-  json config = json::parse(CUBBY_TRY(read_file(cfg_path, kMaxConfigBytes)), nullptr, false);
-  if (!config.is_object()) return fail(Error::invalid("image config of " + nref + " is not JSON"));
-  std::vector<std::string> diff_ids;
-  if (config.contains("rootfs") && config["rootfs"].is_object() && config["rootfs"].contains("diff_ids") &&
-      config["rootfs"]["diff_ids"].is_array())
-    for (const auto& d : config["rootfs"]["diff_ids"])
-      if (d.is_string()) diff_ids.push_back(d.get<std::string>());
-  if (diff_ids.size() != layers.size())
-    return fail(Error::invalid("image " + nref + ": config lists " + std::to_string(diff_ids.size()) +
-                               " layers, manifest " + std::to_string(layers.size())));
-  for (const auto& d : diff_ids)
-    if (!d.starts_with("sha256:") || !is_sha256_hex(d.substr(7)))
-      return fail(Error::invalid("image " + nref + ": bad diff_id \"" + d + "\""));
-  staged.blobs[cfg_desc.hex] = cfg_path;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<std::vector<std::string>>> diff_ids;  // set once the config is in
+  std::set<std::string> claimed_layers;                       // diff_ids some task unpacks
+  std::thread config_fetcher([&] {
+    auto r = fetch_config(eps, cfg_desc, cfg_path, nref, layers.size());
+    std::lock_guard<std::mutex> l(mu);
+    diff_ids = std::move(r);
+    cv.notify_all();
+  });
+  struct JoinConfig {
+    std::thread& t;
+    ~JoinConfig() { t.join(); }
+  } join_config{config_fetcher};
+  auto decide = [&](size_t layer_index) -> UnpackDecision {
+    return [&, layer_index]() -> Result<std::optional<std::string>> {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return diff_ids.has_value(); });
+      if (!*diff_ids) return fail(diff_ids->error());
+      std::string hex = (**diff_ids)[layer_index].substr(7);
+      if (store.has_layer(hex) || !claimed_layers.insert(hex).second) return std::nullopt;
+      return hex;
+    };
+  };
 
   // Layers, in parallel: one task per distinct blob.
   struct Task {
     Desc d;
-    std::string diff_hex;
-    bool download, unpack;
+    size_t layer_index;  // its first place in the manifest (and the config's diff_ids)
+    bool download;
     std::string blob_path;
-    StagedLayer unpacked;
+    StagedLayer unpacked;  // dir empty: not unpacked by this pull
   };
   std::vector<Task> tasks;
-  std::set<std::string> seen_blobs, seen_layers;
+  std::set<std::string> seen_blobs;
   uint64_t total = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     if (!seen_blobs.insert(layers[i].hex).second) continue;
-    Task t{layers[i], diff_ids[i].substr(7), !store.has_blob(layers[i].hex), false, "", {}};
-    t.unpack = !store.has_layer(t.diff_hex) && seen_layers.insert(t.diff_hex).second;
+    Task t{layers[i], i, !store.has_blob(layers[i].hex), "", {}};
     t.blob_path = t.download ? area.dir() + "/" + t.d.hex : store.blob_path(t.d.hex);
     if (t.download) total += t.d.size;
     tasks.push_back(std::move(t));
   }
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> done_bytes{0};
-  std::mutex mu;
-  std::condition_variable cv;
   size_t finished = 0;
   std::optional<Error> first_error;
   auto worker = [&] {
@@ -832,20 +875,18 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
         if (first_error) break;
       }
       Task& t = tasks[i];
-      Result<void> r{};
-      if (t.download && t.unpack) {
-        auto u = fetch_and_unpack(eps, t.d, t.blob_path, area.dir(), t.diff_hex, &done_bytes);
-        if (u) t.unpacked = *u;
-        else r = fail(u.error());
-      } else if (t.download) {
-        r = fetch_blob(eps, t.d, t.blob_path, &done_bytes);
-      } else if (t.unpack) {
-        auto u = stage_layer(t.blob_path, area.dir(), "layer-" + t.d.hex, t.diff_hex);
-        if (u) t.unpacked = *u;
-        else r = fail(u.error().wrap("layer sha256:" + short_hex(t.d.hex)));
+      Result<StagedLayer> r = StagedLayer{};
+      if (t.download) {
+        r = fetch_and_unpack(eps, t.d, t.blob_path, area.dir(), decide(t.layer_index), &done_bytes);
+      } else if (auto hex = decide(t.layer_index)(); !hex) {
+        r = fail(hex.error());
+      } else if (*hex) {
+        r = stage_layer(t.blob_path, area.dir(), "layer-" + t.d.hex, **hex);
+        if (!r) r = fail(r.error().wrap("layer sha256:" + short_hex(t.d.hex)));
       }
       std::lock_guard<std::mutex> l(mu);
-      if (!r && !first_error) first_error = r.error();
+      if (r) t.unpacked = *r;
+      else if (!first_error) first_error = r.error();
       cv.notify_all();
     }
     std::lock_guard<std::mutex> l(mu);
@@ -867,10 +908,16 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
   }
   for (auto& t : threads) t.join();
   if (o.progress && total > 0) (void)!::write(2, "\n", 1);
+  {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return diff_ids.has_value(); });
+    if (!*diff_ids) return fail(diff_ids->error());  // the config's error is the one that explains
+  }
   if (first_error) return fail(*first_error);
+  staged.blobs[cfg_desc.hex] = cfg_path;
   for (auto& t : tasks) {
     if (t.download) staged.blobs[t.d.hex] = t.blob_path;
-    if (t.unpack) staged.layers[t.unpacked.diff_hex] = t.unpacked.dir;
+    if (!t.unpacked.dir.empty()) staged.layers[t.unpacked.diff_hex] = t.unpacked.dir;
   }
   auto rr = store.commit(area, staged);
   return rr;
