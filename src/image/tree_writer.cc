@@ -143,7 +143,7 @@ Result<bool> TreeWriter::clear(int parent, const std::string& name, const std::s
 
 Result<void> TreeWriter::apply_owner_mode_xattrs(int fd, const std::string& rel, uid_t uid, gid_t gid, mode_t mode,
                                                  const std::vector<std::pair<std::string, std::string>>& xattrs) {
-  bool owned = false;
+  bool owned = uid == ::geteuid() && gid == ::getegid();  // what an unprivileged writer gets
   if (restoring_owner()) {
     owned = ::fchown(fd, uid, gid) == 0;
     if (!owned) LOG_DEBUG("image unpack: {}: chown {}:{}: {}", rel, uid, gid, std::strerror(errno));
