@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "agent/copy_worker.h"
 #include "agent/exec_child.h"
 #include "agent/user.h"
 #include "base/log.h"
@@ -367,9 +368,28 @@ void Server::handle_message(Session& s, const Json& m) {
     } else {
       send(s, {{"t", msg::kError}, {"msg", "the box's main process is not running"}});
     }
+  } else if (t == msg::kCpStat || t == msg::kCpPut || t == msg::kCpGet) {
+    start_copy_worker(s, m);
   } else {
     send(s, {{"t", msg::kError}, {"msg", "unknown message type: " + t}});
   }
+}
+
+void Server::start_copy_worker(Session& s, const Json& first) {
+  if (s.exec || s.attached) {
+    send(s, {{"t", msg::kError}, {"msg", "a copy needs a session of its own"}});
+    return;
+  }
+  // We have no threads, so the child may run ordinary code (see copy_worker.h).
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    send(s, {{"t", msg::kError}, {"msg", std::string("start a copy: fork: ") + std::strerror(errno)}});
+    return;
+  }
+  if (pid == 0) run_copy_worker(std::move(s.fd), std::move(s.dec), std::move(s.out), first);
+  // The worker owns the session now; our copy of its fd goes, and its exit
+  // is reaped by reap() like any orphan's.
+  close_session(s.id);
 }
 
 void Server::handle_exec(Session& s, const Json& m) {

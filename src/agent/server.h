@@ -77,6 +77,7 @@ class Server {
 
   void handle_message(Session& s, const proto::Json& m);
   void handle_exec(Session& s, const proto::Json& m);
+  void start_copy_worker(Session& s, const proto::Json& first);
   void start_main(bool with_stdin);
   std::optional<std::string> spawn(Exec& e, const ProcessSpec& spec, bool with_stdin, WinSize ws);
 

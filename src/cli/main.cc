@@ -568,6 +568,43 @@ int cmd_logs(const Global& g, const std::vector<std::string>& rest) {
   return 0;
 }
 
+// One side of `cubby cp`: "-", a host path, or BOX:PATH. As in docker cp, a
+// host path with a colon in it must start with "/" or "." to be read as one.
+struct CpSide {
+  std::string box, path;
+  bool in_box() const { return !box.empty(); }
+};
+CpSide cp_side(const std::string& arg) {
+  if (arg == "-" || arg.empty() || arg[0] == '/' || arg[0] == '.') return {"", arg};
+  size_t colon = arg.find(':');
+  if (colon == std::string::npos) return {"", arg};
+  if (colon == 0) die("\"" + arg + "\": empty box name in BOX:PATH");
+  if (colon + 1 == arg.size()) die("\"" + arg + "\": empty path in BOX:PATH");
+  return {arg.substr(0, colon), arg.substr(colon + 1)};
+}
+
+int cmd_cp(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Copy files between a box and the host (BOX:PATH on one side; - is a tar stream)",
+              "cp [OPTIONS] SRC DST");
+  std::string src, dst;
+  CopyOptions o;
+  cmd.app.add_flag("-a,--archive", o.archive, "Keep uid/gid (default: the box's root in a box, you on the host)");
+  cmd.app.add_flag("-L,--follow-link", o.follow_links, "Follow SRC if it is a symlink");
+  cmd.positional("SRC", src, "BOX:PATH, host path, or - (a tar on standard input)");
+  cmd.positional("DST", dst, "BOX:PATH, host path, or - (a tar on standard output)");
+  cmd.parse(rest);
+  if (src.empty() || dst.empty()) die("empty path (usage: " + cmd.usage + ")");
+  CpSide from = cp_side(src), to = cp_side(dst);
+  if (from.in_box() && to.in_box()) die("copying between two boxes is not supported; one side must be a host path");
+  if (!from.in_box() && !to.in_box()) die("one of SRC and DST must be BOX:PATH");
+  auto rt = open_runtime(g);
+  if (to.in_box())
+    check(rt.copy_to_box(from.path, to.box, to.path, o, 0));
+  else
+    check(rt.copy_from_box(from.box, from.path, to.path, o, 1));
+  return 0;
+}
+
 int cmd_info(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Show what this host can do", "info [OPTIONS]");
   std::string format = "table";
@@ -814,7 +851,7 @@ int cmd_image(const Global& g, const std::vector<std::string>& rest) {
 
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
-    "Boxes:   run create start exec shell attach ls inspect stop kill rm wait logs port\n"
+    "Boxes:   run create start exec shell attach cp ls inspect stop kill rm wait logs port\n"
     "Images:  pull load save import images rmi image login logout\n"
     "Host:    info\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
@@ -830,7 +867,8 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"wait", cmd_wait},   {"logs", cmd_logs},     {"info", cmd_info},     {"import", cmd_import},
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
-      {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port}};
+      {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
+      {"cp", cmd_cp}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

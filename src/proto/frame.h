@@ -56,6 +56,9 @@ class Conn {
  public:
   Conn() = default;
   explicit Conn(UniqueFd fd) : fd_(std::move(fd)) {}
+  // Takes over a session whose first bytes were already read into `dec`
+  // (the agent's copy worker continues a session its event loop began).
+  Conn(UniqueFd fd, FrameDecoder dec) : fd_(std::move(fd)), dec_(std::move(dec)) {}
   int fd() const { return fd_.get(); }
   bool valid() const { return fd_.valid(); }
   Result<void> send(const Json& msg, uint32_t channel = 0);

@@ -15,6 +15,14 @@
 //   attach {start, stdin, rows, cols}      out/exit as for exec (main process)
 //   kill {sig}              (main process) ok {}
 //   watch_start {}                         started {id, pid} once the workload runs
+//   cp_stat {path}                         cp_stat {kind: d|f|l|o} | error {msg, missing}
+//   cp_put {dir, chown}, then entries      ok {} | error {msg}
+//   cp_get {path, follow}                  entries | error {msg}
+//     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, target}
+//               cp_data {d: bin}...)... cp_end {}   (see copy/entry.h)
+//
+// The first cp_* message hands the session to a copy worker the agent forks
+// (agent/copy_worker.h); it serves any number of cp requests, then exits.
 //
 // An "exit" is sent only after the process's output pipes are drained, and
 // the agent keeps finished execs' statuses so exec_status can read them any
@@ -48,6 +56,12 @@ inline constexpr const char* kKill = "kill";
 inline constexpr const char* kOk = "ok";
 inline constexpr const char* kWatchStart = "watch_start";
 inline constexpr const char* kResize = "resize";
+inline constexpr const char* kCpStat = "cp_stat";
+inline constexpr const char* kCpPut = "cp_put";
+inline constexpr const char* kCpGet = "cp_get";
+inline constexpr const char* kCpEntry = "cp_entry";
+inline constexpr const char* kCpData = "cp_data";
+inline constexpr const char* kCpEnd = "cp_end";
 }  // namespace msg
 
 }  // namespace cubby::proto

@@ -71,6 +71,12 @@ struct ExecResult {
   std::string error;     // set when the command could not start (126/127)
 };
 
+// `cubby cp` options (as docker cp's).
+struct CopyOptions {
+  bool archive = false;       // -a: keep uid/gid (default: box root in a box, the caller on the host)
+  bool follow_links = false;  // -L: SRC itself is followed when it is a symlink
+};
+
 struct StartResult {
   bool ended = false;  // the box finished during start (e.g. `true`)
   int code = 0;
@@ -109,6 +115,17 @@ class Runtime {
   // The workload's stdout/stderr to out_fd/err_fd; for a vm box also its
   // console (kernel, init, QEMU messages) to err_fd, unless !console.
   Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console = true);
+
+  // `cubby cp` (runtime/copy.cc), with docker cp's rules for files and
+  // directories. Host to box: src is a host path, or "-" for a tar stream
+  // read from in_fd that is extracted into box_path (a directory).
+  Result<void> copy_to_box(const std::string& src, const std::string& ref, const std::string& box_path,
+                           const CopyOptions& o, int in_fd = 0);
+  // Box to host: dst is a host path, or "-" for a tar stream written to out_fd.
+  // What the box sends is untrusted: nothing lands outside dst, and nothing
+  // is written through a symlink.
+  Result<void> copy_from_box(const std::string& ref, const std::string& box_path, const std::string& dst,
+                             const CopyOptions& o, int out_fd = 1);
 
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);

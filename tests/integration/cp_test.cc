@@ -1,0 +1,337 @@
+// `cubby cp` with real boxes on both backends: files and directories both
+// ways under docker cp's rules ("SRC/." copies contents, a file onto a
+// directory goes inside it), tar streams through "-", a 20 MiB file each way
+// by checksum, modes, mtimes and ownership (-a), a box's symlinks that try to
+// steer a copy out of the box, and errors that are one line, exit 125 and
+// write nothing. The vm cases share one box per test (each boot costs ~2 s
+// under TCG). A compromised agent's stream (a symlink and then a file
+// through it, "..") is played by an impostor on the box's agent socket.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <future>
+#include <random>
+
+#include "base/fs.h"
+#include "base/sys.h"
+#include "harness.h"
+#include "image/digest.h"
+#include "proto/frame.h"
+#include "proto/messages.h"
+
+namespace cubby::test {
+namespace {
+
+using proto::Json;
+
+std::string sha256_of(const std::string& data) {
+  image::Sha256 h;
+  h.update(data.data(), data.size());
+  return h.hex_final();
+}
+
+std::string file_sha256(const std::string& path) {
+  auto d = read_file(path, 64u << 20);
+  return d ? sha256_of(*d) : "(unreadable: " + d.error().message() + ")";
+}
+
+class Cp : public BackendTest {
+ protected:
+  void SetUp() override {
+    BackendTest::SetUp();
+    if (IsSkipped()) return;
+    char t[] = "/tmp/cubby-cp-XXXXXX";
+    ASSERT_NE(::mkdtemp(t), nullptr);
+    host_ = t;
+  }
+  void TearDown() override {
+    if (!host_.empty()) (void)remove_tree(host_);
+    BackendTest::TearDown();
+  }
+
+  // `sh -c script` in the box; its stdout (asserting success).
+  std::string in_box(const std::string& box, const std::string& script) {
+    auto r = cubby({"exec", box, "sh", "-c", script});
+    EXPECT_EQ(r.rc, 0) << script << "\n" << r.err;
+    return r.out;
+  }
+  CmdResult cp(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt) {
+    std::vector<std::string> a = {"cp"};
+    a.insert(a.end(), args.begin(), args.end());
+    return cubby(a, input);
+  }
+  void expect_cp(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt) {
+    auto r = cp(args, input);
+    std::string what;
+    for (const auto& a : args) what += " " + a;
+    EXPECT_EQ(r.rc, 0) << "cp" << what << "\n" << r.err;
+    EXPECT_EQ(r.err, "") << "cp" << what;
+  }
+  // Exit 125, one line holding `needle`, nothing on stdout.
+  void expect_refused(const std::vector<std::string>& args, const std::string& needle) {
+    auto r = cp(args);
+    std::string what;
+    for (const auto& a : args) what += " " + a;
+    EXPECT_EQ(r.rc, 125) << "cp" << what << "\n" << r.err;
+    EXPECT_EQ(r.err_lines().size(), 1u) << "cp" << what << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "cp" << what << ": " << r.err;
+    EXPECT_EQ(r.out, "") << "cp" << what;
+  }
+  void write(const std::string& rel, const std::string& data, mode_t mode, time_t mtime) {
+    std::string p = host_ + "/" + rel;
+    ASSERT_TRUE(write_file(p, data));
+    ASSERT_EQ(::chmod(p.c_str(), mode), 0);
+    set_mtime(rel, mtime);
+  }
+  void set_mtime(const std::string& rel, time_t mtime) {
+    timespec ts[2] = {{0, UTIME_OMIT}, {mtime, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (host_ + "/" + rel).c_str(), ts, AT_SYMLINK_NOFOLLOW), 0) << rel;
+  }
+  struct stat host_stat(const std::string& rel) {
+    struct stat st {};
+    EXPECT_EQ(::lstat((host_ + "/" + rel).c_str(), &st), 0) << rel << " is missing on the host";
+    return st;
+  }
+  std::string host_read(const std::string& rel) {
+    auto d = read_file(host_ + "/" + rel);
+    return d ? *d : "(missing)";
+  }
+
+  std::string host_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, Cp, ::testing::Values("sandbox", "vm"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+TEST_P(Cp, FilesDirectoriesAndTarStreamsBothWays) {
+  std::string box = run_detached();
+  // A host tree: modes, mtimes, a symlink, an owner to keep with -a.
+  ASSERT_TRUE(mkdir_p(host_ + "/tree/sub"));
+  write("hello.txt", "hi\n", 0640, 1500000000);
+  write("tree/a.txt", "a\n", 0600, 1500000100);
+  write("tree/sub/b.sh", "#!/bin/sh\n", 0755, 1500000200);
+  ASSERT_EQ(::symlink("a.txt", (host_ + "/tree/link").c_str()), 0);
+  ASSERT_EQ(::lchown((host_ + "/tree/sub/b.sh").c_str(), 1234, 5678), 0);
+  ASSERT_EQ(::chmod((host_ + "/tree/sub").c_str(), 0750), 0);
+  set_mtime("tree/sub", 1500000300);
+  ASSERT_EQ(::chmod((host_ + "/tree").c_str(), 0751), 0);
+  set_mtime("tree", 1500000400);
+
+  // Host -> box. A file onto a directory goes inside it; to a new name
+  // becomes that name; mode and mtime are kept, the owner is the box's root.
+  expect_cp({host_ + "/hello.txt", box + ":/tmp"});
+  expect_cp({host_ + "/hello.txt", box + ":/tmp/renamed.txt"});
+  EXPECT_EQ(in_box(box, "stat -c '%a %Y %u:%g' /tmp/hello.txt /tmp/renamed.txt; cat /tmp/renamed.txt"),
+            "640 1500000000 0:0\n640 1500000000 0:0\nhi\n");
+  // A directory to a new path becomes it; onto a directory goes inside;
+  // "SRC/." puts its contents in; -a keeps the owner.
+  expect_cp({host_ + "/tree", box + ":/tmp/newtree"});
+  expect_cp({host_ + "/tree", box + ":/tmp"});
+  in_box(box, "mkdir /tmp/contents");
+  expect_cp({"-a", host_ + "/tree/.", box + ":/tmp/contents"});
+  EXPECT_EQ(in_box(box,
+                   "cd /tmp && stat -c '%n %a %Y %u:%g' newtree newtree/a.txt newtree/sub newtree/sub/b.sh "
+                   "tree/sub/b.sh contents/sub/b.sh && readlink newtree/link && cat contents/a.txt"),
+            "newtree 751 1500000400 0:0\n"
+            "newtree/a.txt 600 1500000100 0:0\n"
+            "newtree/sub 750 1500000300 0:0\n"
+            "newtree/sub/b.sh 755 1500000200 0:0\n"
+            "tree/sub/b.sh 755 1500000200 0:0\n"
+            "contents/sub/b.sh 755 1500000200 1234:5678\n"
+            "a.txt\na\n");
+  // A file onto an existing file replaces it.
+  in_box(box, "echo old > /tmp/over.txt");
+  expect_cp({host_ + "/hello.txt", box + ":/tmp/over.txt"});
+  EXPECT_EQ(in_box(box, "cat /tmp/over.txt"), "hi\n");
+
+  // Box -> host: the same rules the other way.
+  in_box(box, "chown 4321:8765 /tmp/tree/a.txt");
+  expect_cp({box + ":/tmp/hello.txt", host_ + "/back.txt"});
+  EXPECT_EQ(host_read("back.txt"), "hi\n");
+  EXPECT_EQ(host_stat("back.txt").st_mode & 07777, 0640u);
+  EXPECT_EQ(host_stat("back.txt").st_mtime, 1500000000);
+  expect_cp({box + ":/tmp/tree", host_ + "/out"});
+  EXPECT_EQ(host_read("out/a.txt"), "a\n");
+  EXPECT_EQ(host_stat("out/a.txt").st_uid, ::getuid()) << "without -a the caller owns what it copied out";
+  EXPECT_EQ(host_stat("out").st_mode & 07777, 0751u);
+  EXPECT_EQ(host_stat("out").st_mtime, 1500000400);
+  EXPECT_EQ(host_stat("out/sub").st_mode & 07777, 0750u);
+  EXPECT_EQ(host_stat("out/sub/b.sh").st_mode & 07777, 0755u);
+  EXPECT_TRUE(S_ISLNK(host_stat("out/link").st_mode));
+  ASSERT_TRUE(mkdir_p(host_ + "/existing"));
+  expect_cp({"-a", box + ":/tmp/tree/.", host_ + "/existing"});
+  EXPECT_EQ(host_read("existing/sub/b.sh"), "#!/bin/sh\n");
+  EXPECT_EQ(host_stat("existing/a.txt").st_uid, 4321u);
+  EXPECT_EQ(host_stat("existing/a.txt").st_gid, 8765u);
+  expect_cp({box + ":/tmp/tree", host_ + "/existing"});  // onto a directory: inside it
+  EXPECT_EQ(host_read("existing/tree/a.txt"), "a\n");
+
+  // Tar streams: "-" as DST writes one (named after SRC), "-" as SRC
+  // extracts one into a box directory.
+  auto t = cp({box + ":/tmp/tree", "-"});
+  ASSERT_EQ(t.rc, 0) << t.err;
+  ASSERT_TRUE(write_file(host_ + "/tree.tar", t.out));
+  std::string list_cmd = "tar -tvf '" + host_ + "/tree.tar' | awk '{print $1, $6}' > '" + host_ + "/list'";
+  ASSERT_EQ(std::system(list_cmd.c_str()), 0);
+  EXPECT_EQ(host_read("list"),
+            "drwxr-x--x tree/\n-rw------- tree/a.txt\nlrwxrwxrwx tree/link\ndrwxr-x--- tree/sub/\n"
+            "-rwxr-xr-x tree/sub/b.sh\n");
+  in_box(box, "mkdir /tmp/fromtar");
+  expect_cp({"-", box + ":/tmp/fromtar"}, t.out);
+  EXPECT_EQ(in_box(box, "cd /tmp/fromtar && stat -c '%n %a %Y' tree tree/a.txt tree/sub/b.sh && readlink tree/link"),
+            "tree 751 1500000400\ntree/a.txt 600 1500000100\ntree/sub/b.sh 755 1500000200\na.txt\n");
+
+  // 20 MiB each way, by checksum: the vm mux's flow control carries it
+  // with bounded buffers (a stalled window would hang here, not fail).
+  std::string big(20u << 20, '\0');
+  std::mt19937_64 rng(42);
+  for (size_t i = 0; i + 8 <= big.size(); i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&big[i], &v, 8);
+  }
+  ASSERT_TRUE(write_file(host_ + "/big", big));
+  std::string want = sha256_of(big);
+  expect_cp({host_ + "/big", box + ":/tmp/big"});
+  EXPECT_EQ(in_box(box, "sha256sum /tmp/big"), want + "  /tmp/big\n");
+  expect_cp({box + ":/tmp/big", host_ + "/big2"});
+  EXPECT_EQ(file_sha256(host_ + "/big2"), want);
+
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
+TEST_P(Cp, BoxSymlinksStayInTheBoxAndBadInputWritesNothing) {
+  std::string box = run_detached();
+  ASSERT_TRUE(write_file(host_ + "/x.txt", "payload\n"));
+  // The box points /tmp/evil at /etc: the copy follows it inside the box
+  // (as docker cp resolves container paths), never onto the host's /etc.
+  std::string name = "cubby-cp-escape-" + std::to_string(::getpid());
+  in_box(box, "ln -s /etc /tmp/evil && ln -s ../../../../../etc /tmp/evil2 && ln -s /proc/1/root /tmp/magic");
+  expect_cp({host_ + "/x.txt", box + ":/tmp/evil/" + name});
+  expect_cp({host_ + "/x.txt", box + ":/tmp/evil2/" + name + ".2"});
+  EXPECT_EQ(in_box(box, "cat /etc/" + name + " /etc/" + name + ".2"), "payload\npayload\n");
+  EXPECT_NE(::access(("/etc/" + name).c_str(), F_OK), 0) << "the copy escaped onto the host";
+  EXPECT_NE(::access(("/etc/" + name + ".2").c_str(), F_OK), 0) << "the copy escaped onto the host";
+  // A magic link of /proc is not crossed at all.
+  auto m = cp({host_ + "/x.txt", box + ":/tmp/magic/tmp/" + name});
+  EXPECT_EQ(m.rc, 125) << m.err;
+  // Copying a box's symlink out copies the link, not what it points at.
+  expect_cp({box + ":/tmp/evil", host_ + "/evil"});
+  EXPECT_TRUE(S_ISLNK(host_stat("evil").st_mode));
+  // A tar with ".." or an absolute name is refused before anything is written.
+  std::string mk = "cd '" + host_ + "' && python3 -c \"import tarfile,io\n"
+                   "t=tarfile.open('dotdot.tar','w')\n"
+                   "i=tarfile.TarInfo('../../escaped'); i.size=2; t.addfile(i, io.BytesIO(b'x\\\\n'))\n"
+                   "t.close()\"";
+  ASSERT_EQ(std::system(mk.c_str()), 0);
+  auto tar = read_file(host_ + "/dotdot.tar");
+  ASSERT_TRUE(tar);
+  in_box(box, "mkdir /tmp/t");
+  auto r = cp({"-", box + ":/tmp/t"}, *tar);
+  EXPECT_EQ(r.rc, 125);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find(".."), std::string::npos) << r.err;
+  EXPECT_EQ(in_box(box, "ls -A /tmp/t; test ! -e /escaped && test ! -e /tmp/escaped && echo none"), "none\n");
+
+  // Errors: one line, 125, nothing written.
+  expect_refused({box + ":/no/such/file", host_ + "/nothing"}, "no such file or directory");
+  EXPECT_NE(::access((host_ + "/nothing").c_str(), F_OK), 0);
+  expect_refused({host_ + "/x.txt", box + ":/no/such/dir/"}, "does not exist");
+  expect_refused({host_ + "/x.txt", box + ":/no/such/dir/file"}, "no such directory");
+  expect_refused({host_ + "/missing", box + ":/tmp"}, "no such file or directory");
+  expect_refused({"nosuchbox:/etc/passwd", host_ + "/nothing"}, "nosuchbox");
+  expect_refused({host_ + "/x.txt", host_ + "/y.txt"}, "BOX:PATH");
+  expect_refused({box + ":/etc/passwd", box + ":/tmp/p"}, "two boxes");
+  expect_refused({box + ":/etc", host_ + "/x.txt"}, "cannot copy a directory onto the file");
+  EXPECT_EQ(host_read("x.txt"), "payload\n");
+  EXPECT_NE(::access((host_ + "/nothing").c_str(), F_OK), 0);
+  EXPECT_NE(::access((host_ + "/y.txt").c_str(), F_OK), 0);
+  // A stopped box.
+  ASSERT_EQ(cubby({"stop", "-t", "0", box}).rc, 0);
+  expect_refused({box + ":/etc/passwd", host_ + "/nothing"}, "is not running");
+  expect_refused({host_ + "/x.txt", box + ":/tmp"}, "is not running");
+  EXPECT_NE(::access((host_ + "/nothing").c_str(), F_OK), 0);
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
+// The host must survive a compromised agent (in a vm, the box's root owns
+// the guest kernel): an impostor serves the box's agent socket and sends
+// a symlink to a host directory followed by a file "through" it, or a name
+// with "..". Nothing may be written outside the destination.
+class CpImpostor : public BoxTest {};
+
+TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
+  std::string box = run_detached();
+  char t[] = "/tmp/cubby-cp-victim-XXXXXX";
+  ASSERT_NE(::mkdtemp(t), nullptr);
+  std::string victim = t;
+  std::string sock = home_ + "/boxes/" + box + "/agent.sock";
+  ASSERT_EQ(::rename(sock.c_str(), (sock + ".real").c_str()), 0);
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  ASSERT_LT(sock.size(), sizeof a.sun_path);
+  std::strcpy(a.sun_path, sock.c_str());
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+
+  auto entry = [](const std::string& p, const char* k, uint64_t size = 0, const std::string& target = "") {
+    Json m = {{"t", proto::msg::kCpEntry}, {"p", p}, {"k", k}, {"mode", 0755}, {"uid", 0}, {"gid", 0}, {"mt", 0}};
+    if (std::string(k) == "f") m["size"] = size;
+    if (!target.empty()) m["target"] = target;
+    return m;
+  };
+  std::vector<std::vector<Json>> streams = {
+      {entry("", "d"), entry("link", "l", 0, victim), entry("link/pwned", "f", 2)},
+      {entry("", "d"), entry("../pwned", "f", 2)},
+      {entry("", "d"), entry("/pwned", "f", 2)},
+      {entry("", "l", 0, victim)},  // then "SRC/." asks for a directory
+  };
+  auto impostor = std::async(std::launch::async, [&] {
+    for (auto& frames : streams) {
+      UniqueFd c(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c) return;
+      proto::Conn conn(std::move(c));
+      if (!conn.recv()) return;  // hello
+      (void)conn.send({{"t", proto::msg::kHello}, {"v", proto::kVersion}, {"agent", "impostor"}});
+      if (!conn.recv()) return;  // cp_get
+      for (auto& f : frames) {
+        (void)conn.send(f);
+        if (f.value("k", "") == "f") (void)conn.send({{"t", proto::msg::kCpData}, {"d", Json::binary({'x', '\n'})}});
+      }
+      (void)conn.send({{"t", proto::msg::kCpEnd}});
+      (void)conn.recv();  // until the client hangs up
+    }
+  });
+  ASSERT_TRUE(mkdir_p(home_ + "/dest"));
+  auto r1 = cubby({"cp", box + ":/x", home_ + "/dest/out"});
+  EXPECT_EQ(r1.rc, 125);
+  EXPECT_NE(r1.err.find("symlink"), std::string::npos) << r1.err;
+  auto r2 = cubby({"cp", box + ":/x", home_ + "/dest/out2"});
+  EXPECT_EQ(r2.rc, 125);
+  EXPECT_NE(r2.err.find(".."), std::string::npos) << r2.err;
+  auto r3 = cubby({"cp", box + ":/x", home_ + "/dest/out3"});
+  EXPECT_EQ(r3.rc, 125);
+  EXPECT_NE(r3.err.find("absolute"), std::string::npos) << r3.err;
+  auto r4 = cubby({"cp", box + ":/x/.", home_ + "/dest/out4"});
+  EXPECT_EQ(r4.rc, 125);
+  EXPECT_NE(r4.err.find("not a directory"), std::string::npos) << r4.err;
+  impostor.get();
+  for (const auto& r : {r1, r2, r3, r4}) EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(::access((victim + "/pwned").c_str(), F_OK), 0) << "written through the box's symlink";
+  EXPECT_NE(::access((home_ + "/dest/pwned").c_str(), F_OK), 0);
+  EXPECT_NE(::access((home_ + "/pwned").c_str(), F_OK), 0);
+  EXPECT_NE(::access("/pwned", F_OK), 0);
+  EXPECT_NE(::access((home_ + "/dest/out4").c_str(), F_OK), 0);
+
+  listener.reset();
+  ASSERT_EQ(::rename((sock + ".real").c_str(), sock.c_str()), 0);
+  (void)remove_tree(victim);
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
+}  // namespace
+}  // namespace cubby::test
