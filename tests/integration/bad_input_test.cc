@@ -134,7 +134,8 @@ TEST_F(BadInput, UnknownBoxIsOneLineForEveryVerb) {
       {"exec", "nosuchbox", "true"}, {"exec", "-i", "nosuchbox", "sh"}, {"stop", "nosuchbox"},
       {"stop", "-t", "0", "nosuchbox"}, {"kill", "nosuchbox"}, {"kill", "-s", "TERM", "nosuchbox"},
       {"rm", "nosuchbox"}, {"rm", "-f", "nosuchbox"}, {"inspect", "nosuchbox"}, {"logs", "nosuchbox"},
-      {"logs", "-f", "nosuchbox"}, {"wait", "nosuchbox"}, {"start", "nosuchbox"}};
+      {"logs", "-f", "nosuchbox"}, {"wait", "nosuchbox"}, {"start", "nosuchbox"},
+      {"cp", "nosuchbox:/etc", "-"}, {"cp", "-", "nosuchbox:/tmp"}};
   for (const auto& args : cases) expect_rejected(args, {"no such box", "nosuchbox"});
   // A full-length id that does not exist, and one differing from the real id
   // only in its last character.
@@ -441,7 +442,7 @@ TEST_F(BadInput, TakenNameIsAConflictAndChangesNothing) {
 
 TEST_F(BadInput, HelpForEveryCommandGoesToStdoutAndExitsZero) {
   for (const std::string verb : {"run", "create", "start", "exec", "ls", "ps", "inspect", "stop", "kill", "rm",
-                                 "wait", "logs", "info", "import", "images", "rmi"}) {
+                                 "wait", "logs", "info", "import", "images", "rmi", "cp"}) {
     for (const auto& args : std::vector<std::vector<std::string>>{{verb, "--help"}, {"help", verb}}) {
       auto r = cubby(args);
       EXPECT_EQ(r.rc, 0) << join(args) << ": " << r.err;

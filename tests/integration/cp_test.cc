@@ -143,6 +143,10 @@ TEST_P(Cp, FilesDirectoriesAndTarStreamsBothWays) {
             "tree/sub/b.sh 755 1500000200 0:0\n"
             "contents/sub/b.sh 755 1500000200 1234:5678\n"
             "a.txt\na\n");
+  // A symlink is copied as a link; -L copies what it points at.
+  expect_cp({host_ + "/tree/link", box + ":/tmp/l1"});
+  expect_cp({"-L", host_ + "/tree/link", box + ":/tmp/l2"});
+  EXPECT_EQ(in_box(box, "readlink /tmp/l1; test -f /tmp/l2 && test ! -L /tmp/l2 && cat /tmp/l2"), "a.txt\na\n");
   // A file onto an existing file replaces it.
   in_box(box, "echo old > /tmp/over.txt");
   expect_cp({host_ + "/hello.txt", box + ":/tmp/over.txt"});
