@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fs.h"
 #include "base/sys.h"
 #include "copy/tree.h"
 #include "proto/messages.h"
@@ -34,7 +35,7 @@ Json error_msg(const Error& e) {
 }
 
 Json stat_reply(int root, const std::string& path) {
-  UniqueFd fd = copy::open_resolved(root, box_rel(path), O_PATH, kInBox);
+  UniqueFd fd = open_resolved(root, box_rel(path), O_PATH, kInBox);
   struct stat st;
   if (!fd || ::fstat(fd.get(), &st) < 0) {
     if (errno == ENOENT) return error_msg(Error::not_found(path + ": no such file or directory"));
@@ -59,7 +60,7 @@ bool serve(proto::Conn& conn, int root, const Json& m) {
   }
   if (t == msg::kCpPut) {
     std::string dir = m.value("dir", std::string("/"));
-    UniqueFd d = copy::open_resolved(root, box_rel(dir), O_PATH | O_DIRECTORY, kInBox);
+    UniqueFd d = open_resolved(root, box_rel(dir), O_PATH | O_DIRECTORY, kInBox);
     if (!d) {
       Error e = errno == ENOENT ? Error::not_found("no such directory: " + dir)
                 : errno == ENOTDIR ? Error::invalid(dir + ": not a directory") : Error::sys(dir);

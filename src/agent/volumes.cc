@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "base/fs.h"
 #include "base/unique_fd.h"
 
 namespace cubby::agent {
@@ -17,33 +18,13 @@ namespace {
 
 // `rel` (relative, no leading '/') resolved inside the tree of `root`.
 UniqueFd open_in_root(int root, const std::string& rel, int flags) {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  long fd;
-  // EAGAIN: a concurrent rename made the kernel give up on ".." safety; the
-  // box is not running yet, but retrying is what the man page asks.
-  do fd = ::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how);
-  while (fd < 0 && (errno == EINTR || errno == EAGAIN));
-  return UniqueFd(static_cast<int>(fd));
-}
-
-std::vector<std::string> components(const std::string& target) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < target.size()) {
-    size_t j = target.find('/', i);
-    if (j == std::string::npos) j = target.size();
-    if (j > i) out.push_back(target.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
+  return open_resolved(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 }
 
 // An O_PATH fd of the mount point for `target`, created (directories all the
 // way, and an empty file last when `dir` is false) where missing.
 Result<UniqueFd> make_mount_point(int root, const std::string& target, bool dir) {
-  auto parts = components(target);
+  auto parts = split_path(target);
   if (parts.empty()) return fail(Error::invalid("cannot mount over the box's root"));
   UniqueFd at(::fcntl(root, F_DUPFD_CLOEXEC, 0));
   if (!at) return sys_fail("dup rootfs fd");

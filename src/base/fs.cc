@@ -1,7 +1,9 @@
 #include "base/fs.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -10,6 +12,28 @@
 #include "base/unique_fd.h"
 
 namespace cubby {
+
+std::vector<std::string> split_path(const std::string& p) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string::npos) end = p.size();
+    if (end > start) out.push_back(p.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+UniqueFd open_resolved(int at, const std::string& path, int flags, uint64_t resolve) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = resolve;
+  long fd;
+  do fd = ::syscall(SYS_openat2, at, path.empty() ? "." : path.c_str(), &how, sizeof how);
+  while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+  return UniqueFd(static_cast<int>(fd));
+}
 
 Result<std::string> read_file(const std::string& path, size_t limit) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

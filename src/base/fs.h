@@ -2,10 +2,13 @@
 // (temp file + fsync + rename).
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace cubby {
 
@@ -15,6 +18,15 @@ Result<void> write_file_atomic(const std::string& path, std::string_view data, i
 Result<void> mkdir_p(const std::string& path, int mode = 0755);
 // Removes a tree; missing is fine. Never follows symlinks out of the tree.
 Result<void> remove_tree(const std::string& path);
+
+// The components of a "/"-separated path, empty ones left out.
+std::vector<std::string> split_path(const std::string& p);
+
+// openat2(at, path, flags | O_CLOEXEC) with the RESOLVE_* flags `resolve`
+// ("" means "."), retried on EINTR and on EAGAIN (a concurrent rename made
+// the kernel give up on ".." safety; the man page asks for a retry). On
+// failure the fd is invalid and errno is set.
+UniqueFd open_resolved(int at, const std::string& path, int flags, uint64_t resolve);
 
 // RFC 3339 UTC timestamp with seconds precision, e.g. 2026-11-23T01:02:03Z.
 std::string now_rfc3339();

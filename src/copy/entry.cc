@@ -1,5 +1,6 @@
 #include "copy/entry.h"
 
+#include "base/fs.h"
 #include "proto/messages.h"
 
 namespace cubby::copy {
@@ -11,13 +12,8 @@ Result<std::string> clean_path(const std::string& raw, const std::string& what) 
   if (!raw.empty() && raw[0] == '/') return fail(Error::invalid("unsafe " + what + " \"" + raw + "\": absolute path"));
   if (raw.find('\0') != std::string::npos) return fail(Error::invalid("unsafe " + what + ": NUL in path"));
   std::string out;
-  size_t start = 0;
-  while (start < raw.size()) {
-    size_t end = raw.find('/', start);
-    if (end == std::string::npos) end = raw.size();
-    std::string comp = raw.substr(start, end - start);
-    start = end + 1;
-    if (comp.empty() || comp == ".") continue;
+  for (const auto& comp : split_path(raw)) {
+    if (comp == ".") continue;
     if (comp == "..") return fail(Error::invalid("unsafe " + what + " \"" + raw + "\": \"..\" component"));
     if (!out.empty()) out += '/';
     out += comp;

@@ -21,10 +21,7 @@
 
 namespace cubby::copy {
 
-// openat2(at, path, flags) with `resolve`; "" means ".". Retries EAGAIN/EINTR.
-UniqueFd open_resolved(int at, const std::string& path, int flags, uint64_t resolve);
-
-// Streams the tree at `path` (from `at`, see open_resolved) into sink: the
+// Streams the tree at `path` (from `at`, see base/fs.h's open_resolved) into sink: the
 // root as entry "", then what is below it, parents before children. Below
 // the root symlinks are sent as links, never followed; the root itself is
 // followed only with `follow` (cp -L). Sockets, fifos and devices are

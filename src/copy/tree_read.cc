@@ -1,8 +1,6 @@
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,20 +8,10 @@
 #include <memory>
 #include <vector>
 
+#include "base/fs.h"
 #include "copy/tree.h"
 
 namespace cubby::copy {
-
-UniqueFd open_resolved(int at, const std::string& path, int flags, uint64_t resolve) {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.resolve = resolve;
-  const char* p = path.empty() ? "." : path.c_str();
-  long fd;
-  do fd = ::syscall(SYS_openat2, at, p, &how, sizeof how);
-  while (fd < 0 && (errno == EINTR || errno == EAGAIN));
-  return UniqueFd(static_cast<int>(fd));
-}
 
 namespace {
 

@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fs.h"
 #include "base/sys.h"
 #include "copy/tree.h"
 
@@ -40,12 +41,7 @@ Result<UniqueFd> TreeWriter::open_dir(const std::string& rel, bool create) {
   UniqueFd at = open_resolved(o_.root, o_.base, O_PATH | O_DIRECTORY, o_.resolve);
   if (!at) return refuse(errno);
   std::string done;
-  size_t start = 0;
-  while (start < rel.size()) {
-    size_t end = rel.find('/', start);
-    if (end == std::string::npos) end = rel.size();
-    std::string name = rel.substr(start, end - start);
-    start = end + 1;
+  for (const auto& name : split_path(rel)) {
     done = join(done, name);
     if (::mkdirat(at.get(), name.c_str(), 0755) < 0 && errno != EEXIST) return sys_fail("create " + shown(done));
     UniqueFd next = open_resolved(o_.root, join(o_.base, done), O_PATH | O_DIRECTORY, o_.resolve);
