@@ -24,7 +24,8 @@ namespace cubby::copy {
 // Streams the tree at `path` (from `at`, see base/fs.h's open_resolved) into sink: the
 // root as entry "", then what is below it, parents before children. Below
 // the root symlinks are sent as links, never followed; the root itself is
-// followed only with `follow` (cp -L). Sockets, fifos and devices are
+// followed only with `follow` (cp -L); a file met again under another name
+// is sent as a hard link to the first. Sockets, fifos and devices are
 // skipped. A missing root is kNotFound. Calls sink.finish() at the end.
 Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool follow, EntrySink& sink);
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -63,8 +64,22 @@ Result<void> send_file(int fd, const struct stat& st, const std::string& rel, En
   return {};
 }
 
-Result<void> walk(int fd, const struct stat& st, const std::string& rel, EntrySink& sink) {
-  if (S_ISREG(st.st_mode)) return send_file(fd, st, rel, sink);
+// Files with several names seen so far in this copy (dev, inode) -> the
+// first name, so a hard link is sent as one (as tar and docker cp do).
+using Links = std::map<std::pair<dev_t, ino_t>, std::string>;
+
+Result<void> walk(int fd, const struct stat& st, const std::string& rel, EntrySink& sink, Links& links) {
+  if (S_ISREG(st.st_mode)) {
+    if (st.st_nlink > 1 && !rel.empty()) {
+      auto [it, first] = links.emplace(std::pair{st.st_dev, st.st_ino}, rel);
+      if (!first) {
+        Entry e = meta_of(st, rel, Kind::kHardlink);
+        e.target = it->second;
+        return sink.entry(e);
+      }
+    }
+    return send_file(fd, st, rel, sink);
+  }
   CUBBY_TRYV(sink.entry(meta_of(st, rel, Kind::kDir)));
   int dfd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (dfd < 0) return sys_fail("dup");
@@ -109,7 +124,7 @@ Result<void> walk(int fd, const struct stat& st, const std::string& rel, EntrySi
     }
     if (::fstat(cfd.get(), &cst) < 0) return sys_fail("stat " + crel);
     if (!S_ISDIR(cst.st_mode) && !S_ISREG(cst.st_mode)) continue;
-    CUBBY_TRYV(walk(cfd.get(), cst, crel, sink));
+    CUBBY_TRYV(walk(cfd.get(), cst, crel, sink, links));
   }
   return {};
 }
@@ -138,7 +153,8 @@ Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool f
   if (::fstat(fd.get(), &st) < 0) return sys_fail("stat " + path);
   if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
     return fail(Error::invalid(path + ": not a regular file, directory or symlink"));
-  CUBBY_TRYV(walk(fd.get(), st, "", sink));
+  Links links;
+  CUBBY_TRYV(walk(fd.get(), st, "", sink, links));
   return sink.finish();
 }
 

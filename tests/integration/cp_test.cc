@@ -147,6 +147,15 @@ TEST_P(Cp, FilesDirectoriesAndTarStreamsBothWays) {
   expect_cp({host_ + "/tree/link", box + ":/tmp/l1"});
   expect_cp({"-L", host_ + "/tree/link", box + ":/tmp/l2"});
   EXPECT_EQ(in_box(box, "readlink /tmp/l1; test -f /tmp/l2 && test ! -L /tmp/l2 && cat /tmp/l2"), "a.txt\na\n");
+  // Hard links within the copy stay links, both ways.
+  ASSERT_TRUE(mkdir_p(host_ + "/linked"));
+  ASSERT_TRUE(write_file(host_ + "/linked/one", "1\n"));
+  ASSERT_EQ(::link((host_ + "/linked/one").c_str(), (host_ + "/linked/two").c_str()), 0);
+  expect_cp({host_ + "/linked", box + ":/tmp"});
+  EXPECT_EQ(in_box(box, "stat -c '%h' /tmp/linked/one /tmp/linked/two; test /tmp/linked/one -ef /tmp/linked/two && echo same"),
+            "2\n2\nsame\n");
+  expect_cp({box + ":/tmp/linked", host_ + "/linked-back"});
+  EXPECT_EQ(host_stat("linked-back/one").st_ino, host_stat("linked-back/two").st_ino);
   // A file onto an existing file replaces it.
   in_box(box, "echo old > /tmp/over.txt");
   expect_cp({host_ + "/hello.txt", box + ":/tmp/over.txt"});

@@ -112,6 +112,20 @@ TEST_F(CopyTree, ReadThenWriteKeepsModesTimesAndLinks) {
   ::chmod((dir_ + "/dst/copy/sub").c_str(), 0755);
 }
 
+TEST_F(CopyTree, HardLinksStayLinked) {
+  ASSERT_TRUE(mkdir_p(dir_ + "/src"));
+  ASSERT_TRUE(write_file(dir_ + "/src/a", "same"));
+  ASSERT_EQ(::link((dir_ + "/src/a").c_str(), (dir_ + "/src/b").c_str()), 0);
+  ASSERT_TRUE(mkdir_p(dir_ + "/dst"));
+  TreeWriter w = host_writer(dir_ + "/dst");
+  ASSERT_TRUE(read_tree(AT_FDCWD, dir_ + "/src", 0, false, w));
+  struct stat a, b;
+  ASSERT_EQ(::stat((dir_ + "/dst/a").c_str(), &a), 0);
+  ASSERT_EQ(::stat((dir_ + "/dst/b").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(read_file(dir_ + "/dst/b").value_or(""), "same");
+}
+
 TEST_F(CopyTree, ReadTreeSendsTheRootFirstAndTheLinkNotItsTarget) {
   ASSERT_TRUE(write_file(dir_ + "/f", "x"));
   ASSERT_EQ(::symlink("f", (dir_ + "/l").c_str()), 0);
