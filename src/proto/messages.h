@@ -15,8 +15,8 @@
 //   attach {start, stdin, rows, cols}      out/exit as for exec (main process)
 //   kill {sig}              (main process) ok {}
 //   watch_start {}                         started {id, pid} once the workload runs
-//   cp_stat {path}                         cp_stat {kind: d|f|l|o} | error {msg, missing}
-//   cp_put {dir, chown}, then entries      ok {} | error {msg}
+//   cp_stat {path}                         cp_stat {kind: d|f|o} | error {msg, missing}
+//   cp_put {dir, keep_owner}, then entries ok {} | error {msg}
 //   cp_get {path, follow}                  entries | error {msg}
 //     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, target}
 //               cp_data {d: bin}...)... cp_end {}   (see copy/entry.h)
