@@ -604,6 +604,15 @@ TEST_P(Lifecycle, ProtocolHandshakeHeartbeatAndVersioning) {
   ASSERT_TRUE(f);
   EXPECT_EQ(f->msg["t"], "error");
   EXPECT_NE(f->msg["msg"].get<std::string>().find("unsupported protocol"), std::string::npos);
+  // A request pipelined behind a refused hello is never acted on.
+  proto::Conn piped(t.connect().value());
+  std::string two;
+  proto::encode_into(two, {{"t", "hello"}, {"v", 99}, {"min", 99}});
+  proto::encode_into(two, {{"t", "exec"}, {"argv", {"touch", "/tmp/pipelined"}}});
+  ASSERT_TRUE(piped.send_encoded(two));
+  EXPECT_EQ(piped.recv().value().msg["t"], "error");
+  EXPECT_FALSE(piped.recv()) << "the session must end after a refused hello";
+  EXPECT_EQ(cubby({"exec", id, "test", "-e", "/tmp/pipelined"}).rc, 1) << "the exec behind a refused hello ran";
   // Garbage instead of a frame ends only that session; the box keeps serving.
   proto::Conn junk(t.connect().value());
   const char bad[] = "\xff\xff\xff\xff\0\0\0\0";
