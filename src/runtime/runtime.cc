@@ -132,10 +132,18 @@ Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
 }
 
 Result<void> Runtime::reconcile() {
-  auto boxes = CUBBY_TRY(db_.list_running());
-  for (auto& b : boxes) {
-    if (b.shim_pid && b.shim_start && is_shim_of(*b.shim_pid, *b.shim_start, b.id)) continue;
-    CUBBY_TRYV(end_dead_box(b, "shim died unexpectedly"));
+  // Every running record is probed, on every open (guarantee 2); only the
+  // shim identity is read for that, the full record only for a dead one.
+  auto shims = CUBBY_TRY(db_.list_running_shims());
+  for (auto& s : shims) {
+    if (s.shim_pid && s.shim_start && is_shim_of(*s.shim_pid, *s.shim_start, s.id)) continue;
+    auto b = CUBBY_TRY(db_.get_box(s.id));
+    // Ended only if the record still names the shim we found dead (the
+    // compare-and-set in end_dead_box uses these fields): a box restarted
+    // meanwhile has a new, unprobed shim and is left alone.
+    if (!b || b->status != BoxStatus::kRunning || b->shim_pid != s.shim_pid || b->shim_start != s.shim_start)
+      continue;
+    CUBBY_TRYV(end_dead_box(*b, "shim died unexpectedly"));
   }
   return {};
 }

@@ -230,6 +230,22 @@ Result<std::vector<BoxRecord>> Store::list_running() {
   return select_boxes(db_, "WHERE status='running'", "list running boxes");
 }
 
+Result<std::vector<BoxRecord>> Store::list_running_shims() {
+  Stmt st(db_, "SELECT id,shim_pid,shim_start FROM boxes WHERE status='running'");
+  std::vector<BoxRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    BoxRecord b;
+    b.id = col_text(st.get(), 0);
+    b.status = BoxStatus::kRunning;
+    b.shim_pid = col_opt<pid_t>(st.get(), 1);
+    b.shim_start = col_opt<uint64_t>(st.get(), 2);
+    out.push_back(std::move(b));
+  }
+  if (rc != SQLITE_DONE) return fail(db_error(db_, "list running boxes"));
+  return out;
+}
+
 Result<std::vector<BoxRecord>> Store::match(const std::string& key) {
   // Ids are lowercase hex, so a prefix range scan is exact: [key, key + '~').
   Stmt st(db_, (std::string("SELECT ") + kColumns +

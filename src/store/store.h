@@ -55,6 +55,9 @@ class Store {
   Result<std::vector<BoxRecord>> list_boxes();
   // Only running boxes (what reconciliation looks at, on every CLI call).
   Result<std::vector<BoxRecord>> list_running();
+  // The same with only id, shim_pid and shim_start filled in: what the
+  // liveness probe needs, without decoding every running box's config.
+  Result<std::vector<BoxRecord>> list_running_shims();
   // Boxes whose id starts with `prefix` (lowercase hex) or whose name equals it.
   Result<std::vector<BoxRecord>> match(const std::string& prefix_or_name);
 
