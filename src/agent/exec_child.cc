@@ -33,12 +33,20 @@ int child_entry(void* arg) { run_exec_child(*static_cast<const ExecChildPlan*>(a
 namespace {
 void run_exec_child(const ExecChildPlan& p) {
   // The agent blocks signals it reads through signalfd; a workload must
-  // start with a clean mask and default dispositions.
+  // start with a clean mask and default dispositions. execve resets handled
+  // signals itself but keeps ignored ones, so only the signals the agent
+  // listed as not SIG_DFL need resetting. Dispositions go first, while the
+  // agent's mask still holds, so no handler can run in this shared-memory
+  // child after the mask opens.
+  if (p.reset_signals) {
+    for (size_t i = 0; i < p.nreset_signals; ++i) ::signal(p.reset_signals[i], SIG_DFL);
+  } else {
+    for (int s = 1; s < NSIG; ++s)
+      if (s != SIGKILL && s != SIGSTOP) ::signal(s, SIG_DFL);
+  }
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int s = 1; s < NSIG; ++s)
-    if (s != SIGKILL && s != SIGSTOP) ::signal(s, SIG_DFL);
   ::setsid();  // own process group: a timeout or signal reaches its children too
   if (p.tty_fd >= 0 && ::ioctl(p.tty_fd, TIOCSCTTY, 0) < 0) die(p, 1);
 
@@ -54,7 +62,9 @@ void run_exec_child(const ExecChildPlan& p) {
   close_fds_except(3, nullptr, 0);
 
   if (p.cwd && ::chdir(p.cwd) < 0) die(p, 2);
-  if (p.confine && sandbox::apply_default_capabilities(true) != 0) die(p, 6);
+  if (p.confine && (p.cap_drops_known ? sandbox::apply_default_capabilities(true, p.cap_drops)
+                                       : sandbox::apply_default_capabilities(true)) != 0)
+    die(p, 6);
   if (::syscall(SYS_setgroups, p.ngroups, p.groups) < 0) die(p, 3);
   if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) die(p, 4);
   // Dropping to a non-root uid clears the permitted set (no KEEPCAPS), as
@@ -75,14 +85,20 @@ void run_exec_child(const ExecChildPlan& p) {
 }  // namespace
 
 pid_t spawn_exec_child(const ExecChildPlan& plan) {
+  // One stack, mapped once and reused: CLONE_VFORK suspends us until the
+  // child has exec'd or exited, so no two children ever run on it, and its
+  // pages stay mapped (a fresh mapping per exec cost an mmap, a munmap and
+  // a page fault per stack page touched, each expensive on a VM host).
   constexpr size_t kStack = 256 * 1024;
-  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return -errno;
+  static void* stack = nullptr;
+  if (!stack) {
+    void* s = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (s == MAP_FAILED) return -errno;
+    stack = s;
+  }
   pid_t pid = ::clone(child_entry, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD,
                       const_cast<ExecChildPlan*>(&plan));
-  int err = errno;
-  ::munmap(stack, kStack);  // the child has exec'd or exited: its stack is free
-  return pid < 0 ? -err : pid;
+  return pid < 0 ? -errno : pid;
 }
 
 }  // namespace cubby::agent

@@ -38,6 +38,7 @@ struct Server::Session {
   bool watch_start = false;  // told when the workload has started
   bool close_when_flushed = false;  // its exec is done: hang up once the exit is out
   bool writing = false;    // EPOLLOUT armed
+  bool corked = false;     // replies are queued while a batch of requests is handled
   uint64_t exec = 0;       // the exec this session drives, if any
 };
 
@@ -135,13 +136,31 @@ int Server::run() {
   ::signal(SIGPIPE, SIG_IGN);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  // The agent changes no disposition from here on (signals arrive through
+  // the signalfd), so the children's reset list is fixed now.
+  for (int s = 1; s < NSIG; ++s) {
+    struct sigaction sa {};
+    if (s == SIGKILL || s == SIGSTOP || ::sigaction(s, nullptr, &sa) < 0) continue;
+    if (sa.sa_handler != SIG_DFL) reset_signals_.push_back(s);
+  }
   if (opts_.confine) {
+    cap_drops_ = sandbox::bounding_set_drops();
     auto f = sandbox::SeccompFilter::build_default();
     if (!f) {
       LOG_ERROR("build seccomp filter: {}", f.error().message());
       return 125;
     }
-    seccomp_ = std::move(*f);
+    // The filter confines the agent itself, so every process it starts
+    // inherits it (and no_new_privs) through clone instead of installing it
+    // again: loading a BPF program JIT-compiles it, 0.3-0.8 ms per exec on
+    // a VM host. This is safe because a serving agent needs none of the
+    // blocked syscalls (the box's mounts are done before the server starts;
+    // in a vm, powering off is the guest init's job, another process), and a
+    // child ends up exactly as confined as when it installed the filter.
+    if (int rc = f->apply(); rc != 0) {
+      LOG_ERROR("install seccomp filter: {}", std::strerror(-rc));
+      return 125;
+    }
   }
   int fl = ::fcntl(listen_.get(), F_GETFL);
   ::fcntl(listen_.get(), F_SETFL, fl | O_NONBLOCK);
@@ -270,6 +289,10 @@ void Server::on_session(uint64_t sid, uint32_t events) {
       ssize_t n = ::read(s.fd.get(), buf, sizeof buf);
       if (n > 0) {
         s.dec.feed(buf, static_cast<size_t>(n));
+        // The replies to the requests of one read go out in one write: a
+        // client that pipelines hello and exec gets hello and started
+        // together, and wakes once for them instead of twice.
+        s.corked = true;
         for (;;) {
           auto f = s.dec.next();
           if (!f) {
@@ -280,6 +303,12 @@ void Server::on_session(uint64_t sid, uint32_t events) {
           if (!*f) break;
           handle_message(s, (*f)->msg);
           if (!sessions_.count(sid)) return;
+        }
+        s.corked = false;
+        flush(s);
+        if (s.close_when_flushed && s.out.empty()) {
+          close_session(sid);
+          return;
         }
         continue;
       }
@@ -518,11 +547,16 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
                      user->gid,
                      user->groups.data(),
                      user->groups.size(),
-                     seccomp_ ? &*seccomp_ : nullptr,
+                     nullptr,  // the filter is inherited from the agent (see run())
                      opts_.confine,
                      nullptr};
   ExecFailure f;
   plan.failure = &f;
+  static const int kNoSignal[1] = {0};
+  plan.reset_signals = reset_signals_.empty() ? kNoSignal : reset_signals_.data();
+  plan.nreset_signals = reset_signals_.size();
+  plan.cap_drops = cap_drops_;
+  plan.cap_drops_known = true;
   pid_t pid = spawn_exec_child(plan);
   if (pid < 0) return failure(126, std::string("clone: ") + std::strerror(-pid));
   if (f.stage != 0) {
@@ -706,6 +740,7 @@ void Server::finish(Exec& e) {
 
 void Server::send(Session& s, const Json& m) {
   proto::encode_into(s.out, m);
+  if (s.corked) return;  // on_session flushes after the batch
   flush(s);
   if (s.close_when_flushed && s.out.empty()) close_session(s.id);
 }

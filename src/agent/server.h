@@ -52,6 +52,9 @@ class Server {
   ~Server();
   // Runs until the main process has exited (or the shim went away); returns
   // the agent's exit code: the workload's code, or 128+N for signal N.
+  // With confine, run() first puts the agent itself under the box's seccomp
+  // filter (its children inherit it), so request handlers must not need a
+  // blocked syscall (mount, setns, unshare, ptrace, bpf, ...: see confine.h).
   int run();
 
  private:
@@ -93,7 +96,10 @@ class Server {
 
   AgentOptions opts_;
   UniqueFd listen_, log_, go_, epoll_, sigfd_;
-  std::optional<sandbox::SeccompFilter> seccomp_;
+  // Taken once in run(), for every exec child (see ExecChildPlan): the
+  // signals not at SIG_DFL, and the bounding-set capabilities to drop.
+  std::vector<int> reset_signals_;
+  uint64_t cap_drops_ = 0;
   std::map<int, Watch> watches_;
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<uint64_t, std::unique_ptr<Exec>> execs_;      // running

@@ -11,9 +11,8 @@
 #include <linux/magic.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "base/fs.h"
 #include "base/sys.h"
@@ -31,33 +30,32 @@ ExitStatus ExitStatus::from_wait_status(int status) {
   return s;
 }
 
-namespace {
-// Fields after the "(comm)" of /proc/PID/stat; comm may contain spaces and ')'.
-Result<std::vector<std::string>> stat_fields(pid_t pid) {
-  auto text = read_file("/proc/" + std::to_string(pid) + "/stat");
-  if (!text) return std::unexpected(text.error());
-  auto close = text->rfind(')');
+Result<ProcStat> process_stat(pid_t pid) {
+  auto text = CUBBY_TRY(read_file("/proc/" + std::to_string(pid) + "/stat"));
+  // The fields after "(comm)"; comm may contain spaces and ')'. Field 3
+  // (state) comes first, field 22 (starttime) is the 20th.
+  auto close = text.rfind(')');
   if (close == std::string::npos) return fail(Error::protocol("malformed /proc stat"));
-  std::istringstream in(text->substr(close + 2));
-  std::vector<std::string> f;
-  std::string w;
-  while (in >> w) f.push_back(w);
-  return f;
+  ProcStat st;
+  size_t pos = close + 1;
+  for (int field = 0; field < 20; ++field) {
+    pos = text.find_first_not_of(' ', pos);
+    if (pos == std::string::npos) return fail(Error::protocol("short /proc stat"));
+    size_t end = text.find(' ', pos);
+    if (end == std::string::npos) end = text.size();
+    if (field == 0) st.state = text[pos];
+    if (field == 19) {
+      auto r = std::from_chars(text.data() + pos, text.data() + end, st.start_time);
+      if (r.ec != std::errc() || r.ptr != text.data() + end) return fail(Error::protocol("malformed /proc stat"));
+    }
+    pos = end;
+  }
+  return st;
 }
-}  // namespace
 
-Result<uint64_t> process_start_time(pid_t pid) {
-  auto f = CUBBY_TRY(stat_fields(pid));
-  // Field 3 (state) is f[0]; field 22 (starttime) is f[19].
-  if (f.size() < 20) return fail(Error::protocol("short /proc stat"));
-  return std::stoull(f[19]);
-}
+Result<uint64_t> process_start_time(pid_t pid) { return CUBBY_TRY(process_stat(pid)).start_time; }
 
-Result<char> process_state(pid_t pid) {
-  auto f = CUBBY_TRY(stat_fields(pid));
-  if (f.empty() || f[0].empty()) return fail(Error::protocol("short /proc stat"));
-  return f[0][0];
-}
+Result<char> process_state(pid_t pid) { return CUBBY_TRY(process_stat(pid)).state; }
 
 Result<std::vector<std::string>> process_argv(pid_t pid) {
   auto raw = CUBBY_TRY(read_file("/proc/" + std::to_string(pid) + "/cmdline"));

@@ -26,6 +26,12 @@ struct ExitStatus {
 };
 
 // ---- Read-only probes of /proc ----
+// State letter and start time from one read of /proc/PID/stat.
+struct ProcStat {
+  char state = 0;           // 'R', 'S', 'Z', ... (field 3)
+  uint64_t start_time = 0;  // clock ticks since boot (field 22)
+};
+Result<ProcStat> process_stat(pid_t pid);
 // Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat).
 Result<uint64_t> process_start_time(pid_t pid);
 // State letter from /proc/PID/stat ('R', 'S', 'Z', ...).

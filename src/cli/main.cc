@@ -64,7 +64,10 @@ struct Global {
   std::string home;
 };
 
-Runtime open_runtime(const Global& g) { return check(Runtime::open({g.home, ""})); }
+Runtime open_runtime(const Global& g) {
+  store::tune_sqlite_for_short_process();  // before SQLite is first used
+  return check(Runtime::open({g.home, ""}));
+}
 
 // A command's CLI11 app plus what CLI11 is not asked to enforce (so that the
 // messages stay ours): required positionals, and the usage line they quote.

@@ -59,8 +59,9 @@ Result<std::optional<Frame>> FrameDecoder::next() {
   return std::optional<Frame>{Frame{chan, std::move(msg)}};
 }
 
-Result<void> Conn::send(const Json& msg, uint32_t channel) {
-  std::string bytes = encode(msg, channel);
+Result<void> Conn::send(const Json& msg, uint32_t channel) { return send_encoded(encode(msg, channel)); }
+
+Result<void> Conn::send_encoded(std::string_view bytes) {
   const char* p = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {

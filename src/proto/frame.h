@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -62,6 +63,8 @@ class Conn {
   int fd() const { return fd_.get(); }
   bool valid() const { return fd_.valid(); }
   Result<void> send(const Json& msg, uint32_t channel = 0);
+  // Sends frames already encoded with encode_into() (several in one write).
+  Result<void> send_encoded(std::string_view bytes);
   // Blocks for the next frame. EOF is an Error of kind kProtocol with
   // message "connection closed".
   Result<Frame> recv();

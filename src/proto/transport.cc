@@ -55,14 +55,22 @@ Result<UniqueFd> listen_unix(const std::string& dir, const std::string& name, in
   return s;
 }
 
-Result<Conn> connect_and_hello(Transport& t) {
+namespace {
+Result<Conn> hello(Transport& t, const Json* first) {
   Conn c(CUBBY_TRY(t.connect()));
-  CUBBY_TRYV(c.send({{"t", msg::kHello}, {"v", kVersion}, {"min", kMinVersion}}));
+  std::string out;
+  encode_into(out, {{"t", msg::kHello}, {"v", kVersion}, {"min", kMinVersion}});
+  if (first) encode_into(out, *first);
+  CUBBY_TRYV(c.send_encoded(out));
   auto f = CUBBY_TRY(c.recv());
   if (f.msg["t"] == msg::kError)
     return fail(Error::protocol("agent refused: " + f.msg.value("msg", std::string("?"))));
   if (f.msg["t"] != msg::kHello) return fail(Error::protocol("expected hello from agent"));
   return c;
 }
+}  // namespace
+
+Result<Conn> connect_and_hello(Transport& t) { return hello(t, nullptr); }
+Result<Conn> connect_and_hello(Transport& t, const Json& first) { return hello(t, &first); }
 
 }  // namespace cubby::proto

@@ -37,5 +37,10 @@ Result<UniqueFd> listen_unix(const std::string& dir, const std::string& name, in
 
 // Client side of the handshake: sends hello, expects hello back.
 Result<Conn> connect_and_hello(Transport& t);
+// The same with a first request pipelined behind the hello, in the same
+// write: the agent handles a session's frames in order, so the request
+// costs no extra round trip. An agent that refuses the hello closes the
+// session without reading further, so `first` is never acted on then.
+Result<Conn> connect_and_hello(Transport& t, const Json& first);
 
 }  // namespace cubby::proto

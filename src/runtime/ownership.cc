@@ -7,10 +7,9 @@ namespace cubby {
 
 bool is_shim_of(pid_t pid, uint64_t start_time, const std::string& box_id) {
   if (pid <= 0) return false;
-  auto st = process_start_time(pid);
-  if (!st || *st != start_time) return false;
-  auto state = process_state(pid);
-  if (!state || *state == 'Z' || *state == 'X') return false;
+  auto st = process_stat(pid);  // start time and state from one read
+  if (!st || st->start_time != start_time) return false;
+  if (st->state == 'Z' || st->state == 'X') return false;
   auto argv = process_argv(pid);
   if (!argv || argv->size() != 2) return false;
   const std::string& a0 = (*argv)[0];

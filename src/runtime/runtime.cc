@@ -132,10 +132,18 @@ Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
 }
 
 Result<void> Runtime::reconcile() {
-  auto boxes = CUBBY_TRY(db_.list_running());
-  for (auto& b : boxes) {
-    if (b.shim_pid && b.shim_start && is_shim_of(*b.shim_pid, *b.shim_start, b.id)) continue;
-    CUBBY_TRYV(end_dead_box(b, "shim died unexpectedly"));
+  // Every running record is probed, on every open (guarantee 2); only the
+  // shim identity is read for that, the full record only for a dead one.
+  auto shims = CUBBY_TRY(db_.list_running_shims());
+  for (auto& s : shims) {
+    if (s.shim_pid && s.shim_start && is_shim_of(*s.shim_pid, *s.shim_start, s.id)) continue;
+    auto b = CUBBY_TRY(db_.get_box(s.id));
+    // Ended only if the record still names the shim we found dead (the
+    // compare-and-set in end_dead_box uses these fields): a box restarted
+    // meanwhile has a new, unprobed shim and is left alone.
+    if (!b || b->status != BoxStatus::kRunning || b->shim_pid != s.shim_pid || b->shim_start != s.shim_start)
+      continue;
+    CUBBY_TRYV(end_dead_box(*b, "shim died unexpectedly"));
   }
   return {};
 }
@@ -374,9 +382,6 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
   if (req.argv.empty()) return fail(Error::invalid("exec: no command given"));
-  auto t = agent_transport(box_dir(b.id));
-  auto conn = proto::connect_and_hello(t);
-  if (!conn) return std::unexpected(conn.error().wrap("exec in box " + b.name));
   BoxSpec spec = b.config.get<BoxSpec>();
   std::vector<std::string> env = spec.env;
   for (const auto& e : req.env) {
@@ -398,7 +403,10 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
     bool has_term = std::any_of(req.env.begin(), req.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; });
     if (const char* term = std::getenv("TERM"); term && !has_term) m["env"].push_back(std::string("TERM=") + term);
   }
-  CUBBY_TRYV(conn->send(m));
+  // The request rides behind the hello in one write: one round trip fewer.
+  auto t = agent_transport(box_dir(b.id));
+  auto conn = proto::connect_and_hello(t, m);
+  if (!conn) return std::unexpected(conn.error().wrap("exec in box " + b.name));
   if (req.detach) {
     auto f = CUBBY_TRY(conn->recv());
     ExecResult r;

@@ -80,63 +80,68 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
   bool in_open = io.in >= 0;
   bool held_ctrl_p = false;  // a Ctrl-P that may start the detach sequence
   char buf[65536];
+  // Frames that came in with the hello reply (the request was pipelined
+  // behind the hello) are already buffered, where poll cannot see them.
+  std::optional<proto::Frame> frame = CUBBY_TRY(conn.try_next());
   for (;;) {
-    pollfd p[3] = {{conn.fd(), POLLIN, 0}, {in_open ? io.in : -1, POLLIN, 0}, {relay.fd(), POLLIN, 0}};
-    int n = ::poll(p, 3, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_fail("poll");
-    }
-    if (p[2].revents) {
-      signalfd_siginfo si;
-      while (::read(relay.fd(), &si, sizeof si) == sizeof si) {
-        if (si.ssi_signo == SIGWINCH) {
-          if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out))
-            CUBBY_TRYV(conn.send({{"t", msg::kResize}, {"rows", sz->first}, {"cols", sz->second}}));
-        } else if (io.tty) {
-          // A terminal session's own keys arrive as bytes; a signal from
-          // outside (the terminal went away, or kill) ends our side only.
-          ExecResult r;
-          r.interrupted = true;
-          r.code = 128 + static_cast<int>(si.ssi_signo);
-          return r;
-        } else {
-          CUBBY_TRYV(conn.send({{"t", signal_type}, {"sig", static_cast<int>(si.ssi_signo)}}));
-        }
+    if (!frame) {
+      pollfd p[3] = {{conn.fd(), POLLIN, 0}, {in_open ? io.in : -1, POLLIN, 0}, {relay.fd(), POLLIN, 0}};
+      int n = ::poll(p, 3, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return sys_fail("poll");
       }
-    }
-    if (p[1].revents) {
-      ssize_t r = ::read(io.in, buf, sizeof buf);
-      if (r > 0) {
-        std::string data;
-        if (held_ctrl_p) data.push_back(kCtrlP);
-        data.append(buf, static_cast<size_t>(r));
-        held_ctrl_p = false;
-        if (io.tty) {
-          auto pos = data.find(std::string{kCtrlP, kCtrlQ});
-          if (pos != std::string::npos) {
-            if (pos > 0)
-              CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.begin() + static_cast<long>(pos)))}}));
-            ExecResult res;
-            res.detached = true;
-            return res;
-          }
-          if (data.back() == kCtrlP) {
-            held_ctrl_p = true;
-            data.pop_back();
+      if (p[2].revents) {
+        signalfd_siginfo si;
+        while (::read(relay.fd(), &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo == SIGWINCH) {
+            if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out))
+              CUBBY_TRYV(conn.send({{"t", msg::kResize}, {"rows", sz->first}, {"cols", sz->second}}));
+          } else if (io.tty) {
+            // A terminal session's own keys arrive as bytes; a signal from
+            // outside (the terminal went away, or kill) ends our side only.
+            ExecResult r;
+            r.interrupted = true;
+            r.code = 128 + static_cast<int>(si.ssi_signo);
+            return r;
+          } else {
+            CUBBY_TRYV(conn.send({{"t", signal_type}, {"sig", static_cast<int>(si.ssi_signo)}}));
           }
         }
-        if (!data.empty())
-          CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}}));
-      } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-        CUBBY_TRYV(conn.send({{"t", msg::kInEof}}));
-        in_open = false;
       }
+      if (p[1].revents) {
+        ssize_t r = ::read(io.in, buf, sizeof buf);
+        if (r > 0) {
+          std::string data;
+          if (held_ctrl_p) data.push_back(kCtrlP);
+          data.append(buf, static_cast<size_t>(r));
+          held_ctrl_p = false;
+          if (io.tty) {
+            auto pos = data.find(std::string{kCtrlP, kCtrlQ});
+            if (pos != std::string::npos) {
+              if (pos > 0)
+                CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.begin() + static_cast<long>(pos)))}}));
+              ExecResult res;
+              res.detached = true;
+              return res;
+            }
+            if (data.back() == kCtrlP) {
+              held_ctrl_p = true;
+              data.pop_back();
+            }
+          }
+          if (!data.empty())
+            CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}}));
+        } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+          CUBBY_TRYV(conn.send({{"t", msg::kInEof}}));
+          in_open = false;
+        }
+      }
+      if (!p[0].revents) continue;
+      auto f = conn.recv();
+      if (!f) return fail(f.error().wrap("lost the connection to the box"));
+      frame = std::move(*f);
     }
-    if (!p[0].revents) continue;
-    auto f = conn.recv();
-    if (!f) return fail(f.error().wrap("lost the connection to the box"));
-    std::optional<proto::Frame> frame = std::move(*f);
     while (frame) {
       const Json& m = frame->msg;
       const std::string t = m["t"].get<std::string>();

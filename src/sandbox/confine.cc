@@ -146,7 +146,23 @@ int SeccompFilter::apply() const noexcept {
   return 0;
 }
 
+uint64_t bounding_set_drops() noexcept {
+  // Caps beyond CAP_LAST_CAP of the running kernel give EINVAL and caps
+  // already gone read 0: neither is dropped, so this also works where the
+  // bounding set is already smaller.
+  uint64_t drops = 0;
+  for (int cap = 0; cap < 64; ++cap) {
+    if (kDefaultCaps & bit(cap)) continue;
+    if (::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1) drops |= bit(cap);
+  }
+  return drops;
+}
+
 int apply_default_capabilities(bool target_is_root) noexcept {
+  return apply_default_capabilities(target_is_root, bounding_set_drops());
+}
+
+int apply_default_capabilities(bool target_is_root, uint64_t bounding_drops) noexcept {
   CapSets cur;
   if (int rc = cap_get(&cur); rc < 0) return rc;
   // After setuid() with PR_SET_KEEPCAPS the effective set is empty while the
@@ -157,17 +173,11 @@ int apply_default_capabilities(bool target_is_root) noexcept {
     if (int rc = cap_set(raised); rc < 0) return rc;
   }
   // Bounding set: drop everything outside the default set. Needs CAP_SETPCAP,
-  // so this comes before capset lowers the sets. Caps beyond CAP_LAST_CAP
-  // of the running kernel give EINVAL; caps already gone are skipped, so this
-  // also works where the bounding set is already smaller.
+  // so this comes before capset lowers the sets. Never drops a default cap,
+  // whatever the caller passed.
+  bounding_drops &= ~kDefaultCaps;
   for (int cap = 0; cap < 64; ++cap) {
-    if (kDefaultCaps & bit(cap)) continue;
-    int in_set = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
-    if (in_set < 0) {
-      if (errno == EINVAL) continue;
-      return -errno;
-    }
-    if (in_set == 0) continue;
+    if (!(bounding_drops & bit(cap))) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return -errno;
   }
   if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) return -errno;

@@ -123,6 +123,13 @@ Error db_error(sqlite3* db, const std::string& what) {
 
 }  // namespace
 
+void tune_sqlite_for_short_process() {
+  // Each returns SQLITE_MISUSE once SQLite is initialised: then nothing changes.
+  (void)sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0);
+  (void)sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0);
+  (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 Result<Store> Store::open(const std::string& home) {
   CUBBY_TRYV(mkdir_p(home, 0700));
   std::string path = home + "/cubby.db";
@@ -228,6 +235,22 @@ Result<std::vector<BoxRecord>> Store::list_boxes() {
 
 Result<std::vector<BoxRecord>> Store::list_running() {
   return select_boxes(db_, "WHERE status='running'", "list running boxes");
+}
+
+Result<std::vector<BoxRecord>> Store::list_running_shims() {
+  Stmt st(db_, "SELECT id,shim_pid,shim_start FROM boxes WHERE status='running'");
+  std::vector<BoxRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    BoxRecord b;
+    b.id = col_text(st.get(), 0);
+    b.status = BoxStatus::kRunning;
+    b.shim_pid = col_opt<pid_t>(st.get(), 1);
+    b.shim_start = col_opt<uint64_t>(st.get(), 2);
+    out.push_back(std::move(b));
+  }
+  if (rc != SQLITE_DONE) return fail(db_error(db_, "list running boxes"));
+  return out;
 }
 
 Result<std::vector<BoxRecord>> Store::match(const std::string& key) {

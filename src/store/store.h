@@ -42,6 +42,14 @@ struct BoxRecord {
   std::string error;                    // why it ended, when cubby knows
 };
 
+// For a short-lived process that opens one store and exits (the CLI): tunes
+// SQLite's process-wide memory setup so opening a connection touches fewer
+// fresh pages (no lookaside arena, no bulk page-cache arena; each is filled
+// in eagerly and costs a page fault per 4 KiB on first use, which is most of
+// what a CLI call does with them). Call before anything uses SQLite; a no-op
+// afterwards. Libraries embedding cubby leave SQLite's defaults alone.
+void tune_sqlite_for_short_process();
+
 class Store {
  public:
   static Result<Store> open(const std::string& home);
@@ -55,6 +63,9 @@ class Store {
   Result<std::vector<BoxRecord>> list_boxes();
   // Only running boxes (what reconciliation looks at, on every CLI call).
   Result<std::vector<BoxRecord>> list_running();
+  // The same with only id, shim_pid and shim_start filled in: what the
+  // liveness probe needs, without decoding every running box's config.
+  Result<std::vector<BoxRecord>> list_running_shims();
   // Boxes whose id starts with `prefix` (lowercase hex) or whose name equals it.
   Result<std::vector<BoxRecord>> match(const std::string& prefix_or_name);
 

@@ -333,6 +333,10 @@ TEST_P(Lifecycle, KilledShimIsSeenEndedAndLeavesNoProcess) {
   ASSERT_EQ(j.size(), 1u);
   EXPECT_NE(j[0]["status"], "running");
   EXPECT_EQ(j[0]["pid"], nullptr);
+  // exec reconciles before it looks the box up, so it says so too.
+  auto r = cubby({"exec", id, "true"});
+  EXPECT_EQ(r.rc, 125);
+  EXPECT_NE(r.err.find("is not running"), std::string::npos) << r.err;
   expect_no_process_of(id);
 }
 
@@ -604,6 +608,15 @@ TEST_P(Lifecycle, ProtocolHandshakeHeartbeatAndVersioning) {
   ASSERT_TRUE(f);
   EXPECT_EQ(f->msg["t"], "error");
   EXPECT_NE(f->msg["msg"].get<std::string>().find("unsupported protocol"), std::string::npos);
+  // A request pipelined behind a refused hello is never acted on.
+  proto::Conn piped(t.connect().value());
+  std::string two;
+  proto::encode_into(two, {{"t", "hello"}, {"v", 99}, {"min", 99}});
+  proto::encode_into(two, {{"t", "exec"}, {"argv", {"touch", "/tmp/pipelined"}}});
+  ASSERT_TRUE(piped.send_encoded(two));
+  EXPECT_EQ(piped.recv().value().msg["t"], "error");
+  EXPECT_FALSE(piped.recv()) << "the session must end after a refused hello";
+  EXPECT_EQ(cubby({"exec", id, "test", "-e", "/tmp/pipelined"}).rc, 1) << "the exec behind a refused hello ran";
   // Garbage instead of a frame ends only that session; the box keeps serving.
   proto::Conn junk(t.connect().value());
   const char bad[] = "\xff\xff\xff\xff\0\0\0\0";

@@ -126,6 +126,15 @@ TEST_F(Sandbox, NamespacesSeccompAndCapabilities) {
   EXPECT_EQ(cubby({"exec", id, "sh", "-c", "ls /sys/class/net"}).out, "lo\n") << "--network none: only lo";
   EXPECT_EQ(cubby({"exec", id, "sh", "-c", "ps -o pid,comm | sed -n 2p | tr -s ' '"}).out, " 1 cubby-agent\n");
   EXPECT_NE(cubby({"exec", id, "unshare", "-m", "true"}).rc, 0) << "seccomp must block unshare";
+  // The agent runs under the filter itself and execs inherit it (one filter,
+  // not one stacked per exec), with no_new_privs, like the workload.
+  EXPECT_EQ(cubby({"exec", id, "sh", "-c", "grep -E '^(NoNewPrivs|Seccomp|Seccomp_filters):' /proc/1/status /proc/self/status"}).out,
+            "/proc/1/status:NoNewPrivs:\t1\n/proc/1/status:Seccomp:\t2\n/proc/1/status:Seccomp_filters:\t1\n"
+            "/proc/self/status:NoNewPrivs:\t1\n/proc/self/status:Seccomp:\t2\n/proc/self/status:Seccomp_filters:\t1\n");
+  EXPECT_EQ(cubby({"exec", id, "sh", "-c", "grep CapBnd /proc/self/status"}).out, "CapBnd:\t00000000a80425fb\n");
+  EXPECT_EQ(cubby({"exec", id, "grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"}).out,
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n")
+      << "an exec starts with no blocked or ignored signal (the agent blocks and ignores some)";
   EXPECT_NE(cubby({"exec", id, "mount", "-t", "tmpfs", "t", "/mnt"}).rc, 0);
   EXPECT_EQ(cubby({"exec", id, "sh", "-c", "grep CapEff /proc/self/status"}).out, "CapEff:\t00000000a80425fb\n");
   EXPECT_EQ(cubby({"exec", "-u", "1000", id, "sh", "-c", "id -u; grep CapEff /proc/self/status"}).out,
