@@ -92,8 +92,10 @@ Result<void> fsync_dir(const std::string& p) {
 }
 
 // Writes a file that becomes visible all at once: unique temp file in the
-// same directory, fsync, rename, fsync of the directory.
-Result<void> write_atomic(const std::string& path, std::string_view data) {
+// same directory, fsync, rename, fsync of the directory. Without durable,
+// no fsyncs: after a crash the file may be missing or empty (see
+// ImageStore::open).
+Result<void> write_atomic(const std::string& path, std::string_view data, bool durable = true) {
   std::string tmpl = path + ".tmp-XXXXXX";
   UniqueFd fd(::mkostemp(tmpl.data(), O_CLOEXEC));
   if (!fd) return sys_fail("create temp file for " + path);
@@ -106,9 +108,10 @@ Result<void> write_atomic(const std::string& path, std::string_view data) {
     ::unlink(tmpl.c_str());
     return fail(w.error().wrap("write " + tmpl));
   }
-  if (::fsync(fd.get()) < 0) return cleanup_fail("fsync " + tmpl, errno);
+  if (durable && ::fsync(fd.get()) < 0) return cleanup_fail("fsync " + tmpl, errno);
   fd.reset();
   if (::rename(tmpl.c_str(), path.c_str()) < 0) return cleanup_fail("rename " + tmpl + " to " + path, errno);
+  if (!durable) return {};
   size_t slash = path.rfind('/');
   return fsync_dir(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash));
 }
@@ -193,8 +196,16 @@ json empty_index() {
   return json{{"schemaVersion", 2}, {"mediaType", kOciIndex}, {"manifests", json::array()}};
 }
 
+// Whether path is a file with something in it.
+bool has_content(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+}
+
 Result<json> read_index(const Paths& p) {
-  if (!path_exists(p.index)) return empty_index();
+  // Empty: the initial index of a store that crashed before its first
+  // commit (open() writes it without fsync); later ones are written durably.
+  if (!has_content(p.index)) return empty_index();
   json j = CUBBY_TRY(read_json(p.index));
   if (!j.contains("manifests")) j["manifests"] = json::array();
   if (!j["manifests"].is_array()) return fail(Error::internal("corrupt index " + p.index + ": manifests is not an array"));
@@ -573,15 +584,19 @@ Result<ImageStore> ImageStore::open(const std::string& root) {
   // Every CLI call opens the store: the common case (it exists) is a few
   // stat calls and takes no lock, so `exec` and `ls` never queue behind an
   // import. Leftovers of crashed imports are swept when an import starts.
-  if (path_exists(p.index) && path_exists(p.layout) && path_exists(p.tmp)) return ImageStore(root);
+  if (has_content(p.index) && has_content(p.layout) && path_exists(p.tmp)) return ImageStore(root);
   CUBBY_TRYV(ensure_dirs(root, 0755));
   CUBBY_TRYV(ensure_dir(root + "/blobs", 0755));
   CUBBY_TRYV(ensure_dir(p.blobs, 0755));
   CUBBY_TRYV(ensure_dir(p.layers, 0755));
   CUBBY_TRYV(ensure_dir(p.tmp, 0700));
   auto lock = CUBBY_TRY(StoreLock::acquire(p.lock, true));
-  if (!path_exists(p.layout)) CUBBY_TRYV(write_atomic(p.layout, "{\"imageLayoutVersion\":\"1.0.0\"}"));
-  if (!path_exists(p.index)) CUBBY_TRYV(write_index(p, empty_index()));
+  // A new store's two files are written without fsync (~4 ms of a first
+  // pull here): its first commit syncs the whole filesystem before anything
+  // refers to them, and a crash before that leaves them missing or empty,
+  // which the checks above and read_index() treat as a new store.
+  if (!has_content(p.layout)) CUBBY_TRYV(write_atomic(p.layout, "{\"imageLayoutVersion\":\"1.0.0\"}", false));
+  if (!has_content(p.index)) CUBBY_TRYV(write_atomic(p.index, empty_index().dump(2) + "\n", false));
   sweep_tmp(p);
   return ImageStore(root);
 }

@@ -754,5 +754,23 @@ TEST_F(ImageStoreTest, StaleWorkAreasAreSwept) {
   EXPECT_EQ(count_entries(root_ + "/tmp"), 0u);
 }
 
+// A new store's index.json and oci-layout are written without fsync (the
+// first commit's syncfs covers them), so a crash before that commit can
+// leave them empty: such a store opens as a new one and works.
+TEST_F(ImageStoreTest, StoreEmptiedByACrashBeforeItsFirstCommitOpensAsNew) {
+  ASSERT_TRUE(ImageStore::open(root_).has_value());
+  put_file(root_ + "/index.json", "");
+  put_file(root_ + "/oci-layout", "");
+  auto reopened = ImageStore::open(root_);
+  ASSERT_TRUE(reopened.has_value()) << reopened.error().message();
+  EXPECT_EQ(json::parse(get_file(root_ + "/oci-layout"))["imageLayoutVersion"], "1.0.0");
+  EXPECT_EQ(json::parse(get_file(root_ + "/index.json"))["manifests"].size(), 0u);
+  put_file(root_ + "/index.json", "");  // and read as empty where it is found so
+  ASSERT_TRUE(reopened->list().has_value());
+  EXPECT_EQ(reopened->list()->size(), 0u);
+  ASSERT_TRUE(import_bytes(rootfs_tar("after").bytes(), "localhost/after-crash").has_value());
+  EXPECT_EQ(store().list()->size(), 1u);
+}
+
 }  // namespace
 }  // namespace cubby::image
