@@ -1,5 +1,7 @@
-// `cubby cp`'s unit of transfer: a file-tree entry (directory, file, symlink,
-// hardlink) with its metadata, and for a file its bytes.
+// A file-tree entry (directory, file, symlink, hardlink, fifo) with its
+// metadata, and for a file its bytes: `cubby cp`'s unit of transfer, and
+// what the layer unpacker (image/unpack.cc) turns each tar entry into for
+// the same TreeWriter (copy/tree.h).
 //
 // Both sides speak the same stream: a sequence of entries, each file's bytes
 // right after it, then an end. Sources (a host tree walk, a tar from stdin,
@@ -15,10 +17,12 @@
 // writer instead of buffering, so a copy of any size needs bounded memory.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
@@ -26,7 +30,12 @@
 
 namespace cubby::copy {
 
-enum class Kind : char { kDir = 'd', kFile = 'f', kSymlink = 'l', kHardlink = 'h' };
+// kFifo is for the layer unpacker only: cp never reads one, and from_wire
+// refuses it.
+enum class Kind : char { kDir = 'd', kFile = 'f', kSymlink = 'l', kHardlink = 'h', kFifo = 'p' };
+
+// A time's nanoseconds set to this leave that time as it is (futimens).
+inline constexpr uint32_t kTimeOmit = UTIME_OMIT;
 
 struct Entry {
   std::string path;    // relative, "/"-separated; "" is the copied root
@@ -35,8 +44,12 @@ struct Entry {
   uint32_t uid = 0, gid = 0;
   int64_t mtime_sec = 0;
   uint32_t mtime_nsec = 0;
-  uint64_t size = 0;   // kFile: bytes that follow
+  int64_t atime_sec = 0;  // not on the wire: cp leaves atime alone
+  uint32_t atime_nsec = kTimeOmit;
+  uint64_t size = 0;   // kFile: bytes that follow (sparse: the file's size)
   std::string target;  // kSymlink: link text; kHardlink: entry path it links to
+  // Set after the owner (chown clears security.capability). Not on the wire.
+  std::vector<std::pair<std::string, std::string>> xattrs;
 };
 
 // Receives a stream. For a kFile entry, exactly `size` bytes follow through

@@ -1,6 +1,8 @@
 // Reading a file tree into an entry stream, and writing one out, with every
-// path resolved by openat2 from a directory fd. The same code serves both
-// sides of `cubby cp`; only the resolve flags differ:
+// path resolved by openat2 from a directory fd. The same writer serves both
+// sides of `cubby cp` and the image layer unpacker (image/unpack.cc, with
+// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS from the new layer's directory and
+// tar's replacement and owner rules); for cp only the resolve flags differ:
 //   - in a box (the agent), RESOLVE_IN_ROOT from the box's "/": symlinks the
 //     box planted are followed, but only ever inside the box (as Docker
 //     resolves container paths), and no magic link of /proc is crossed;
@@ -9,9 +11,11 @@
 //     be written through any symlink, its own or one already there.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,9 +35,14 @@ Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool f
 
 // Who owns what a TreeWriter creates.
 enum class Owner {
-  kCaller,  // whoever we run as (host side without -a)
-  kRoot,    // 0:0 (box side without -a: the box's root, like Docker)
-  kEntry,   // the entry's uid/gid (-a)
+  kCaller,   // whoever we run as (host side without -a)
+  kRoot,     // 0:0 (box side without -a: the box's root, like Docker)
+  kEntry,    // the entry's uid/gid (-a); a refused chown is an error
+  // As tar restores owners (the layer unpacker): the entry's uid/gid when
+  // running as root, where a refused chown is only logged; unprivileged, the
+  // caller's. Either way set-id bits stay only on objects that got the
+  // entry's ids, so nobody gets a setuid program owned by someone else.
+  kRestore,
 };
 
 struct WriterOptions {
@@ -43,34 +52,73 @@ struct WriterOptions {
   bool allow_symlinks = false;  // false: any symlink on the way is an error
   Owner owner = Owner::kCaller;
   bool strip_setid = false;     // drop setuid/setgid bits (untrusted source)
+  // tar's replacement rule (the layer unpacker): an entry replaces whatever
+  // non-directory is in its way, and an empty directory too (a non-empty one
+  // is an error). Without it (cp) a directory is never replaced, nor is a
+  // non-directory replaced by a directory.
+  bool replace_all = false;
+  // A "" directory entry's mode, owner and times are applied to the
+  // destination itself (a layer's "./"); without it they are ignored (cp
+  // into an existing directory leaves that directory as it was).
+  bool root_meta = false;
+  // Start writeback of each file once it is complete (sync_file_range
+  // WRITE), so a later syncfs finds little left to do.
+  bool sync_files = false;
 };
 
-// Creates the entries it receives under root/base. Files replace existing
-// non-directories (never written through them); directories merge into
-// existing ones. Missing parents are created. Directory modes and times are
-// applied at finish(), after their contents were written.
+// Creates the entries it receives under root/base. Files, symlinks, fifos
+// and links replace existing non-directories (removed, never written
+// through); directories merge into existing ones. Missing parents are made.
+// The last component is always created with *at() calls that never follow
+// it, and parents are resolved with openat2 under `resolve`, so containment
+// is the kernel's check. Entries come grouped by directory, so the last
+// parent's fd is kept: one openat2 per directory, not per entry. Directory
+// modes, owners, xattrs and times are applied at finish(), deepest first,
+// after their contents were written (a 0555 directory still takes them).
 class TreeWriter : public EntrySink {
  public:
   explicit TreeWriter(WriterOptions o) : o_(std::move(o)) {}
+  // For a kFile entry the file is created (0600 until complete) and either
+  // exactly e.size bytes follow in order through data() (the file is
+  // complete with the last one, at once when e.size is 0), or blocks at
+  // their offsets through data_at() and end_file() completes it, leaving
+  // unwritten ranges and a missing tail as holes (a sparse tar entry).
   Result<void> entry(const Entry& e) override;
   Result<void> data(const char* d, size_t n) override;
+  Result<void> data_at(uint64_t offset, const char* d, size_t n);
+  // Completes a file written with data_at (size, owner, mode, xattrs,
+  // times); nothing when no file is open.
+  Result<void> end_file();
+  // The directory rel (below base), created with its parents where missing,
+  // opened O_RDONLY (for fsetxattr or mknodat: overlay whiteouts).
+  Result<UniqueFd> open_dir(const std::string& rel);
   Result<void> finish() override;
 
  private:
-  struct DirFix {
-    std::string path;
-    Entry meta;
-  };
-  Result<UniqueFd> open_dir(const std::string& rel, bool create);
-  Result<void> replace_nondir(int parent, const std::string& name, const std::string& rel);
-  Result<void> set_meta(int fd, const Entry& e, const std::string& rel);
+  // A directory fd of rel's parent (cached) and rel's last component.
+  Result<int> parent_of(const std::string& rel, std::string& name);
+  // The resolved directory rel (O_PATH, or flags), made with its parents
+  // where missing and `create`.
+  Result<UniqueFd> resolve_dir(const std::string& rel, bool create, int flags = O_PATH);
+  Error refused(const std::string& rel, int err) const;
+  // Makes way for a new non-directory at parent/name (where one exists):
+  // removes a non-directory, and with replace_all an empty directory.
+  Result<void> make_way(int parent, const std::string& name, const std::string& rel);
+  // Owner per o_.owner; returns whether the object got the entry's ids.
+  Result<bool> set_owner(int fd, int parent, const std::string& name, const Entry& e);
+  Result<void> set_meta(int fd, const Entry& e);
+  Result<void> complete_file();
+  void forget_cached(const std::string& rel);
   std::string shown(const std::string& rel) const;
 
   WriterOptions o_;
-  UniqueFd file_;          // the file receiving data
+  std::string cached_rel_;  // the parent directory cached_fd_ was resolved for
+  UniqueFd cached_fd_;
+  UniqueFd file_;           // the file receiving data
   Entry file_meta_;
-  uint64_t owed_ = 0;
-  std::vector<DirFix> dirs_;
+  uint64_t owed_ = 0;       // data(): bytes still to come
+  uint64_t end_ = 0;        // data_at(): end of the furthest block written
+  std::map<std::string, Entry> dirs_;  // deferred metadata; reverse order is deepest first
 };
 
 }  // namespace cubby::copy

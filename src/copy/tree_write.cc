@@ -1,8 +1,14 @@
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
 #include "base/fs.h"
+#include "base/log.h"
 #include "base/sys.h"
 #include "copy/tree.h"
 
@@ -22,58 +28,123 @@ std::string join(const std::string& a, const std::string& b) {
   return a + "/" + b;
 }
 
+// Read once: geteuid/getegid are real syscalls, and kRestore asks per entry.
+uid_t euid() {
+  static const uid_t id = ::geteuid();
+  return id;
+}
+gid_t egid() {
+  static const gid_t id = ::getegid();
+  return id;
+}
+
 }  // namespace
 
 std::string TreeWriter::shown(const std::string& rel) const { return "/" + join(o_.base, rel); }
 
-Result<UniqueFd> TreeWriter::open_dir(const std::string& rel, bool create) {
-  UniqueFd fd = open_resolved(o_.root, join(o_.base, rel), O_PATH | O_DIRECTORY, o_.resolve);
+Error TreeWriter::refused(const std::string& rel, int err) const {
+  if (err == ELOOP) return Error::invalid("refusing to write through a symlink: " + shown(rel));
+  if (err == EXDEV) return Error::invalid("refusing a path that leaves the destination: " + shown(rel));
+  if (err == ENOTDIR) return Error::invalid(shown(rel) + ": not a directory");
+  return Error::sys("open " + shown(rel), err);
+}
+
+Result<UniqueFd> TreeWriter::resolve_dir(const std::string& rel, bool create, int flags) {
+  UniqueFd fd = open_resolved(o_.root, join(o_.base, rel), flags | O_DIRECTORY, o_.resolve);
   if (fd) return fd;
-  auto refuse = [&](int err) -> Result<UniqueFd> {
-    if (err == ELOOP) return fail(Error::invalid("refusing to write through a symlink: " + shown(rel)));
-    if (err == EXDEV) return fail(Error::invalid("refusing a path that leaves the destination: " + shown(rel)));
-    if (err == ENOTDIR) return fail(Error::invalid(shown(rel) + ": not a directory"));
-    return sys_fail("open " + shown(rel), err);
-  };
-  if (errno != ENOENT || !create) return refuse(errno);
-  // Made one component at a time under the fd of the resolved parent, so a
-  // new directory is always where the resolve rules put its parent.
+  if (errno != ENOENT || !create) return fail(refused(rel, errno));
+  // Made one component at a time, each opened again under the resolve rules
+  // from root, so a new directory is always where those rules put it.
   UniqueFd at = open_resolved(o_.root, o_.base, O_PATH | O_DIRECTORY, o_.resolve);
-  if (!at) return refuse(errno);
+  if (!at) return fail(refused(rel, errno));
   std::string done;
   for (const auto& name : split_path(rel)) {
     done = join(done, name);
     if (::mkdirat(at.get(), name.c_str(), 0755) < 0 && errno != EEXIST) return sys_fail("create " + shown(done));
-    UniqueFd next = open_resolved(o_.root, join(o_.base, done), O_PATH | O_DIRECTORY, o_.resolve);
-    if (!next) return refuse(errno);
+    UniqueFd next = open_resolved(o_.root, join(o_.base, done), (done == rel ? flags : O_PATH) | O_DIRECTORY, o_.resolve);
+    if (!next) return fail(refused(rel, errno));
     at = std::move(next);
   }
   return at;
 }
 
-Result<void> TreeWriter::replace_nondir(int parent, const std::string& name, const std::string& rel) {
+Result<UniqueFd> TreeWriter::open_dir(const std::string& rel) { return resolve_dir(rel, /*create=*/true, O_RDONLY); }
+
+Result<int> TreeWriter::parent_of(const std::string& rel, std::string& name) {
+  auto [dir, last] = split_last(rel);
+  name = std::move(last);
+  if (dir.empty() && o_.base.empty()) return o_.root;
+  if (cached_fd_ && cached_rel_ == dir) return cached_fd_.get();
+  cached_fd_ = CUBBY_TRY(resolve_dir(dir, /*create=*/true));
+  cached_rel_ = std::move(dir);
+  return cached_fd_.get();
+}
+
+void TreeWriter::forget_cached(const std::string& rel) {
+  if (cached_rel_ == rel || cached_rel_.starts_with(rel + "/")) {
+    cached_fd_.reset();
+    cached_rel_.clear();
+  }
+}
+
+Result<void> TreeWriter::make_way(int parent, const std::string& name, const std::string& rel) {
   struct stat st;
   if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
     if (errno == ENOENT) return {};
     return sys_fail("stat " + shown(rel));
   }
-  if (S_ISDIR(st.st_mode)) return fail(Error::invalid("cannot overwrite directory " + shown(rel) + " with a non-directory"));
+  if (S_ISDIR(st.st_mode)) {
+    if (!o_.replace_all) return fail(Error::invalid("cannot overwrite directory " + shown(rel) + " with a non-directory"));
+    if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) < 0) {
+      if (errno == ENOTEMPTY || errno == EEXIST)
+        return fail(Error::invalid("cannot replace non-empty directory " + shown(rel) + " with a non-directory"));
+      return sys_fail("replace directory " + shown(rel));
+    }
+    dirs_.erase(rel);
+    forget_cached(rel);
+    return {};
+  }
   // Replaced, never opened: an existing symlink is removed, not written through.
   if (::unlinkat(parent, name.c_str(), 0) < 0) return sys_fail("replace " + shown(rel));
   return {};
 }
 
-Result<void> TreeWriter::set_meta(int fd, const Entry& e, const std::string& rel) {
-  // Owner first: chown clears setuid/setgid bits, the mode then sets them.
-  if (o_.owner != Owner::kCaller) {
-    uid_t uid = o_.owner == Owner::kRoot ? 0 : e.uid;
-    gid_t gid = o_.owner == Owner::kRoot ? 0 : e.gid;
-    if (::fchown(fd, uid, gid) < 0) return sys_fail("chown " + shown(rel));
+Result<bool> TreeWriter::set_owner(int fd, int parent, const std::string& name, const Entry& e) {
+  auto chown = [&](uid_t uid, gid_t gid) {
+    return fd >= 0 ? ::fchown(fd, uid, gid) : ::fchownat(parent, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+  };
+  switch (o_.owner) {
+    case Owner::kCaller:
+      return true;
+    case Owner::kRoot:
+      if (chown(0, 0) < 0) return sys_fail("chown " + shown(e.path));
+      return true;
+    case Owner::kEntry:
+      if (chown(e.uid, e.gid) < 0) return sys_fail("chown " + shown(e.path));
+      return true;
+    case Owner::kRestore:
+      if (euid() != 0) return e.uid == euid() && e.gid == egid();
+      if (chown(e.uid, e.gid) == 0) return true;
+      LOG_DEBUG("tree writer: {}: chown {}:{}: {}", shown(e.path), e.uid, e.gid, std::strerror(errno));
+      return false;
   }
-  mode_t mode = e.mode & (o_.strip_setid ? 01777 : 07777);
-  if (::fchmod(fd, mode) < 0) return sys_fail("chmod " + shown(rel));
-  timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_sec, static_cast<long>(e.mtime_nsec)}};
-  if (::futimens(fd, ts) < 0) return sys_fail("set times of " + shown(rel));
+  return false;
+}
+
+Result<void> TreeWriter::set_meta(int fd, const Entry& e) {
+  // Owner first: chown clears setuid/setgid bits (and security.capability),
+  // the mode and xattrs then set them.
+  bool owned = CUBBY_TRY(set_owner(fd, -1, "", e));
+  mode_t mode = e.mode & (o_.strip_setid || !owned ? 01777 : 07777);
+  if (::fchmod(fd, mode) < 0) return sys_fail("chmod " + shown(e.path));
+  for (const auto& [n, v] : e.xattrs) {
+    if (::fsetxattr(fd, n.c_str(), v.data(), v.size(), 0) == 0) continue;
+    if (errno != EPERM && errno != EACCES && errno != ENOTSUP && errno != EINVAL)
+      return sys_fail("set xattr " + n + " of " + shown(e.path));
+    LOG_DEBUG("tree writer: {}: xattr {} not kept: {}", shown(e.path), n, std::strerror(errno));
+  }
+  timespec ts[2] = {{e.atime_sec, static_cast<long>(e.atime_nsec)}, {e.mtime_sec, static_cast<long>(e.mtime_nsec)}};
+  if (::futimens(fd, ts) < 0) return sys_fail("set times of " + shown(e.path));
   return {};
 }
 
@@ -81,62 +152,110 @@ Result<void> TreeWriter::entry(const Entry& e) {
   if (owed_ > 0) return fail(Error::protocol("entry " + e.path + " before the previous file's data"));
   if (e.path.empty()) {
     // The root of a stream written into an existing directory ("." of a tar).
-    if (e.kind == Kind::kDir) return {};
-    return fail(Error::invalid("cannot replace the destination directory " + shown("") + " with a non-directory"));
+    if (e.kind != Kind::kDir)
+      return fail(Error::invalid("cannot replace the destination directory " + shown("") + " with a non-directory"));
+    if (o_.root_meta) dirs_[""] = e;
+    return {};
   }
-  auto [dir, name] = split_last(e.path);
-  UniqueFd parent = CUBBY_TRY(open_dir(dir, /*create=*/true));
-  int p = parent.get();
+  std::string name;
+  int p = CUBBY_TRY(parent_of(e.path, name));
+  // Created first, the way made only when something is there: one syscall
+  // for the common case of a fresh tree.
+  auto create = [&](auto&& make, const char* what) -> Result<void> {
+    for (bool retried = false;; retried = true) {
+      if (make()) return {};
+      if (errno != EEXIST || retried) return sys_fail(std::string(what) + " " + shown(e.path));
+      CUBBY_TRYV(make_way(p, name, e.path));
+    }
+  };
+  timespec ts[2] = {{e.atime_sec, static_cast<long>(e.atime_nsec)}, {e.mtime_sec, static_cast<long>(e.mtime_nsec)}};
   switch (e.kind) {
     case Kind::kDir: {
+      // 0700 until finish(): a read-only directory must still take its entries.
       if (::mkdirat(p, name.c_str(), 0700) < 0) {
         if (errno != EEXIST) return sys_fail("create " + shown(e.path));
         struct stat st;
         if (::fstatat(p, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return sys_fail("stat " + shown(e.path));
-        if (S_ISLNK(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) {
+          // merged
+        } else if (o_.replace_all) {
+          if (::unlinkat(p, name.c_str(), 0) < 0) return sys_fail("replace " + shown(e.path));
+          if (::mkdirat(p, name.c_str(), 0700) < 0) return sys_fail("create " + shown(e.path));
+        } else if (S_ISLNK(st.st_mode)) {
           if (!o_.allow_symlinks) return fail(Error::invalid("refusing to write through a symlink: " + shown(e.path)));
           return {};  // a box's own link to a directory: its contents land where it points, in the box
-        }
-        if (!S_ISDIR(st.st_mode))
+        } else {
           return fail(Error::invalid("cannot overwrite non-directory " + shown(e.path) + " with a directory"));
+        }
       }
-      dirs_.push_back({e.path, e});
+      dirs_[e.path] = e;
       return {};
     }
     case Kind::kFile: {
-      CUBBY_TRYV(replace_nondir(p, name, e.path));
-      UniqueFd f(::openat(p, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-      if (!f) return sys_fail("create " + shown(e.path));
-      if (e.size == 0) return set_meta(f.get(), e, e.path);
+      UniqueFd f;
+      CUBBY_TRYV(create(
+          [&] {
+            f.reset(::openat(p, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+            return static_cast<bool>(f);
+          },
+          "create"));
       file_ = std::move(f);
       file_meta_ = e;
       owed_ = e.size;
+      end_ = 0;
+      if (e.size == 0) return complete_file();
       return {};
     }
-    case Kind::kSymlink: {
-      CUBBY_TRYV(replace_nondir(p, name, e.path));
-      if (::symlinkat(e.target.c_str(), p, name.c_str()) < 0) return sys_fail("create symlink " + shown(e.path));
-      if (o_.owner != Owner::kCaller) {
-        uid_t uid = o_.owner == Owner::kRoot ? 0 : e.uid;
-        gid_t gid = o_.owner == Owner::kRoot ? 0 : e.gid;
-        if (::fchownat(p, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return sys_fail("chown " + shown(e.path));
-      }
-      timespec ts[2] = {{0, UTIME_OMIT}, {e.mtime_sec, static_cast<long>(e.mtime_nsec)}};
+    case Kind::kSymlink:
+    case Kind::kFifo: {
+      bool link = e.kind == Kind::kSymlink;
+      CUBBY_TRYV(create(
+          [&] {
+            return (link ? ::symlinkat(e.target.c_str(), p, name.c_str())
+                         : ::mknodat(p, name.c_str(), S_IFIFO | 0600, 0)) == 0;
+          },
+          link ? "create symlink" : "create fifo"));
+      (void)CUBBY_TRY(set_owner(-1, p, name, e));
+      // The fifo was just made here, so following it is safe; symlinks have
+      // no mode of their own.
+      if (!link && ::fchmodat(p, name.c_str(), e.mode & 0777, 0) < 0) return sys_fail("chmod " + shown(e.path));
       if (::utimensat(p, name.c_str(), ts, AT_SYMLINK_NOFOLLOW) < 0) return sys_fail("set times of " + shown(e.path));
       return {};
     }
     case Kind::kHardlink: {
+      if (e.target == e.path) return {};
       auto [tdir, tname] = split_last(e.target);
       if (tname.empty()) return fail(Error::invalid("hardlink " + shown(e.path) + " to the destination itself"));
-      UniqueFd tparent = CUBBY_TRY(open_dir(tdir, /*create=*/false));
-      CUBBY_TRYV(replace_nondir(p, name, e.path));
+      // Links mostly point into the directory they are in (bin/* -> bin/busybox).
+      UniqueFd opened;
+      int tp = -1;
+      if (tdir.empty() && o_.base.empty()) tp = o_.root;
+      else if (cached_fd_ && cached_rel_ == tdir) tp = cached_fd_.get();
+      else {
+        opened = CUBBY_TRY(resolve_dir(tdir, /*create=*/false));
+        tp = opened.get();
+      }
       // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-      if (::linkat(tparent.get(), tname.c_str(), p, name.c_str(), 0) < 0)
-        return sys_fail("link " + shown(e.path) + " to " + shown(e.target));
+      auto r = create([&] { return ::linkat(tp, tname.c_str(), p, name.c_str(), 0) == 0; }, "link");
+      if (!r) return fail(r.error().kind() == ErrorKind::kSystem
+                              ? Error::sys("link " + shown(e.path) + " to " + shown(e.target), r.error().sys_errno())
+                              : r.error());
       return {};
     }
   }
   return fail(Error::protocol("unknown entry kind"));
+}
+
+Result<void> TreeWriter::complete_file() {
+  UniqueFd f = std::move(file_);
+  owed_ = 0;
+  // A sparse file's last hole is not written by any block.
+  if (end_ < file_meta_.size && ::ftruncate(f.get(), static_cast<off_t>(file_meta_.size)) < 0)
+    return sys_fail("truncate " + shown(file_meta_.path));
+  CUBBY_TRYV(set_meta(f.get(), file_meta_));
+  // Start writing it back now, while the rest of the tree arrives.
+  if (o_.sync_files) (void)::sync_file_range(f.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+  return {};
 }
 
 Result<void> TreeWriter::data(const char* d, size_t n) {
@@ -144,22 +263,38 @@ Result<void> TreeWriter::data(const char* d, size_t n) {
   auto w = sys::write_all(file_.get(), d, n);
   if (!w) return fail(w.error().wrap("write " + shown(file_meta_.path)));
   owed_ -= n;
+  end_ += n;
   if (owed_ > 0) return {};
-  auto r = set_meta(file_.get(), file_meta_, file_meta_.path);
-  file_.reset();
-  return r;
+  return complete_file();
+}
+
+Result<void> TreeWriter::data_at(uint64_t offset, const char* d, size_t n) {
+  if (!file_) return fail(Error::protocol("data outside a file"));
+  for (size_t done = 0; done < n;) {
+    ssize_t w = ::pwrite(file_.get(), d + done, n - done, static_cast<off_t>(offset + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return sys_fail("write " + shown(file_meta_.path));
+    done += static_cast<size_t>(w);
+  }
+  end_ = std::max(end_, offset + n);
+  return {};
+}
+
+Result<void> TreeWriter::end_file() {
+  if (!file_) return {};
+  return complete_file();
 }
 
 Result<void> TreeWriter::finish() {
   if (owed_ > 0) return fail(Error::protocol("the stream ended inside " + shown(file_meta_.path)));
-  // Deepest first: setting a directory's mode (say 0555) must not stop its
-  // subdirectories from being fixed, and its mtime is final only now.
+  // Deepest first (a descendant sorts after its ancestor): setting a
+  // directory's mode (say 0555) must not stop its subdirectories from being
+  // fixed, and its mtime is final only now.
   for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
-    auto [dir, name] = split_last(it->path);
-    UniqueFd parent = CUBBY_TRY(open_dir(dir, /*create=*/false));
-    UniqueFd fd(::openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) return sys_fail("open " + shown(it->path));
-    CUBBY_TRYV(set_meta(fd.get(), it->meta, it->path));
+    const Entry& m = it->second;
+    UniqueFd fd = open_resolved(o_.root, join(o_.base, m.path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, o_.resolve);
+    if (!fd) return fail(refused(m.path, errno));
+    CUBBY_TRYV(set_meta(fd.get(), m));
   }
   dirs_.clear();
   return {};

@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -14,12 +15,11 @@
 #include <vector>
 
 #include "base/fs.h"
-
 #include "base/log.h"
 #include "base/sys.h"
 #include "base/unique_fd.h"
+#include "copy/tree.h"
 #include "image/digest.h"
-#include "image/tree_writer.h"
 
 namespace cubby::image {
 namespace {
@@ -114,30 +114,65 @@ std::string symlink_ancestor(const std::string& path,
   return {};
 }
 
-// Keeps only the xattrs an image may set: user.* and security.capability.
+// The xattrs of e an image may set: user.* and security.capability.
 // overlayfs's own are dropped above all: trusted.overlay.* and, since the
 // sandbox mounts its overlay with userxattr, user.overlay.* in a layer would
 // steer overlayfs (opaque dirs, redirects, metacopy) outside the whiteout
 // rules; security.selinux/ima and system.* describe the host, not the image.
-void filter_xattrs(struct archive_entry* e, const std::string& raw) {
-  std::vector<std::pair<std::string, std::string>> keep;
-  bool dropped = false;
+void kept_xattrs(struct archive_entry* e, const std::string& raw, std::vector<std::pair<std::string, std::string>>& out) {
+  out.clear();
   const char* name = nullptr;
   const void* value = nullptr;
   size_t size = 0;
   archive_entry_xattr_reset(e);
   while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
     std::string n = name ? name : "";
-    if ((n.starts_with("user.") && !n.starts_with("user.overlay.")) || n == "security.capability") {
-      keep.emplace_back(n, std::string(static_cast<const char*>(value), size));
-    } else {
-      dropped = true;
+    if ((n.starts_with("user.") && !n.starts_with("user.overlay.")) || n == "security.capability")
+      out.emplace_back(std::move(n), std::string(static_cast<const char*>(value), size));
+    else
       LOG_DEBUG("image unpack: {}: dropping xattr {}", raw, n);
+  }
+}
+
+// ae's metadata into out (path, kind and target are the caller's): a time
+// the archive does not carry is left alone, and atime follows mtime, as tar
+// does.
+void entry_meta(struct archive_entry* ae, const std::string& raw, copy::Entry& out) {
+  out.mode = static_cast<uint32_t>(archive_entry_mode(ae) & 07777);
+  out.uid = static_cast<uint32_t>(archive_entry_uid(ae));
+  out.gid = static_cast<uint32_t>(archive_entry_gid(ae));
+  if (archive_entry_mtime_is_set(ae)) {
+    out.mtime_sec = archive_entry_mtime(ae);
+    out.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(ae));
+  } else {
+    out.mtime_sec = 0;
+    out.mtime_nsec = copy::kTimeOmit;
+  }
+  if (archive_entry_atime_is_set(ae)) {
+    out.atime_sec = archive_entry_atime(ae);
+    out.atime_nsec = static_cast<uint32_t>(archive_entry_atime_nsec(ae));
+  } else {
+    out.atime_sec = out.mtime_sec;
+    out.atime_nsec = out.mtime_nsec;
+  }
+  out.size = archive_entry_size_is_set(ae) && archive_entry_size(ae) > 0 ? static_cast<uint64_t>(archive_entry_size(ae)) : 0;
+  kept_xattrs(ae, raw, out.xattrs);
+}
+
+// A failure of the tree writer, as the unpacker reports it: resource and
+// I/O trouble is the host's (kSystem); anything else (a symlink in the way,
+// a missing hardlink target, a non-empty directory to replace) is the
+// archive's fault.
+Error writer_error(const Error& e) {
+  if (e.kind() == ErrorKind::kSystem) {
+    switch (e.sys_errno()) {
+      case ENOSPC: case EDQUOT: case EIO: case EROFS: case ENOMEM: case EMFILE: case ENFILE:
+        return e.wrap("unpack");
+      default:
+        return Error::invalid("unpack: " + e.message());
     }
   }
-  if (!dropped) return;
-  archive_entry_xattr_clear(e);
-  for (const auto& [n, v] : keep) archive_entry_xattr_add_entry(e, n.c_str(), v.data(), v.size());
+  return e.wrap("unpack");
 }
 
 // A reader of the decompressed bytes of src (plain, gzip, bzip2, xz or
@@ -202,7 +237,21 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
   std::unique_ptr<struct archive, NoFree> a(a_raw);
   // Our own checks (below) give clear errors naming the entry; the writer's
   // openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) is the kernel's second line.
-  TreeWriter w = CUBBY_TRY(TreeWriter::open(dest_dir));
+  UniqueFd root(::open(dest_dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root) return sys_fail("open " + dest_dir);
+  copy::WriterOptions o;
+  o.root = root.get();
+  o.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  o.owner = copy::Owner::kRestore;
+  o.replace_all = true;
+  o.root_meta = true;
+  o.sync_files = true;  // the store's one syncfs before the commit then finds little left to do
+  copy::TreeWriter w(std::move(o));
+  auto check = [](Result<void> r) -> Result<void> {
+    if (!r) return fail(writer_error(r.error()));
+    return {};
+  };
+  copy::Entry ce;  // reused: its strings keep their buffers
 
   std::unordered_set<std::string> symlinks;  // cleaned paths the archive made symlinks
   std::vector<std::string> opaque_dirs;                        // relative dirs
@@ -267,36 +316,48 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
 
     if (path.size() > kMaxPath)
       return fail(Error::invalid("unsafe archive entry \"" + raw.substr(0, 100) + "...\": path too long"));
-    filter_xattrs(e, raw);
-
+    ce.path = std::move(path);
+    ce.target.clear();
+    entry_meta(e, raw, ce);
     if (link_c) {
-      CUBBY_TRYV(w.link(path, target));
+      ce.kind = copy::Kind::kHardlink;
+      ce.target = std::move(target);
     } else if (type == AE_IFREG) {
-      UniqueFd f = CUBBY_TRY(w.create_file(path));
-      for (;;) {
-        const void* buf = nullptr;
-        size_t len = 0;
-        la_int64_t off = 0;
-        r = archive_read_data_block(a.get(), &buf, &len, &off);
-        if (r == ARCHIVE_EOF) break;
-        if (r < ARCHIVE_WARN) return fail(corrupt(a.get()));
-        for (size_t done = 0; done < len;) {
-          ssize_t n = ::pwrite(f.get(), static_cast<const char*>(buf) + done, len - done, off + static_cast<off_t>(done));
-          if (n < 0 && errno == EINTR) continue;
-          if (n < 0) return fail(Error::sys("unpack \"" + raw + "\": write"));
-          done += static_cast<size_t>(n);
-        }
-      }
-      CUBBY_TRYV(w.finish_file(f.get(), path, e));
+      ce.kind = copy::Kind::kFile;
+    } else if (type == AE_IFDIR) {
+      ce.kind = copy::Kind::kDir;
+    } else if (type == AE_IFLNK) {
+      const char* t = archive_entry_symlink(e);
+      if (!t) t = archive_entry_symlink_utf8(e);
+      if (!t) return fail(Error::invalid("corrupt archive: symlink \"" + raw + "\" without a target"));
+      ce.kind = copy::Kind::kSymlink;
+      ce.target = t;
+    } else if (type == AE_IFIFO) {
+      ce.kind = copy::Kind::kFifo;
     } else {
-      CUBBY_TRYV(w.create_other(path, e));
+      LOG_DEBUG("image unpack: {}: skipping entry of type {:o}", raw, static_cast<unsigned>(type));
+      continue;
     }
+    CUBBY_TRYV(check(w.entry(ce)));
+    if (ce.kind != copy::Kind::kFile) continue;
+    for (;;) {
+      const void* buf = nullptr;
+      size_t len = 0;
+      la_int64_t off = 0;
+      r = archive_read_data_block(a.get(), &buf, &len, &off);
+      if (r == ARCHIVE_EOF) break;
+      if (r < ARCHIVE_WARN) return fail(corrupt(a.get()));
+      CUBBY_TRYV(check(w.data_at(static_cast<uint64_t>(off), static_cast<const char*>(buf), len)));
+    }
+    CUBBY_TRYV(check(w.end_file()));
   }
   // Whiteouts last: the archive may list a directory after its whiteouts.
   for (const auto& dir : opaque_dirs) {
     if (std::string via = symlink_ancestor(dir + "/x", symlinks); !via.empty() || symlinks.count(dir))
       return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh..wh..opq\": under a symlink"));
-    UniqueFd fd = CUBBY_TRY(w.open_dir(dir));
+    auto opened = w.open_dir(dir);
+    if (!opened) return fail(writer_error(opened.error()));
+    UniqueFd fd = std::move(*opened);
     // user.overlay.*: the sandbox mounts its overlay inside a user namespace
     // (option userxattr), where trusted.* xattrs are not read at all.
     if (::fsetxattr(fd.get(), "user.overlay.opaque", "y", 1, 0) < 0)
@@ -305,7 +366,9 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
   for (const auto& [dir, name] : whiteouts) {
     if (!dir.empty() && symlinks.count(dir))
       return fail(Error::invalid("unsafe archive entry \"" + dir + "/.wh." + name + "\": under a symlink"));
-    UniqueFd fd = CUBBY_TRY(w.open_dir(dir));
+    auto opened = w.open_dir(dir);
+    if (!opened) return fail(writer_error(opened.error()));
+    UniqueFd fd = std::move(*opened);
     if (::mknodat(fd.get(), name.c_str(), S_IFCHR | 0, ::makedev(0, 0)) < 0) {
       if (errno != EEXIST) return sys_fail("create whiteout " + dir + "/" + name);
       // The layer also holds NAME itself: the whiteout wins (it hides lower layers).
@@ -316,7 +379,7 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
     }
   }
   // Directory modes and times last, after the whiteouts changed them.
-  return w.finish();
+  return check(w.finish());
 }
 
 // The tar inside a compressed layer, read through a second libarchive reader

@@ -155,6 +155,7 @@ class TarSink : public copy::EntrySink {
         archive_entry_set_filetype(ae.get(), AE_IFREG);
         archive_entry_set_hardlink(ae.get(), e.target.c_str());
         break;
+      case copy::Kind::kFifo: archive_entry_set_filetype(ae.get(), AE_IFIFO); break;  // never read by cp
     }
     if (archive_write_header(a_.get(), ae.get()) < ARCHIVE_WARN) return fail(err("write " + e.path));
     return {};

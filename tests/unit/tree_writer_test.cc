@@ -1,40 +1,50 @@
-// TreeWriter (src/image/tree_writer.h): the kernel-confined writer under the
-// layer unpacker. unpack.cc rejects unsafe entries by name before they get
-// here (image_store_test covers that); these tests drive the writer
-// directly, so they check the kernel's second line of defence and the
-// metadata rules on their own.
-#include "image/tree_writer.h"
-
-#include <archive.h>
-#include <archive_entry.h>
+// copy::TreeWriter (src/copy/tree.h) as the layer unpacker sets it up
+// (image/unpack.cc: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS from the layer
+// root, tar's replacement and owner rules). unpack.cc rejects unsafe entries
+// by name before they get here (image_store_test covers that); these tests
+// drive the writer directly, so they check the kernel's second line of
+// defence and the metadata rules on their own. copy_tree_test covers the
+// same writer as `cubby cp` sets it up.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <memory>
 #include <string>
 
-namespace cubby::image {
+#include "base/unique_fd.h"
+#include "copy/tree.h"
+
+namespace cubby::copy {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct EntryFree {
-  void operator()(struct archive_entry* e) const { archive_entry_free(e); }
-};
-using Entry = std::unique_ptr<struct archive_entry, EntryFree>;
+Entry entry(Kind kind, const std::string& path, uint32_t perm, int64_t mtime = 1600000000) {
+  Entry e;
+  e.kind = kind;
+  e.path = path;
+  e.mode = perm;
+  e.mtime_sec = mtime;
+  e.atime_sec = mtime;
+  e.atime_nsec = 0;
+  return e;
+}
 
-Entry entry(mode_t type, mode_t perm, time_t mtime = 1600000000) {
-  Entry e(archive_entry_new());
-  archive_entry_set_filetype(e.get(), type);
-  archive_entry_set_perm(e.get(), perm);
-  archive_entry_set_mtime(e.get(), mtime, 0);
-  archive_entry_set_uid(e.get(), 0);
-  archive_entry_set_gid(e.get(), 0);
+Entry symlink(const std::string& path, const std::string& target) {
+  Entry e = entry(Kind::kSymlink, path, 0777);
+  e.target = target;
+  return e;
+}
+
+Entry hardlink(const std::string& path, const std::string& target) {
+  Entry e = entry(Kind::kHardlink, path, 0);
+  e.target = target;
   return e;
 }
 
@@ -48,6 +58,8 @@ class TreeWriterTest : public ::testing::Test {
     outside_ = base_ + "/outside";
     fs::create_directory(root_);
     fs::create_directory(outside_);
+    root_fd_.reset(::open(root_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    ASSERT_TRUE(root_fd_);
   }
   void TearDown() override {
     // Undo read-only modes a test set, then remove everything.
@@ -55,16 +67,27 @@ class TreeWriterTest : public ::testing::Test {
       if (p.is_directory() && !p.is_symlink()) ::chmod(p.path().c_str(), 0755);
     fs::remove_all(base_);
   }
-  Result<void> write_file(TreeWriter& w, const std::string& rel, const std::string& data, mode_t perm = 0644) {
-    auto fd = w.create_file(rel);
-    if (!fd) return std::unexpected(fd.error());
-    if (::pwrite(fd->get(), data.data(), data.size(), 0) != static_cast<ssize_t>(data.size()))
-      return std::unexpected(Error::sys("pwrite"));
-    auto e = entry(AE_IFREG, perm);
-    archive_entry_set_size(e.get(), static_cast<la_int64_t>(data.size()));
-    return w.finish_file(fd->get(), rel, e.get());
+  // As unpack.cc makes it.
+  TreeWriter layer_writer() {
+    WriterOptions o;
+    o.root = root_fd_.get();
+    o.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    o.owner = Owner::kRestore;
+    o.replace_all = true;
+    o.root_meta = true;
+    o.sync_files = true;
+    return TreeWriter(std::move(o));
+  }
+  // As unpack.cc writes a file: blocks at offsets, then end_file().
+  static Result<void> write_file(TreeWriter& w, const std::string& rel, const std::string& data, uint32_t perm = 0644) {
+    Entry e = entry(Kind::kFile, rel, perm);
+    e.size = data.size();
+    if (auto r = w.entry(e); !r) return r;
+    if (auto r = w.data_at(0, data.data(), data.size()); !r) return r;
+    return w.end_file();
   }
   std::string base_, root_, outside_;
+  UniqueFd root_fd_;
 };
 
 // A symlink planted in the tree (by anything: the unpacker's own checks
@@ -72,23 +95,24 @@ class TreeWriterTest : public ::testing::Test {
 TEST_F(TreeWriterTest, NeverWritesThroughASymlinkInThePath) {
   ASSERT_EQ(::symlink(outside_.c_str(), (root_ + "/esc").c_str()), 0);
   ASSERT_EQ(::symlink("../outside", (root_ + "/rel").c_str()), 0);
-  auto w = TreeWriter::open(root_);
-  ASSERT_TRUE(w.has_value()) << w.error().message();
+  TreeWriter w = layer_writer();
   for (const std::string dir : {"esc", "rel"}) {
-    auto f = w->create_file(dir + "/x");
-    ASSERT_FALSE(f.has_value());
-    EXPECT_EQ(f.error().kind(), ErrorKind::kInvalid) << f.error().message();
-    EXPECT_NE(f.error().message().find("symlink is in the way"), std::string::npos) << f.error().message();
-    auto d = entry(AE_IFDIR, 0755);
-    EXPECT_FALSE(w->create_other(dir + "/sub/deeper", d.get()).has_value());
-    auto l = entry(AE_IFLNK, 0777);
-    archive_entry_set_symlink(l.get(), "/etc/passwd");
-    EXPECT_FALSE(w->create_other(dir + "/l", l.get()).has_value());
-    EXPECT_FALSE(w->open_dir(dir).has_value());
+    Entry f = entry(Kind::kFile, dir + "/x", 0644);
+    f.size = 1;
+    auto r = w.entry(f);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().kind(), ErrorKind::kInvalid) << r.error().message();
+    EXPECT_NE(r.error().message().find("symlink"), std::string::npos) << r.error().message();
+    EXPECT_FALSE(w.entry(entry(Kind::kDir, dir + "/sub/deeper", 0755)).has_value());
+    EXPECT_FALSE(w.entry(symlink(dir + "/l", "/etc/passwd")).has_value());
+    EXPECT_FALSE(w.entry(entry(Kind::kFifo, dir + "/p", 0644)).has_value());
+    EXPECT_FALSE(w.open_dir(dir).has_value());
+    EXPECT_FALSE(w.open_dir(dir + "/new").has_value());
   }
-  ASSERT_TRUE(write_file(*w, "target", "t").has_value());
-  EXPECT_FALSE(w->link("esc/hl", "target").has_value());   // link placed through a symlink
-  EXPECT_FALSE(w->link("hl", "esc/something").has_value());  // link target through a symlink
+  ASSERT_TRUE(write_file(w, "target", "t").has_value());
+  EXPECT_FALSE(w.entry(hardlink("esc/hl", "target")).has_value());   // link placed through a symlink
+  EXPECT_FALSE(w.entry(hardlink("hl", "esc/something")).has_value());  // link target through a symlink
+  EXPECT_TRUE(w.finish().has_value());
   EXPECT_TRUE(fs::is_empty(outside_));
 }
 
@@ -98,12 +122,10 @@ TEST_F(TreeWriterTest, ReplacesASymlinkInsteadOfFollowingIt) {
   { std::ofstream(victim) << "keep"; }
   ASSERT_EQ(::symlink(victim.c_str(), (root_ + "/f").c_str()), 0);
   ASSERT_EQ(::symlink(outside_.c_str(), (root_ + "/d").c_str()), 0);
-  auto w = TreeWriter::open(root_);
-  ASSERT_TRUE(w.has_value());
-  ASSERT_TRUE(write_file(*w, "f", "new", 0600).has_value());
-  auto d = entry(AE_IFDIR, 0700);
-  ASSERT_TRUE(w->create_other("d", d.get()).has_value());
-  ASSERT_TRUE(w->finish().has_value());
+  TreeWriter w = layer_writer();
+  ASSERT_TRUE(write_file(w, "f", "new", 0600).has_value());
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "d", 0700)).has_value());
+  ASSERT_TRUE(w.finish().has_value());
   EXPECT_FALSE(fs::is_symlink(root_ + "/f"));
   EXPECT_FALSE(fs::is_symlink(root_ + "/d"));
   EXPECT_TRUE(fs::is_directory(root_ + "/d"));
@@ -119,18 +141,18 @@ TEST_F(TreeWriterTest, ReplacesASymlinkInsteadOfFollowingIt) {
 // Directory metadata is applied last: a read-only directory still takes its
 // entries, and its mtime is the archive's, not the time its children came.
 TEST_F(TreeWriterTest, DirectoryModeAndTimesAreAppliedLast) {
-  auto w = TreeWriter::open(root_);
-  ASSERT_TRUE(w.has_value());
-  auto ro = entry(AE_IFDIR, 0555, 1500000000);
-  ASSERT_TRUE(w->create_other("ro", ro.get()).has_value());
-  ASSERT_TRUE(write_file(*w, "ro/inside", "x").has_value());
-  auto sub = entry(AE_IFDIR, 0750, 1400000000);
-  ASSERT_TRUE(w->create_other("ro/sub", sub.get()).has_value());
-  ASSERT_TRUE(write_file(*w, "missing/parents/file", "y").has_value());  // parents made on the way
-  auto fifo = entry(AE_IFIFO, 0640);
-  ASSERT_TRUE(w->create_other("ro/fifo", fifo.get()).has_value());
-  ASSERT_TRUE(w->finish().has_value());
+  TreeWriter w = layer_writer();
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "", 0711, 1300000000)).has_value());  // the layer's "./"
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "ro", 0555, 1500000000)).has_value());
+  ASSERT_TRUE(write_file(w, "ro/inside", "x").has_value());
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "ro/sub", 0750, 1400000000)).has_value());
+  ASSERT_TRUE(write_file(w, "missing/parents/file", "y").has_value());  // parents made on the way
+  ASSERT_TRUE(w.entry(entry(Kind::kFifo, "ro/fifo", 0640)).has_value());
+  ASSERT_TRUE(w.finish().has_value());
   struct stat st;
+  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0711u);
+  EXPECT_EQ(st.st_mtime, 1300000000);
   ASSERT_EQ(::stat((root_ + "/ro").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0555u);
   EXPECT_EQ(st.st_mtime, 1500000000);
@@ -146,27 +168,48 @@ TEST_F(TreeWriterTest, DirectoryModeAndTimesAreAppliedLast) {
 // Later entries replace earlier ones; a directory is only replaced when
 // empty (tar's rule), and a directory entry over a directory keeps it.
 TEST_F(TreeWriterTest, LaterEntriesReplaceEarlierOnes) {
-  auto w = TreeWriter::open(root_);
-  ASSERT_TRUE(w.has_value());
-  ASSERT_TRUE(write_file(*w, "a", "file first").has_value());
-  auto d = entry(AE_IFDIR, 0755);
-  ASSERT_TRUE(w->create_other("a", d.get()).has_value());  // file -> dir
-  ASSERT_TRUE(write_file(*w, "a/child", "c").has_value());
-  ASSERT_TRUE(w->create_other("a", d.get()).has_value());  // dir over dir: children stay
+  TreeWriter w = layer_writer();
+  ASSERT_TRUE(write_file(w, "a", "file first").has_value());
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "a", 0755)).has_value());  // file -> dir
+  ASSERT_TRUE(write_file(w, "a/child", "c").has_value());
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "a", 0755)).has_value());  // dir over dir: children stay
   EXPECT_TRUE(fs::exists(root_ + "/a/child"));
-  auto full = write_file(*w, "a", "file over a non-empty dir");
+  auto full = write_file(w, "a", "file over a non-empty dir");
   ASSERT_FALSE(full.has_value());
   EXPECT_EQ(full.error().kind(), ErrorKind::kInvalid) << full.error().message();
-  auto e = entry(AE_IFDIR, 0755);
-  ASSERT_TRUE(w->create_other("empty", e.get()).has_value());
-  auto l = entry(AE_IFLNK, 0777);
-  archive_entry_set_symlink(l.get(), "a/child");
-  ASSERT_TRUE(w->create_other("empty", l.get()).has_value());  // empty dir -> symlink
-  ASSERT_TRUE(w->link("hl", "empty").has_value());             // a link to a symlink is a symlink
+  ASSERT_TRUE(w.entry(entry(Kind::kDir, "empty", 0755)).has_value());
+  ASSERT_TRUE(w.entry(symlink("empty", "a/child")).has_value());  // empty dir -> symlink
+  ASSERT_TRUE(w.entry(hardlink("hl", "empty")).has_value());      // a link to a symlink is a symlink
   EXPECT_TRUE(fs::is_symlink(root_ + "/hl"));
-  ASSERT_TRUE(w->finish().has_value());  // the replaced directory's metadata is dropped
+  ASSERT_TRUE(w.finish().has_value());  // the replaced directory's metadata is dropped
   EXPECT_TRUE(fs::is_symlink(root_ + "/empty"));
 }
 
+// A sparse entry: blocks at their offsets, the holes (a missing tail too)
+// left unwritten; and the file's xattrs and atime are kept.
+TEST_F(TreeWriterTest, SparseBlocksXattrsAndAtime) {
+  TreeWriter w = layer_writer();
+  Entry e = entry(Kind::kFile, "sparse", 0644, 1500000000);
+  e.atime_sec = 1200000000;
+  e.size = 3 << 20;
+  e.xattrs = {{"user.cubby.test", "v"}};
+  ASSERT_TRUE(w.entry(e).has_value());
+  ASSERT_FALSE(w.entry(entry(Kind::kDir, "too-early", 0755)).has_value());  // the file is still open
+  ASSERT_TRUE(w.data_at(1 << 20, "abc", 3).has_value());
+  ASSERT_TRUE(w.end_file().has_value());
+  ASSERT_TRUE(w.finish().has_value());
+  struct stat st;
+  ASSERT_EQ(::stat((root_ + "/sparse").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 3 << 20);
+  EXPECT_LT(st.st_blocks * 512, 1 << 20) << "the holes were written";
+  EXPECT_EQ(st.st_mtime, 1500000000);
+  EXPECT_EQ(st.st_atime, 1200000000);
+  char v[8] = {};
+  ssize_t n = ::getxattr((root_ + "/sparse").c_str(), "user.cubby.test", v, sizeof v);
+  if (n < 0 && errno == ENOTSUP) GTEST_SKIP() << "no user xattrs on /tmp";
+  ASSERT_EQ(n, 1);
+  EXPECT_EQ(v[0], 'v');
+}
+
 }  // namespace
-}  // namespace cubby::image
+}  // namespace cubby::copy
