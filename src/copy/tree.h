@@ -72,7 +72,9 @@ struct WriterOptions {
 // The last component is always created with *at() calls that never follow
 // it, and parents are resolved with openat2 under `resolve`, so containment
 // is the kernel's check. Entries come grouped by directory, so the last
-// parent's fd is kept: one openat2 per directory, not per entry. Directory
+// parent's fd is kept: one openat2 per directory, not per entry (the fd
+// names the directory as it was resolved; if it is moved meanwhile, in a box
+// only the box can do that, and it stays in the box). Directory
 // modes, owners, xattrs and times are applied at finish(), deepest first,
 // after their contents were written (a 0555 directory still takes them).
 class TreeWriter : public EntrySink {
