@@ -40,14 +40,23 @@ Result<json> run_fetch(const std::string& bin_dir, const std::vector<std::string
 
 }  // namespace
 
-Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
-                             const std::string& ref, const std::string& platform) {
-  std::vector<std::string> args = {"pull", "--home", home, "--store", store.root()};
+Result<PulledImage> fetch_image(const std::string& store_root, const std::string& bin_dir, const std::string& home,
+                                const std::string& ref, const std::string& platform) {
+  std::vector<std::string> args = {"pull", "--home", home, "--store", store_root};
   if (!platform.empty()) args.insert(args.end(), {"--platform", platform});
   args.push_back(ref);
   json j = CUBBY_TRY(run_fetch(bin_dir, args, ""));
-  std::string nref = CUBBY_TRY(normalize_ref(ref));
-  return store.resolve(nref);
+  auto field = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : ""; };
+  PulledImage out{field("ref"), field("id"), field("digest")};
+  if (out.ref.empty() || out.id.empty() || out.digest.empty())
+    return fail(Error::internal(bin_dir + "/cubby-fetch answered without ref, id or digest"));
+  return out;
+}
+
+Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
+                             const std::string& ref, const std::string& platform) {
+  PulledImage pulled = CUBBY_TRY(fetch_image(store.root(), bin_dir, home, ref, platform));
+  return store.resolve(pulled.ref);
 }
 
 Result<void> login_check(const std::string& bin_dir, const std::string& home, const std::string& domain,

@@ -12,7 +12,15 @@
 
 namespace cubby::image {
 
-// home: CUBBY_HOME (config.json, certs.d); the store is home/images.
+// What cubby-fetch answers for a pull: the stored reference, image id
+// ("sha256:HEX") and manifest digest.
+struct PulledImage {
+  std::string ref, id, digest;
+};
+// Pulls into store_root (home: CUBBY_HOME, for config.json and certs.d).
+Result<PulledImage> fetch_image(const std::string& store_root, const std::string& bin_dir, const std::string& home,
+                                const std::string& ref, const std::string& platform = "");
+// fetch_image, then the image as the store has it.
 Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
                              const std::string& ref, const std::string& platform = "");
 // Checks the credentials with the registry (the caller then saves them).
