@@ -862,6 +862,8 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
     if (t.download) total += t.d.size;
     tasks.push_back(std::move(t));
   }
+  UniqueFd area_fd(::open(area.dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!area_fd) return sys_fail("open " + area.dir());
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> done_bytes{0};
   size_t finished = 0;
@@ -884,6 +886,9 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
         r = stage_layer(t.blob_path, area.dir(), "layer-" + t.d.hex, **hex);
         if (!r) r = fail(r.error().wrap("layer sha256:" + short_hex(t.d.hex)));
       }
+      // Sync what this task wrote now, while other layers still download:
+      // the commit's own syncfs then finds (almost) nothing left to write.
+      if (r && (t.download || !r->dir.empty())) (void)::syncfs(area_fd.get());
       std::lock_guard<std::mutex> l(mu);
       if (r) t.unpacked = *r;
       else if (!first_error) first_error = r.error();
