@@ -485,17 +485,22 @@ print("listening on", srv.server_address[1], flush=True)
 srv.serve_forever()
 )PY";
 
+// kTruncatingRegistry, started for one test and stopped at its end.
+struct TruncatingRegistry : Server {
+  std::string error;  // why it did not start
+  TruncatingRegistry(const std::string& home, const std::string& scratch) {
+    std::string script = home + "/trunc.py";
+    error = write_file(script, kTruncatingRegistry) ? start({"/usr/bin/python3", script, scratch + "/layout"})
+                                                    : "cannot write " + script;
+  }
+  ~TruncatingRegistry() { stop(); }
+};
+
 // A layer download cut short is retried (the pull succeeds); one that is always
 // cut short fails with one clear line and stores nothing.
 TEST_F(Registry, TruncatedBlobIsRetriedOrFailsCleanly) {
-  std::string script = home_ + "/trunc.py";
-  ASSERT_TRUE(write_file(script, kTruncatingRegistry));
-  Server trunc;
-  struct Stop {
-    Server& s;
-    ~Stop() { s.stop(); }
-  } stop{trunc};
-  ASSERT_EQ(trunc.start({"/usr/bin/python3", script, scratch_ + "/layout"}), "");
+  TruncatingRegistry trunc(home_, scratch_);
+  ASSERT_EQ(trunc.error, "");
 
   size_t blobs = count_entries(home_ + "/images/blobs/sha256"), layers = count_entries(home_ + "/images/layers");
   std::string err = fails({"pull", at(trunc, "always/x:v1")});
@@ -568,14 +573,8 @@ TEST_F(Registry, MirrorsAreTriedInOrderThenTheRegistry) {
 // layer blob short: after its retries each blob comes from the next mirror
 // (per blob, without resolving the manifest again), and the pull succeeds.
 TEST_F(Registry, MirrorWithBadBlobsFallsBackPerBlob) {
-  std::string script = home_ + "/trunc.py";
-  ASSERT_TRUE(write_file(script, kTruncatingRegistry));
-  Server trunc;
-  struct Stop {
-    Server& s;
-    ~Stop() { s.stop(); }
-  } stop{trunc};
-  ASSERT_EQ(trunc.start({"/usr/bin/python3", script, scratch_ + "/layout"}), "");
+  TruncatingRegistry trunc(home_, scratch_);
+  ASSERT_EQ(trunc.error, "");
   std::string dead = "127.0.0.1:" + std::to_string(free_port());  // the registry itself: down
   std::string live = "127.0.0.1:" + std::to_string(plain_.port);
   ASSERT_TRUE(write_file(home_ + "/config.json",
