@@ -27,8 +27,26 @@ namespace {
 
 [[noreturn]] void run_exec_child(const ExecChildPlan& p);
 
+// The kernel's struct sigaction (x86_64 and arm64 layouts agree).
+struct KernelSigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)();
+  uint64_t mask;
+};
+
 int child_entry(void* arg) { run_exec_child(*static_cast<const ExecChildPlan*>(arg)); }
 }  // namespace
+
+bool signal_at_default(int sig) {
+  KernelSigaction old{};
+  return ::syscall(SYS_rt_sigaction, sig, nullptr, &old, sizeof old.mask) != 0 || old.handler == SIG_DFL;
+}
+
+void reset_signal(int sig) {
+  KernelSigaction dfl{SIG_DFL, 0, nullptr, 0};
+  (void)::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof dfl.mask);
+}
 
 namespace {
 void run_exec_child(const ExecChildPlan& p) {
@@ -39,10 +57,10 @@ void run_exec_child(const ExecChildPlan& p) {
   // agent's mask still holds, so no handler can run in this shared-memory
   // child after the mask opens.
   if (p.reset_signals) {
-    for (size_t i = 0; i < p.nreset_signals; ++i) ::signal(p.reset_signals[i], SIG_DFL);
+    for (size_t i = 0; i < p.nreset_signals; ++i) reset_signal(p.reset_signals[i]);
   } else {
     for (int s = 1; s < NSIG; ++s)
-      if (s != SIGKILL && s != SIGSTOP) ::signal(s, SIG_DFL);
+      if (s != SIGKILL && s != SIGSTOP) reset_signal(s);
   }
   sigset_t none;
   sigemptyset(&none);

@@ -38,6 +38,13 @@ struct ExecChildPlan {
   bool cap_drops_known = false;  // false: probe the bounding set in the child
 };
 
+// Signal dispositions through the raw system call: glibc's sigaction() and
+// signal() refuse the two real-time signals it keeps for itself (32, 33),
+// yet an ignored one is inherited through fork and exec like any other
+// (under ctest a box's processes saw SigIgn 0x180000000). Async-signal-safe.
+bool signal_at_default(int sig);
+void reset_signal(int sig);
+
 // Filled in by the child when it cannot exec; stage 0 means it did.
 struct ExecFailure {
   int stage = 0;  // see kStageNames

@@ -138,11 +138,8 @@ int Server::run() {
   sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   // The agent changes no disposition from here on (signals arrive through
   // the signalfd), so the children's reset list is fixed now.
-  for (int s = 1; s < NSIG; ++s) {
-    struct sigaction sa {};
-    if (s == SIGKILL || s == SIGSTOP || ::sigaction(s, nullptr, &sa) < 0) continue;
-    if (sa.sa_handler != SIG_DFL) reset_signals_.push_back(s);
-  }
+  for (int s = 1; s < NSIG; ++s)
+    if (s != SIGKILL && s != SIGSTOP && !signal_at_default(s)) reset_signals_.push_back(s);
   if (opts_.confine) {
     cap_drops_ = sandbox::bounding_set_drops();
     auto f = sandbox::SeccompFilter::build_default();
