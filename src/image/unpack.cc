@@ -29,8 +29,8 @@ struct ReadFree {
 };
 using ReadArchive = std::unique_ptr<struct archive, ReadFree>;
 
-// Paths longer than this are refused: libarchive falls back to chdir() for
-// paths >= PATH_MAX, and the runtime must never change the process cwd.
+// Paths longer than this are refused: every path goes to openat2 as one
+// string, which the kernel limits to PATH_MAX.
 constexpr size_t kMaxPath = 4000;
 
 std::string archive_msg(struct archive* a) {
@@ -79,20 +79,10 @@ Result<std::string> clean_entry_path(const std::string& entry, const std::string
     return fail(Error::invalid("unsafe archive entry \"" + entry + "\": " + what + " " + why));
   };
   if (raw.empty()) return unsafe("is empty");
-  if (raw[0] == '/') return unsafe("is an absolute path");
-  std::string out;
-  size_t start = 0;
-  while (start <= raw.size()) {
-    size_t p = raw.find('/', start);
-    if (p == std::string::npos) p = raw.size();
-    std::string comp = raw.substr(start, p - start);
-    start = p + 1;
-    if (comp.empty() || comp == ".") continue;
-    if (comp == "..") return unsafe("has a \"..\" component");
-    if (!out.empty()) out += '/';
-    out += comp;
-  }
-  return out;
+  // The rules are cp's (copy::clean_path); the message names the entry.
+  auto clean = copy::clean_path(raw, what);
+  if (!clean) return unsafe(raw[0] == '/' ? "is an absolute path" : "has a \"..\" component");
+  return clean;
 }
 
 const char* entry_path(struct archive_entry* e) {
@@ -134,31 +124,6 @@ void kept_xattrs(struct archive_entry* e, const std::string& raw, std::vector<st
   }
 }
 
-// ae's metadata into out (path, kind and target are the caller's): a time
-// the archive does not carry is left alone, and atime follows mtime, as tar
-// does.
-void entry_meta(struct archive_entry* ae, const std::string& raw, copy::Entry& out) {
-  out.mode = static_cast<uint32_t>(archive_entry_mode(ae) & 07777);
-  out.uid = static_cast<uint32_t>(archive_entry_uid(ae));
-  out.gid = static_cast<uint32_t>(archive_entry_gid(ae));
-  if (archive_entry_mtime_is_set(ae)) {
-    out.mtime_sec = archive_entry_mtime(ae);
-    out.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(ae));
-  } else {
-    out.mtime_sec = 0;
-    out.mtime_nsec = copy::kTimeOmit;
-  }
-  if (archive_entry_atime_is_set(ae)) {
-    out.atime_sec = archive_entry_atime(ae);
-    out.atime_nsec = static_cast<uint32_t>(archive_entry_atime_nsec(ae));
-  } else {
-    out.atime_sec = out.mtime_sec;
-    out.atime_nsec = out.mtime_nsec;
-  }
-  out.size = archive_entry_size_is_set(ae) && archive_entry_size(ae) > 0 ? static_cast<uint64_t>(archive_entry_size(ae)) : 0;
-  kept_xattrs(ae, raw, out.xattrs);
-}
-
 // A failure of the tree writer, as the unpacker reports it: resource and
 // I/O trouble is the host's (kSystem); anything else (a symlink in the way,
 // a missing hardlink target, a non-empty directory to replace) is the
@@ -180,11 +145,7 @@ Error writer_error(const Error& e) {
 Result<ReadArchive> open_decompressor(FdSource& src) {
   ReadArchive a(archive_read_new());
   if (!a) return fail(Error::internal("archive_read_new failed"));
-  // Only in-process decompressors: never let libarchive spawn helper programs.
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_filter_bzip2(a.get());
-  archive_read_support_filter_xz(a.get());
-  archive_read_support_filter_zstd(a.get());
+  support_decompressors(a.get());
   archive_read_support_format_raw(a.get());
   if (archive_read_open(a.get(), &src, nullptr, fd_read, nullptr) != ARCHIVE_OK) {
     if (src.read_errno == 0 && src.total == 0) return fail(Error::invalid("corrupt archive: empty input"));
@@ -318,7 +279,7 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
       return fail(Error::invalid("unsafe archive entry \"" + raw.substr(0, 100) + "...\": path too long"));
     ce.path = std::move(path);
     ce.target.clear();
-    entry_meta(e, raw, ce);
+    tar_entry_meta(e, raw, ce);
     if (link_c) {
       ce.kind = copy::Kind::kHardlink;
       ce.target = std::move(target);
@@ -450,6 +411,37 @@ Result<StagedLayer> stage_layer(const std::string& blob_path, const std::string&
   UniqueFd in(::open(blob_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) return sys_fail("open " + blob_path);
   return stage_layer_fd(in.get(), work_dir, tag, expected_diff_hex);
+}
+
+
+void support_decompressors(struct archive* a) {
+  // Only in-process decompressors: never let libarchive spawn helper programs.
+  archive_read_support_filter_gzip(a);
+  archive_read_support_filter_bzip2(a);
+  archive_read_support_filter_xz(a);
+  archive_read_support_filter_zstd(a);
+}
+
+void tar_entry_meta(struct archive_entry* ae, const std::string& raw, copy::Entry& out) {
+  out.mode = static_cast<uint32_t>(archive_entry_mode(ae) & 07777);
+  out.uid = static_cast<uint32_t>(archive_entry_uid(ae));
+  out.gid = static_cast<uint32_t>(archive_entry_gid(ae));
+  if (archive_entry_mtime_is_set(ae)) {
+    out.mtime_sec = archive_entry_mtime(ae);
+    out.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(ae));
+  } else {
+    out.mtime_sec = 0;
+    out.mtime_nsec = copy::kTimeOmit;
+  }
+  if (archive_entry_atime_is_set(ae)) {
+    out.atime_sec = archive_entry_atime(ae);
+    out.atime_nsec = static_cast<uint32_t>(archive_entry_atime_nsec(ae));
+  } else {
+    out.atime_sec = out.mtime_sec;
+    out.atime_nsec = out.mtime_nsec;
+  }
+  out.size = archive_entry_size_is_set(ae) && archive_entry_size(ae) > 0 ? static_cast<uint64_t>(archive_entry_size(ae)) : 0;
+  kept_xattrs(ae, raw, out.xattrs);
 }
 
 }  // namespace cubby::image

@@ -7,6 +7,10 @@
 #include <string>
 
 #include "base/error.h"
+#include "copy/entry.h"
+
+struct archive;
+struct archive_entry;
 
 namespace cubby::image {
 
@@ -20,6 +24,16 @@ struct TarBlob {
 // hashes them. Corrupt or empty input is kInvalid "corrupt archive: ...".
 // On error out_path may exist; the caller owns cleanup.
 Result<TarBlob> decompress_to_file(int fd, const std::string& out_path);
+
+// Enables libarchive's in-process decompressors (gzip, bzip2, xz, zstd) on a
+// reader; never the ones that spawn programs.
+void support_decompressors(struct archive* a);
+
+// The metadata of tar entry ae into out (path, kind and target are the
+// caller's): mode, owner, times (a time the archive lacks is kTimeOmit;
+// atime follows mtime, as tar does), size, and the xattrs an image may set
+// (user.* and security.capability; raw names the entry in debug logs).
+void tar_entry_meta(struct archive_entry* ae, const std::string& raw, copy::Entry& out);
 
 // Unpacks the plain tar at tar_path into dest_dir, which must be an existing,
 // empty directory given as a canonical absolute path (no symlinks in it).

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "copy/tree.h"
+#include "image/unpack.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
 #include "runtime/runtime.h"
@@ -190,11 +191,7 @@ class TarSink : public copy::EntrySink {
 Result<void> read_tar(int fd, copy::EntrySink& sink) {
   std::unique_ptr<struct archive, int (*)(struct archive*)> a(archive_read_new(), archive_read_free);
   archive_read_support_format_tar(a.get());
-  // In-process decompressors only: libarchive must never spawn programs.
-  archive_read_support_filter_gzip(a.get());
-  archive_read_support_filter_bzip2(a.get());
-  archive_read_support_filter_xz(a.get());
-  archive_read_support_filter_zstd(a.get());
+  image::support_decompressors(a.get());
   auto corrupt = [&] { return Error::invalid("tar from standard input: " + archive_msg(a.get())); };
   if (archive_read_open_fd(a.get(), fd, 64 * 1024) != ARCHIVE_OK) return fail(corrupt());
   std::unique_ptr<char[]> buf(new char[copy::kDataChunk]);
@@ -207,11 +204,7 @@ Result<void> read_tar(int fd, copy::EntrySink& sink) {
     if (!raw) return fail(Error::invalid("tar from standard input: entry without a name"));
     copy::Entry e;
     e.path = CUBBY_TRY(copy::clean_path(raw, "archive entry"));
-    e.mode = archive_entry_perm(ae) & 07777;
-    e.uid = static_cast<uint32_t>(archive_entry_uid(ae));
-    e.gid = static_cast<uint32_t>(archive_entry_gid(ae));
-    e.mtime_sec = archive_entry_mtime(ae);
-    e.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(ae));
+    image::tar_entry_meta(ae, raw, e);
     mode_t type = archive_entry_filetype(ae);
     if (const char* link = archive_entry_hardlink(ae)) {
       e.kind = copy::Kind::kHardlink;
@@ -231,7 +224,6 @@ Result<void> read_tar(int fd, copy::EntrySink& sink) {
     } else if (type == AE_IFREG) {
       if (e.path.empty()) return fail(Error::invalid("tar from standard input: a file named \".\""));
       e.kind = copy::Kind::kFile;
-      e.size = static_cast<uint64_t>(archive_entry_size(ae));
       CUBBY_TRYV(sink.entry(e));
       uint64_t left = e.size;
       while (left > 0) {
