@@ -16,6 +16,8 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
+#include "hypervisor/kvm_probe.h"
+#include "image/registry_config.h"
 #include "image/fetch_client.h"
 #include "proto/logfile.h"
 #include "proto/messages.h"
@@ -69,8 +71,6 @@ bool valid_name(const std::string& n) {
 proto::UnixTransport agent_transport(const std::string& box_dir) { return {box_dir, kAgentSocket}; }
 
 }  // namespace
-
-std::string default_isolation() { return ::access("/dev/kvm", R_OK | W_OK) == 0 ? "vm" : "sandbox"; }
 
 std::string default_home() {
   if (const char* h = std::getenv("CUBBY_HOME"); h && *h) return h;
@@ -201,8 +201,7 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
 // create / start
 
 Result<BoxRecord> Runtime::create(const CreateOptions& o) {
-  if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
-    return fail(Error::invalid("invalid --isolation \"" + o.isolation + "\" (want auto, vm or sandbox)"));
+  const std::string setting = CUBBY_TRY(isolation_setting(o.isolation));
   if (o.network != "none" && o.network != "default")
     return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none or default)"));
   if (!o.name.empty() && !valid_name(o.name))
@@ -213,7 +212,11 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (o.cpus && !(*o.cpus >= 0.01 && *o.cpus <= 1024))  // also refuses NaN
     return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
   if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
-  const std::string isolation = o.isolation == "auto" ? default_isolation() : o.isolation;
+  const std::string isolation = setting == "auto" ? auto_isolation().isolation : setting;
+  // --isolation vm never falls back (SPEC §1): where KVM cannot boot the
+  // guest and TCG was not asked for, refuse before anything is created.
+  if (isolation == "vm")
+    CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
   auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
   // virtiofs needs a virtiofsd per box and a modern virtio transport; until
   // the vm backend has both, refuse here rather than boot a box without them.
@@ -282,9 +285,6 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.hostname = o.hostname.empty() ? b.id.substr(0, 12) : o.hostname;
   b.image = img.ref;
   b.image_id = img.id;
-  // auto picks vm only where KVM works (the vm backend itself refuses to
-  // run without KVM unless CUBBY_VM_ACCEL=tcg).
-  // auto picks vm only where KVM works (SPEC §1); vm never falls back.
   b.isolation = isolation;
   b.created_at = now_rfc3339();
   b.config = spec;
@@ -306,6 +306,13 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   cfg.agent_path = bin_dir_ + "/cubby-agent";
   cfg.isolation = b.isolation;
   cfg.hold = hold;
+  if (const char* t = std::getenv("CUBBY_BOOT_TIMEOUT"); t && *t) {
+    char* end = nullptr;
+    double sec = std::strtod(t, &end);
+    if (*end || !(sec > 0 && sec <= 86400))
+      return fail(Error::invalid(std::string("invalid CUBBY_BOOT_TIMEOUT \"") + t + "\" (want seconds, up to 86400)"));
+    cfg.boot_timeout_ms = std::max<int64_t>(1, static_cast<int64_t>(sec * 1000));
+  }
   cfg.spec = b.config.get<BoxSpec>();
   CUBBY_TRYV(mkdir_p(cfg.box_dir, 0700));
   auto shim = CUBBY_TRY(launch_shim(bin_dir_ + "/" + kShimName, b.id, cfg.box_dir + "/shim.log"));
@@ -571,15 +578,50 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
 
 // ---------------------------------------------------------------------------
 
+Result<std::string> Runtime::isolation_setting(const std::string& requested) const {
+  std::string value = requested, from = "--isolation";
+  if (value.empty()) {
+    if (const char* e = std::getenv("CUBBY_ISOLATION"); e && *e) {
+      value = e;
+      from = "CUBBY_ISOLATION";
+    }
+  }
+  if (value.empty()) {
+    // config.json is the registry configuration's file too; only this key is read here.
+    if (auto text = read_file(image::config_path(home_), 1 << 20)) {
+      auto j = Json::parse(*text, nullptr, false);
+      if (auto it = j.is_object() ? j.find("isolation") : j.end(); it != j.end()) {
+        from = image::config_path(home_) + " \"isolation\"";
+        if (!it->is_string()) return fail(Error::invalid(from + " must be a string (auto, vm or sandbox)"));
+        value = it->get<std::string>();
+      }
+    }
+  }
+  if (value.empty()) return std::string("auto");
+  if (value != "auto" && value != "sandbox" && value != "vm")
+    return fail(Error::invalid("invalid " + from + " \"" + value + "\" (want auto, vm or sandbox)"));
+  return value;
+}
+
+IsolationChoice Runtime::auto_isolation() const {
+  const auto& kvm = hypervisor::probe(home_);
+  if (kvm.usable) return {"vm", "KVM works here"};
+  return {"sandbox", kvm.reason};
+}
+
 Json Runtime::info() {
-  bool kvm = ::access("/dev/kvm", R_OK | W_OK) == 0;
+  const auto& kvm = hypervisor::probe(home_);
+  auto setting = isolation_setting("");
+  IsolationChoice chosen = auto_isolation();
+  if (setting && *setting != "auto") chosen = {*setting, "set by CUBBY_ISOLATION or config.json"};
   bool vsock = ::access("/dev/vhost-vsock", R_OK | W_OK) == 0;
   auto cg = sandbox::detect_cgroup_version();
   return {{"version", CUBBY_VERSION},
           {"home", home_},
-          {"kvm", kvm},
+          {"kvm", {{"present", kvm.present}, {"usable", kvm.usable}, {"kind", kvm.kind}, {"reason", kvm.reason}}},
           {"vhost_vsock", vsock},
-          {"default_isolation", default_isolation()},
+          {"default_isolation", chosen.isolation},
+          {"default_isolation_reason", chosen.why},
           {"isolations", Json::array({"sandbox", "vm"})},
           {"cgroup_version", cg == sandbox::CgroupVersion::kV2 ? Json(2) : cg == sandbox::CgroupVersion::kV1 ? Json(1) : Json(nullptr)},
           {"rootless", ::geteuid() != 0},

@@ -32,13 +32,21 @@ struct CreateOptions {
   std::vector<std::string> volumes;                    // -v SRC:DST[:ro|rw], SRC an existing host path
   std::string cwd, user, hostname;
   std::string network = "default";
-  std::string isolation = "auto";
+  // "auto", "vm", "sandbox", or "" for the configured default (Runtime::isolation_setting).
+  std::string isolation;
   std::optional<int64_t> memory;
   std::optional<double> cpus;
   std::optional<int64_t> pids;
   bool auto_remove = false;
   bool interactive = false;
   bool tty = false;
+};
+
+// What `--isolation auto` picks on this host, and why (SPEC §1): "vm" only
+// where the KVM probe (hypervisor/kvm_probe.h) says KVM can boot the guest.
+struct IsolationChoice {
+  std::string isolation;  // "vm" or "sandbox"
+  std::string why;        // "KVM works here", or the probe's reason
 };
 
 struct ExecRequest {
@@ -135,6 +143,11 @@ class Runtime {
   const std::string& home() const { return home_; }
   std::string box_dir(const std::string& id) const { return home_ + "/boxes/" + id; }
   nlohmann::json info();
+  // The isolation a box asked for resolves to: `requested` if given, else
+  // $CUBBY_ISOLATION, else config.json's "isolation", else "auto". An
+  // unknown value is an error naming where it came from.
+  Result<std::string> isolation_setting(const std::string& requested) const;
+  IsolationChoice auto_isolation() const;
   // The JSON objects of `ls --format json` / `inspect` (SPEC §4 keys).
   static nlohmann::json to_json(const store::BoxRecord& b, bool detailed);
 
@@ -154,7 +167,5 @@ class Runtime {
 // The default home: $CUBBY_HOME, else /var/lib/cubby for root, else
 // ~/.local/share/cubby.
 std::string default_home();
-// What --isolation auto picks here: "vm" where /dev/kvm is usable, else "sandbox".
-std::string default_isolation();
 
 }  // namespace cubby

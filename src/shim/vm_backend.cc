@@ -32,6 +32,7 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
+#include "hypervisor/kvm_probe.h"
 #include "proto/mux.h"
 #include "proto/transport.h"
 #include "shim/backend.h"
@@ -55,19 +56,6 @@ std::string host_tsc_khz() {
     }
   }
   return "";
-}
-
-// Which accelerator this host allows, or why none.
-Result<std::string> pick_accel() {
-  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd >= 0) {
-    ::close(fd);
-    return std::string("kvm");
-  }
-  const char* a = getenv("CUBBY_VM_ACCEL");
-  if (a && std::string(a) == "tcg") return std::string("tcg");
-  return fail(Error::invalid(std::string("--isolation vm needs KVM, and /dev/kvm is not usable here (") +
-                             std::strerror(errno) + "); set CUBBY_VM_ACCEL=tcg to run the VM under slow emulation"));
 }
 
 // The host half of the session multiplexer (a thread of the shim).
@@ -283,9 +271,12 @@ class VmInstance : public BoxInstance {
     if (!st) return st;
     int code = mux_ ? mux_->exit_code() : -1;
     if (code >= 0) return ExitStatus{code, 0, false};
-    if (st->signaled) return *st;
-    hint_ = "the VM ended before its agent reported an exit code (qemu exited with status " +
-            std::to_string(st->code) + "; a guest kernel that cannot boot ends this way)";
+    if (st->signaled && killed_) return *st;  // our SIGKILL (kill, stop's grace over): Docker's 137
+    // QEMU failed or aborted on its own (e.g. SIGABRT on a KVM it cannot
+    // drive): a cubby error, never passed off as the workload's status.
+    hint_ = "the VM ended before its agent reported an exit code (qemu " +
+            (st->signaled ? "was killed by signal " + std::to_string(st->signal) : "exited with status " + std::to_string(st->code)) +
+            "; a guest kernel that cannot boot ends this way)";
     LOG_WARN("{}", hint_);
     return ExitStatus{125, 0, false};
   }
@@ -300,7 +291,10 @@ class VmInstance : public BoxInstance {
     mux_->control({{"t", "signal"}, {"sig", sig}});
     return {};
   }
-  Result<void> kill() override { return qemu_.signal(SIGKILL); }
+  Result<void> kill() override {
+    killed_ = true;
+    return qemu_.signal(SIGKILL);
+  }
 
   void cleanup() override {
     if (!reaped_ && qemu_.valid()) {
@@ -320,6 +314,7 @@ class VmInstance : public BoxInstance {
   ChildProcess qemu_;
   UniqueFd diag_;
   bool reaped_ = false;
+  bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
   std::unique_ptr<HostMux> mux_;
 };
@@ -331,7 +326,7 @@ class VmBackend : public Backend {
     // create() refuses these already; a record from elsewhere must not boot without its volumes.
     if (!spec.mounts.empty())
       return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
-    std::string accel = CUBBY_TRY(pick_accel());
+    std::string accel = CUBBY_TRY(hypervisor::choose_accel(hypervisor::probe(cfg.home), getenv("CUBBY_VM_ACCEL")));
     std::string qemu = find_program("qemu-system-x86_64");
     if (qemu.empty()) return fail(Error::invalid("--isolation vm needs qemu-system-x86_64 (apt-get install qemu-system-x86)"));
     std::string assets = getenv("CUBBY_VM_ASSETS") ? getenv("CUBBY_VM_ASSETS")
