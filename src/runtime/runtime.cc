@@ -213,15 +213,15 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
   if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
   const std::string isolation = setting == "auto" ? auto_isolation().isolation : setting;
-  // --isolation vm never falls back (SPEC §1): where KVM cannot boot the
-  // guest and TCG was not asked for, refuse before anything is created.
-  if (isolation == "vm")
-    CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
   auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
   // virtiofs needs a virtiofsd per box and a modern virtio transport; until
   // the vm backend has both, refuse here rather than boot a box without them.
   if (!mounts.empty() && isolation == "vm")
     return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+  // --isolation vm never falls back (SPEC §1): where KVM cannot boot the
+  // guest and TCG was not asked for, refuse before anything is created.
+  if (isolation == "vm")
+    CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
 
   auto found = images_.resolve(o.image);
   if (!found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
