@@ -32,6 +32,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <mutex>
 #include <set>
 #include <unordered_set>
 
@@ -448,7 +450,25 @@ void collect_garbage(const Paths& p, const json& index) {
   }
 }
 
+// The work areas this process holds, for remove_live_staging_areas().
+std::mutex g_live_areas_mu;
+std::map<std::string, std::string> g_live_areas;  // dir -> lock file
+
+void forget_live_area(const std::string& dir) {
+  std::lock_guard g(g_live_areas_mu);
+  g_live_areas.erase(dir);
+}
+
 }  // namespace
+
+void remove_live_staging_areas() {
+  std::lock_guard g(g_live_areas_mu);
+  for (const auto& [dir, lock] : g_live_areas) {
+    (void)remove_tree(dir);
+    ::unlink(lock.c_str());
+  }
+  g_live_areas.clear();
+}
 
 StagingArea::StagingArea(StagingArea&& o) noexcept
     : dir_(std::exchange(o.dir_, {})), lock_path_(std::exchange(o.lock_path_, {})),
@@ -458,6 +478,7 @@ StagingArea::~StagingArea() {
   // Directory first, then the lock file: a sweeper that sees a .d without
   // its .lock may remove it.
   if (!dir_.empty()) {
+    forget_live_area(dir_);
     if (auto r = remove_tree(dir_); !r) LOG_WARN("image store: {}", r.error().message());
   }
   if (!lock_path_.empty()) ::unlink(lock_path_.c_str());
@@ -485,6 +506,8 @@ Result<StagingArea> ImageStore::stage(const std::string& kind) {
     return sys_fail("realpath " + dir, e);
   }
   w.dir_ = real;
+  std::lock_guard g(g_live_areas_mu);
+  g_live_areas[w.dir_] = w.lock_path_;
   return w;
 }
 

@@ -70,6 +70,11 @@ class StagingArea {
   UniqueFd lock_fd_;
 };
 
+// For a process about to die of a signal (cubby-fetch when its caller is
+// gone): removes the work areas it still holds. A writer still running may
+// recreate a file in between; the next commit's sweep takes what is left.
+void remove_live_staging_areas();
+
 // What a pull or load stages for ImageStore::commit. Every blob the manifest
 // names (config, layers) and every layer its config names must be either
 // staged here or already in the store; digests of staged files must already
