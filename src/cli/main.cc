@@ -159,7 +159,7 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("-u,--user", o.user, "User (name|uid[:group|gid])");
   c->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 1g; at least 6m)");
   c->add_option("--cpus", o.cpus, "CPU limit (e.g. 0.5)");
-  c->add_option("--pids-limit", o.pids, "Maximum number of processes");
+  c->add_option("--pids-limit", o.pids, "Maximum number of processes (default 2048; 0: no limit)");
   c->add_option("--network", o.network, "none | default (outbound through user-mode networking)");
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
   c->add_option("-h,--hostname", o.hostname, "Hostname inside the box");
@@ -233,8 +233,8 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   }
   if (!o.pids.empty()) {
     auto n = cli::parse_integer(o.pids);
-    if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number)");
-    if (*n > 0) c.pids = *n;  // 0: no limit
+    if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number, or 0 for no limit)");
+    c.pids = *n;  // 0: no limit; unset: the default (2048)
   }
   return c;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
@@ -66,6 +67,23 @@ std::string self_dir() {
 bool valid_name(const std::string& n) {
   static const std::regex re("[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}");
   return std::regex_match(n, re);
+}
+
+// RFC 1123 host names, at most 64 bytes (the kernel's limit for
+// sethostname): the name also goes into the box's /etc/hosts, where a
+// newline or a space would add an entry of the caller's choosing.
+bool valid_hostname(const std::string& h) {
+  if (h.empty() || h.size() > 64) return false;
+  size_t start = 0;
+  for (;;) {
+    size_t dot = h.find('.', start);
+    std::string_view label(h.data() + start, (dot == std::string::npos ? h.size() : dot) - start);
+    if (label.empty() || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    if (dot == std::string::npos) return true;
+    start = dot + 1;
+  }
 }
 
 proto::UnixTransport agent_transport(const std::string& box_dir) { return {box_dir, kAgentSocket}; }
@@ -211,7 +229,13 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     return fail(Error::invalid("--memory must be at least 6MB"));
   if (o.cpus && !(*o.cpus >= 0.01 && *o.cpus <= 1024))  // also refuses NaN
     return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
-  if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
+  if (o.pids && (*o.pids < 0 || *o.pids > kMaxPidsLimit))
+    return fail(Error::invalid("invalid --pids-limit " + std::to_string(*o.pids) + ": want 1 to " +
+                               std::to_string(kMaxPidsLimit) + ", or 0 for no limit"));
+  if (!o.hostname.empty() && !valid_hostname(o.hostname))
+    return fail(Error::invalid("invalid --hostname \"" + o.hostname.substr(0, 80) + (o.hostname.size() > 80 ? "..." : "") +
+                               "\": want 1 to 64 characters of letters, digits, '-' and '.', in labels that "
+                               "neither start nor end with '-'"));
   const std::string isolation = setting == "auto" ? auto_isolation().isolation : setting;
   auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
   // virtiofs needs a virtiofsd per box and a modern virtio transport; until
@@ -271,7 +295,12 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.mounts = std::move(mounts);
   spec.memory = o.memory;
   spec.cpus = o.cpus;
-  spec.pids = o.pids;
+  // A fork bomb in a box must not exhaust the host's pids: podman's default
+  // (where cubby can set limits at all: rootless has no cgroup delegation yet).
+  if (!o.pids)
+    spec.pids = ::geteuid() == 0 ? std::optional<int64_t>(kDefaultPidsLimit) : std::nullopt;
+  else if (*o.pids > 0)
+    spec.pids = o.pids;
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;

@@ -22,6 +22,11 @@
 
 namespace cubby {
 
+// A box's pids limit when none is asked for (podman's default), and the
+// largest one accepted (the kernel's PID_MAX_LIMIT).
+inline constexpr int64_t kDefaultPidsLimit = 2048;
+inline constexpr int64_t kMaxPidsLimit = 4194304;
+
 struct CreateOptions {
   std::string image;
   std::string name;
@@ -36,7 +41,7 @@ struct CreateOptions {
   std::string isolation;
   std::optional<int64_t> memory;
   std::optional<double> cpus;
-  std::optional<int64_t> pids;
+  std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit
   bool auto_remove = false;
   bool interactive = false;
   bool tty = false;

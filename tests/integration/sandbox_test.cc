@@ -173,6 +173,30 @@ TEST_F(Sandbox, NamespacesSeccompAndCapabilities) {
   EXPECT_EQ(cubby({"exec", "-w", "/tmp", "-e", "A=b", id, "sh", "-c", "pwd; echo $A"}).out, "/tmp\nb\n");
 }
 
+// Found by the adversarial pass (issue 10, "low"): ids and the default
+// limits a box gets.
+TEST_F(Sandbox, UntrustedDefaultsAndIds) {
+  // (uid_t)-1 is "leave unchanged" to setresuid: as a user it kept root.
+  auto u = cubby({"run", "--rm", "--network", "none", "-u", "4294967295", image_, "id", "-u"});
+  EXPECT_NE(u.out, "0\n") << "-u 4294967295 ran as root";
+  EXPECT_NE(u.rc, 0);
+  auto g = cubby({"run", "--rm", "--network", "none", "-u", "65534:4294967295", image_, "id", "-g"});
+  EXPECT_NE(g.out, "0\n") << "-u 65534:4294967295 ran with gid 0";
+  EXPECT_NE(g.rc, 0);
+  // io_uring is refused by the seccomp filter (EPERM), not merely by its bad arguments.
+  std::string probe = bin_dir() + "/syscall_probe";
+  auto io = cubby({"run", "--rm", "--network", "none", "-v", probe + ":/probe:ro", image_, "/probe",
+                   std::to_string(SYS_io_uring_setup)});
+  EXPECT_EQ(io.out, "EPERM\n") << io.err;
+  // A default pids limit (podman's 2048); --pids-limit 0 lifts it.
+  std::string id = run_detached();
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/pids.max").value_or(""), "2048\n");
+  auto unlimited = cubby(box_args("run", {"-d", "--pids-limit", "0", image_, "sleep", "1000"}));
+  ASSERT_EQ(unlimited.rc, 0) << unlimited.err;
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + unlimited.out.substr(0, 32) + "/pids.max").value_or("max\n"),
+            "max\n");
+}
+
 TEST_F(Sandbox, AutoIsolationSaysWhichOnce) {
   const auto& kvm = hypervisor::probe("");
   if (kvm.usable) GTEST_SKIP() << "KVM can boot the guest here: auto picks vm";
