@@ -15,14 +15,15 @@
 // area tmp/<name>.d, whose owner holds an flock on tmp/<name>.lock for its
 // lifetime. Making things visible (renaming blobs and layer dirs into place,
 // rewriting index.json) and garbage collection happen only while holding an
-// exclusive flock on `lock`. GC is mark-and-sweep from index.json, so
-// anything renamed into blobs/ or layers/ must be referenced by index.json
-// before the lock is released. Readers take the lock shared, so they never
-// see blobs vanish between reading index.json and reading the blobs.
+// exclusive flock on `lock`. GC is mark-and-sweep from index.json plus the
+// layers boxes use (set_layers_in_use, asked under that lock), so anything
+// renamed into blobs/ or layers/ must be referenced by index.json before
+// the lock is released. Readers take the lock shared, so they never see
+// blobs vanish between reading index.json and reading the blobs; the
+// runtime records a new box's layers under the shared lock for the same reason.
 // index.json is replaced atomically (temp file + fsync + rename).
 #include "image/image_store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -150,14 +151,7 @@ class StoreLock {
 // shared lock, so every .lock file seen here is either locked by a live
 // owner or abandoned.
 void sweep_tmp(const Paths& p) {
-  DIR* d = ::opendir(p.tmp.c_str());  // glibc opens with O_CLOEXEC
-  if (!d) return;
-  std::vector<std::string> names;
-  while (dirent* de = ::readdir(d)) {
-    std::string n = de->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
+  std::vector<std::string> names = list_dir(p.tmp);
   std::set<std::string> all(names.begin(), names.end());
   for (const auto& n : names) {
     std::string full = p.tmp + "/" + n;
@@ -405,22 +399,11 @@ bool mark(const Paths& p, const json& desc, std::unordered_set<std::string>& blo
   }
 }
 
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* de = ::readdir(d)) {
-    std::string n = de->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  return out;
-}
-
-// Mark-and-sweep of blobs and unpacked layers against index. Call with the
-// store lock held exclusively. Failures are logged: a GC problem never
+// Mark-and-sweep of blobs and unpacked layers against index, keeping the
+// layers in_use names too (see ImageStore::set_layers_in_use). Call with
+// the store lock held exclusively. Failures are logged: a GC problem never
 // undoes a successful change.
-void collect_garbage(const Paths& p, const json& index) {
+void mark_and_sweep(const Paths& p, const json& index, const ImageStore::LayersInUse& in_use) {
   std::unordered_set<std::string> blobs, layers;
   for (const auto& d : index["manifests"]) {
     if (!mark(p, d, blobs, layers)) {
@@ -433,6 +416,13 @@ void collect_garbage(const Paths& p, const json& index) {
     if (::unlink(p.blob(n).c_str()) < 0 && errno != ENOENT)
       LOG_WARN("image store: unlink {}: {}", p.blob(n), std::strerror(errno));
   }
+  if (!in_use) return;  // who else uses a layer is unknown: keep them all
+  auto used = in_use();
+  if (!used) {
+    LOG_WARN("image store: keeping every layer: {}", used.error().message());
+    return;
+  }
+  for (const auto& dir : *used) layers.insert(dir.substr(dir.rfind('/') + 1));
   for (const auto& n : list_dir(p.layers)) {
     if (layers.count(n)) continue;
     // Rename away first so the layer disappears atomically, then delete.
@@ -589,7 +579,7 @@ Result<ImageInfo> ImageStore::commit(StagingArea& area, const StagedImage& img) 
   };
   auto committed = commit();
   auto on_disk = read_index(p);
-  if (on_disk) collect_garbage(p, *on_disk);
+  if (on_disk) mark_and_sweep(p, *on_disk, layers_in_use_);
   if (!committed) return ctx(committed.error());
   if (!on_disk) return ctx(on_disk.error());
   for (const auto& d : (*on_disk)["manifests"])
@@ -705,7 +695,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
   // GC against what index.json now says: drops the retagged image's
   // unreferenced objects on success, and whatever this import placed on failure.
   auto on_disk = read_index(p);
-  if (on_disk) collect_garbage(p, *on_disk);
+  if (on_disk) mark_and_sweep(p, *on_disk, layers_in_use_);
   sweep_tmp(p);
   if (!committed) return ctx(committed.error());
 
@@ -755,7 +745,7 @@ Result<void> ImageStore::remove(const std::string& ref_or_id) {
       if (kept.size() != index["manifests"].size()) {
         index["manifests"] = std::move(kept);
         if (auto w = write_index(p, index); !w) return fail(w.error().wrap("remove " + ref_or_id));
-        collect_garbage(p, index);
+        mark_and_sweep(p, index, layers_in_use_);
         return {};
       }
     }
@@ -777,7 +767,16 @@ Result<void> ImageStore::remove(const std::string& ref_or_id) {
     if (!drop.count(i)) kept.push_back(ms[i]);
   index["manifests"] = std::move(kept);
   if (auto w = write_index(p, index); !w) return fail(w.error().wrap("remove " + ref_or_id));
-  collect_garbage(p, index);
+  mark_and_sweep(p, index, layers_in_use_);
+  sweep_tmp(p);
+  return {};
+}
+
+Result<void> ImageStore::collect_garbage() {
+  Paths p(root_);
+  auto lock = CUBBY_TRY(StoreLock::acquire(p.lock, true));
+  json index = CUBBY_TRY(read_index(p));
+  mark_and_sweep(p, index, layers_in_use_);
   sweep_tmp(p);
   return {};
 }
