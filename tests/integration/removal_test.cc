@@ -19,8 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fs.h"
-#include "base/sys.h"
 #include "harness.h"
+#include "stand_in_shim.h"
 #include "store/store.h"
 
 namespace cubby::test {
@@ -240,17 +240,8 @@ TEST_F(Removal, OrphanedBoxDirectoriesAreSweptAtOpen) {
   // its directory: the box lives on without its record.
   std::string live = std::string(32, 'd');
   ASSERT_TRUE(mkdir_p(boxes + live));
-  char tmp[] = "/tmp/cubby-orphan-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmp), nullptr);
-  std::string fake = std::string(tmp) + "/cubby-shim";
-  ASSERT_EQ(::symlink((bin_dir() + "/stand_in").c_str(), fake.c_str()), 0);
-  auto [in_r, in_w] = sys::make_pipe().value();
-  SpawnSpec s;
-  s.argv = {fake, live};
-  s.fds = {in_r.get(), -1, -1};
-  auto shim = spawn(s);
-  ASSERT_TRUE(shim) << shim.error().message();
-  in_r.reset();
+  StandInShim shim(live);
+  ASSERT_TRUE(shim.ok());
 
   auto r = cubby({"ls"});
   EXPECT_EQ(r.rc, 0) << r.err;
@@ -262,12 +253,9 @@ TEST_F(Removal, OrphanedBoxDirectoriesAreSweptAtOpen) {
   EXPECT_EQ(cubby({"exec", running, "true"}).rc, 0);
   EXPECT_EQ(cubby({"start", "c"}).rc, 0);
 
-  in_w.reset();  // the stand-in shim exits: its directory is an orphan now
-  (void)shim->wait();
+  shim.stop();  // its directory is an orphan now
   EXPECT_EQ(cubby({"ls"}).rc, 0);
   EXPECT_FALSE(exists(boxes + live));
-  ::unlink(fake.c_str());
-  ::rmdir(tmp);
   ::rmdir((boxes + "not-a-box").c_str());
 }
 
