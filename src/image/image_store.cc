@@ -442,19 +442,22 @@ void mark_and_sweep(const Paths& p, const json& index, const ImageStore::LayersI
 
 // The work areas this process holds, for remove_live_staging_areas().
 std::mutex g_live_areas_mu;
-std::map<std::string, std::string> g_live_areas;  // dir -> lock file
+std::map<std::string, std::string> g_live_areas;  // lock file -> directory
 
-void forget_live_area(const std::string& dir) {
+void forget_live_area(const std::string& lock) {
   std::lock_guard g(g_live_areas_mu);
-  g_live_areas.erase(dir);
+  g_live_areas.erase(lock);
 }
 
 }  // namespace
 
 void remove_live_staging_areas() {
   std::lock_guard g(g_live_areas_mu);
-  for (const auto& [dir, lock] : g_live_areas) {
-    (void)remove_tree(dir);
+  for (const auto& [lock, dir] : g_live_areas) {
+    // The process's other threads may still be writing here: each pass
+    // removes what exists, and nothing can be made in a directory already
+    // removed, so a few passes leave nothing (the bound is a backstop).
+    for (int pass = 0; pass < 100 && path_exists(dir); ++pass) (void)remove_tree(dir);
     ::unlink(lock.c_str());
   }
   g_live_areas.clear();
@@ -467,8 +470,8 @@ StagingArea::StagingArea(StagingArea&& o) noexcept
 StagingArea::~StagingArea() {
   // Directory first, then the lock file: a sweeper that sees a .d without
   // its .lock may remove it.
+  if (!lock_path_.empty()) forget_live_area(lock_path_);
   if (!dir_.empty()) {
-    forget_live_area(dir_);
     if (auto r = remove_tree(dir_); !r) LOG_WARN("image store: {}", r.error().message());
   }
   if (!lock_path_.empty()) ::unlink(lock_path_.c_str());
@@ -480,13 +483,19 @@ Result<StagingArea> ImageStore::stage(const std::string& kind) {
   Paths p(root_);
   auto store_lock = CUBBY_TRY(StoreLock::acquire(p.lock, false));
   std::string tmpl = p.tmp + "/" + kind + "-XXXXXX.lock";
+  StagingArea w;
+  // Registered from birth, under the registry's lock: a dying process's
+  // remove_live_staging_areas() waits for a creation in progress instead
+  // of missing the area it is making. (Declared after w: it unlocks before
+  // w's destructor takes it again on an error.)
+  std::lock_guard live(g_live_areas_mu);
   UniqueFd fd(::mkostemps(tmpl.data(), 5, O_CLOEXEC));
   if (!fd) return sys_fail("create work area lock in " + p.tmp);
-  StagingArea w;
+  std::string dir = tmpl.substr(0, tmpl.size() - 5) + ".d";
   w.lock_path_ = tmpl;
   w.lock_fd_ = std::move(fd);
+  g_live_areas[tmpl] = dir;
   if (::flock(w.lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) return sys_fail("flock " + tmpl);
-  std::string dir = tmpl.substr(0, tmpl.size() - 5) + ".d";
   if (::mkdir(dir.c_str(), 0700) < 0) return sys_fail("mkdir " + dir);
   // Canonical: unpacking wants a path without symlinks.
   char real[PATH_MAX];
@@ -496,8 +505,7 @@ Result<StagingArea> ImageStore::stage(const std::string& kind) {
     return sys_fail("realpath " + dir, e);
   }
   w.dir_ = real;
-  std::lock_guard g(g_live_areas_mu);
-  g_live_areas[w.dir_] = w.lock_path_;
+  g_live_areas[tmpl] = w.dir_;
   return w;
 }
 
