@@ -91,6 +91,10 @@ struct SpawnSpec {
   // Confinement, applied in the child before exec, in this order (each step
   // needs the privileges the next one takes away):
   bool new_netns = false;  // unshare(CLONE_NEWNET): a namespace holding only a down `lo`
+  // With new_netns, for a caller without CAP_SYS_ADMIN: the namespace is
+  // owned by a new user namespace (no id mapped in it; the program keeps
+  // its uid outside and gains no capability at exec).
+  bool new_userns = false;
   // Empties the bounding, inheritable and ambient capability sets, so the
   // program gains no capability at exec even as uid 0.
   bool drop_capabilities = false;

@@ -32,6 +32,7 @@ struct ChildPlan {
   bool controlling_tty;
   bool die_with_parent;
   bool new_netns;
+  bool new_userns;
   bool drop_capabilities;
   bool run_as;
   uid_t uid;
@@ -53,7 +54,7 @@ struct ChildPlan {
 // Confinement, in the order privilege allows: the namespace and the
 // bounding set need capabilities the credential change then removes.
 void confine(const ChildPlan& p) {
-  if (p.new_netns && ::unshare(CLONE_NEWNET) < 0) child_fail(p, 8);
+  if (p.new_netns && ::unshare(CLONE_NEWNET | (p.new_userns ? CLONE_NEWUSER : 0)) < 0) child_fail(p, 8);
   if (p.drop_capabilities) {
     for (long c = 0; c < 64; ++c)  // past the kernel's last capability: EINVAL
       if (::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) child_fail(p, 9);
@@ -145,6 +146,7 @@ Result<ChildProcess> spawn(const SpawnSpec& spec) {
                  spec.controlling_tty,
                  spec.die_with_parent,
                  spec.new_netns,
+                 spec.new_userns,
                  spec.drop_capabilities,
                  spec.run_as.has_value(),
                  spec.run_as ? spec.run_as->uid : 0,

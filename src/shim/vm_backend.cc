@@ -468,8 +468,12 @@ class VmBackend : public Backend {
     s.die_with_parent = true;
     s.new_session = true;
     s.new_netns = true;  // also with --network none: QEMU never needs the host's network
-    s.drop_capabilities = true;
-    s.run_as = vmm_credentials(accel);
+    if (::geteuid() == 0) {
+      s.drop_capabilities = true;
+      s.run_as = vmm_credentials(accel);
+    } else {
+      s.new_userns = true;  // rootless: QEMU already has the caller's uid and no capability
+    }
     s.no_new_privs = true;
     inst->qemu_ = CUBBY_TRY(spawn(s));
     vm_end.reset();

@@ -82,6 +82,21 @@ TEST(SpawnConfine, NewNetworkNamespaceHasOnlyLoopback) {
   EXPECT_NE(dev.find("lo:"), std::string::npos) << dev;
 }
 
+// What a caller without CAP_SYS_ADMIN gets: the network namespace belongs
+// to a user namespace of its own, where the child has no capability.
+TEST(SpawnConfine, NetworkNamespaceInANewUserNamespace) {
+  SpawnSpec s;
+  s.new_netns = true;
+  s.new_userns = true;
+  char buf[64] = {};
+  ASSERT_GT(::readlink("/proc/self/ns/user", buf, sizeof buf - 1), 0);
+  EXPECT_NE(child_output(s, {"/bin/readlink", "/proc/self/ns/user"}), std::string(buf) + "\n");
+  std::string st = child_output(s, {"/bin/cat", "/proc/self/status"});
+  EXPECT_EQ(status_field(st, "CapEff"), "0000000000000000");
+  std::string dev = child_output(s, {"/bin/cat", "/proc/self/net/dev"});
+  EXPECT_EQ(std::count(dev.begin(), dev.end(), '\n'), 3) << dev;
+}
+
 TEST(SpawnConfine, FailureNamesTheConfinementStep) {
   SpawnSpec s;
   s.argv = {"/bin/true"};
