@@ -451,7 +451,8 @@ class VmBackend : public Backend {
     // to the guest's 10.0.2.15.
     std::vector<PortMapping> uplink;
     if (spec.ports.size() > 65535u - kUplinkPortBase)
-      return fail(Error::invalid("--isolation vm publishes at most " + std::to_string(65535u - kUplinkPortBase) + " ports"));
+      return fail(Error::invalid("--isolation vm publishes at most " + std::to_string(65535u - kUplinkPortBase) +
+                                 " ports"));
     if (spec.network == "default") {
       std::string netdev = "user,id=n0";
       for (size_t i = 0; i < spec.ports.size(); ++i) {

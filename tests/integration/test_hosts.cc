@@ -103,7 +103,8 @@ HttpResponder::HttpResponder(UniqueFd listener, std::string body)
     : listener_(std::move(listener)), body_(std::move(body)) {
   sockaddr_in a{};
   socklen_t len = sizeof a;
-  if (listener_ && ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0) port_ = ntohs(a.sin_port);
+  if (listener_ && ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port_ = ntohs(a.sin_port);
   auto [r, w] = sys::make_pipe().value();
   stop_r_ = std::move(r);
   stop_w_ = std::move(w);
