@@ -72,6 +72,45 @@ void harden_proc(const std::string& root) {
   }
 }
 
+// The new mount API with one fd per layer ("lowerdir+", Linux >= 6.8): the
+// layers are the shim's idmapped clones, which only overlayfs's own
+// parameters can name (they are attached nowhere), and the target is the
+// shim's fd, since the box's root may not walk the path. Returns the
+// overlay's root.
+Result<UniqueFd> mount_overlay_fds(const RootfsPlan& p) {
+  UniqueFd fs(static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC)));
+  if (!fs) return sys_fail("fsopen overlay");
+  // overlayfs says why it refuses something in the context's log.
+  auto why = [&](const std::string& what) {
+    int e = errno;
+    std::string msg = what;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(fs.get(), buf, sizeof buf)) > 0) msg += ": " + std::string(buf, static_cast<size_t>(n));
+    return fail(Error::sys(msg, e));
+  };
+  auto set = [&](const char* key, const std::string& value, const std::string& what) -> Result<void> {
+    if (::syscall(SYS_fsconfig, fs.get(), FSCONFIG_SET_STRING, key, value.c_str(), 0) < 0)
+      return why("overlay " + std::string(key) + " " + what);
+    return {};
+  };
+  for (size_t i = 0; i < p.lower_fds.size(); ++i)
+    CUBBY_TRYV(set("lowerdir+", fd_path(p.lower_fds[i].get()), i < p.lower.size() ? p.lower[i] : "?"));
+  CUBBY_TRYV(set("upperdir", fd_path(p.upper_fd.get()), p.upper));
+  CUBBY_TRYV(set("workdir", fd_path(p.work_fd.get()), p.work));
+  // userxattr: we mount inside a user namespace, so overlayfs keeps its
+  // metadata (opaque dirs from the image layers included) in user.overlay.*.
+  if (::syscall(SYS_fsconfig, fs.get(), FSCONFIG_SET_FLAG, "userxattr", nullptr, 0) < 0)
+    return why("overlay userxattr");
+  if (::syscall(SYS_fsconfig, fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0)
+    return why("mount overlay on " + p.target);
+  UniqueFd mnt(static_cast<int>(::syscall(SYS_fsmount, fs.get(), FSMOUNT_CLOEXEC, 0)));
+  if (!mnt) return sys_fail("fsmount overlay");
+  if (::syscall(SYS_move_mount, mnt.get(), "", p.target_fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+    return sys_fail("attach the overlay on " + p.target);
+  return mnt;
+}
+
 std::string overlay_options(const RootfsPlan& p) {
   std::string lower;
   for (auto& l : p.lower) {
@@ -83,16 +122,27 @@ std::string overlay_options(const RootfsPlan& p) {
   return "lowerdir=" + lower + ",upperdir=" + p.upper + ",workdir=" + p.work + ",userxattr";
 }
 
+// The legacy mount(2) by paths (rootless, and the vm guest's older kernel).
+// Returns the overlay's root.
+Result<UniqueFd> mount_overlay_paths(const RootfsPlan& p) {
+  ensure_dir(p.target);
+  std::string opts = overlay_options(p);
+  if (opts.size() >= 4000) return fail(Error::invalid("too many image layers for one overlay mount"));
+  CUBBY_TRYV(do_mount("overlay", p.target, "overlay", 0, opts));
+  UniqueFd root(::open(p.target.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return sys_fail("open " + p.target);
+  return root;
+}
+
 }  // namespace
 
 Result<void> setup_sandbox_root(const RootfsPlan& p) {
   // Nothing we mount may propagate back to the host.
   CUBBY_TRYV(do_mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE));
-  ensure_dir(p.target);
-  std::string opts = overlay_options(p);
-  if (opts.size() >= 4000) return fail(Error::invalid("too many image layers for one overlay mount"));
-  CUBBY_TRYV(do_mount("overlay", p.target, "overlay", 0, opts));
-  const std::string& r = p.target;
+  UniqueFd root = CUBBY_TRY(p.target_fd ? mount_overlay_fds(p) : mount_overlay_paths(p));
+  // Everything below is reached from the overlay's root, never by walking
+  // the host path (which the box's root may not be allowed to).
+  const std::string r = fd_path(root.get());
   ensure_dir(r + "/proc", 0555);
   CUBBY_TRYV(do_mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
   harden_proc(r);

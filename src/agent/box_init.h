@@ -10,6 +10,7 @@
 
 #include "agent/volumes.h"
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace cubby::agent {
 
@@ -23,6 +24,13 @@ struct RootfsPlan {
   // so move the new root onto / and chroot, as switch_root does.
   bool switch_root = false;
   std::vector<VolumePlan> volumes;  // -v, mounted last so nothing covers them
+  // As root, the shim opened these for us (shim/box_mounts.h), in the box's
+  // mount namespace: the paths above then only name them in messages (with
+  // a range of host ids of its own, the box's root cannot walk them). The
+  // lower fds are idmapped clones of the layers. Unset: the paths are used
+  // (rootless, vm).
+  UniqueFd target_fd, upper_fd, work_fd;
+  std::vector<UniqueFd> lower_fds;
 };
 
 Result<void> setup_sandbox_root(const RootfsPlan& plan);

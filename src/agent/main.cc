@@ -20,6 +20,28 @@ using namespace cubby;
 
 namespace {
 
+// The shim's fds for the rootfs (shim/box_mounts.h), in its order: target,
+// upper, work, the layers (top first), the volume sources.
+Result<void> receive_rootfs_fds(agent::RootfsPlan& plan) {
+  const size_t want = 3 + plan.lower.size() + plan.volumes.size();
+  std::vector<UniqueFd> fds;
+  while (fds.size() < want) {
+    auto got = CUBBY_TRY(sys::recv_fds(launch::kAgentMountFd, want - fds.size()));
+    if (got.empty()) break;
+    for (auto& fd : got) fds.push_back(std::move(fd));
+  }
+  if (fds.size() != want)
+    return fail(Error::protocol("the shim sent " + std::to_string(fds.size()) + " rootfs fds, not " +
+                                std::to_string(want)));
+  auto it = fds.begin();
+  plan.target_fd = std::move(*it++);
+  plan.upper_fd = std::move(*it++);
+  plan.work_fd = std::move(*it++);
+  for (size_t i = 0; i < plan.lower.size(); ++i) plan.lower_fds.push_back(std::move(*it++));
+  for (auto& v : plan.volumes) v.source_fd = std::move(*it++);
+  return {};
+}
+
 int run_init() {
   // Die with the shim. The post-clone child already set this before exec
   // (closing the window before we run); setting it again here keeps the
@@ -54,7 +76,13 @@ int run_init() {
       plan.target = r.at("target").get<std::string>();
       for (const auto& v : r.value("volumes", proto::Json::array()))
         plan.volumes.push_back({v.at("source").get<std::string>(), v.at("target").get<std::string>(),
-                                v.value("read_only", false)});
+                                v.value("read_only", false), UniqueFd()});
+      if (r.value("fds", false)) {
+        if (auto ok = receive_rootfs_fds(plan); !ok) {
+          LOG_ERROR("set up rootfs: {}", ok.error().message());
+          return 125;
+        }
+      }
       if (auto ok = agent::setup_sandbox_root(plan); !ok) {
         LOG_ERROR("set up rootfs: {}", ok.error().message());
         return 125;
@@ -68,6 +96,7 @@ int run_init() {
     LOG_ERROR("bad config: {}", e.what());
     return 125;
   }
+  ::close(launch::kAgentMountFd);
   agent::Server server(std::move(opts), UniqueFd(launch::kAgentListenFd), UniqueFd(launch::kAgentLogFd),
                        UniqueFd(launch::kAgentGoFd));
   return server.run();

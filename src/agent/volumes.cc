@@ -56,8 +56,6 @@ Result<UniqueFd> make_mount_point(int root, const std::string& target, bool dir)
   return at;
 }
 
-std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
-
 // Source-mount flags that a user namespace cannot clear, as MS_* flags.
 unsigned long locked_flags(int fd) {
   struct statvfs sv;
@@ -73,8 +71,11 @@ unsigned long locked_flags(int fd) {
 }
 
 Result<void> mount_one(int root, const VolumePlan& v) {
+  // The shim's fd, when it opened SRC for us: the box's root may not be
+  // allowed to walk the host path.
+  const std::string src = v.source_fd ? fd_path(v.source_fd.get()) : v.source;
   struct stat st;
-  if (::stat(v.source.c_str(), &st) < 0) return sys_fail("volume source " + v.source);
+  if (::stat(src.c_str(), &st) < 0) return sys_fail("volume source " + v.source);
   bool dir = S_ISDIR(st.st_mode);
   auto point = CUBBY_TRY(make_mount_point(root, v.target, dir));
   // The box's /proc and /sys are already mounted; a symlink in the image
@@ -83,7 +84,7 @@ Result<void> mount_one(int root, const VolumePlan& v) {
   if (::fstatfs(point.get(), &sf) < 0) return sys_fail("statfs box path " + v.target);
   if (sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC)
     return fail(Error::invalid("box path " + v.target + " resolves into /proc or /sys"));
-  if (::mount(v.source.c_str(), fd_path(point.get()).c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0)
+  if (::mount(src.c_str(), fd_path(point.get()).c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0)
     return sys_fail("bind " + v.source + " on box path " + v.target);
   if (!v.read_only) return {};
   // The fd names the covered inode; a fresh walk reaches the new mount's root.
@@ -103,6 +104,8 @@ Result<void> mount_one(int root, const VolumePlan& v) {
 }
 
 }  // namespace
+
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 Result<void> mount_volumes(const std::string& root, const std::vector<VolumePlan>& volumes) {
   if (volumes.empty()) return {};

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace cubby::agent {
 
@@ -23,6 +24,7 @@ struct VolumePlan {
   std::string source;  // host path, canonical (checked at create)
   std::string target;  // absolute path inside the box
   bool read_only = false;
+  UniqueFd source_fd;  // O_PATH of source, opened by the shim as root; unset: by path
 };
 
 // Mounts every volume into the tree rooted at `root` (a host path of the
@@ -31,5 +33,9 @@ struct VolumePlan {
 // the flags the kernel locks on the source mount in a user namespace
 // (nosuid, nodev, noexec, atime), which a remount could not clear anyway.
 Result<void> mount_volumes(const std::string& root, const std::vector<VolumePlan>& volumes);
+
+// "/proc/self/fd/N": how mount(2) and overlayfs are handed an fd. Before
+// pivot_root the agent's /proc is the host's, which shows it too.
+std::string fd_path(int fd);
 
 }  // namespace cubby::agent

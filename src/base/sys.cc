@@ -138,4 +138,32 @@ Result<UniqueFd> recv_fd(int sock) {
   return fail(Error::protocol("message carried no fd"));
 }
 
+Result<std::vector<UniqueFd>> recv_fds(int sock, size_t max) {
+  char byte;
+  iovec iov{&byte, 1};
+  std::vector<cmsghdr> ctrl(CMSG_SPACE(max * sizeof(int)) / sizeof(cmsghdr) + 1);
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl.data();
+  msg.msg_controllen = ctrl.size() * sizeof(cmsghdr);
+  ssize_t n;
+  do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return sys_fail("recvmsg(SCM_RIGHTS)");
+  std::vector<UniqueFd> out;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      out.emplace_back(fd);
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) return fail(Error::protocol("more fds in one message than " + std::to_string(max)));
+  if (n > 0 && out.empty()) return fail(Error::protocol("message carried no fd"));
+  return out;
+}
+
 }  // namespace cubby::sys

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "base/error.h"
 #include "base/unique_fd.h"
@@ -37,5 +38,7 @@ Result<std::string> read_all(int fd, size_t limit = 64u << 20);
 // Sends/receives one fd over a unix socket (SCM_RIGHTS), with one data byte.
 Result<void> send_fd(int sock, int fd);
 Result<UniqueFd> recv_fd(int sock);
+// Receives one message's fds (up to `max`, made CLOEXEC); empty at EOF.
+Result<std::vector<UniqueFd>> recv_fds(int sock, size_t max);
 
 }  // namespace cubby::sys

@@ -138,14 +138,14 @@ struct Command {
 // Options shared by run and create. Numbers are kept as text and parsed
 // by us, so a bad value gets a clear message naming the flag.
 struct BoxOpts {
-  std::string name, workdir, user, network = "default", isolation, memory, hostname, entrypoint;
+  std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
   std::vector<std::string> env, publish, volumes;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
 const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--name",
-                                             "-m", "--memory", "--cpus", "--network", "--isolation",
+                                             "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
                                              "-p", "--publish", "-v", "--volume"};
 
@@ -162,6 +162,9 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("--pids-limit", o.pids, "Maximum number of processes (default 2048; 0: no limit)");
   c->add_option("--network", o.network, "none | default (outbound through user-mode networking)");
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
+  c->add_option("--userns", o.userns,
+                "auto | host (sandbox as root: auto, the default, gives the box host ids of its own; "
+                "host maps box root to host root)");
   c->add_option("-h,--hostname", o.hostname, "Hostname inside the box");
   c->add_option("--entrypoint", o.entrypoint, "Override the image's entrypoint");
   c->add_option("-p,--publish", o.publish, "Publish a port: [IP:][HOST_PORT:]GUEST_PORT[/tcp|udp]")
@@ -203,6 +206,8 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
     die("--network: invalid value \"" + o.network + "\" (want none or default)");
   if (!o.isolation.empty() && o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
     die("--isolation: invalid value \"" + o.isolation + "\" (want auto, vm or sandbox)");
+  if (!o.userns.empty() && o.userns != "auto" && o.userns != "host")
+    die("--userns: invalid value \"" + o.userns + "\" (want auto or host)");
   check_workdir(o.workdir);
   check_image_ref(image);
   CreateOptions c;
@@ -216,6 +221,7 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.user = o.user;
   c.network = o.network;
   c.isolation = o.isolation;
+  c.userns = o.userns;
   c.hostname = o.hostname;
   c.auto_remove = o.rm;
   c.interactive = o.interactive;

@@ -10,7 +10,11 @@ inline constexpr int kAgentConfigFd = 3;  // pipe: the agent's JSON config, then
 inline constexpr int kAgentListenFd = 4;  // listening socket, bound before the agent ran
 inline constexpr int kAgentLogFd = 5;     // the box log (workload stdout/stderr), O_APPEND
 inline constexpr int kAgentGoFd = 6;      // pipe: one byte = start the workload; EOF = shim gone
-inline constexpr int kAgentFdCount = 7;
+// unix socket: the rootfs's mounts and directories as fds (SCM_RIGHTS), when
+// the config's rootfs says "fds" (root: opened by the shim, see
+// shim/box_mounts.h); then EOF.
+inline constexpr int kAgentMountFd = 7;
+inline constexpr int kAgentFdCount = 8;
 
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/idmap.h"
 #include "runtime/ports.h"
 #include "runtime/volumes.h"
 
@@ -32,12 +33,19 @@ struct BoxSpec {
   std::vector<std::string> layers;  // unpacked layer dirs, lowest first
   std::vector<PortMapping> ports;   // -p, host ports fixed at create
   std::vector<Mount> mounts;        // -v, host paths canonical at create
+  // --userns: "auto" (a range of host ids of its own, `ids`, as root;
+  // root -> the caller rootless) or "host" (the identity map, as root). A
+  // record from before the option has none: "host", what it ran with, so
+  // its upper dir (owned by host root) keeps working.
+  std::string userns = "host";
+  std::optional<IdRange> ids;       // sandbox as root with userns auto: fixed at create
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   j = {{"argv", s.argv}, {"env", s.env}, {"cwd", s.cwd}, {"user", s.user}, {"hostname", s.hostname},
        {"network", s.network}, {"auto_remove", s.auto_remove}, {"interactive", s.interactive},
-       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}};
+       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}, {"userns", s.userns}};
+  if (s.ids) j["ids"] = *s.ids;
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -56,6 +64,8 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.layers = j.value("layers", std::vector<std::string>{});
   s.ports = j.value("ports", std::vector<PortMapping>{});
   s.mounts = j.value("mounts", std::vector<Mount>{});
+  s.userns = j.value("userns", std::string("host"));
+  if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();

@@ -24,6 +24,7 @@
 #include "proto/logfile.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
+#include "runtime/idmap.h"
 #include "runtime/ownership.h"
 #include "runtime/session.h"
 #include "runtime/shim_launcher.h"
@@ -276,6 +277,16 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
                                "\": want 1 to 64 characters of letters, digits, '-' and '.', in labels that "
                                "neither start nor end with '-'"));
   const std::string isolation = setting == "auto" ? auto_isolation().isolation : setting;
+  const std::string userns = o.userns.empty() ? "auto" : o.userns;
+  if (userns != "auto" && userns != "host")
+    return fail(Error::invalid("invalid --userns \"" + o.userns + "\" (want auto or host)"));
+  if (userns == "host" && ::geteuid() != 0)
+    return fail(Error::invalid("--userns host needs root (a rootless box's root is always you)"));
+  if (userns == "host" && isolation == "vm")
+    return fail(Error::invalid("--userns host: a vm box has no host user namespace (use --isolation sandbox)"));
+  // Read before any lock: the range itself is picked inside the insert.
+  std::optional<IdPool> id_pool;
+  if (userns == "auto" && isolation == "sandbox" && ::geteuid() == 0) id_pool = CUBBY_TRY(load_id_pool());
   auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
   // virtiofs needs a virtiofsd per box and a modern virtio transport; until
   // the vm backend has both, refuse here rather than boot a box without them.
@@ -340,6 +351,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     spec.pids = ::geteuid() == 0 ? std::optional<int64_t>(kDefaultPidsLimit) : std::nullopt;
   else if (*o.pids > 0)
     spec.pids = o.pids;
+  spec.userns = userns;
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;
@@ -363,7 +375,20 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     // The record first: if we are killed right after, the box exists as
     // `created` and start()/rm work on it; a directory without a record is
     // an orphan (swept at open).
-    return db_.insert_box(b);
+    if (!id_pool) return db_.insert_box(b);
+    // Its id range is claimed in the same write transaction as the record
+    // (and freed with it), so concurrent creates get disjoint ranges.
+    return db_.insert_box_claiming(b, "ids", [&](const std::vector<Json>& taken) -> Result<Json> {
+      std::vector<IdRange> held;
+      for (const auto& t : taken) {
+        // A range we cannot read might be anywhere: refuse rather than guess.
+        if (!t.is_object() || !t.contains("uid") || !t["uid"].is_number_unsigned() || !t.contains("gid") ||
+            !t["gid"].is_number_unsigned() || !t.contains("count") || !t["count"].is_number_unsigned())
+          return fail(Error::internal("a box record holds a malformed id range: " + t.dump()));
+        held.push_back({t["uid"].get<uint32_t>(), t["gid"].get<uint32_t>(), t["count"].get<uint32_t>()});
+      }
+      return Json(CUBBY_TRY(pick_id_range(*id_pool, held)));
+    });
   }));
   CUBBY_TRYV(mkdir_p(box_dir(b.id), 0700));
   return b;

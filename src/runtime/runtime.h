@@ -39,6 +39,10 @@ struct CreateOptions {
   std::string network = "default";
   // "auto", "vm", "sandbox", or "" for the configured default (Runtime::isolation_setting).
   std::string isolation;
+  // --userns: "auto" (or ""): as root, a sandbox box's ids are a range of
+  // host ids of its own (runtime/idmap.h); "host": the identity map, box
+  // root = host root (root only, sandbox only).
+  std::string userns;
   std::optional<int64_t> memory;
   std::optional<double> cpus;
   std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit

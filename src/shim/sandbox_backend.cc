@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "proto/transport.h"
 #include "sandbox/cgroup.h"
 #include "shim/backend.h"
+#include "shim/box_mounts.h"
 #include "shim/network.h"
 #include "shim/sandbox_child.h"
 
@@ -107,11 +109,15 @@ class SandboxInstance : public BoxInstance {
   std::unique_ptr<Network> net_;
 };
 
-Result<void> write_id_maps(pid_t pid) {
+Result<void> write_id_maps(pid_t pid, const std::optional<IdRange>& ids) {
   std::string base = "/proc/" + std::to_string(pid);
-  if (::geteuid() == 0) {
-    // Real root: identity-map every id. Capabilities stay confined to the
-    // box's own user namespace (no module loading, no host mounts, ...).
+  if (::geteuid() == 0 && ids) {
+    // The box's own range (runtime/idmap.h): its root is nobody on the host.
+    CUBBY_TRYV(write_file(base + "/uid_map", "0 " + std::to_string(ids->uid) + " " + std::to_string(ids->count) + "\n"));
+    CUBBY_TRYV(write_file(base + "/gid_map", "0 " + std::to_string(ids->gid) + " " + std::to_string(ids->count) + "\n"));
+  } else if (::geteuid() == 0) {
+    // --userns host: identity-map every id. Capabilities stay confined to
+    // the box's own user namespace (no module loading, no host mounts, ...).
     CUBBY_TRYV(write_file(base + "/uid_map", "0 0 4294967295\n"));
     CUBBY_TRYV(write_file(base + "/gid_map", "0 0 4294967295\n"));
   } else {
@@ -121,6 +127,23 @@ Result<void> write_id_maps(pid_t pid) {
     CUBBY_TRYV(write_file(base + "/gid_map", "0 " + std::to_string(::getegid()) + " 1\n"));
   }
   return {};
+}
+
+// As root, the agent gets its rootfs as fds (shim/box_mounts.h): in this
+// order, the overlay's target, upper and work dirs, the layers (top first),
+// then the volume sources.
+Result<void> send_rootfs(pid_t pid, int pidfd, const ShimConfig& cfg, const std::vector<std::string>& lower,
+                         int sock) {
+  BoxMountPlan plan;
+  plan.dirs = {cfg.box_dir + "/rootfs", cfg.box_dir + "/upper", cfg.box_dir + "/work"};
+  plan.layers = lower;
+  for (const auto& m : cfg.spec.mounts) plan.sources.push_back(m.source);
+  UniqueFd userns;
+  if (cfg.spec.ids) {
+    userns.reset(::open(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!userns) return sys_fail("open the box's user namespace");
+  }
+  return send_box_mounts(pidfd, userns.get(), plan, sock);
 }
 
 class SandboxBackend : public Backend {
@@ -140,6 +163,10 @@ class SandboxBackend : public Backend {
     }
 
     for (const char* d : {"upper", "work", "rootfs"}) CUBBY_TRYV(mkdir_p(cfg.box_dir + "/" + d, 0755));
+    // overlayfs works in upper and work as the box's root (the mounter).
+    if (const auto& ids = spec.ids; ids && ::geteuid() == 0)
+      for (const char* d : {"upper", "work"})
+        if (::chown((cfg.box_dir + "/" + d).c_str(), ids->uid, ids->gid) < 0) return sys_fail("chown " + cfg.box_dir + "/" + d);
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));
     UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
     if (!log) return sys_fail("open box log");
@@ -150,6 +177,8 @@ class SandboxBackend : public Backend {
     auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());
     auto [sync_r, sync_w] = CUBBY_TRY(sys::make_pipe());
     auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
+    auto [mounts_w, mounts_r] = CUBBY_TRY(sys::make_socketpair(SOCK_SEQPACKET));
+    const bool root = ::geteuid() == 0;
 
     static char arg0[] = "cubby-agent", arg1[] = "init";
     char* argv[] = {arg0, arg1, nullptr};
@@ -157,11 +186,12 @@ class SandboxBackend : public Backend {
     char* envp[] = {log_env.data(), nullptr};
     SandboxChildPlan plan{sync_r.get(),
                           {devnull.get(), devnull.get(), diag_w.get(), cfg_r.get(), listen.get(), log.get(),
-                           go_r.get()},
+                           go_r.get(), mounts_r.get()},
                           agent.get(),
                           argv,
                           envp,
-                          err_w.get()};
+                          err_w.get(),
+                          root};
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
     pid_t pid = clone_sandbox_child(plan, flags, &pidfd);
@@ -175,8 +205,15 @@ class SandboxBackend : public Backend {
     listen.reset();  // the agent holds the only copy: if it dies, connects fail fast
     log.reset();
     err_w.reset();
-    CUBBY_TRYV(write_id_maps(pid));
+    mounts_r.reset();
+    CUBBY_TRYV(write_id_maps(pid, spec.ids));
     if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid));
+    std::vector<std::string> lower(spec.layers.rbegin(), spec.layers.rend());  // overlay wants top first
+    if (root) {
+      auto sent = send_rootfs(pid, inst->pidfd_.get(), cfg, lower, mounts_w.get());
+      if (!sent) return std::unexpected(sent.error().wrap("set up the rootfs"));
+    }
+    mounts_w.reset();  // EOF after the fds
     char b = 's';
     CUBBY_TRYV(sys::write_all(sync_w.get(), &b, 1));
     sync_w.reset();
@@ -192,12 +229,12 @@ class SandboxBackend : public Backend {
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network}};
-    std::vector<std::string> lower(spec.layers.rbegin(), spec.layers.rend());  // overlay wants top first
     agent_cfg["rootfs"] = {{"lower", lower},
                            {"upper", cfg.box_dir + "/upper"},
                            {"work", cfg.box_dir + "/work"},
                            {"target", cfg.box_dir + "/rootfs"},
-                           {"volumes", spec.mounts}};
+                           {"volumes", spec.mounts},
+                           {"fds", root}};
     std::string text = agent_cfg.dump();
     // An agent that dies before reading its config (a broken image, a
     // stand-in agent) closes the pipe: that is the box ending during start,

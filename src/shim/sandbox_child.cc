@@ -33,19 +33,25 @@ namespace {
   while (n < 0 && errno == EINTR);
   if (n != 1) ::_exit(125);
 
+  // Raw syscalls: glibc's wrappers would signal threads we do not have.
+  if (p.become_root && (::syscall(SYS_setgroups, 0, nullptr) < 0 || ::syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+                        ::syscall(SYS_setresuid, 0, 0, 0) < 0))
+    child_fail(p);
+
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   // Two passes: lift every source above the target range, then dup2 down.
-  int hi[7];
-  for (int i = 0; i < 7; ++i) {
+  constexpr int kFds = launch::kAgentFdCount;
+  int hi[kFds];
+  for (int i = 0; i < kFds; ++i) {
     hi[i] = ::fcntl(p.fds[i], F_DUPFD_CLOEXEC, 16);
     if (hi[i] < 0) child_fail(p);
   }
-  for (int i = 0; i < 7; ++i)
+  for (int i = 0; i < kFds; ++i)
     if (::dup2(hi[i], i) < 0) child_fail(p);
   int keep[2] = {p.err_fd < p.agent_fd ? p.err_fd : p.agent_fd, p.err_fd < p.agent_fd ? p.agent_fd : p.err_fd};
-  close_fds_except(7, keep, 2);
+  close_fds_except(kFds, keep, 2);
   ::syscall(SYS_execveat, p.agent_fd, "", p.argv, p.envp, AT_EMPTY_PATH);
   child_fail(p);
 }

@@ -5,15 +5,22 @@
 
 #include <sys/types.h>
 
+#include "proto/launch.h"
+
 namespace cubby::shim {
 
 struct SandboxChildPlan {
   int sync_fd;        // read end: one byte once uid/gid maps are written
-  int fds[7];         // parent fds to install as 0..6 (see proto/launch.h)
+  int fds[launch::kAgentFdCount];  // parent fds to install as 0..N-1 (see proto/launch.h)
   int agent_fd;       // memfd holding the agent binary
   char* const* argv;
   char* const* envp;
   int err_fd;         // CLOEXEC pipe: errno if exec fails
+  // Root only: become the box's uid/gid 0 with no supplementary groups
+  // before exec. Our host uid 0 need not be mapped in the box (it is not
+  // with a range of the box's own), and until then we would act as the
+  // overflow id, still holding root's host groups.
+  bool become_root;
 };
 
 // Returns the child's pid (and *pidfd) in the parent; never returns in the child.

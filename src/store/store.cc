@@ -212,6 +212,30 @@ Result<void> Store::insert_box(const BoxRecord& b) {
   return {};
 }
 
+Result<void> Store::insert_box_claiming(BoxRecord& b, const std::string& key, const Claim& claim) {
+  CUBBY_TRYV(exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> Result<void> {
+    const std::string where = "$." + key;
+    Stmt st(db_, "SELECT json_extract(config, ?) FROM boxes WHERE json_type(config, ?) IS NOT NULL");
+    st.bind(1, where).bind(2, where);
+    std::vector<nlohmann::json> taken;
+    int rc;
+    while ((rc = st.step()) == SQLITE_ROW) {
+      // json_extract gives an object or array as JSON text, a scalar as itself.
+      std::string text = col_text(st.get(), 0);
+      auto v = nlohmann::json::parse(text, nullptr, false);
+      taken.push_back(v.is_discarded() ? nlohmann::json(text) : std::move(v));
+    }
+    if (rc != SQLITE_DONE) return fail(db_error(db_, "read the boxes' " + key));
+    b.config[key] = CUBBY_TRY(claim(taken));
+    return insert_box(b);
+  };
+  auto r = body();
+  if (r) r = exec("COMMIT");
+  if (!r) (void)exec("ROLLBACK");
+  return r;
+}
+
 Result<std::optional<BoxRecord>> Store::get_box(const std::string& id) {
   Stmt st(db_, (std::string("SELECT ") + kColumns + " FROM boxes WHERE id=?").c_str());
   st.bind(1, id);

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,6 +71,14 @@ class Store {
 
   // Inserts a new box; a taken name is a kConflict error.
   Result<void> insert_box(const BoxRecord& b);
+  // Inserts a new box whose config[key] must differ from every other box's
+  // (a user-namespace id range): `claim` gets config[key] of each record
+  // that has one and returns the value for b.config[key]. It runs inside
+  // the insert's write transaction (BEGIN IMMEDIATE), so a concurrent
+  // create waits for this one's commit and then sees its claim: no two
+  // boxes ever get the same value. The record holds it until deleted.
+  using Claim = std::function<Result<nlohmann::json>(const std::vector<nlohmann::json>& taken)>;
+  Result<void> insert_box_claiming(BoxRecord& b, const std::string& key, const Claim& claim);
   Result<std::optional<BoxRecord>> get_box(const std::string& id);
   Result<std::vector<BoxRecord>> list_boxes();
   // Only running boxes (what reconciliation looks at, on every CLI call).
