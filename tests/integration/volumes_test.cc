@@ -29,6 +29,11 @@ class Volumes : public BoxTest {
     ASSERT_TRUE(mkdir_p(host_ + "/dir"));
     ASSERT_TRUE(write_file(host_ + "/dir/from_host", "hello\n"));
     ASSERT_TRUE(write_file(host_ + "/file", "v1\n"));
+    // A box's root is a stranger on the host (its own range of host ids,
+    // runtime/idmap.h): as under Docker's userns-remap, what it may write
+    // must say so. The ro checks then show EROFS, not a permission error.
+    ASSERT_EQ(::chmod((host_ + "/dir").c_str(), 0777), 0);
+    ASSERT_EQ(::chmod((host_ + "/file").c_str(), 0666), 0);
   }
   void TearDown() override {
     if (!host_.empty()) (void)remove_tree(host_);
