@@ -5,6 +5,8 @@
 // box: nothing can leak onto the host's mount table.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,8 @@ struct RootfsPlan {
   // so move the new root onto / and chroot, as switch_root does.
   bool switch_root = false;
   std::vector<VolumePlan> volumes;  // -v, mounted last so nothing covers them
+  // Bytes /tmp (a tmpfs) may hold; none: tmpfs's default, half the RAM.
+  std::optional<int64_t> tmp_size;
 };
 
 Result<void> setup_sandbox_root(const RootfsPlan& plan);

@@ -554,13 +554,17 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   plan.nreset_signals = reset_signals_.size();
   plan.cap_drops = cap_drops_;
   plan.cap_drops_known = true;
+  std::vector<int> cgroup_fds;
+  for (const auto& fd : opts_.workload_cgroup) cgroup_fds.push_back(fd.get());
+  plan.cgroup_fds = cgroup_fds.data();
+  plan.ncgroup_fds = cgroup_fds.size();
   pid_t pid = spawn_exec_child(plan);
   if (pid < 0) return failure(126, std::string("clone: ") + std::strerror(-pid));
   if (f.stage != 0) {
     int st;
     ::waitpid(pid, &st, 0);  // our own child, by pid: nothing else is reaped
     int code = (f.stage == 8 && f.err == ENOENT) ? 127 : 126;
-    const char* stage = (f.stage >= 0 && f.stage < 9) ? kStageNames[f.stage] : "?";
+    const char* stage = (f.stage >= 0 && f.stage < static_cast<int>(std::size(kStageNames))) ? kStageNames[f.stage] : "?";
     return failure(code, std::string("exec ") + cmd + ": " + stage + ": " + std::strerror(f.err));
   }
   e.pid = pid;

@@ -44,6 +44,10 @@ struct AgentOptions {
   ProcessSpec main;
   bool hold = false;  // start the workload only when a client attaches with start
   bool confine = true;
+  // Sandbox: every process the agent starts writes "0" to each of these
+  // before it execs, moving into the box's workload cgroup, which carries
+  // the limits (sandbox::Cgroup::open_self_join); the agent stays outside.
+  std::vector<UniqueFd> workload_cgroup;
 };
 
 class Server {

@@ -11,6 +11,12 @@ inline constexpr int kAgentListenFd = 4;  // listening socket, bound before the 
 inline constexpr int kAgentLogFd = 5;     // the box log (workload stdout/stderr), O_APPEND
 inline constexpr int kAgentGoFd = 6;      // pipe: one byte = start the workload; EOF = shim gone
 inline constexpr int kAgentFdCount = 7;
+// Then, from fd 7 on, the fds through which a child of the agent moves itself
+// into the box's workload cgroup (sandbox::Cgroup::open_self_join: one per v1
+// hierarchy); the config's "workload_cgroup_fds" says how many (0: none).
+inline constexpr int kAgentWorkloadCgroupFd = kAgentFdCount;
+inline constexpr int kAgentMaxCgroupFds = 3;
+inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds;
 
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it

@@ -202,6 +202,7 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
     j["started_at"] = b.started_at.empty() ? Json(nullptr) : Json(b.started_at);
     j["finished_at"] = b.finished_at.empty() ? Json(nullptr) : Json(b.finished_at);
     j["error"] = b.error.empty() ? Json(nullptr) : Json(b.error);
+    j["oom_killed"] = b.oom_killed;  // Docker's State.OOMKilled
     Json cfg = b.config;
     cfg.erase("layers");
     j["config"] = cfg;

@@ -232,8 +232,8 @@ int run_shim(const std::string& box_id) {
     return 1;
   }
 
-  auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err) {
-    auto r = db->mark_ended(box_id, sh.self, sh.self_start, st, code, err);
+  auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err, bool oom_killed = false) {
+    auto r = db->mark_ended(box_id, sh.self, sh.self_start, st, code, err, oom_killed);
     if (!r) LOG_ERROR("record exit: {}", r.error().message());
     if (sh.cfg.spec.auto_remove) {
       (void)db->delete_box(box_id);
@@ -285,6 +285,7 @@ int run_shim(const std::string& box_id) {
   }
   diag.drain(box.diag_fd());
   auto status = box.reap();
+  const bool oom_killed = box.oom_killed();  // cleanup() removes the cgroup that counted it
   box.cleanup();
   int code = status ? status->shell_code() : 125;
   std::string err;
@@ -310,7 +311,7 @@ int run_shim(const std::string& box_id) {
   } else {
     err = box.failure_hint();  // a VMM that died on its own after start says so in inspect
   }
-  record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err);
+  record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err, oom_killed);
   return 0;
 }
 

@@ -85,6 +85,13 @@ class SandboxInstance : public BoxInstance {
 
   Result<void> kill() override { return sys::pidfd_send_signal(pidfd_.get(), SIGKILL); }
 
+  bool oom_killed() override {
+    if (!cgroup_) return false;
+    auto r = cgroup_->oom_killed();
+    if (!r) LOG_WARN("read the workload's OOM kills: {}", r.error().message());
+    return r.value_or(false);
+  }
+
   void cleanup() override {
     if (!reaped_ && pidfd_) {
       (void)kill();
@@ -150,6 +157,13 @@ class SandboxBackend : public Backend {
     auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());
     auto [sync_r, sync_w] = CUBBY_TRY(sys::make_pipe());
     auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
+    // The agent's children (the workload and every exec) move themselves
+    // into the workload leaf through these before they exec; the agent
+    // itself goes into the agent leaf below.
+    std::vector<UniqueFd> join;
+    if (inst->cgroup_) join = CUBBY_TRY(inst->cgroup_->open_self_join(sandbox::Leaf::kWorkload));
+    if (join.size() > static_cast<size_t>(launch::kAgentMaxCgroupFds))
+      return fail(Error::internal("more cgroup hierarchies than the agent takes"));
 
     static char arg0[] = "cubby-agent", arg1[] = "init";
     char* argv[] = {arg0, arg1, nullptr};
@@ -158,10 +172,12 @@ class SandboxBackend : public Backend {
     SandboxChildPlan plan{sync_r.get(),
                           {devnull.get(), devnull.get(), diag_w.get(), cfg_r.get(), listen.get(), log.get(),
                            go_r.get()},
+                          launch::kAgentFdCount,
                           agent.get(),
                           argv,
                           envp,
                           err_w.get()};
+    for (const auto& fd : join) plan.fds[plan.nfds++] = fd.get();
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
     pid_t pid = clone_sandbox_child(plan, flags, &pidfd);
@@ -175,8 +191,9 @@ class SandboxBackend : public Backend {
     listen.reset();  // the agent holds the only copy: if it dies, connects fail fast
     log.reset();
     err_w.reset();
+    join.clear();
     CUBBY_TRYV(write_id_maps(pid));
-    if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid));
+    if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid, sandbox::Leaf::kAgent));
     char b = 's';
     CUBBY_TRYV(sys::write_all(sync_w.get(), &b, 1));
     sync_w.reset();
@@ -191,13 +208,19 @@ class SandboxBackend : public Backend {
         {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
-        {"network", spec.network}};
+        {"network", spec.network},
+        {"workload_cgroup_fds", plan.nfds - launch::kAgentFdCount}};
     std::vector<std::string> lower(spec.layers.rbegin(), spec.layers.rend());  // overlay wants top first
     agent_cfg["rootfs"] = {{"lower", lower},
                            {"upper", cfg.box_dir + "/upper"},
                            {"work", cfg.box_dir + "/work"},
                            {"target", cfg.box_dir + "/rootfs"},
                            {"volumes", spec.mounts}};
+    // /tmp is a RAM tmpfs whose pages count against --memory: half of it,
+    // so filling /tmp leaves the workload room to run (and ends in ENOSPC,
+    // not in an OOM kill). Without a limit the agent keeps tmpfs's own
+    // default, half the RAM (what Docker's --tmpfs gets).
+    if (spec.memory) agent_cfg["rootfs"]["tmp_size"] = *spec.memory / 2;
     std::string text = agent_cfg.dump();
     // An agent that dies before reading its config (a broken image, a
     // stand-in agent) closes the pipe: that is the box ending during start,

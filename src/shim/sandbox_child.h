@@ -5,11 +5,14 @@
 
 #include <sys/types.h>
 
+#include "proto/launch.h"
+
 namespace cubby::shim {
 
 struct SandboxChildPlan {
   int sync_fd;        // read end: one byte once uid/gid maps are written
-  int fds[7];         // parent fds to install as 0..6 (see proto/launch.h)
+  int fds[launch::kAgentMaxFds];  // parent fds to install as 0..nfds-1 (see proto/launch.h)
+  int nfds;
   int agent_fd;       // memfd holding the agent binary
   char* const* argv;
   char* const* envp;
