@@ -57,12 +57,28 @@ TEST_F(SandboxMemory, OomKillsTheWorkloadAndTheBoxReportsIt) {
   EXPECT_EQ(inspect(fine)["oom_killed"], false);
 }
 
+// Memory a workload holds outside any process (a tmpfs file: /dev/shm is
+// 64 MiB, as in Docker, above this box's 32 MiB) left the agent as the
+// biggest process, and the OOM killer took it: the box ended 137 with no
+// status and `run --rm` said 125. Now the writer is the one killed.
+TEST_F(SandboxMemory, TmpfsFillKillsTheWriterNotTheAgent) {
+  auto rm = cubby({"run", "--rm", "--network", "none", "--memory", "32m", image_, "dd", "if=/dev/zero",
+                   "of=/dev/shm/f", "bs=1M", "count=100"});
+  EXPECT_EQ(rm.rc, 137) << rm.err;
+  EXPECT_EQ(rm.err.find("ended without an exit status"), std::string::npos) << rm.err;
+}
+
 // An exec that runs out of memory is killed; the agent, and so the box,
 // lives on and serves the next exec; inspect tells of the kill at the end.
 TEST_F(SandboxMemory, AgentOutlivesAnOomKilledExec) {
   std::string id = run_hog_box({"sleep", "1000000"});
   auto hog = cubby({"exec", id, "/hog", "100"});
   EXPECT_EQ(hog.rc, 137) << hog.out << hog.err;
+  auto shm = cubby({"exec", id, "dd", "if=/dev/zero", "of=/dev/shm/f", "bs=1M", "count=100"});
+  EXPECT_EQ(shm.rc, 137) << shm.err;
+  EXPECT_EQ(status(id), "running") << "the agent was OOM-killed";
+  auto freed = cubby({"exec", id, "rm", "/dev/shm/f"});
+  EXPECT_EQ(freed.rc, 0) << freed.err;
   auto after = cubby({"exec", id, "echo", "alive"});
   EXPECT_EQ(after.rc, 0) << after.err;
   EXPECT_EQ(after.out, "alive\n");
