@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "image/registry.h"
+#include "store/store.h"
 
 using namespace cubby;
 using json = nlohmann::json;
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
   if (verb == "pull") {
     auto store = image::ImageStore::open(store_root.empty() ? home + "/images" : store_root);
     if (!store) return answer_error(store.error());
+    // The commit collects what a retagged image leaves: not the layers boxes use.
+    store->set_layers_in_use([home] { return store::Store::layers_in_use(home); });
     image::PullOptions o;
     o.home = home;
     o.platform = platform;

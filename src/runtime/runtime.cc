@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <regex>
+#include <set>
 
 #include "base/fs.h"
 #include "base/log.h"
@@ -119,8 +120,12 @@ Result<Runtime> Runtime::open(Options opts) {
   if (!db) return std::unexpected(db.error());
   auto images = image::ImageStore::open(home + "/images");
   if (!images) return std::unexpected(images.error());
+  // Image GC keeps every layer a box record names. It asks on a connection
+  // of its own, when it runs (under the image store's lock).
+  images->set_layers_in_use([home] { return store::Store::layers_in_use(home); });
   Runtime rt(std::move(home), std::move(bin), std::move(*db), std::move(*images));
   CUBBY_TRYV(rt.reconcile());
+  CUBBY_TRYV(rt.sweep_orphans());
   return rt;
 }
 
@@ -139,12 +144,46 @@ void Runtime::release_leftovers(const std::string& id) {
 Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
   if (!b.shim_pid || !b.shim_start) return {};
   // Compare-and-set: only the reconciler that flips the record cleans up.
-  auto won = CUBBY_TRY(db_.mark_ended(b.id, *b.shim_pid, *b.shim_start, BoxStatus::kExited, std::nullopt, why));
+  // A --rm box goes straight to `removing`: nothing can start it meanwhile.
+  bool remove = b.config.value("auto_remove", false);
+  auto won = CUBBY_TRY(db_.mark_ended(b.id, *b.shim_pid, *b.shim_start,
+                                      remove ? BoxStatus::kRemoving : BoxStatus::kExited, std::nullopt, why));
   if (!won) return {};
   release_leftovers(b.id);
-  if (b.config.value("auto_remove", false)) {
-    (void)db_.delete_box(b.id);
-    (void)remove_tree(box_dir(b.id));
+  if (remove) CUBBY_TRYV(finish_removal(b));
+  return {};
+}
+
+Result<void> Runtime::finish_removal(const BoxRecord& b) {
+  CUBBY_TRYV(db_.finish_removal(b.id, box_dir(b.id)));
+  // The last box of an untagged image held its layers; they can go now.
+  if (!images_.resolve("sha256:" + b.image_id)) {
+    if (auto gc = images_.collect_garbage(); !gc) LOG_WARN("image garbage collection: {}", gc.error().message());
+  }
+  return {};
+}
+
+Result<void> Runtime::sweep_orphans() {
+  std::vector<std::string> dirs = list_dir(home_ + "/boxes");
+  std::erase_if(dirs, [](const std::string& n) {
+    return n.size() != 32 || n.find_first_not_of("0123456789abcdef") != std::string::npos;
+  });
+  if (dirs.empty()) return {};
+  // The records are read after the directory: a box created meanwhile
+  // (record first) is in this list if its directory was in that one.
+  auto ids = CUBBY_TRY(db_.box_ids());
+  std::set<std::string> known(ids.begin(), ids.end());
+  std::erase_if(dirs, [&](const std::string& n) { return known.count(n) != 0; });
+  if (dirs.empty()) return {};
+  auto shims = live_shim_box_ids();
+  if (!shims) return {};
+  for (const auto& id : dirs) {
+    if (shims->count(id)) {  // an older cubby's rm lost it to a start: not ours to break
+      LOG_WARN("box directory {} has no record but a live shim; left alone", box_dir(id));
+      continue;
+    }
+    release_leftovers(id);
+    if (auto r = remove_tree(box_dir(id)); !r) LOG_WARN("orphaned box directory: {}", r.error().message());
   }
   return {};
 }
@@ -307,7 +346,6 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.tty = o.tty;
   if (o.tty && std::none_of(spec.env.begin(), spec.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; }))
     spec.env.push_back(std::string("TERM=") + (std::getenv("TERM") ? std::getenv("TERM") : "xterm"));
-  spec.layers = CUBBY_TRY(images_.layer_dirs(img));
 
   BoxRecord b;
   b.id = random_id();
@@ -317,11 +355,17 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   b.image_id = img.id;
   b.isolation = isolation;
   b.created_at = now_rfc3339();
-  b.config = spec;
-  // The record first: if we are killed right after, the box exists as
-  // `created` and start()/rm work on it; a directory without a record
-  // could never be found again.
-  CUBBY_TRYV(db_.insert_box(b));
+  // The layers are looked up and recorded under the image store's shared
+  // lock: its garbage collection (exclusive) runs either before (they are
+  // missing: an error here) or after the record names them (kept).
+  CUBBY_TRYV(images_.with_read_lock([&]() -> Result<void> {
+    spec.layers = CUBBY_TRY(images_.layer_dirs(img));
+    b.config = spec;
+    // The record first: if we are killed right after, the box exists as
+    // `created` and start()/rm work on it; a directory without a record is
+    // an orphan (swept at open).
+    return db_.insert_box(b);
+  }));
   CUBBY_TRYV(mkdir_p(box_dir(b.id), 0700));
   return b;
 }
@@ -329,6 +373,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
 Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
+  if (b.status == BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
   ShimConfig cfg;
   cfg.home = home_;
   cfg.box_id = b.id;
@@ -523,15 +568,24 @@ Result<void> Runtime::kill(const std::string& ref, int sig) {
 
 Result<void> Runtime::remove(const std::string& ref, bool force) {
   auto b = CUBBY_TRY(resolve(ref));
-  if (b.status == BoxStatus::kRunning) {
-    if (!force)
-      return fail(Error::conflict("cannot remove running box " + b.name + ": stop it first or use rm -f"));
-    CUBBY_TRYV(stop_record(b, std::chrono::milliseconds(0)));
+  // Each pass acts on the record as read. Losing the compare-and-set to
+  // `removing` means it changed (a `start` won, its shim ended it): read it
+  // again and decide again, so a box that became running is never removed
+  // without -f, and with -f is stopped first.
+  for (int pass = 0;; ++pass) {
+    if (b.status == BoxStatus::kRunning) {
+      if (!force)
+        return fail(Error::conflict("cannot remove running box " + b.name + ": stop it first or use rm -f"));
+      if (pass >= 8) return fail(Error::conflict("box " + b.name + " keeps being started; not removed"));
+      CUBBY_TRYV(stop_record(b, std::chrono::milliseconds(0)));
+    } else if (CUBBY_TRY(db_.mark_removing(b))) {
+      release_leftovers(b.id);
+      return finish_removal(b);
+    }
+    auto now = CUBBY_TRY(db_.get_box(b.id));
+    if (!now) return {};  // removed meanwhile (its shim's --rm, another rm)
+    b = std::move(*now);
   }
-  CUBBY_TRYV(db_.delete_box(b.id));
-  release_leftovers(b.id);
-  CUBBY_TRYV(remove_tree(box_dir(b.id)));
-  return {};
 }
 
 Result<BoxRecord> Runtime::wait(const std::string& ref) {

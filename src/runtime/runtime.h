@@ -160,6 +160,11 @@ class Runtime {
   Runtime(std::string home, std::string bin_dir, store::Store db, image::ImageStore images)
       : home_(std::move(home)), bin_dir_(std::move(bin_dir)), db_(std::move(db)), images_(std::move(images)) {}
   Result<void> end_dead_box(const store::BoxRecord& b, const std::string& why);
+  // After a won mark_removing: directory, record, then image GC if the box
+  // held the last use of its image's layers.
+  Result<void> finish_removal(const store::BoxRecord& b);
+  // Removes box directories that have no record (and no live shim).
+  Result<void> sweep_orphans();
   void release_leftovers(const std::string& id);
   Result<void> stop_record(const store::BoxRecord& b, std::chrono::milliseconds grace);
   Result<ExecResult> attach_record(const store::BoxRecord& b, const StdioFds& io, bool start);

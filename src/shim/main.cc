@@ -233,12 +233,13 @@ int run_shim(const std::string& box_id) {
   }
 
   auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err, bool oom_killed = false) {
-    auto r = db->mark_ended(box_id, sh.self, sh.self_start, st, code, err, oom_killed);
+    // A --rm box goes to `removing` in the same compare-and-set, then loses
+    // its directory, then its record: a crash between leaves what rm finishes.
+    bool remove = sh.cfg.spec.auto_remove;
+    auto r = db->mark_ended(box_id, sh.self, sh.self_start, remove ? store::BoxStatus::kRemoving : st, code, err,
+                            oom_killed);
     if (!r) LOG_ERROR("record exit: {}", r.error().message());
-    if (sh.cfg.spec.auto_remove) {
-      (void)db->delete_box(box_id);
-      (void)remove_tree(sh.cfg.box_dir);
-    }
+    else if (*r && remove) (void)db->finish_removal(box_id, sh.cfg.box_dir);
   };
 
   // A published port another process holds: one clear line, before any

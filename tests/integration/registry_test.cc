@@ -418,6 +418,40 @@ TEST_F(Registry, LoadSaveAndGarbageCollection) {
 }
 
 
+// The tag a box was created from moves to a new version and is pulled
+// again, then removed: the old version's own layer stays while a box uses
+// it. The pull's garbage collection runs in cubby-fetch, which asks the box
+// store too.
+TEST_F(Registry, RepullAndRmiKeepTheLayersBoxesUse) {
+  std::string ref = plain("test/moving:v1");
+  std::string layout = "oci:" + scratch_ + "/layout:";
+  ASSERT_EQ(sh("skopeo copy -q --dest-tls-verify=false " + layout + "other docker://" + ref), "");
+  size_t layers_before = count_entries(home_ + "/images/layers");
+  auto r = cubby({"pull", "-q", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby(box_args("run", {"-d", "--name", "r", ref, "sleep", "1000000"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby(box_args("create", {"--name", "c", ref, "cat", "/other"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  // v1 is two of other's three layers: other's own (/other) is left to the boxes.
+  ASSERT_EQ(sh("skopeo copy -q --dest-tls-verify=false " + layout + "v1 docker://" + ref), "");
+  r = cubby({"pull", "-q", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"exec", "r", "cat", "/other"});
+  EXPECT_EQ(r.out, "other\n") << "the pull took a running box's layer: " << r.err;
+  r = cubby({"rmi", ref});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  r = cubby({"exec", "r", "cat", "/other"});
+  EXPECT_EQ(r.out, "other\n") << "rmi took a running box's layer: " << r.err;
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers_before + 3);
+  r = cubby({"start", "c"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(cubby({"wait", "c"}).out, "0\n");
+  EXPECT_EQ(cubby({"logs", "c"}).out, "other\n");
+  EXPECT_EQ(cubby({"rm", "-f", "r", "c"}).rc, 0);
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers_before) << "layers outlived every image and box using them";
+}
+
 // Four `cubby pull` processes of the same 3-layer image into one home at once:
 // all succeed, the image is listed once and each layer is stored once.
 TEST_F(Registry, ConcurrentPullsIntoOneHome) {

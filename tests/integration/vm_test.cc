@@ -3,14 +3,10 @@
 // backends in lifecycle_test.cc. These hosts have no usable KVM (a PVM
 // /dev/kvm), so the boxes boot under TCG (CUBBY_VM_ACCEL=tcg, about 2.5 s a
 // boot); the harness picks TCG only where the KVM probe says no.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -66,33 +62,9 @@ TEST_F(Vm, GuestThatCannotBootIsReportedWithItsConsole) {
   EXPECT_NE(r.err.find("Kernel panic"), std::string::npos) << r.err;
 }
 
-TEST_F(Vm, NetworkDefaultReachesTheHostAndNoneHasNoNic) {
-  // A one-shot HTTP server on the host's loopback, reached as slirp's 10.0.2.2.
-  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(ls, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t al = sizeof a;
-  ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &al);
-  ::listen(ls, 4);
-  std::thread srv([ls] {
-    int c = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) return;
-    char buf[4096];
-    (void)!::read(c, buf, sizeof buf);
-    static const char resp[] = "HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\nhello-from-host";
-    (void)!::write(c, resp, sizeof resp - 1);
-    ::close(c);
-  });
-  std::string url = "http://10.0.2.2:" + std::to_string(ntohs(a.sin_port)) + "/";
-  auto r = cubby({"run", "--isolation", "vm", "--rm", image_, "wget", "-q", "-O", "-", url});
-  ::shutdown(ls, SHUT_RDWR);
-  srv.join();
-  ::close(ls);
-  EXPECT_EQ(r.rc, 0) << r.err;
-  EXPECT_EQ(r.out, "hello-from-host");
+// --network default is tested on both backends in network_test.cc
+// (outbound traffic, the host's loopback refused, -p, confinement).
+TEST_F(Vm, NetworkNoneHasNoNic) {
   auto n = cubby(box_args("run", {"--rm", image_, "ls", "/sys/class/net"}));
   EXPECT_EQ(n.out, "lo\n") << n.err;
 }
