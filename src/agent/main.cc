@@ -44,17 +44,17 @@ int run_init() {
     return 125;
   }
   agent::AgentOptions opts;
-  int cgroup_fds = cfg.value("workload_cgroup_fds", 0);
-  if (cgroup_fds < 0 || cgroup_fds > launch::kAgentMaxCgroupFds) {
-    LOG_ERROR("bad config: workload_cgroup_fds {}", cgroup_fds);
-    return 125;
-  }
-  for (int i = 0; i < cgroup_fds; ++i) {
-    int fd = launch::kAgentWorkloadCgroupFd + i;
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // installed by dup2, which clears it
-    opts.workload_cgroup.emplace_back(fd);
-  }
   try {
+    int cgroup_fds = cfg.value("workload_cgroup_fds", 0);
+    if (cgroup_fds < 0 || cgroup_fds > launch::kAgentMaxCgroupFds) {
+      LOG_ERROR("bad config: workload_cgroup_fds {}", cgroup_fds);
+      return 125;
+    }
+    for (int i = 0; i < cgroup_fds; ++i) {
+      int fd = launch::kAgentWorkloadCgroupFd + i;
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // installed by dup2, which clears it
+      opts.workload_cgroup.emplace_back(fd);
+    }
     agent::RootfsPlan plan;
     agent::read_common_config(cfg, opts, plan);
     if (cfg.contains("rootfs")) {

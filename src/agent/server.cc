@@ -564,7 +564,8 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
     int st;
     ::waitpid(pid, &st, 0);  // our own child, by pid: nothing else is reaped
     int code = (f.stage == 8 && f.err == ENOENT) ? 127 : 126;
-    const char* stage = (f.stage >= 0 && f.stage < static_cast<int>(std::size(kStageNames))) ? kStageNames[f.stage] : "?";
+    const bool known = f.stage >= 0 && f.stage < static_cast<int>(std::size(kStageNames));
+    const char* stage = known ? kStageNames[f.stage] : "?";
     return failure(code, std::string("exec ") + cmd + ": " + stage + ": " + std::strerror(f.err));
   }
   e.pid = pid;

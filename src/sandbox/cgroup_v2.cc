@@ -156,7 +156,8 @@ Result<std::unique_ptr<Cgroup>> create_v2(const std::string& root, const std::st
   for (const auto& w : writes) {
     std::string path = workload + "/" + w.file;
     if (w.optional && !file_exists(path)) continue;
-    if (auto r = write_cgroup_file(path, w.value); !r) return rollback(r.error().wrap("apply " + w.controller + " limit"));
+    if (auto r = write_cgroup_file(path, w.value); !r)
+      return rollback(r.error().wrap("apply " + w.controller + " limit"));
   }
   return std::unique_ptr<Cgroup>(std::move(cg));
 }
