@@ -293,8 +293,7 @@ void Server::on_session(uint64_t sid, uint32_t events) {
         for (;;) {
           auto f = s.dec.next();
           if (!f) {
-            LOG_WARN("session {}: {}", sid, f.error().message());
-            close_session(sid);
+            refuse(s, f.error().message());  // a bad frame ends its session, with the reason
             return;
           }
           if (!*f) break;

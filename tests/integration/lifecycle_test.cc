@@ -621,6 +621,9 @@ TEST_P(Lifecycle, ProtocolHandshakeHeartbeatAndVersioning) {
   proto::Conn junk(t.connect().value());
   const char bad[] = "\xff\xff\xff\xff\0\0\0\0";
   ASSERT_EQ(::write(junk.fd(), bad, 8), 8);
+  auto why = junk.recv();
+  ASSERT_TRUE(why) << "an oversized frame gets an error frame: " << why.error().message();
+  EXPECT_EQ(why->msg["t"], "error");
   EXPECT_FALSE(junk.recv()) << "the agent must drop a session that sends an oversized frame";
   EXPECT_EQ(cubby({"exec", id, "true"}).rc, 0);
   ASSERT_TRUE(conn->send({{"t", "ping"}}));
