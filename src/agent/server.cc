@@ -338,7 +338,9 @@ void Server::handle_message(Session& s, const Json& m) {
       return;
     }
     s.hello = true;
-    send(s, {{"t", msg::kHello}, {"v", std::min(h->version, proto::kVersion)}, {"agent", "cubby-agent " CUBBY_VERSION}});
+    send(s, {{"t", msg::kHello},
+             {"v", std::min(h->version, proto::kVersion)},
+             {"agent", "cubby-agent " CUBBY_VERSION}});
     return;
   }
   if (std::holds_alternative<msg::Ping>(r)) {

@@ -31,24 +31,29 @@ unavailable() {
 }
 [ -n "$cxx" ] || unavailable "no clang++ >= 16 (apt-get install clang-16 libclang-rt-16-dev)"
 mkdir -p "$out"
-flags="-std=c++2b -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
-flags="$flags -I$src/src -Wno-builtin-macro-redefined -Wno-macro-redefined"
-if ! printf '#include <expected>\nstd::expected<int,int> e;\n' | "$cxx" -std=c++2b -x c++ -fsyntax-only - 2>/dev/null; then
-  flags="$flags -D__cpp_concepts=202002L"
-fi
-if ! printf '#include <expected>\n#include <string>\nstd::expected<std::string,int> e;\nextern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' |
-    "$cxx" $flags -x c++ - -o "$out/probe" 2>"$out/probe.log"; then
-  unavailable "$cxx cannot link a libFuzzer target with std::expected (see $out/probe.log)"
-fi
-rm -f "$out/probe"
 bin="$out/proto_fuzz"
 sources="tests/fuzz/proto_fuzz.cc src/proto/frame.cc src/proto/messages.cc src/proto/mux.cc src/copy/entry.cc
 src/base/fs.cc src/base/sys.cc"
 # Rebuild only when a source or header it reads changed.
-if [ -x "$bin" ] && [ -z "$(cd "$src" && find $sources src/proto src/base src/copy/entry.h tests/fuzz/build.sh -newer "$bin" 2>/dev/null | head -1)" ]; then
+newer=$(cd "$src" && find $sources src/proto src/base src/copy/entry.h tests/fuzz/build.sh -newer "$bin" 2>/dev/null |
+  head -1)
+if [ -x "$bin" ] && [ -z "$newer" ]; then
   echo "$bin"
   exit 0
 fi
+flags="-std=c++2b -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
+flags="$flags -I$src/src -Wno-builtin-macro-redefined -Wno-macro-redefined"
+probe='#include <expected>
+#include <string>
+std::expected<std::string, int> e;
+extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }'
+links() { printf '%s\n' "$probe" | "$cxx" $flags -x c++ - -o "$out/probe" 2>>"$out/probe.log"; }
+: >"$out/probe.log"
+if ! links; then
+  flags="$flags -D__cpp_concepts=202002L"
+  links || unavailable "$cxx cannot link a libFuzzer target using std::expected (see $out/probe.log)"
+fi
+rm -f "$out/probe"
 objs=""
 pids=""
 for s in $sources; do
