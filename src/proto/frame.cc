@@ -108,7 +108,8 @@ Result<Json> parse_payload(const char* p, size_t n) {
   Json msg = Json::from_msgpack(p, p + n, /*strict=*/true, /*allow_exceptions=*/false);
   if (msg.is_discarded() || !msg.is_object()) return fail(Error::protocol("malformed payload: not a map"));
   auto t = msg.find("t");
-  if (t == msg.end() || !t->is_string()) return fail(Error::protocol("malformed payload: no message type"));
+  if (t == msg.end() || !t->is_string() || t->get_ref<const std::string&>().empty())
+    return fail(Error::protocol("malformed payload: no message type"));
   if (t->get_ref<const std::string&>().size() > kMaxTypeLength)
     return fail(Error::protocol("malformed payload: message type too long"));
   return msg;

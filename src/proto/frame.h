@@ -45,7 +45,8 @@ struct Frame {
 };
 
 // Checks and decodes one payload: MessagePack within the limits above, a map
-// whose "t" is a short string; anything else is kProtocol. Never throws.
+// whose "t" is a short non-empty string; anything else is kProtocol. Never
+// throws.
 // Typed decoding of the map is messages.h's decode().
 Result<Json> parse_payload(const char* p, size_t n);
 

@@ -13,6 +13,10 @@ out=${CUBBY_FUZZ_OUT:-$here/../../build/fuzz}
 bin=$("$here/build.sh" "$out")
 work=$(mktemp -d "${TMPDIR:-/tmp}/cubby-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# Symbolized reports where LLVM's symbolizer is installed.
+if s=$(command -v llvm-symbolizer); then export ASAN_SYMBOLIZER_PATH="$s" UBSAN_SYMBOLIZER_PATH="$s"; fi
 # -max_len: every message of ours is small; 8 KiB still reaches every limit.
+# A finding exits 1: libFuzzer's default (77) is ctest's "skipped".
 "$bin" -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -dict="$here/proto.dict" -artifact_prefix="$out/" "$work" "$here/corpus/proto"
+  -error_exitcode=1 -timeout_exitcode=1 -dict="$here/proto.dict" -artifact_prefix="$out/" \
+  "$work" "$here/corpus/proto"

@@ -243,6 +243,7 @@ TEST(Messages, PayloadLimitsHoldWithoutRecursion) {
   EXPECT_NE(why(msgpack(Json::array({1}))).find("not a map"), std::string::npos);
   EXPECT_NE(why(msgpack({{"x", 1}})).find("no message type"), std::string::npos);
   EXPECT_NE(why(msgpack({{"t", 1}})).find("no message type"), std::string::npos);
+  EXPECT_NE(why(msgpack({{"t", ""}})).find("no message type"), std::string::npos);  // found by the fuzzer
   EXPECT_NE(why(msgpack({{"t", std::string(100, 't')}})).find("too long"), std::string::npos);
   EXPECT_NE(why("").find("truncated"), std::string::npos);
 }
