@@ -32,7 +32,9 @@ std::vector<std::vector<std::string>> read_db(const char* path) {
 bool parse_id(const std::string& s, unsigned& out) {
   if (s.empty()) return false;
   auto r = std::from_chars(s.data(), s.data() + s.size(), out);
-  return r.ec == std::errc() && r.ptr == s.data() + s.size();
+  // 4294967295 is (uid_t)-1, which setresuid/setresgid read as "leave as
+  // is": as an id it would keep the caller's root. It is no one's id.
+  return r.ec == std::errc() && r.ptr == s.data() + s.size() && out != static_cast<unsigned>(-1);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "base/fs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -84,6 +85,18 @@ Result<void> remove_tree(const std::string& path) {
   if (ec && ec != std::errc::no_such_file_or_directory)
     return fail(Error::sys("remove " + path, ec.value()));
   return {};
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());  // glibc opens it O_CLOEXEC
+  if (!d) return out;
+  while (dirent* de = ::readdir(d)) {
+    std::string n = de->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
 }
 
 std::string now_rfc3339() {

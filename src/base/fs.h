@@ -18,6 +18,8 @@ Result<void> write_file_atomic(const std::string& path, std::string_view data, i
 Result<void> mkdir_p(const std::string& path, int mode = 0755);
 // Removes a tree; missing is fine. Never follows symlinks out of the tree.
 Result<void> remove_tree(const std::string& path);
+// The names in a directory, without "." and ".."; empty if it cannot be read.
+std::vector<std::string> list_dir(const std::string& dir);
 
 // The components of a "/"-separated path, empty ones left out.
 std::vector<std::string> split_path(const std::string& p);

@@ -88,6 +88,23 @@ struct SpawnSpec {
   bool new_session = false;
   bool controlling_tty = false;  // with new_session: fd 0 becomes the controlling terminal
   bool die_with_parent = false;  // PR_SET_PDEATHSIG(SIGKILL) + getppid check
+  // Confinement, applied in the child before exec, in this order (each step
+  // needs the privileges the next one takes away):
+  bool new_netns = false;  // unshare(CLONE_NEWNET): a namespace holding only a down `lo`
+  // With new_netns, for a caller without CAP_SYS_ADMIN: the namespace is
+  // owned by a new user namespace (no id mapped in it; the program keeps
+  // its uid outside and gains no capability at exec).
+  bool new_userns = false;
+  // Empties the bounding, inheritable and ambient capability sets, so the
+  // program gains no capability at exec even as uid 0.
+  bool drop_capabilities = false;
+  struct Credentials {
+    uid_t uid;
+    gid_t gid;
+    std::vector<gid_t> groups;  // supplementary groups (setgroups)
+  };
+  std::optional<Credentials> run_as;  // setgroups + setresgid + setresuid
+  bool no_new_privs = false;          // PR_SET_NO_NEW_PRIVS
 };
 
 // Spawns a child and returns once it has exec'd (or reports why not: the

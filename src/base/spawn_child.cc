@@ -2,6 +2,8 @@
 // below is async-signal-safe: raw syscalls on pre-built data only, no
 // allocation, no locks, no logging. Keep it that way (audit point).
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -29,6 +31,15 @@ struct ChildPlan {
   bool new_session;
   bool controlling_tty;
   bool die_with_parent;
+  bool new_netns;
+  bool new_userns;
+  bool drop_capabilities;
+  bool run_as;
+  uid_t uid;
+  gid_t gid;
+  const gid_t* groups;
+  size_t ngroups;
+  bool no_new_privs;
   pid_t parent;
   int err_fd;  // CLOEXEC pipe: the child writes errno on failure
   int devnull;
@@ -40,7 +51,35 @@ struct ChildPlan {
   ::_exit(127);
 }
 
+// Confinement, in the order privilege allows: the namespace and the
+// bounding set need capabilities the credential change then removes.
+void confine(const ChildPlan& p) {
+  if (p.new_netns && ::unshare(CLONE_NEWNET | (p.new_userns ? CLONE_NEWUSER : 0)) < 0) child_fail(p, 8);
+  if (p.drop_capabilities) {
+    for (long c = 0; c < 64; ++c)  // past the kernel's last capability: EINVAL
+      if (::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) child_fail(p, 9);
+    if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) child_fail(p, 9);
+  }
+  // Raw syscalls: glibc's wrappers would try to signal every thread of the
+  // parent (setxid broadcast), which the child does not have.
+  if (p.run_as) {
+    if (::syscall(SYS_setgroups, p.ngroups, p.groups) < 0) child_fail(p, 10);
+    if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) child_fail(p, 10);
+    if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) < 0) child_fail(p, 10);
+  }
+  if (p.drop_capabilities) {
+    // A uid 0 that stays keeps its sets until here; an empty inheritable set
+    // plus the empty bounding set leave exec nothing to grant.
+    __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+    if (::syscall(SYS_capset, &h, d) < 0) child_fail(p, 9);
+  }
+  if (p.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(p, 11);
+}
+
 [[noreturn]] void run_child(const ChildPlan& p) {
+  // Before PR_SET_PDEATHSIG: a change of credentials clears it.
+  confine(p);
   if (p.die_with_parent) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(p, 1);
     if (::getppid() != p.parent) ::_exit(127);  // parent died before prctl
@@ -106,6 +145,15 @@ Result<ChildProcess> spawn(const SpawnSpec& spec) {
                  spec.new_session,
                  spec.controlling_tty,
                  spec.die_with_parent,
+                 spec.new_netns,
+                 spec.new_userns,
+                 spec.drop_capabilities,
+                 spec.run_as.has_value(),
+                 spec.run_as ? spec.run_as->uid : 0,
+                 spec.run_as ? spec.run_as->gid : 0,
+                 spec.run_as ? spec.run_as->groups.data() : nullptr,
+                 spec.run_as ? spec.run_as->groups.size() : 0,
+                 spec.no_new_privs,
                  ::getpid(),
                  err_w.get(),
                  devnull.get()};
@@ -131,7 +179,7 @@ Result<ChildProcess> spawn(const SpawnSpec& spec) {
   while (n < 0 && errno == EINTR);
   if (n == static_cast<ssize_t>(sizeof rec)) {
     (void)child.wait();
-    return fail(Error::sys("exec " + spec.argv[0], rec[1]));
+    return fail(Error::sys((rec[0] >= 8 ? "confine " : "exec ") + spec.argv[0], rec[1]));
   }
   return child;
 }

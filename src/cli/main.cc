@@ -138,7 +138,7 @@ struct Command {
 // Options shared by run and create. Numbers are kept as text and parsed
 // by us, so a bad value gets a clear message naming the flag.
 struct BoxOpts {
-  std::string name, workdir, user, network = "default", isolation = "auto", memory, hostname, entrypoint;
+  std::string name, workdir, user, network = "default", isolation, memory, hostname, entrypoint;
   std::string cpus, pids;
   std::vector<std::string> env, publish, volumes;
   bool detach = false, rm = false, interactive = false, tty = false;
@@ -159,9 +159,9 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("-u,--user", o.user, "User (name|uid[:group|gid])");
   c->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 1g; at least 6m)");
   c->add_option("--cpus", o.cpus, "CPU limit (e.g. 0.5)");
-  c->add_option("--pids-limit", o.pids, "Maximum number of processes");
+  c->add_option("--pids-limit", o.pids, "Maximum number of processes (default 2048; 0: no limit)");
   c->add_option("--network", o.network, "none | default (outbound through user-mode networking)");
-  c->add_option("--isolation", o.isolation, "auto | vm | sandbox");
+  c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
   c->add_option("-h,--hostname", o.hostname, "Hostname inside the box");
   c->add_option("--entrypoint", o.entrypoint, "Override the image's entrypoint");
   c->add_option("-p,--publish", o.publish, "Publish a port: [IP:][HOST_PORT:]GUEST_PORT[/tcp|udp]")
@@ -201,7 +201,7 @@ void check_image_ref(const std::string& ref) {
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
   if (o.network != "none" && o.network != "default")
     die("--network: invalid value \"" + o.network + "\" (want none or default)");
-  if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
+  if (!o.isolation.empty() && o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
     die("--isolation: invalid value \"" + o.isolation + "\" (want auto, vm or sandbox)");
   check_workdir(o.workdir);
   check_image_ref(image);
@@ -233,21 +233,21 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   }
   if (!o.pids.empty()) {
     auto n = cli::parse_integer(o.pids);
-    if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number)");
-    if (*n > 0) c.pids = *n;  // 0: no limit
+    if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number, or 0 for no limit)");
+    c.pids = *n;  // 0: no limit; unset: the default (2048)
   }
   return c;
 }
 
 // SPEC §1: `--isolation auto` says on stderr, the first time, which backend
 // it picked (and `inspect`/`info` say it every time).
-void note_auto_isolation(Runtime& rt) {
+void note_auto_isolation(Runtime& rt, const CreateOptions& opts) {
+  if (rt.isolation_setting(opts.isolation).value_or("") != "auto") return;
   std::string marker = rt.home() + "/.isolation-auto-noted";
   if (::access(marker.c_str(), F_OK) == 0) return;
-  bool kvm = default_isolation() == "vm";
-  std::cerr << "cubby: --isolation auto chose " << (kvm ? "vm (KVM works here)" : "sandbox (no usable /dev/kvm)")
-            << "\n";
-  int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  auto choice = rt.auto_isolation();
+  std::cerr << "cubby: --isolation auto chose " << choice.isolation << " (" << choice.why << ")\n";
+  int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd >= 0) ::close(fd);
 }
 
@@ -267,7 +267,7 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
   auto opts = to_create(o, image, split.command);
   auto rt = open_runtime(g);
   auto box = check(rt.create(opts));
-  if (opts.isolation == "auto") note_auto_isolation(rt);
+  note_auto_isolation(rt, opts);
   if (!is_run) {
     std::cout << box.id << "\n";
     return 0;
@@ -318,7 +318,7 @@ int cmd_shell(const Global& g, const std::vector<std::string>& rest) {
   auto opts = to_create(o, image, {"/bin/sh", "-l"});
   auto rt = open_runtime(g);
   auto box = check(rt.create(opts));
-  if (opts.isolation == "auto") note_auto_isolation(rt);
+  note_auto_isolation(rt, opts);
   auto s = rt.start(box.id, /*hold=*/true);
   if (!s) {
     if (o.rm) (void)rt.remove(box.id, true);

@@ -6,16 +6,20 @@
 //   cubby-fetch pull --home HOME --store STORE [--platform P] REF
 //   cubby-fetch login --home HOME --username USER DOMAIN   (password on stdin)
 #include <curl/curl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/log.h"
 #include "image/registry.h"
+#include "store/store.h"
 
 using namespace cubby;
 using json = nlohmann::json;
@@ -39,11 +43,33 @@ int answer_error(const Error& e) {
   return 1;
 }
 
+// cubby-fetch dies with its caller (a killed `cubby pull` must not leave a
+// fetcher committing an image nobody waits for) and takes its staged work
+// with it. The runtime spawns it with PR_SET_PDEATHSIG(SIGKILL); it turns
+// that into SIGTERM and handles SIGTERM/SIGINT/SIGHUP on a thread of its own
+// (blocked everywhere else before any thread exists), which removes the
+// work areas this process holds and exits.
+void die_with_caller() {
+  static sigset_t stop;
+  sigemptyset(&stop);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop, s);
+  ::pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the caller was alive at exec, or SIGKILL already came
+  std::thread([] {
+    int sig = 0;
+    while (::sigwait(&stop, &sig) != 0) {
+    }
+    image::remove_live_staging_areas();
+    ::_exit(128 + sig);
+  }).detach();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   log::set_prefix("cubby-fetch");
   ::signal(SIGPIPE, SIG_IGN);
+  die_with_caller();
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) return answer_error(Error::internal("curl_global_init failed"));
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return answer_error(Error::invalid("usage: cubby-fetch pull|login ..."));
@@ -67,6 +93,8 @@ int main(int argc, char** argv) {
   if (verb == "pull") {
     auto store = image::ImageStore::open(store_root.empty() ? home + "/images" : store_root);
     if (!store) return answer_error(store.error());
+    // The commit collects what a retagged image leaves: not the layers boxes use.
+    store->set_layers_in_use([home] { return store::Store::layers_in_use(home); });
     image::PullOptions o;
     o.home = home;
     o.platform = platform;

@@ -20,6 +20,7 @@ Result<HelperOutput> run_helper(const std::vector<std::string>& argv, const std:
   SpawnSpec s;
   s.argv = argv;
   s.fds = {input.empty() ? -1 : in_r.get(), out_w.get(), merge_stderr ? out_w.get() : 2};
+  s.die_with_parent = true;  // a helper never outlives the call that waits for it
   auto child = spawn(s);
   if (!child) return fail(child.error().wrap("run " + argv[0]));
   out_w.reset();

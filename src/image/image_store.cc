@@ -15,14 +15,15 @@
 // area tmp/<name>.d, whose owner holds an flock on tmp/<name>.lock for its
 // lifetime. Making things visible (renaming blobs and layer dirs into place,
 // rewriting index.json) and garbage collection happen only while holding an
-// exclusive flock on `lock`. GC is mark-and-sweep from index.json, so
-// anything renamed into blobs/ or layers/ must be referenced by index.json
-// before the lock is released. Readers take the lock shared, so they never
-// see blobs vanish between reading index.json and reading the blobs.
+// exclusive flock on `lock`. GC is mark-and-sweep from index.json plus the
+// layers boxes use (set_layers_in_use, asked under that lock), so anything
+// renamed into blobs/ or layers/ must be referenced by index.json before
+// the lock is released. Readers take the lock shared, so they never see
+// blobs vanish between reading index.json and reading the blobs; the
+// runtime records a new box's layers under the shared lock for the same reason.
 // index.json is replaced atomically (temp file + fsync + rename).
 #include "image/image_store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -32,6 +33,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <mutex>
 #include <set>
 #include <unordered_set>
 
@@ -148,14 +151,7 @@ class StoreLock {
 // shared lock, so every .lock file seen here is either locked by a live
 // owner or abandoned.
 void sweep_tmp(const Paths& p) {
-  DIR* d = ::opendir(p.tmp.c_str());  // glibc opens with O_CLOEXEC
-  if (!d) return;
-  std::vector<std::string> names;
-  while (dirent* de = ::readdir(d)) {
-    std::string n = de->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
+  std::vector<std::string> names = list_dir(p.tmp);
   std::set<std::string> all(names.begin(), names.end());
   for (const auto& n : names) {
     std::string full = p.tmp + "/" + n;
@@ -403,22 +399,11 @@ bool mark(const Paths& p, const json& desc, std::unordered_set<std::string>& blo
   }
 }
 
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* de = ::readdir(d)) {
-    std::string n = de->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  return out;
-}
-
-// Mark-and-sweep of blobs and unpacked layers against index. Call with the
-// store lock held exclusively. Failures are logged: a GC problem never
+// Mark-and-sweep of blobs and unpacked layers against index, keeping the
+// layers in_use names too (see ImageStore::set_layers_in_use). Call with
+// the store lock held exclusively. Failures are logged: a GC problem never
 // undoes a successful change.
-void collect_garbage(const Paths& p, const json& index) {
+void mark_and_sweep(const Paths& p, const json& index, const ImageStore::LayersInUse& in_use) {
   std::unordered_set<std::string> blobs, layers;
   for (const auto& d : index["manifests"]) {
     if (!mark(p, d, blobs, layers)) {
@@ -431,6 +416,13 @@ void collect_garbage(const Paths& p, const json& index) {
     if (::unlink(p.blob(n).c_str()) < 0 && errno != ENOENT)
       LOG_WARN("image store: unlink {}: {}", p.blob(n), std::strerror(errno));
   }
+  if (!in_use) return;  // who else uses a layer is unknown: keep them all
+  auto used = in_use();
+  if (!used) {
+    LOG_WARN("image store: keeping every layer: {}", used.error().message());
+    return;
+  }
+  for (const auto& dir : *used) layers.insert(dir.substr(dir.rfind('/') + 1));
   for (const auto& n : list_dir(p.layers)) {
     if (layers.count(n)) continue;
     // Rename away first so the layer disappears atomically, then delete.
@@ -448,7 +440,28 @@ void collect_garbage(const Paths& p, const json& index) {
   }
 }
 
+// The work areas this process holds, for remove_live_staging_areas().
+std::mutex g_live_areas_mu;
+std::map<std::string, std::string> g_live_areas;  // lock file -> directory
+
+void forget_live_area(const std::string& lock) {
+  std::lock_guard g(g_live_areas_mu);
+  g_live_areas.erase(lock);
+}
+
 }  // namespace
+
+void remove_live_staging_areas() {
+  std::lock_guard g(g_live_areas_mu);
+  for (const auto& [lock, dir] : g_live_areas) {
+    // The process's other threads may still be writing here: each pass
+    // removes what exists, and nothing can be made in a directory already
+    // removed, so a few passes leave nothing (the bound is a backstop).
+    for (int pass = 0; pass < 100 && path_exists(dir); ++pass) (void)remove_tree(dir);
+    ::unlink(lock.c_str());
+  }
+  g_live_areas.clear();
+}
 
 StagingArea::StagingArea(StagingArea&& o) noexcept
     : dir_(std::exchange(o.dir_, {})), lock_path_(std::exchange(o.lock_path_, {})),
@@ -457,6 +470,7 @@ StagingArea::StagingArea(StagingArea&& o) noexcept
 StagingArea::~StagingArea() {
   // Directory first, then the lock file: a sweeper that sees a .d without
   // its .lock may remove it.
+  if (!lock_path_.empty()) forget_live_area(lock_path_);
   if (!dir_.empty()) {
     if (auto r = remove_tree(dir_); !r) LOG_WARN("image store: {}", r.error().message());
   }
@@ -469,13 +483,19 @@ Result<StagingArea> ImageStore::stage(const std::string& kind) {
   Paths p(root_);
   auto store_lock = CUBBY_TRY(StoreLock::acquire(p.lock, false));
   std::string tmpl = p.tmp + "/" + kind + "-XXXXXX.lock";
+  StagingArea w;
+  // Registered from birth, under the registry's lock: a dying process's
+  // remove_live_staging_areas() waits for a creation in progress instead
+  // of missing the area it is making. (Declared after w: it unlocks before
+  // w's destructor takes it again on an error.)
+  std::lock_guard live(g_live_areas_mu);
   UniqueFd fd(::mkostemps(tmpl.data(), 5, O_CLOEXEC));
   if (!fd) return sys_fail("create work area lock in " + p.tmp);
-  StagingArea w;
+  std::string dir = tmpl.substr(0, tmpl.size() - 5) + ".d";
   w.lock_path_ = tmpl;
   w.lock_fd_ = std::move(fd);
+  g_live_areas[tmpl] = dir;
   if (::flock(w.lock_fd_.get(), LOCK_EX | LOCK_NB) < 0) return sys_fail("flock " + tmpl);
-  std::string dir = tmpl.substr(0, tmpl.size() - 5) + ".d";
   if (::mkdir(dir.c_str(), 0700) < 0) return sys_fail("mkdir " + dir);
   // Canonical: unpacking wants a path without symlinks.
   char real[PATH_MAX];
@@ -485,6 +505,7 @@ Result<StagingArea> ImageStore::stage(const std::string& kind) {
     return sys_fail("realpath " + dir, e);
   }
   w.dir_ = real;
+  g_live_areas[tmpl] = w.dir_;
   return w;
 }
 
@@ -566,7 +587,7 @@ Result<ImageInfo> ImageStore::commit(StagingArea& area, const StagedImage& img) 
   };
   auto committed = commit();
   auto on_disk = read_index(p);
-  if (on_disk) collect_garbage(p, *on_disk);
+  if (on_disk) mark_and_sweep(p, *on_disk, layers_in_use_);
   if (!committed) return ctx(committed.error());
   if (!on_disk) return ctx(on_disk.error());
   for (const auto& d : (*on_disk)["manifests"])
@@ -682,7 +703,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
   // GC against what index.json now says: drops the retagged image's
   // unreferenced objects on success, and whatever this import placed on failure.
   auto on_disk = read_index(p);
-  if (on_disk) collect_garbage(p, *on_disk);
+  if (on_disk) mark_and_sweep(p, *on_disk, layers_in_use_);
   sweep_tmp(p);
   if (!committed) return ctx(committed.error());
 
@@ -732,7 +753,7 @@ Result<void> ImageStore::remove(const std::string& ref_or_id) {
       if (kept.size() != index["manifests"].size()) {
         index["manifests"] = std::move(kept);
         if (auto w = write_index(p, index); !w) return fail(w.error().wrap("remove " + ref_or_id));
-        collect_garbage(p, index);
+        mark_and_sweep(p, index, layers_in_use_);
         return {};
       }
     }
@@ -754,7 +775,16 @@ Result<void> ImageStore::remove(const std::string& ref_or_id) {
     if (!drop.count(i)) kept.push_back(ms[i]);
   index["manifests"] = std::move(kept);
   if (auto w = write_index(p, index); !w) return fail(w.error().wrap("remove " + ref_or_id));
-  collect_garbage(p, index);
+  mark_and_sweep(p, index, layers_in_use_);
+  sweep_tmp(p);
+  return {};
+}
+
+Result<void> ImageStore::collect_garbage() {
+  Paths p(root_);
+  auto lock = CUBBY_TRY(StoreLock::acquire(p.lock, true));
+  json index = CUBBY_TRY(read_index(p));
+  mark_and_sweep(p, index, layers_in_use_);
   sweep_tmp(p);
   return {};
 }

@@ -70,6 +70,11 @@ class StagingArea {
   UniqueFd lock_fd_;
 };
 
+// For a process about to die of a signal (cubby-fetch when its caller is
+// gone): removes the work areas it still holds. A writer still running may
+// recreate a file in between; the next commit's sweep takes what is left.
+void remove_live_staging_areas();
+
 // What a pull or load stages for ImageStore::commit. Every blob the manifest
 // names (config, layers) and every layer its config names must be either
 // staged here or already in the store; digests of staged files must already
@@ -104,11 +109,25 @@ class ImageStore {
   // that is also a valid name. Unknown: kNotFound "no such image: X";
   // prefix of several ids: kInvalid "ambiguous ...".
   Result<ImageInfo> resolve(const std::string& ref_or_id);
-  // Untags; removes blobs and unpacked layers no other image references.
-  // By id, an image tagged with several references is kConflict (as docker
-  // rmi without -f): remove it by reference. Does not know about boxes: the
-  // caller must not remove an image whose layers a box still mounts.
+  // Untags; removes blobs, and unpacked layers neither another image nor a
+  // box uses (see set_layers_in_use). By id, an image tagged with several
+  // references is kConflict (as docker rmi without -f): remove it by reference.
   Result<void> remove(const std::string& ref_or_id);
+
+  // What uses layers besides the images in index.json: the runtime answers
+  // with every box record's config.layers (any state: a stopped box mounts
+  // them again at start). Entries are layer directories as layer_dirs()
+  // gives them; their last component (the diff-id hex) is what counts, so a
+  // home spelled another way still matches. Garbage collection (remove,
+  // import, commit, collect_garbage) calls it with the store locked
+  // exclusively, so a box recorded under with_read_lock after layer_dirs()
+  // is always seen. Unset, or failing, no layer is removed (blobs still
+  // are): only a store that knows the boxes may delete what they mount.
+  using LayersInUse = std::function<Result<std::vector<std::string>>()>;
+  void set_layers_in_use(LayersInUse f) { layers_in_use_ = std::move(f); }
+  // Garbage collection on its own, e.g. once the last box of an untagged
+  // image is removed.
+  Result<void> collect_garbage();
 
   // Unpacked layer directories, lowest first (overlay lowerdirs are given
   // highest first: the caller reverses).
@@ -137,6 +156,7 @@ class ImageStore {
  private:
   explicit ImageStore(std::string root) : root_(std::move(root)) {}
   std::string root_;
+  LayersInUse layers_in_use_;
 };
 
 }  // namespace cubby::image

@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "base/error.h"
@@ -25,5 +27,10 @@ bool is_shim_of(pid_t pid, uint64_t start_time, const std::string& box_id);
 // cannot refer to a process that replaced the shim). NotFound if the shim
 // is not alive.
 Result<UniqueFd> open_shim(pid_t pid, uint64_t start_time, const std::string& box_id);
+
+// The box ids named by every live shim on the host, by argv alone (a /proc
+// scan, for the rare paths that have no recorded pid: the orphan sweep).
+// Nullopt if /proc cannot be read.
+std::optional<std::set<std::string>> live_shim_box_ids();
 
 }  // namespace cubby

@@ -4,10 +4,11 @@
 // empty HOST takes a free port from the kernel then), so `inspect` and
 // `cubby port` can say where a port is before the box ever starts. The shim
 // turns mappings into forwarding rules of the box's user-mode network:
-// QEMU's hostfwd for the vm backend, slirp4netns' add_hostfwd for the
-// sandbox backend. Either way the host side is a socket of a helper process
-// in the host's network namespace, which dies with the shim (guarantee 3:
-// ports are freed when the box ends).
+// slirp4netns' add_hostfwd, into the box's network namespace (sandbox) or
+// into QEMU's, where QEMU's hostfwd takes it on to the guest (vm). Either
+// way the host side is a socket of slirp4netns in the host's network
+// namespace, which dies with the shim (guarantee 3: ports are freed when
+// the box ends).
 #pragma once
 
 #include <cstdint>

@@ -8,14 +8,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
+#include <set>
 
 #include "base/fs.h"
 #include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
+#include "hypervisor/kvm_probe.h"
+#include "image/registry_config.h"
 #include "image/fetch_client.h"
 #include "proto/logfile.h"
 #include "proto/messages.h"
@@ -66,11 +70,26 @@ bool valid_name(const std::string& n) {
   return std::regex_match(n, re);
 }
 
+// RFC 1123 host names, at most 64 bytes (the kernel's limit for
+// sethostname): the name also goes into the box's /etc/hosts, where a
+// newline or a space would add an entry of the caller's choosing.
+bool valid_hostname(const std::string& h) {
+  if (h.empty() || h.size() > 64) return false;
+  size_t start = 0;
+  for (;;) {
+    size_t dot = h.find('.', start);
+    std::string_view label(h.data() + start, (dot == std::string::npos ? h.size() : dot) - start);
+    if (label.empty() || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    if (dot == std::string::npos) return true;
+    start = dot + 1;
+  }
+}
+
 proto::UnixTransport agent_transport(const std::string& box_dir) { return {box_dir, kAgentSocket}; }
 
 }  // namespace
-
-std::string default_isolation() { return ::access("/dev/kvm", R_OK | W_OK) == 0 ? "vm" : "sandbox"; }
 
 std::string default_home() {
   if (const char* h = std::getenv("CUBBY_HOME"); h && *h) return h;
@@ -101,8 +120,12 @@ Result<Runtime> Runtime::open(Options opts) {
   if (!db) return std::unexpected(db.error());
   auto images = image::ImageStore::open(home + "/images");
   if (!images) return std::unexpected(images.error());
+  // Image GC keeps every layer a box record names. It asks on a connection
+  // of its own, when it runs (under the image store's lock).
+  images->set_layers_in_use([home] { return store::Store::layers_in_use(home); });
   Runtime rt(std::move(home), std::move(bin), std::move(*db), std::move(*images));
   CUBBY_TRYV(rt.reconcile());
+  CUBBY_TRYV(rt.sweep_orphans());
   return rt;
 }
 
@@ -121,12 +144,46 @@ void Runtime::release_leftovers(const std::string& id) {
 Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
   if (!b.shim_pid || !b.shim_start) return {};
   // Compare-and-set: only the reconciler that flips the record cleans up.
-  auto won = CUBBY_TRY(db_.mark_ended(b.id, *b.shim_pid, *b.shim_start, BoxStatus::kExited, std::nullopt, why));
+  // A --rm box goes straight to `removing`: nothing can start it meanwhile.
+  bool remove = b.config.value("auto_remove", false);
+  auto won = CUBBY_TRY(db_.mark_ended(b.id, *b.shim_pid, *b.shim_start,
+                                      remove ? BoxStatus::kRemoving : BoxStatus::kExited, std::nullopt, why));
   if (!won) return {};
   release_leftovers(b.id);
-  if (b.config.value("auto_remove", false)) {
-    (void)db_.delete_box(b.id);
-    (void)remove_tree(box_dir(b.id));
+  if (remove) CUBBY_TRYV(finish_removal(b));
+  return {};
+}
+
+Result<void> Runtime::finish_removal(const BoxRecord& b) {
+  CUBBY_TRYV(db_.finish_removal(b.id, box_dir(b.id)));
+  // The last box of an untagged image held its layers; they can go now.
+  if (!images_.resolve("sha256:" + b.image_id)) {
+    if (auto gc = images_.collect_garbage(); !gc) LOG_WARN("image garbage collection: {}", gc.error().message());
+  }
+  return {};
+}
+
+Result<void> Runtime::sweep_orphans() {
+  std::vector<std::string> dirs = list_dir(home_ + "/boxes");
+  std::erase_if(dirs, [](const std::string& n) {
+    return n.size() != 32 || n.find_first_not_of("0123456789abcdef") != std::string::npos;
+  });
+  if (dirs.empty()) return {};
+  // The records are read after the directory: a box created meanwhile
+  // (record first) is in this list if its directory was in that one.
+  auto ids = CUBBY_TRY(db_.box_ids());
+  std::set<std::string> known(ids.begin(), ids.end());
+  std::erase_if(dirs, [&](const std::string& n) { return known.count(n) != 0; });
+  if (dirs.empty()) return {};
+  auto shims = live_shim_box_ids();
+  if (!shims) return {};
+  for (const auto& id : dirs) {
+    if (shims->count(id)) {  // an older cubby's rm lost it to a start: not ours to break
+      LOG_WARN("box directory {} has no record but a live shim; left alone", box_dir(id));
+      continue;
+    }
+    release_leftovers(id);
+    if (auto r = remove_tree(box_dir(id)); !r) LOG_WARN("orphaned box directory: {}", r.error().message());
   }
   return {};
 }
@@ -201,8 +258,7 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
 // create / start
 
 Result<BoxRecord> Runtime::create(const CreateOptions& o) {
-  if (o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
-    return fail(Error::invalid("invalid --isolation \"" + o.isolation + "\" (want auto, vm or sandbox)"));
+  const std::string setting = CUBBY_TRY(isolation_setting(o.isolation));
   if (o.network != "none" && o.network != "default")
     return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none or default)"));
   if (!o.name.empty() && !valid_name(o.name))
@@ -212,13 +268,23 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     return fail(Error::invalid("--memory must be at least 6MB"));
   if (o.cpus && !(*o.cpus >= 0.01 && *o.cpus <= 1024))  // also refuses NaN
     return fail(Error::invalid("invalid --cpus " + std::to_string(*o.cpus) + ": want a number from 0.01 to 1024"));
-  if (o.pids && *o.pids <= 0) return fail(Error::invalid("--pids-limit must be positive"));
-  const std::string isolation = o.isolation == "auto" ? default_isolation() : o.isolation;
+  if (o.pids && (*o.pids < 0 || *o.pids > kMaxPidsLimit))
+    return fail(Error::invalid("invalid --pids-limit " + std::to_string(*o.pids) + ": want 1 to " +
+                               std::to_string(kMaxPidsLimit) + ", or 0 for no limit"));
+  if (!o.hostname.empty() && !valid_hostname(o.hostname))
+    return fail(Error::invalid("invalid --hostname \"" + o.hostname.substr(0, 80) + (o.hostname.size() > 80 ? "..." : "") +
+                               "\": want 1 to 64 characters of letters, digits, '-' and '.', in labels that "
+                               "neither start nor end with '-'"));
+  const std::string isolation = setting == "auto" ? auto_isolation().isolation : setting;
   auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
   // virtiofs needs a virtiofsd per box and a modern virtio transport; until
   // the vm backend has both, refuse here rather than boot a box without them.
   if (!mounts.empty() && isolation == "vm")
     return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+  // --isolation vm never falls back (SPEC §1): where KVM cannot boot the
+  // guest and TCG was not asked for, refuse before anything is created.
+  if (isolation == "vm")
+    CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
 
   auto found = images_.resolve(o.image);
   if (!found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
@@ -268,13 +334,17 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.mounts = std::move(mounts);
   spec.memory = o.memory;
   spec.cpus = o.cpus;
-  spec.pids = o.pids;
+  // A fork bomb in a box must not exhaust the host's pids: podman's default
+  // (where cubby can set limits at all: rootless has no cgroup delegation yet).
+  if (!o.pids)
+    spec.pids = ::geteuid() == 0 ? std::optional<int64_t>(kDefaultPidsLimit) : std::nullopt;
+  else if (*o.pids > 0)
+    spec.pids = o.pids;
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;
   if (o.tty && std::none_of(spec.env.begin(), spec.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; }))
     spec.env.push_back(std::string("TERM=") + (std::getenv("TERM") ? std::getenv("TERM") : "xterm"));
-  spec.layers = CUBBY_TRY(images_.layer_dirs(img));
 
   BoxRecord b;
   b.id = random_id();
@@ -282,16 +352,19 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   spec.hostname = o.hostname.empty() ? b.id.substr(0, 12) : o.hostname;
   b.image = img.ref;
   b.image_id = img.id;
-  // auto picks vm only where KVM works (the vm backend itself refuses to
-  // run without KVM unless CUBBY_VM_ACCEL=tcg).
-  // auto picks vm only where KVM works (SPEC §1); vm never falls back.
   b.isolation = isolation;
   b.created_at = now_rfc3339();
-  b.config = spec;
-  // The record first: if we are killed right after, the box exists as
-  // `created` and start()/rm work on it; a directory without a record
-  // could never be found again.
-  CUBBY_TRYV(db_.insert_box(b));
+  // The layers are looked up and recorded under the image store's shared
+  // lock: its garbage collection (exclusive) runs either before (they are
+  // missing: an error here) or after the record names them (kept).
+  CUBBY_TRYV(images_.with_read_lock([&]() -> Result<void> {
+    spec.layers = CUBBY_TRY(images_.layer_dirs(img));
+    b.config = spec;
+    // The record first: if we are killed right after, the box exists as
+    // `created` and start()/rm work on it; a directory without a record is
+    // an orphan (swept at open).
+    return db_.insert_box(b);
+  }));
   CUBBY_TRYV(mkdir_p(box_dir(b.id), 0700));
   return b;
 }
@@ -299,6 +372,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
 Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
+  if (b.status == BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
   ShimConfig cfg;
   cfg.home = home_;
   cfg.box_id = b.id;
@@ -306,6 +380,13 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   cfg.agent_path = bin_dir_ + "/cubby-agent";
   cfg.isolation = b.isolation;
   cfg.hold = hold;
+  if (const char* t = std::getenv("CUBBY_BOOT_TIMEOUT"); t && *t) {
+    char* end = nullptr;
+    double sec = std::strtod(t, &end);
+    if (*end || !(sec > 0 && sec <= 86400))
+      return fail(Error::invalid(std::string("invalid CUBBY_BOOT_TIMEOUT \"") + t + "\" (want seconds, up to 86400)"));
+    cfg.boot_timeout_ms = std::max<int64_t>(1, static_cast<int64_t>(sec * 1000));
+  }
   cfg.spec = b.config.get<BoxSpec>();
   CUBBY_TRYV(mkdir_p(cfg.box_dir, 0700));
   auto shim = CUBBY_TRY(launch_shim(bin_dir_ + "/" + kShimName, b.id, cfg.box_dir + "/shim.log"));
@@ -490,15 +571,24 @@ Result<void> Runtime::kill(const std::string& ref, int sig) {
 
 Result<void> Runtime::remove(const std::string& ref, bool force) {
   auto b = CUBBY_TRY(resolve(ref));
-  if (b.status == BoxStatus::kRunning) {
-    if (!force)
-      return fail(Error::conflict("cannot remove running box " + b.name + ": stop it first or use rm -f"));
-    CUBBY_TRYV(stop_record(b, std::chrono::milliseconds(0)));
+  // Each pass acts on the record as read. Losing the compare-and-set to
+  // `removing` means it changed (a `start` won, its shim ended it): read it
+  // again and decide again, so a box that became running is never removed
+  // without -f, and with -f is stopped first.
+  for (int pass = 0;; ++pass) {
+    if (b.status == BoxStatus::kRunning) {
+      if (!force)
+        return fail(Error::conflict("cannot remove running box " + b.name + ": stop it first or use rm -f"));
+      if (pass >= 8) return fail(Error::conflict("box " + b.name + " keeps being started; not removed"));
+      CUBBY_TRYV(stop_record(b, std::chrono::milliseconds(0)));
+    } else if (CUBBY_TRY(db_.mark_removing(b))) {
+      release_leftovers(b.id);
+      return finish_removal(b);
+    }
+    auto now = CUBBY_TRY(db_.get_box(b.id));
+    if (!now) return {};  // removed meanwhile (its shim's --rm, another rm)
+    b = std::move(*now);
   }
-  CUBBY_TRYV(db_.delete_box(b.id));
-  release_leftovers(b.id);
-  CUBBY_TRYV(remove_tree(box_dir(b.id)));
-  return {};
 }
 
 Result<BoxRecord> Runtime::wait(const std::string& ref) {
@@ -575,15 +665,50 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
 
 // ---------------------------------------------------------------------------
 
+Result<std::string> Runtime::isolation_setting(const std::string& requested) const {
+  std::string value = requested, from = "--isolation";
+  if (value.empty()) {
+    if (const char* e = std::getenv("CUBBY_ISOLATION"); e && *e) {
+      value = e;
+      from = "CUBBY_ISOLATION";
+    }
+  }
+  if (value.empty()) {
+    // config.json is the registry configuration's file too; only this key is read here.
+    if (auto text = read_file(image::config_path(home_), 1 << 20)) {
+      auto j = Json::parse(*text, nullptr, false);
+      if (auto it = j.is_object() ? j.find("isolation") : j.end(); it != j.end()) {
+        from = image::config_path(home_) + " \"isolation\"";
+        if (!it->is_string()) return fail(Error::invalid(from + " must be a string (auto, vm or sandbox)"));
+        value = it->get<std::string>();
+      }
+    }
+  }
+  if (value.empty()) return std::string("auto");
+  if (value != "auto" && value != "sandbox" && value != "vm")
+    return fail(Error::invalid("invalid " + from + " \"" + value + "\" (want auto, vm or sandbox)"));
+  return value;
+}
+
+IsolationChoice Runtime::auto_isolation() const {
+  const auto& kvm = hypervisor::probe(home_);
+  if (kvm.usable) return {"vm", "KVM works here"};
+  return {"sandbox", kvm.reason};
+}
+
 Json Runtime::info() {
-  bool kvm = ::access("/dev/kvm", R_OK | W_OK) == 0;
+  const auto& kvm = hypervisor::probe(home_);
+  auto setting = isolation_setting("");
+  IsolationChoice chosen = auto_isolation();
+  if (setting && *setting != "auto") chosen = {*setting, "set by CUBBY_ISOLATION or config.json"};
   bool vsock = ::access("/dev/vhost-vsock", R_OK | W_OK) == 0;
   auto cg = sandbox::detect_cgroup_version();
   return {{"version", CUBBY_VERSION},
           {"home", home_},
-          {"kvm", kvm},
+          {"kvm", {{"present", kvm.present}, {"usable", kvm.usable}, {"kind", kvm.kind}, {"reason", kvm.reason}}},
           {"vhost_vsock", vsock},
-          {"default_isolation", default_isolation()},
+          {"default_isolation", chosen.isolation},
+          {"default_isolation_reason", chosen.why},
           {"isolations", Json::array({"sandbox", "vm"})},
           {"cgroup_version", cg == sandbox::CgroupVersion::kV2 ? Json(2) : cg == sandbox::CgroupVersion::kV1 ? Json(1) : Json(nullptr)},
           {"rootless", ::geteuid() != 0},

@@ -22,6 +22,11 @@
 
 namespace cubby {
 
+// A box's pids limit when none is asked for (podman's default), and the
+// largest one accepted (the kernel's PID_MAX_LIMIT).
+inline constexpr int64_t kDefaultPidsLimit = 2048;
+inline constexpr int64_t kMaxPidsLimit = 4194304;
+
 struct CreateOptions {
   std::string image;
   std::string name;
@@ -32,13 +37,21 @@ struct CreateOptions {
   std::vector<std::string> volumes;                    // -v SRC:DST[:ro|rw], SRC an existing host path
   std::string cwd, user, hostname;
   std::string network = "default";
-  std::string isolation = "auto";
+  // "auto", "vm", "sandbox", or "" for the configured default (Runtime::isolation_setting).
+  std::string isolation;
   std::optional<int64_t> memory;
   std::optional<double> cpus;
-  std::optional<int64_t> pids;
+  std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit
   bool auto_remove = false;
   bool interactive = false;
   bool tty = false;
+};
+
+// What `--isolation auto` picks on this host, and why (SPEC §1): "vm" only
+// where the KVM probe (hypervisor/kvm_probe.h) says KVM can boot the guest.
+struct IsolationChoice {
+  std::string isolation;  // "vm" or "sandbox"
+  std::string why;        // "KVM works here", or the probe's reason
 };
 
 struct ExecRequest {
@@ -135,6 +148,11 @@ class Runtime {
   const std::string& home() const { return home_; }
   std::string box_dir(const std::string& id) const { return home_ + "/boxes/" + id; }
   nlohmann::json info();
+  // The isolation a box asked for resolves to: `requested` if given, else
+  // $CUBBY_ISOLATION, else config.json's "isolation", else "auto". An
+  // unknown value is an error naming where it came from.
+  Result<std::string> isolation_setting(const std::string& requested) const;
+  IsolationChoice auto_isolation() const;
   // The JSON objects of `ls --format json` / `inspect` (SPEC §4 keys).
   static nlohmann::json to_json(const store::BoxRecord& b, bool detailed);
 
@@ -142,6 +160,11 @@ class Runtime {
   Runtime(std::string home, std::string bin_dir, store::Store db, image::ImageStore images)
       : home_(std::move(home)), bin_dir_(std::move(bin_dir)), db_(std::move(db)), images_(std::move(images)) {}
   Result<void> end_dead_box(const store::BoxRecord& b, const std::string& why);
+  // After a won mark_removing: directory, record, then image GC if the box
+  // held the last use of its image's layers.
+  Result<void> finish_removal(const store::BoxRecord& b);
+  // Removes box directories that have no record (and no live shim).
+  Result<void> sweep_orphans();
   void release_leftovers(const std::string& id);
   Result<void> stop_record(const store::BoxRecord& b, std::chrono::milliseconds grace);
   Result<ExecResult> attach_record(const store::BoxRecord& b, const StdioFds& io, bool start);
@@ -154,7 +177,5 @@ class Runtime {
 // The default home: $CUBBY_HOME, else /var/lib/cubby for root, else
 // ~/.local/share/cubby.
 std::string default_home();
-// What --isolation auto picks here: "vm" where /dev/kvm is usable, else "sandbox".
-std::string default_isolation();
 
 }  // namespace cubby

@@ -55,6 +55,7 @@ Result<Mount> parse_volume(std::string_view spec) {
   if (m.target == "/") return fail(bad(spec, "cannot mount over the box's root \"/\""));
   if (m.target == "/proc" || m.target.starts_with("/proc/") || m.target == "/sys" || m.target.starts_with("/sys/"))
     return fail(bad(spec, "/proc and /sys belong to the box; mount somewhere else"));
+  if (m.target == "/dev") return fail(bad(spec, "/dev belongs to the box (a mount over it hides /dev/null and the terminal); mount a path below it or somewhere else"));
   if (parts.size() == 3) {
     std::string_view opt = parts[2];
     if (opt == "ro") m.read_only = true;

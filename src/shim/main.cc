@@ -14,6 +14,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <deque>
 
@@ -66,6 +67,19 @@ class DiagTail {
     if (auto p = line.find(" error: "); p != std::string::npos) line = line.substr(p + 8);
     return line;
   }
+  // QEMU's own complaints ("qemu-system-x86_64: ..." or "qemu: ..." lines: it failed to
+  // start or aborted), as one line; "" if it made none.
+  std::string vmm_error() const {
+    std::string out;
+    for (size_t at = 0; at < text_.size();) {
+      size_t nl = text_.find('\n', at);
+      std::string line = text_.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+      at = nl == std::string::npos ? text_.size() : nl + 1;
+      std::erase(line, '\r');
+      if (line.starts_with("qemu-system-") || line.starts_with("qemu: ")) out += (out.empty() ? "" : "; ") + line;
+    }
+    return out;
+  }
   // The last n lines (the VM console's last words), oldest first.
   std::string last_lines(size_t n) const {
     std::string t = text_;
@@ -99,19 +113,24 @@ struct Shim {
 };
 
 // Waits for the agent's hello, or for the box to die first.
-enum class Boot { kReady, kDied };
+enum class Boot { kReady, kDied, kTimedOut };
 // Handshake, then (unless the workload is held for an attach) let the
 // workload start and wait until the agent says it runs.
-Result<Boot> await_agent(shim::BoxInstance& box, const std::string& box_dir, DiagTail& diag, bool hold) {
+Result<Boot> await_agent(shim::BoxInstance& box, const std::string& box_dir, DiagTail& diag, bool hold,
+                         std::chrono::milliseconds backstop) {
   proto::UnixTransport t(box_dir, shim::kAgentSocket);
   auto fd = CUBBY_TRY(t.connect());  // queued in the backlog even if the agent is not serving yet
   proto::Conn conn(std::move(fd));
   CUBBY_TRYV(conn.send({{"t", proto::msg::kHello}, {"v", proto::kVersion}, {"min", proto::kMinVersion}}));
+  const auto deadline = std::chrono::steady_clock::now() + backstop;
   for (;;) {
     int fds[3] = {conn.fd(), box.pidfd(), box.diag_fd()};
     int n = box.diag_fd() >= 0 ? 3 : 2;
-    // No boot budget: readiness is the hello, and liveness is the pidfd.
-    int which = CUBBY_TRY(sys::wait_any_readable(std::span<const int>(fds, n), sys::kForever));
+    // Readiness is the hello and liveness is the pidfd; the deadline is only
+    // the large backstop for a guest that neither answers nor dies.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    int which = CUBBY_TRY(sys::wait_any_readable(std::span<const int>(fds, n), std::max(left, std::chrono::milliseconds(0))));
+    if (which < 0) return Boot::kTimedOut;
     if (which == 2) {
       diag.drain(box.diag_fd());
       continue;
@@ -219,12 +238,12 @@ int run_shim(const std::string& box_id) {
   }
 
   auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err) {
-    auto r = db->mark_ended(box_id, sh.self, sh.self_start, st, code, err);
+    // A --rm box goes to `removing` in the same compare-and-set, then loses
+    // its directory, then its record: a crash between leaves what rm finishes.
+    bool remove = sh.cfg.spec.auto_remove;
+    auto r = db->mark_ended(box_id, sh.self, sh.self_start, remove ? store::BoxStatus::kRemoving : st, code, err);
     if (!r) LOG_ERROR("record exit: {}", r.error().message());
-    if (sh.cfg.spec.auto_remove) {
-      (void)db->delete_box(box_id);
-      (void)remove_tree(sh.cfg.box_dir);
-    }
+    else if (*r && remove) (void)db->finish_removal(box_id, sh.cfg.box_dir);
   };
 
   // A published port another process holds: one clear line, before any
@@ -254,7 +273,7 @@ int run_shim(const std::string& box_id) {
   }
   bool stopped = false;
 
-  auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold);
+  auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));
   if (boot && *boot == Boot::kReady) {
     if (sh.cfg.hold) {
       if (auto r = box.allow_start(); !r) LOG_WARN("start workload: {}", r.error().message());
@@ -265,21 +284,36 @@ int run_shim(const std::string& box_id) {
   } else if (!boot) {
     LOG_ERROR("boot: {}", boot.error().message());
     (void)box.kill();
+  } else if (*boot == Boot::kTimedOut) {
+    LOG_ERROR("boot: no handshake within {} ms: killing the box", sh.cfg.boot_timeout_ms);
+    (void)box.kill();
   }
   diag.drain(box.diag_fd());
   auto status = box.reap();
   box.cleanup();
   int code = status ? status->shell_code() : 125;
   std::string err;
-  if (!boot || *boot == Boot::kDied) {
+  if (boot && *boot == Boot::kTimedOut) {
+    // A cubby failure, not the workload's status: the SIGKILL was ours.
+    code = 125;
+    std::string last = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
+    err = "the box did not come up within " + std::to_string(sh.cfg.boot_timeout_ms / 1000.0).substr(0, 6) +
+          " s (its agent never answered; the backstop is CUBBY_BOOT_TIMEOUT)" +
+          (last.empty() ? std::string() : "; last console lines:\n" + last);
+    sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
+  } else if (!boot || *boot == Boot::kDied) {
     // The box ended before (or instead of) its handshake; a clean exit 0
-    // is success, anything else carries the agent's last words.
+    // is success, anything else carries the agent's last words (for a VMM
+    // that failed to start, its own one-line message).
     if (code != 0) {
-      err = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
+      if (sh.cfg.isolation == "vm") err = diag.vmm_error();
+      if (err.empty()) err = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
       if (err.empty()) err = box.failure_hint();
       if (err.empty()) err = "box exited during start";
     }
     sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
+  } else {
+    err = box.failure_hint();  // a VMM that died on its own after start says so in inspect
   }
   record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err);
   return 0;

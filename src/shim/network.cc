@@ -59,7 +59,7 @@ Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
 
 }  // namespace
 
-Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid, const std::string& box_dir,
+Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
                                                     const std::vector<PortMapping>& ports) {
   std::string helper = user_network_helper();
   if (helper.empty()) return fail(Error::invalid("slirp4netns is not installed (apt-get install slirp4netns)"));
@@ -67,8 +67,11 @@ Result<std::unique_ptr<Network>> start_user_network(pid_t box_pid, const std::st
   auto [exit_r, exit_w] = CUBBY_TRY(sys::make_pipe());
   SpawnSpec s;
   // fds 3 and 4 in the helper: ready and exit pipes.
-  s.argv = {helper, "--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3", "--exit-fd=4",
-            std::string("--api-socket=") + kApiSocket, std::to_string(box_pid), "tap0"};
+  // The API socket is bound before --enable-sandbox pivots into an empty
+  // root, so its relative path is resolved here, in box_dir, once.
+  s.argv = {helper, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+            "--ready-fd=3", "--exit-fd=4", std::string("--api-socket=") + kApiSocket, std::to_string(netns_pid),
+            "tap0"};
   s.cwd = box_dir;  // a relative API socket path never hits sun_path's 108 bytes
   s.fds = {-1, -1, 2, ready_w.get(), exit_r.get()};
   s.die_with_parent = true;

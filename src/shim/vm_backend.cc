@@ -10,6 +10,11 @@
 // Root filesystem: a cached read-only ext4 of the image's flattened layers
 // plus a per-box writable ext4 (shim/vm_disk.h), both virtio-blk, found in
 // the guest by label and joined there by overlayfs.
+//
+// QEMU parses everything the guest sends, so it runs confined: a uid and gid
+// of its own with no capabilities and no_new_privs, QEMU's seccomp sandbox,
+// and a network namespace of its own (see launch()). It opens nothing by a
+// path in the home: its disks, kernel and initramfs arrive as fds.
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -32,9 +37,11 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
+#include "hypervisor/kvm_probe.h"
 #include "proto/mux.h"
 #include "proto/transport.h"
 #include "shim/backend.h"
+#include "shim/network.h"
 #include "shim/vm_disk.h"
 
 namespace cubby::shim {
@@ -42,6 +49,56 @@ namespace {
 
 namespace mux = proto::mux;
 using proto::Json;
+
+// QEMU's uid and gid: this base plus the shim's pid, so unique among live
+// boxes (QEMU never outlives its shim: PDEATHSIG). No host file is owned by
+// it and no other process runs as it, so a guest that took QEMU over can
+// neither read nor signal nor ptrace another box's QEMU (a shared "nobody"
+// could: this kernel has no Yama). The range sits above systemd's container
+// uid range (0x00080000-0x6fffffff).
+constexpr uid_t kVmmIdBase = 0x70000000;
+
+// Within QEMU's own network namespace, -p mapping i arrives from the
+// slirp4netns uplink on this port plus i (unprivileged: QEMU has no
+// CAP_NET_BIND_SERVICE) and QEMU's hostfwd takes it on to the guest.
+constexpr uint16_t kUplinkPortBase = 10000;
+
+// QEMU's seccomp filter: its default deny list plus no obsolete syscalls, no
+// set*id, no fork/exec and no scheduler or priority changes.
+constexpr const char* kQemuSandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+// A value inside one of QEMU's "key=value,..." options: commas are doubled.
+std::string qemu_opt_value(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    out += c;
+    if (c == ',') out += ',';
+  }
+  return out;
+}
+
+// Who QEMU runs as. Under KVM it must open /dev/kvm (QEMU 7.2 takes no fd
+// for it): through the device's group when that group may read and write
+// it (Debian's udev rule: root:kvm 0660); a root-only node leaves QEMU uid 0,
+// still without a capability, so with no more than the owner's rights.
+std::optional<SpawnSpec::Credentials> vmm_credentials(const std::string& accel) {
+  auto id = static_cast<uid_t>(kVmmIdBase + static_cast<uid_t>(::getpid()));
+  SpawnSpec::Credentials c{id, id, {}};
+  if (accel != "kvm") return c;
+  struct stat st;
+  if (::stat("/dev/kvm", &st) == 0 && (st.st_mode & 060) == 060 && st.st_gid != 0) {
+    c.groups.push_back(st.st_gid);
+    return c;
+  }
+  LOG_WARN("/dev/kvm is not group read-write: QEMU keeps uid 0 (without capabilities)");
+  return std::nullopt;
+}
+
+Result<UniqueFd> open_for_qemu(const std::string& path, int flags) {
+  UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
+  if (!fd) return sys_fail("open " + path);
+  return fd;
+}
 
 std::string host_tsc_khz() {
   std::ifstream f("/proc/cpuinfo");
@@ -55,19 +112,6 @@ std::string host_tsc_khz() {
     }
   }
   return "";
-}
-
-// Which accelerator this host allows, or why none.
-Result<std::string> pick_accel() {
-  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd >= 0) {
-    ::close(fd);
-    return std::string("kvm");
-  }
-  const char* a = getenv("CUBBY_VM_ACCEL");
-  if (a && std::string(a) == "tcg") return std::string("tcg");
-  return fail(Error::invalid(std::string("--isolation vm needs KVM, and /dev/kvm is not usable here (") +
-                             std::strerror(errno) + "); set CUBBY_VM_ACCEL=tcg to run the VM under slow emulation"));
 }
 
 // The host half of the session multiplexer (a thread of the shim).
@@ -284,9 +328,12 @@ class VmInstance : public BoxInstance {
     if (!st) return st;
     int code = mux_ ? mux_->exit_code() : -1;
     if (code >= 0) return ExitStatus{code, 0, false};
-    if (st->signaled) return *st;
-    hint_ = "the VM ended before its agent reported an exit code (qemu exited with status " +
-            std::to_string(st->code) + "; a guest kernel that cannot boot ends this way)";
+    if (st->signaled && killed_) return *st;  // our SIGKILL (kill, stop's grace over): Docker's 137
+    // QEMU failed or aborted on its own (e.g. SIGABRT on a KVM it cannot
+    // drive): a cubby error, never passed off as the workload's status.
+    hint_ = "the VM ended before its agent reported an exit code (qemu " +
+            (st->signaled ? "was killed by signal " + std::to_string(st->signal) : "exited with status " + std::to_string(st->code)) +
+            "; a guest kernel that cannot boot ends this way)";
     LOG_WARN("{}", hint_);
     return ExitStatus{125, 0, false};
   }
@@ -301,7 +348,10 @@ class VmInstance : public BoxInstance {
     mux_->control({{"t", "signal"}, {"sig", sig}});
     return {};
   }
-  Result<void> kill() override { return qemu_.signal(SIGKILL); }
+  Result<void> kill() override {
+    killed_ = true;
+    return qemu_.signal(SIGKILL);
+  }
 
   void cleanup() override {
     if (!reaped_ && qemu_.valid()) {
@@ -313,14 +363,17 @@ class VmInstance : public BoxInstance {
       mux_->join(true);
       mux_.reset();
     }
+    net_.reset();
     ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
   }
   ~VmInstance() override { cleanup(); }
 
   std::string box_dir_;
   ChildProcess qemu_;
+  std::unique_ptr<Network> net_;  // --network default: the uplink of QEMU's namespace
   UniqueFd diag_;
   bool reaped_ = false;
+  bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
   std::unique_ptr<HostMux> mux_;
 };
@@ -332,7 +385,7 @@ class VmBackend : public Backend {
     // create() refuses these already; a record from elsewhere must not boot without its volumes.
     if (!spec.mounts.empty())
       return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
-    std::string accel = CUBBY_TRY(pick_accel());
+    std::string accel = CUBBY_TRY(hypervisor::choose_accel(hypervisor::probe(cfg.home), getenv("CUBBY_VM_ACCEL")));
     std::string qemu = find_program("qemu-system-x86_64");
     if (qemu.empty()) return fail(Error::invalid("--isolation vm needs qemu-system-x86_64 (apt-get install qemu-system-x86)"));
     std::string assets = getenv("CUBBY_VM_ASSETS") ? getenv("CUBBY_VM_ASSETS")
@@ -343,6 +396,17 @@ class VmBackend : public Backend {
         return fail(Error::invalid("vm guest asset " + f + " is missing (build the cubby-vm-assets target)"));
     std::string disk = CUBBY_TRY(image_disk(cfg.home, spec.layers));
     std::string rw = CUBBY_TRY(box_disk(cfg.box_dir));
+    // QEMU's fds 4-8 (see s.fds). A disk is an fd set (-add-fd: QEMU dups
+    // an fd of the set whose access mode matches, never reopens the file;
+    // `opaque` names it for people and for leak checks). The writable disk's
+    // set also holds a read-only fd, which QEMU asks for as well. Kernel
+    // and initramfs go by /proc/self/fd, which needs only the files' own
+    // read bits, not every directory above them.
+    auto disk_fd = CUBBY_TRY(open_for_qemu(disk, O_RDONLY));
+    auto rw_fd = CUBBY_TRY(open_for_qemu(rw, O_RDWR));
+    auto rw_ro_fd = CUBBY_TRY(open_for_qemu(rw, O_RDONLY));
+    auto kernel_fd = CUBBY_TRY(open_for_qemu(kernel, O_RDONLY));
+    auto initrd_fd = CUBBY_TRY(open_for_qemu(initrd, O_RDONLY));
 
     auto inst = std::make_unique<VmInstance>();
     inst->box_dir_ = cfg.box_dir;
@@ -366,29 +430,67 @@ class VmBackend : public Backend {
     if (accel == "kvm") s.argv.insert(s.argv.end(), {"-cpu", "host"});
     s.argv.insert(s.argv.end(),
                   {"-m", std::to_string(mem_mib), "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config",
-                   "-no-reboot", "-nographic", "-kernel", kernel, "-initrd", initrd, "-append", append,
-                   "-chardev", "socket,id=c0,fd=3", "-device", "virtio-serial-device", "-device",
-                   std::string("virtserialport,chardev=c0,name=") + mux::kPortName, "-serial", "stdio", "-drive",
-                   "id=d0,file=" + disk + ",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
-                   "-drive", "id=d1,file=" + rw + ",format=raw,if=none,discard=unmap", "-device",
-                   "virtio-blk-device,drive=d1",
+                   "-no-reboot", "-nographic", "-sandbox", kQemuSandbox, "-kernel", "/proc/self/fd/6", "-initrd",
+                   "/proc/self/fd/7", "-append", append, "-chardev", "socket,id=c0,fd=3", "-device",
+                   "virtio-serial-device", "-device", std::string("virtserialport,chardev=c0,name=") + mux::kPortName,
+                   "-serial", "stdio", "-add-fd", "fd=4,set=1,opaque=" + qemu_opt_value(disk), "-drive",
+                   "id=d0,file=/dev/fdset/1,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
+                   "-add-fd", "fd=5,set=2,opaque=" + qemu_opt_value(rw), "-add-fd",
+                   "fd=8,set=2,opaque=" + qemu_opt_value(rw), "-drive",
+                   "id=d1,file=/dev/fdset/2,format=raw,if=none,discard=unmap", "-device", "virtio-blk-device,drive=d1",
                    // Free page reporting: the guest hands pages it frees back
                    // to QEMU, which discards them, so an idle box's RSS is what
                    // the guest uses rather than everything it ever touched.
                    "-device", "virtio-balloon-device,free-page-reporting=on"});
-    if (spec.network == "default") {  // QEMU user networking; -p is hostfwd to the guest's 10.0.2.15
+    // --network default: QEMU's user networking (slirp) in QEMU's own
+    // network namespace. slirp maps the guest's 10.0.2.2 to 127.0.0.1, and
+    // there that is the namespace's empty loopback, never the host's (QEMU
+    // 7.2 cannot turn the mapping off). The namespace's way out is
+    // slirp4netns, attached below exactly as to a sandbox box, with
+    // --disable-host-loopback. -p mapping i: slirp4netns forwards the host
+    // port to kUplinkPortBase + i in the namespace, QEMU's hostfwd from there
+    // to the guest's 10.0.2.15.
+    std::vector<PortMapping> uplink;
+    if (spec.ports.size() > 65535u - kUplinkPortBase)
+      return fail(Error::invalid("--isolation vm publishes at most " + std::to_string(65535u - kUplinkPortBase) +
+                                 " ports"));
+    if (spec.network == "default") {
       std::string netdev = "user,id=n0";
-      for (const auto& p : spec.ports)
-        netdev += ",hostfwd=" + p.proto + ":" + p.host_ip + ":" + std::to_string(p.host_port) + "-:" +
-                  std::to_string(p.guest_port);
+      for (size_t i = 0; i < spec.ports.size(); ++i) {
+        const PortMapping& p = spec.ports[i];
+        PortMapping hop = p;
+        hop.guest_port = static_cast<uint16_t>(kUplinkPortBase + i);
+        uplink.push_back(hop);
+        netdev += ",hostfwd=" + p.proto + "::" + std::to_string(hop.guest_port) + "-:" + std::to_string(p.guest_port);
+      }
       s.argv.insert(s.argv.end(), {"-netdev", netdev, "-device", "virtio-net-device,netdev=n0"});
     }
-    s.fds = {-1, diag_w.get(), diag_w.get(), vm_end.get()};
+    s.fds = {-1,          diag_w.get(),     diag_w.get(),        vm_end.get(), disk_fd.get(),
+             rw_fd.get(), kernel_fd.get(), initrd_fd.get(), rw_ro_fd.get()};
     s.die_with_parent = true;
     s.new_session = true;
+    s.new_netns = true;  // also with --network none: QEMU never needs the host's network
+    if (::geteuid() == 0) {
+      s.drop_capabilities = true;
+      s.run_as = vmm_credentials(accel);
+    } else {
+      s.new_userns = true;  // rootless: QEMU already has the caller's uid and no capability
+    }
+    s.no_new_privs = true;
     inst->qemu_ = CUBBY_TRY(spawn(s));
     vm_end.reset();
     diag_w.reset();
+    if (spec.network == "default") {
+      auto net = start_user_network(inst->qemu_.pid(), cfg.box_dir, uplink);
+      if (net) {
+        inst->net_ = std::move(*net);
+      } else if (auto gone = sys::wait_readable(inst->qemu_.pidfd(), std::chrono::milliseconds(0)); !gone || !*gone) {
+        return std::unexpected(net.error().wrap("set up --network default"));
+      }
+      // else QEMU ended first (an option it refused, a kernel it cannot
+      // load), taking its namespace along: the shim's start wait reports
+      // QEMU's own words, the first cause, not the helper's.
+    }
     inst->diag_ = std::move(diag_r);
     ::fcntl(inst->diag_.get(), F_SETFL, O_NONBLOCK);
 

@@ -1,6 +1,7 @@
 #include "store/store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <utility>
 
@@ -14,6 +15,7 @@ const char* to_string(BoxStatus s) {
     case BoxStatus::kRunning: return "running";
     case BoxStatus::kStopped: return "stopped";
     case BoxStatus::kExited: return "exited";
+    case BoxStatus::kRemoving: return "removing";
   }
   return "?";
 }
@@ -23,6 +25,7 @@ std::optional<BoxStatus> parse_status(const std::string& s) {
   if (s == "running") return BoxStatus::kRunning;
   if (s == "stopped") return BoxStatus::kStopped;
   if (s == "exited") return BoxStatus::kExited;
+  if (s == "removing") return BoxStatus::kRemoving;
   return std::nullopt;
 }
 
@@ -268,7 +271,7 @@ Result<std::vector<BoxRecord>> Store::match(const std::string& key) {
 Result<bool> Store::mark_running(const std::string& id, pid_t pid, uint64_t start) {
   Stmt st(db_,
           "UPDATE boxes SET status='running', shim_pid=?, shim_start=?, started_at=?, "
-          "finished_at='', exit_code=NULL, error='' WHERE id=? AND status!='running'");
+          "finished_at='', exit_code=NULL, error='' WHERE id=? AND status NOT IN ('running','removing')");
   st.bind(1, static_cast<int64_t>(pid)).bind(2, static_cast<int64_t>(start))
       .bind(3, now_rfc3339()).bind(4, id);
   if (st.step() != SQLITE_DONE) return fail(db_error(db_, "mark box running"));
@@ -287,11 +290,59 @@ Result<bool> Store::mark_ended(const std::string& id, pid_t pid, uint64_t start,
   return sqlite3_changes(db_) == 1;
 }
 
-Result<bool> Store::delete_box(const std::string& id) {
-  Stmt st(db_, "DELETE FROM boxes WHERE id=?");
-  st.bind(1, id);
-  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "delete box"));
+Result<bool> Store::mark_removing(const BoxRecord& seen) {
+  if (seen.status == BoxStatus::kRunning) return false;
+  // IS, not =: an ended box's shim fields are NULL, and NULL = NULL is not true.
+  Stmt st(db_,
+          "UPDATE boxes SET status='removing' WHERE id=? AND status=? AND shim_pid IS ? AND shim_start IS ? "
+          "AND status!='running'");
+  st.bind(1, seen.id).bind(2, std::string(to_string(seen.status))).bind(3, seen.shim_pid).bind(4, seen.shim_start);
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "mark box removing"));
   return sqlite3_changes(db_) == 1;
 }
+
+Result<void> Store::finish_removal(const std::string& id, const std::string& box_dir) {
+  // Only what a won mark_removing claimed: never the directory of a box in use.
+  auto b = CUBBY_TRY(get_box(id));
+  if (b && b->status != BoxStatus::kRemoving)
+    return fail(Error::conflict("box " + b->name + " is " + to_string(b->status) + ", not being removed"));
+  CUBBY_TRYV(remove_tree(box_dir));
+  Stmt st(db_, "DELETE FROM boxes WHERE id=? AND status='removing'");
+  st.bind(1, id);
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "delete box"));
+  return {};  // none deleted: a concurrent `rm` finished first
+}
+
+namespace {
+Result<std::vector<std::string>> select_strings(sqlite3* db, const char* sql, const char* what) {
+  Stmt st(db, sql);
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) out.push_back(col_text(st.get(), 0));
+  if (rc != SQLITE_DONE) return fail(db_error(db, what));
+  return out;
+}
+}  // namespace
+
+Result<std::vector<std::string>> Store::layers_in_use() {
+  // A config that is not JSON fails the whole query: the caller then keeps
+  // every layer rather than guess.
+  return select_strings(db_,
+                        "SELECT DISTINCT j.value FROM boxes, json_each(boxes.config, '$.layers') AS j "
+                        "WHERE j.type='text'",
+                        "list the layers boxes use");
+}
+
+Result<std::vector<std::string>> Store::layers_in_use(const std::string& home) {
+  struct stat st;
+  if (::stat((home + "/cubby.db").c_str(), &st) < 0) {
+    if (errno == ENOENT) return std::vector<std::string>{};
+    return sys_fail("stat " + home + "/cubby.db");
+  }
+  auto db = CUBBY_TRY(open(home));
+  return db.layers_in_use();
+}
+
+Result<std::vector<std::string>> Store::box_ids() { return select_strings(db_, "SELECT id FROM boxes", "list box ids"); }
 
 }  // namespace cubby::store

@@ -6,6 +6,11 @@
 // compare-and-set UPDATEs (WHERE status=... AND shim_pid=...), so two
 // processes reconciling the same box at once cannot both win, and a record
 // is never moved off `running` while the recorded shim is the one alive.
+// Deleting is one of them: a box is first moved to `removing` from the state
+// its remover saw (so an `rm` that read `created` loses to a `start` that
+// made it `running` meanwhile), then its directory goes, then its record,
+// only ever from `removing`. A crash at any point leaves either a record
+// (`ls` shows it, `rm` finishes it) or nothing.
 #pragma once
 
 #include <sys/types.h>
@@ -23,7 +28,9 @@ struct sqlite3;
 
 namespace cubby::store {
 
-enum class BoxStatus { kCreated, kRunning, kStopped, kExited };
+// kRemoving: being removed (its directory may be partly gone); `rm` finishes
+// it, nothing starts it.
+enum class BoxStatus { kCreated, kRunning, kStopped, kExited, kRemoving };
 const char* to_string(BoxStatus s);
 std::optional<BoxStatus> parse_status(const std::string& s);
 
@@ -53,6 +60,10 @@ void tune_sqlite_for_short_process();
 class Store {
  public:
   static Result<Store> open(const std::string& home);
+  // Store::open(home)->layers_in_use(), for callers without a store open
+  // (image garbage collection): a home without a database has no boxes, and
+  // none is created.
+  static Result<std::vector<std::string>> layers_in_use(const std::string& home);
   Store(Store&& o) noexcept;
   Store& operator=(Store&&) = delete;
   ~Store();
@@ -69,14 +80,30 @@ class Store {
   // Boxes whose id starts with `prefix` (lowercase hex) or whose name equals it.
   Result<std::vector<BoxRecord>> match(const std::string& prefix_or_name);
 
+  // The layer directories every box record names (config.layers), whatever
+  // its state: what image garbage collection must keep.
+  Result<std::vector<std::string>> layers_in_use();
+  // The ids of every record (the orphan sweep compares box directories with them).
+  Result<std::vector<std::string>> box_ids();
+
   // created|stopped|exited -> running with this shim. False if the box is
-  // gone or already running (another shim won).
+  // gone, being removed or already running (another shim won).
   Result<bool> mark_running(const std::string& id, pid_t shim_pid, uint64_t shim_start);
-  // running(shim_pid, shim_start) -> ended. False if the record no longer
-  // names that shim (someone else already reconciled it).
+  // running(shim_pid, shim_start) -> ended (stopped or exited, or removing
+  // for a box removed on exit). False if the record no longer names that
+  // shim (someone else already reconciled it).
   Result<bool> mark_ended(const std::string& id, pid_t shim_pid, uint64_t shim_start,
                           BoxStatus status, std::optional<int> exit_code, const std::string& error);
-  Result<bool> delete_box(const std::string& id);
+  // The record as `seen` (status, shim_pid, shim_start) -> removing. False if
+  // it changed since (a `start` made it running, it was removed) or `seen`
+  // is running: stop it first. A box already `removing` may be claimed
+  // again, so an `rm` can finish what a crashed one began.
+  Result<bool> mark_removing(const BoxRecord& seen);
+  // The end of a removal mark_removing (or mark_ended(kRemoving)) won: the
+  // box directory first, then the record, so a crash in between leaves a
+  // record that `rm` finishes. kConflict, touching nothing, if the record
+  // is not `removing`; a record already gone (a concurrent rm) is fine.
+  Result<void> finish_removal(const std::string& id, const std::string& box_dir);
 
   int schema_version();
   static constexpr int kSchemaVersion = 1;

@@ -18,6 +18,7 @@
 
 #include "base/fs.h"
 #include "base/sys.h"
+#include "hypervisor/kvm_probe.h"
 
 namespace cubby::test {
 
@@ -215,7 +216,9 @@ void BoxTest::SetUp() {
     if (::access("/usr/bin/qemu-system-x86_64", X_OK) != 0) GTEST_SKIP() << "qemu-system-x86_64 is not installed";
     if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0)
       GTEST_SKIP() << "vm assets not built";
-    ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
+    // KVM where the probe says it can boot the guest; TCG elsewhere, which
+    // includes a /dev/kvm that opens but boots nothing (PVM, as here).
+    if (!hypervisor::probe("").usable) ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
   }
   static bool subreaper = (::prctl(PR_SET_CHILD_SUBREAPER, 1), true);
   (void)subreaper;

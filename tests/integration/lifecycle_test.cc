@@ -23,6 +23,7 @@
 #include "proto/transport.h"
 #include "runtime/ownership.h"
 #include "runtime/runtime.h"
+#include "stand_in_shim.h"
 #include "store/store.h"
 
 namespace cubby::test {
@@ -256,26 +257,15 @@ TEST_P(Lifecycle, HundredOrphansLeaveNoZombiesAndStatusesStayTrue) {
 // --- guarantee 1: ownership ---------------------------------------------------
 
 TEST(Ownership, ExactArgvAndStartTimeMatchOnly) {
-  char dir[] = "/tmp/cubby-own-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir), nullptr);
-  std::string fake = std::string(dir) + "/cubby-shim";
-  ASSERT_EQ(::symlink((bin_dir() + "/stand_in").c_str(), fake.c_str()), 0);
-  auto [in_r, in_w] = sys::make_pipe().value();
-  SpawnSpec s;
-  s.argv = {fake, "box-10"};
-  s.fds = {in_r.get(), -1, -1};
-  auto child = spawn(s);
-  ASSERT_TRUE(child) << child.error().message();
-  uint64_t start = process_start_time(child->pid()).value();
-  EXPECT_TRUE(is_shim_of(child->pid(), start, "box-10"));
-  EXPECT_FALSE(is_shim_of(child->pid(), start, "box-1")) << "box-1 must never match box-10";
-  EXPECT_FALSE(is_shim_of(child->pid(), start + 1, "box-10")) << "a different start time means a reused pid";
-  EXPECT_FALSE(is_shim_of(child->pid(), start, "box-100"));
-  in_w.reset();  // the stand-in exits on EOF
-  ASSERT_TRUE(child->wait());
-  EXPECT_FALSE(is_shim_of(child->pid(), start, "box-10")) << "a dead process is not a shim";
-  ::unlink(fake.c_str());
-  ::rmdir(dir);
+  StandInShim shim("box-10");
+  ASSERT_TRUE(shim.ok());
+  uint64_t start = process_start_time(shim.pid()).value();
+  EXPECT_TRUE(is_shim_of(shim.pid(), start, "box-10"));
+  EXPECT_FALSE(is_shim_of(shim.pid(), start, "box-1")) << "box-1 must never match box-10";
+  EXPECT_FALSE(is_shim_of(shim.pid(), start + 1, "box-10")) << "a different start time means a reused pid";
+  EXPECT_FALSE(is_shim_of(shim.pid(), start, "box-100"));
+  shim.stop();
+  EXPECT_FALSE(is_shim_of(shim.pid(), start, "box-10")) << "a dead process is not a shim";
 }
 
 TEST_P(Lifecycle, ShimArgvIsExactlyPathAndBoxIdAndCarriesNoSecrets) {
@@ -363,26 +353,14 @@ TEST_P(Lifecycle, RmForceStopsTheRecordedShimItself) {
   ASSERT_TRUE(rt);
   auto b = rt->create(create_options({"sleep", "1000000"}));
   ASSERT_TRUE(b) << b.error().message();
-  char dir[] = "/tmp/cubby-own-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir), nullptr);
-  std::string fake = std::string(dir) + "/cubby-shim";
-  ASSERT_EQ(::symlink((bin_dir() + "/stand_in").c_str(), fake.c_str()), 0);
-  auto [in_r, in_w] = sys::make_pipe().value();
-  SpawnSpec s;
-  s.argv = {fake, b->id};
-  s.fds = {in_r.get(), -1, -1};
-  auto child = spawn(s);
-  ASSERT_TRUE(child);
+  StandInShim shim(b->id);
+  ASSERT_TRUE(shim.ok());
   auto db = store::Store::open(home_);
   ASSERT_TRUE(db);
-  ASSERT_TRUE(db->mark_running(b->id, child->pid(), process_start_time(child->pid()).value()).value());
-  auto pfd = sys::pidfd_open(child->pid()).value();
+  ASSERT_TRUE(db->mark_running(b->id, shim.pid(), process_start_time(shim.pid()).value()).value());
+  auto pfd = sys::pidfd_open(shim.pid()).value();
   ASSERT_TRUE(rt->remove(b->id, true));
   EXPECT_TRUE(sys::wait_readable(pfd.get(), 0ms).value()) << "rm -f returned while the box's shim still ran";
-  in_w.reset();
-  (void)child->wait();
-  ::unlink(fake.c_str());
-  ::rmdir(dir);
 }
 
 TEST_P(Lifecycle, StopEscalatesToKillAfterTheGrace) {

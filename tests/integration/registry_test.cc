@@ -16,6 +16,8 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -416,6 +418,40 @@ TEST_F(Registry, LoadSaveAndGarbageCollection) {
 }
 
 
+// The tag a box was created from moves to a new version and is pulled
+// again, then removed: the old version's own layer stays while a box uses
+// it. The pull's garbage collection runs in cubby-fetch, which asks the box
+// store too.
+TEST_F(Registry, RepullAndRmiKeepTheLayersBoxesUse) {
+  std::string ref = plain("test/moving:v1");
+  std::string layout = "oci:" + scratch_ + "/layout:";
+  ASSERT_EQ(sh("skopeo copy -q --dest-tls-verify=false " + layout + "other docker://" + ref), "");
+  size_t layers_before = count_entries(home_ + "/images/layers");
+  auto r = cubby({"pull", "-q", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby(box_args("run", {"-d", "--name", "r", ref, "sleep", "1000000"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby(box_args("create", {"--name", "c", ref, "cat", "/other"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  // v1 is two of other's three layers: other's own (/other) is left to the boxes.
+  ASSERT_EQ(sh("skopeo copy -q --dest-tls-verify=false " + layout + "v1 docker://" + ref), "");
+  r = cubby({"pull", "-q", ref});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = cubby({"exec", "r", "cat", "/other"});
+  EXPECT_EQ(r.out, "other\n") << "the pull took a running box's layer: " << r.err;
+  r = cubby({"rmi", ref});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  r = cubby({"exec", "r", "cat", "/other"});
+  EXPECT_EQ(r.out, "other\n") << "rmi took a running box's layer: " << r.err;
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers_before + 3);
+  r = cubby({"start", "c"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(cubby({"wait", "c"}).out, "0\n");
+  EXPECT_EQ(cubby({"logs", "c"}).out, "other\n");
+  EXPECT_EQ(cubby({"rm", "-f", "r", "c"}).rc, 0);
+  EXPECT_EQ(count_entries(home_ + "/images/layers"), layers_before) << "layers outlived every image and box using them";
+}
+
 // Four `cubby pull` processes of the same 3-layer image into one home at once:
 // all succeed, the image is listed once and each layer is stored once.
 TEST_F(Registry, ConcurrentPullsIntoOneHome) {
@@ -446,6 +482,7 @@ TEST_F(Registry, ConcurrentPullsIntoOneHome) {
 // are cut short (Content-Length says the whole size, the connection closes
 // half-way): /v2/once/... on the first request of each layer blob only,
 // /v2/always/... every time. Prints "truncated HEX" for each cut.
+// /v2/stall/... sends half of each layer blob and then nothing, forever.
 const char* kTruncatingRegistry = R"PY(
 import http.server, json, sys, threading
 L = sys.argv[1]
@@ -466,13 +503,17 @@ class H(http.server.BaseHTTPRequestHandler):
         parts = self.path.split("/")  # "", v2, MODE, x, manifests|blobs, REF
         if self.path == "/v2/":
             return self.send(b"{}", "application/json")
-        if len(parts) != 6 or parts[2] not in ("once", "always"):
+        if len(parts) != 6 or parts[2] not in ("once", "always", "stall"):
             self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
         if parts[4] == "manifests":
             return self.send(mbytes, "application/vnd.oci.image.manifest.v1+json")
         h = parts[5][7:]
         body = open(L + "/blobs/sha256/" + h, "rb").read()
         short = False
+        if h in layers and parts[2] == "stall":
+            self.send(body, short=True)
+            self.wfile.flush()
+            threading.Event().wait()
         if h in layers:
             with mu:
                 short = parts[2] == "always" or (parts[2], h) not in cut
@@ -524,6 +565,45 @@ TEST_F(Registry, TruncatedBlobIsRetriedOrFailsCleanly) {
     (trunc.log.compare(p + 10, 4, "once") == 0 ? once : always)++;
   EXPECT_GE(once, 1u) << trunc.log;
   EXPECT_GE(always, 3u) << trunc.log;  // 3 attempts
+}
+
+// A killed pull (SIGKILL or SIGTERM, mid-download) takes its cubby-fetch
+// with it, and the fetcher leaves nothing staged (issue 10: six kills left
+// six fetchers committing images).
+TEST_F(Registry, KilledPullTakesItsFetcherAndItsStagingWithIt) {
+  TruncatingRegistry stall(home_, scratch_);
+  ASSERT_EQ(stall.error, "");
+  const std::string tmp = home_ + "/images/tmp";
+  for (int sig : {SIGKILL, SIGTERM}) {
+    SCOPED_TRACE(sig == SIGKILL ? "SIGKILL" : "SIGTERM");
+    UniqueFd watch(::inotify_init1(IN_CLOEXEC));
+    ASSERT_GE(::inotify_add_watch(watch.get(), tmp.c_str(), IN_CREATE | IN_ONLYDIR), 0);
+    ChildProcess pull = spawn_cubby(home_, {"pull", at(stall, "stall/x:v" + std::to_string(sig))});
+    // The fetcher made its work area: it is mid-pull, and the stalled blob
+    // keeps it there until it is killed.
+    for (bool staged = false; !staged;) {
+      auto ready = sys::wait_readable(watch.get(), std::chrono::seconds(60));  // backstop
+      ASSERT_TRUE(ready && *ready) << "no work area appeared in " << tmp;
+      alignas(inotify_event) char buf[4096];
+      ssize_t n = ::read(watch.get(), buf, sizeof buf);
+      for (ssize_t off = 0; off < n;) {
+        auto* e = reinterpret_cast<inotify_event*>(buf + off);
+        if (e->len && std::string(e->name).ends_with(".d")) staged = true;
+        off += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+      }
+    }
+    auto kids = children_of(pull.pid());
+    ASSERT_EQ(kids.size(), 1u) << "expected the pull's one cubby-fetch";
+    auto fetcher = sys::pidfd_open(kids[0]);
+    ASSERT_TRUE(fetcher);
+    ASSERT_TRUE(pull.signal(sig));
+    (void)pull.wait();
+    auto gone = sys::wait_readable(fetcher->get(), std::chrono::seconds(10));  // backstop
+    EXPECT_TRUE(gone && *gone) << "cubby-fetch outlived its killed pull";
+    reap_adopted();
+    EXPECT_EQ(count_entries(tmp), 0u) << "the killed pull left staged work";
+  }
+  EXPECT_EQ(json::parse(cubby({"images", "--format", "json"}).out).size(), 1u) << "nothing was committed";
 }
 
 // Mirrors (CUBBY_HOME/config.json "mirrors" and docker.io's "registry-mirrors")

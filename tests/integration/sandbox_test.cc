@@ -17,6 +17,7 @@
 #include "base/fs.h"
 #include "base/sys.h"
 #include "harness.h"
+#include "hypervisor/kvm_probe.h"
 #include "runtime/runtime.h"
 
 namespace cubby::test {
@@ -172,17 +173,87 @@ TEST_F(Sandbox, NamespacesSeccompAndCapabilities) {
   EXPECT_EQ(cubby({"exec", "-w", "/tmp", "-e", "A=b", id, "sh", "-c", "pwd; echo $A"}).out, "/tmp\nb\n");
 }
 
+// Found by the adversarial pass (issue 10, "low"): ids and the default
+// limits a box gets.
+TEST_F(Sandbox, UntrustedDefaultsAndIds) {
+  // (uid_t)-1 is "leave unchanged" to setresuid: as a user it kept root.
+  auto u = cubby({"run", "--rm", "--network", "none", "-u", "4294967295", image_, "id", "-u"});
+  EXPECT_NE(u.out, "0\n") << "-u 4294967295 ran as root";
+  EXPECT_NE(u.rc, 0);
+  auto g = cubby({"run", "--rm", "--network", "none", "-u", "65534:4294967295", image_, "id", "-g"});
+  EXPECT_NE(g.out, "0\n") << "-u 65534:4294967295 ran with gid 0";
+  EXPECT_NE(g.rc, 0);
+  // io_uring is refused by the seccomp filter (EPERM), not merely by its bad arguments.
+  std::string probe = bin_dir() + "/syscall_probe";
+  auto io = cubby({"run", "--rm", "--network", "none", "-v", probe + ":/probe:ro", image_, "/probe",
+                   std::to_string(SYS_io_uring_setup)});
+  EXPECT_EQ(io.out, "EPERM\n") << io.err;
+  // A default pids limit (podman's 2048); --pids-limit 0 lifts it.
+  std::string id = run_detached();
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/pids.max").value_or(""), "2048\n");
+  auto unlimited = cubby(box_args("run", {"-d", "--pids-limit", "0", image_, "sleep", "1000"}));
+  ASSERT_EQ(unlimited.rc, 0) << unlimited.err;
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + unlimited.out.substr(0, 32) + "/pids.max").value_or("max\n"),
+            "max\n");
+}
+
 TEST_F(Sandbox, AutoIsolationSaysWhichOnce) {
+  const auto& kvm = hypervisor::probe("");
+  if (kvm.usable) GTEST_SKIP() << "KVM can boot the guest here: auto picks vm";
   ::unlink((home_ + "/.isolation-auto-noted").c_str());
   auto first = cubby({"run", "--rm", "--network", "none", image_, "true"});
-  EXPECT_EQ(first.rc, 0);
-  EXPECT_NE(first.err.find("--isolation auto chose sandbox"), std::string::npos) << first.err;
+  EXPECT_EQ(first.rc, 0) << first.err;
+  // The note names the probe's reason (here: "/dev/kvm is PVM: it cannot boot a stock kernel").
+  EXPECT_NE(first.err.find("cubby: --isolation auto chose sandbox (" + kvm.reason + ")"), std::string::npos)
+      << first.err;
   auto second = cubby({"run", "--rm", "--network", "none", image_, "true"});
   EXPECT_EQ(second.err, "");
   auto info = json::parse(cubby({"info", "--format", "json"}).out);
   EXPECT_EQ(info["default_isolation"], "sandbox");
+  EXPECT_EQ(info["default_isolation_reason"], kvm.reason);
   for (const char* k : {"version", "home", "kvm", "vhost_vsock", "default_isolation", "cgroup_version"})
     EXPECT_TRUE(info.contains(k)) << k;
+  // What the probe found: present or not, usable, its kind, the reason.
+  EXPECT_EQ(info["kvm"]["present"], kvm.present);
+  EXPECT_EQ(info["kvm"]["usable"], false);
+  EXPECT_EQ(info["kvm"]["kind"], kvm.kind);
+  EXPECT_EQ(info["kvm"]["reason"], kvm.reason);
+  if (::access("/sys/module/kvm_pvm", F_OK) == 0) {  // this project's machines
+    EXPECT_EQ(info["kvm"]["present"], true);
+    EXPECT_EQ(info["kvm"]["kind"], "pvm");
+  }
+}
+
+// The default isolation is set once (CUBBY_ISOLATION, else config.json's
+// "isolation") instead of on every run; an explicit --isolation still wins.
+TEST_F(Sandbox, DefaultIsolationIsConfigurable) {
+  ::setenv("CUBBY_ISOLATION", "vm", 1);
+  ::unsetenv("CUBBY_VM_ACCEL");
+  auto r = cubby({"create", "--network", "none", image_, "true"});
+  if (!hypervisor::probe("").usable) {
+    EXPECT_EQ(r.rc, 125) << "CUBBY_ISOLATION=vm must mean vm, and vm never falls back";
+    EXPECT_NE(r.err.find("CUBBY_VM_ACCEL=tcg"), std::string::npos) << r.err;
+  }
+  ::setenv("CUBBY_ISOLATION", "sandbox", 1);
+  auto id = cubby({"create", "--network", "none", image_, "true"});
+  ASSERT_EQ(id.rc, 0) << id.err;
+  EXPECT_EQ(id.err, "") << "no auto note when the default is set";
+  EXPECT_EQ(json::parse(cubby({"inspect", id.out.substr(0, 32)}).out)["isolation"], "sandbox");
+  ::setenv("CUBBY_ISOLATION", "bogus", 1);
+  auto bad = cubby({"create", "--network", "none", image_, "true"});
+  EXPECT_EQ(bad.rc, 125);
+  EXPECT_NE(bad.err.find("CUBBY_ISOLATION"), std::string::npos) << bad.err;
+  ::unsetenv("CUBBY_ISOLATION");
+  ASSERT_TRUE(write_file(home_ + "/config.json", R"({"isolation": "sandbox"})"));
+  EXPECT_EQ(json::parse(cubby({"info", "--format", "json"}).out)["default_isolation"], "sandbox");
+  ASSERT_TRUE(write_file(home_ + "/config.json", R"({"isolation": "vm"})"));
+  EXPECT_EQ(json::parse(cubby({"info", "--format", "json"}).out)["default_isolation"], "vm");
+  auto explicit_sandbox = cubby({"create", "--isolation", "sandbox", "--network", "none", image_, "true"});
+  EXPECT_EQ(explicit_sandbox.rc, 0) << explicit_sandbox.err;
+  ASSERT_TRUE(write_file(home_ + "/config.json", R"({"isolation": 3})"));
+  auto typed = cubby({"create", "--network", "none", image_, "true"});
+  EXPECT_EQ(typed.rc, 125);
+  EXPECT_NE(typed.err.find("config.json \"isolation\" must be a string"), std::string::npos) << typed.err;
 }
 
 TEST_F(Sandbox, NetworkDefaultGivesAUserModeUplink) {

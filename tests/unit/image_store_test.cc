@@ -167,6 +167,11 @@ class ImageStoreTest : public ::testing::Test {
     ASSERT_EQ(::mkdir(outside_.c_str(), 0755), 0);
     auto s = ImageStore::open(root_);
     ASSERT_TRUE(s.has_value()) << s.error().message();
+    // As the runtime does: the boxes' layers (here: in_use_) are kept.
+    s->set_layers_in_use([this]() -> Result<std::vector<std::string>> {
+      if (in_use_fails_) return fail(Error::internal("the box store is unreadable"));
+      return in_use_;
+    });
     store_.emplace(std::move(*s));
   }
   ImageStore& store() { return *store_; }
@@ -233,6 +238,8 @@ class ImageStoreTest : public ::testing::Test {
 
   TempDir tmp_;
   std::string root_, outside_;
+  std::vector<std::string> in_use_;  // layer dirs "boxes" use
+  bool in_use_fails_ = false;
   std::optional<ImageStore> store_;
   int counter_ = 0;
 };
@@ -544,6 +551,50 @@ TEST_F(ImageStoreTest, ReimportRetagsAndCollectsOldImage) {
   EXPECT_FALSE(exists(root_ + "/blobs/sha256/" + old->id));
   EXPECT_EQ(count_entries(root_ + "/blobs/sha256"), 3u);
   EXPECT_EQ(count_entries(root_ + "/layers"), 1u);
+}
+
+// A box keeps the layers it was created with, whatever happens to its
+// image: retagged by a new import, removed, or both.
+TEST_F(ImageStoreTest, LayersBoxesUseSurviveRetagAndRemove) {
+  auto old = import_bytes(rootfs_tar("old").bytes(), "localhost/app");
+  ASSERT_TRUE(old.has_value());
+  auto old_dirs = store().layer_dirs(*old);
+  ASSERT_TRUE(old_dirs.has_value());
+  in_use_ = *old_dirs;  // a box (any state) was created from `old`
+  // A path spelled through another home (a symlink, "..") names the same layer.
+  in_use_[0] = tmp_.path() + "/home/../home/images/layers/" + old->diff_ids[0].substr(7);
+
+  auto neu = import_bytes(rootfs_tar("new").bytes(), "localhost/app");  // retags: `old` is untagged
+  ASSERT_TRUE(neu.has_value());
+  EXPECT_FALSE(exists(root_ + "/blobs/sha256/" + old->id)) << "an untagged image's blobs are garbage";
+  EXPECT_EQ(get_file((*old_dirs)[0] + "/etc/motd"), "hello old") << "retag took a box's layer";
+  ASSERT_TRUE(store().remove("localhost/app").has_value());
+  EXPECT_EQ(get_file((*old_dirs)[0] + "/etc/motd"), "hello old") << "rmi took a box's layer";
+  EXPECT_FALSE(exists(root_ + "/layers/" + neu->diff_ids[0].substr(7))) << "no box used the new layer";
+
+  // The box store cannot be read: keep everything rather than guess.
+  in_use_fails_ = true;
+  in_use_.clear();
+  ASSERT_TRUE(store().collect_garbage().has_value());
+  EXPECT_TRUE(exists((*old_dirs)[0]));
+  in_use_fails_ = false;  // the box is removed: its layer goes with the next GC
+  ASSERT_TRUE(store().collect_garbage().has_value());
+  EXPECT_EQ(count_entries(root_ + "/layers"), 0u);
+  EXPECT_EQ(count_entries(root_ + "/tmp"), 0u);
+}
+
+// A store nobody told about boxes (no set_layers_in_use) removes blobs but
+// never a layer: it cannot know whether a box mounts it.
+TEST_F(ImageStoreTest, WithoutKnowingTheBoxesNoLayerIsRemoved) {
+  auto a = import_bytes(rootfs_tar("a").bytes(), "localhost/a");
+  ASSERT_TRUE(a.has_value());
+  auto blind = ImageStore::open(root_);
+  ASSERT_TRUE(blind.has_value());
+  ASSERT_TRUE(blind->remove("localhost/a").has_value());
+  EXPECT_TRUE(exists(root_ + "/layers/" + a->diff_ids[0].substr(7)));
+  EXPECT_EQ(count_entries(root_ + "/blobs/sha256"), 0u);
+  ASSERT_TRUE(store().collect_garbage().has_value());
+  EXPECT_EQ(count_entries(root_ + "/layers"), 0u);
 }
 
 TEST_F(ImageStoreTest, DamagedImageIsSkippedButCanBeUntagged) {

@@ -1,30 +1,165 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include "base/fs.h"
+#include "base/unique_fd.h"
 #include "store/store.h"
 
 namespace cubby::store {
 namespace {
 
-TEST(StoreCas, MarkRunningWinsOnceUntilTheBoxEnds) {
-  char tmpl[] = "/tmp/cubby-store-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  auto db = Store::open(tmpl);
-  ASSERT_TRUE(db) << db.error().message();
-  BoxRecord b;
-  b.id = std::string(32, 'a');
-  b.image = "busybox";
-  b.isolation = "sandbox";
-  b.config = nlohmann::json::object();
-  ASSERT_TRUE(db->insert_box(b));
-  EXPECT_TRUE(db->mark_running(b.id, 100, 1).value());
-  EXPECT_FALSE(db->mark_running(b.id, 200, 2).value()) << "a second shim took over a running box";
-  auto r = db->get_box(b.id).value();
+class StoreCas : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cubby-store-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    home_ = tmpl;
+  }
+  void TearDown() override { (void)remove_tree(home_); }
+
+  Store open() {
+    auto db = Store::open(home_);
+    EXPECT_TRUE(db) << db.error().message();
+    return std::move(*db);
+  }
+  BoxRecord box(char c, nlohmann::json config = nlohmann::json::object()) {
+    BoxRecord b;
+    b.id = std::string(32, c);
+    b.name = std::string("box-") + c;
+    b.image = "busybox";
+    b.isolation = "sandbox";
+    b.config = std::move(config);
+    return b;
+  }
+  bool exists(const std::string& p) {
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0;
+  }
+
+  std::string home_;
+};
+
+TEST_F(StoreCas, MarkRunningWinsOnceUntilTheBoxEnds) {
+  Store db = open();
+  BoxRecord b = box('a');
+  ASSERT_TRUE(db.insert_box(b));
+  EXPECT_TRUE(db.mark_running(b.id, 100, 1).value());
+  EXPECT_FALSE(db.mark_running(b.id, 200, 2).value()) << "a second shim took over a running box";
+  auto r = db.get_box(b.id).value();
   EXPECT_EQ(r->shim_pid, 100);
-  EXPECT_TRUE(db->mark_ended(b.id, 100, 1, BoxStatus::kExited, 0, "").value());
-  EXPECT_TRUE(db->mark_running(b.id, 300, 3).value()) << "an ended box can be started again";
-  (void)remove_tree(tmpl);
+  EXPECT_TRUE(db.mark_ended(b.id, 100, 1, BoxStatus::kExited, 0, "").value());
+  EXPECT_TRUE(db.mark_running(b.id, 300, 3).value()) << "an ended box can be started again";
+}
+
+// `rm x` reads the record (created) and, before it writes, `start x` marks it
+// running on another connection (another process). The removal must lose,
+// and win once the box has ended; nothing starts a box being removed.
+TEST_F(StoreCas, RemovalLosesToAStartAfterItsRead) {
+  Store rm = open(), starter = open();
+  BoxRecord b = box('b');
+  ASSERT_TRUE(rm.insert_box(b));
+  ASSERT_TRUE(mkdir_p(home_ + "/boxes/" + b.id + "/upper"));
+  BoxRecord seen = rm.get_box(b.id).value().value();
+  ASSERT_EQ(seen.status, BoxStatus::kCreated);
+
+  ASSERT_TRUE(starter.mark_running(b.id, 100, 1).value());
+  EXPECT_FALSE(rm.mark_removing(seen).value()) << "rm removed a box a start had just made running";
+  auto now = rm.get_box(b.id).value();
+  ASSERT_TRUE(now);
+  EXPECT_EQ(now->status, BoxStatus::kRunning);
+  EXPECT_EQ(now->shim_pid, 100);
+  EXPECT_FALSE(rm.mark_removing(*now).value()) << "a running record is never marked removing";
+  auto refused = rm.finish_removal(b.id, home_ + "/boxes/" + b.id);
+  ASSERT_FALSE(refused) << "finish_removal deleted a running box";
+  EXPECT_EQ(refused.error().kind(), ErrorKind::kConflict);
+  EXPECT_TRUE(exists(home_ + "/boxes/" + b.id + "/upper")) << "the running box lost its directory";
+
+  // Ended, then started and ended again by others: the ended state rm saw
+  // has the same shape (no shim), so removing it is right; a stale running
+  // view is not.
+  ASSERT_TRUE(starter.mark_ended(b.id, 100, 1, BoxStatus::kStopped, 0, "").value());
+  BoxRecord stale_running = *now;
+  now = rm.get_box(b.id).value();
+  EXPECT_FALSE(rm.mark_removing(stale_running).value());
+  ASSERT_TRUE(rm.mark_removing(*now).value());
+  EXPECT_FALSE(starter.mark_running(b.id, 200, 2).value()) << "a box being removed was started";
+  EXPECT_TRUE(rm.mark_removing(rm.get_box(b.id).value().value()).value()) << "a second rm may finish the removal";
+  ASSERT_TRUE(rm.finish_removal(b.id, home_ + "/boxes/" + b.id));
+  EXPECT_FALSE(rm.get_box(b.id).value());
+  EXPECT_FALSE(exists(home_ + "/boxes/" + b.id));
+  EXPECT_TRUE(starter.finish_removal(b.id, home_ + "/boxes/" + b.id)) << "the racing finisher's delete is a no-op";
+}
+
+// A --rm box's shim (or the reconciler of its dead shim) moves it from
+// running straight to removing, with its exit code, in one compare-and-set.
+TEST_F(StoreCas, EndingARemovedOnExitBoxClaimsItsRemoval) {
+  Store db = open();
+  BoxRecord b = box('c');
+  ASSERT_TRUE(db.insert_box(b));
+  ASSERT_TRUE(db.mark_running(b.id, 100, 1).value());
+  EXPECT_FALSE(db.mark_ended(b.id, 101, 1, BoxStatus::kRemoving, 0, "").value()) << "another shim's end won";
+  ASSERT_TRUE(db.mark_ended(b.id, 100, 1, BoxStatus::kRemoving, 137, "").value());
+  auto r = db.get_box(b.id).value();
+  EXPECT_EQ(r->status, BoxStatus::kRemoving);
+  EXPECT_EQ(r->exit_code, 137);
+  EXPECT_FALSE(db.mark_running(b.id, 200, 2).value());
+}
+
+// The directory goes before the record: when removing the directory fails
+// (as a crash there would stop it), the record is still there, `removing`,
+// for `ls` to show and `rm` to finish.
+TEST_F(StoreCas, RemovalDeletesTheDirectoryBeforeTheRecord) {
+  Store db = open();
+  BoxRecord b = box('d');
+  ASSERT_TRUE(db.insert_box(b));
+  std::string dir = home_ + "/boxes/" + b.id;
+  ASSERT_TRUE(mkdir_p(dir + "/upper"));
+  ASSERT_TRUE(write_file(dir + "/upper/stuck", "x"));
+  UniqueFd f(::open((dir + "/upper/stuck").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(f);
+  int flags = 0;
+  ASSERT_EQ(::ioctl(f.get(), FS_IOC_GETFLAGS, &flags), 0);
+  int stuck = flags | FS_IMMUTABLE_FL;  // unlink fails with EPERM, even for root
+  if (::ioctl(f.get(), FS_IOC_SETFLAGS, &stuck) != 0) GTEST_SKIP() << "no immutable files on this filesystem";
+
+  ASSERT_TRUE(db.mark_removing(db.get_box(b.id).value().value()).value());
+  auto r = db.finish_removal(b.id, dir);
+  EXPECT_FALSE(r) << "the directory could not be removed, yet finish_removal succeeded";
+  auto left = db.get_box(b.id).value();
+  ASSERT_TRUE(left) << "the record went before the directory: nothing can find " << dir << " now";
+  EXPECT_EQ(left->status, BoxStatus::kRemoving);
+
+  ASSERT_EQ(::ioctl(f.get(), FS_IOC_SETFLAGS, &flags), 0);
+  f.reset();
+  ASSERT_TRUE(db.finish_removal(b.id, dir));
+  EXPECT_FALSE(db.get_box(b.id).value());
+  EXPECT_FALSE(exists(dir));
+}
+
+// Image GC keeps every layer any record names, in any state.
+TEST_F(StoreCas, LayersInUseCoverEveryRecord) {
+  EXPECT_EQ(Store::layers_in_use(home_ + "/none").value(), std::vector<std::string>{});
+  EXPECT_FALSE(exists(home_ + "/none/cubby.db")) << "asking created a database";
+  Store db = open();
+  ASSERT_TRUE(db.insert_box(box('e', {{"layers", {"/h/images/layers/l1", "/h/images/layers/l2"}}})));
+  BoxRecord r = box('f', {{"layers", {"/h/images/layers/l2", "/h/images/layers/l3"}}});
+  ASSERT_TRUE(db.insert_box(r));
+  ASSERT_TRUE(db.mark_running(r.id, 100, 1).value());
+  BoxRecord x = box('0', {{"layers", {"/h/images/layers/l4"}}});
+  ASSERT_TRUE(db.insert_box(x));
+  ASSERT_TRUE(db.mark_removing(db.get_box(x.id).value().value()).value());
+  ASSERT_TRUE(db.insert_box(box('1')));  // no layers key
+  auto got = Store::layers_in_use(home_).value();
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"/h/images/layers/l1", "/h/images/layers/l2", "/h/images/layers/l3",
+                                           "/h/images/layers/l4"}));
 }
 
 }  // namespace

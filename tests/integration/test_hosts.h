@@ -1,0 +1,60 @@
+// Peers for network tests. Network tests send traffic only to loopback or to
+// hosts they make themselves: a TestHost is a fresh network namespace joined
+// to ours by a veth pair, so a box's "outbound" connection to it leaves the
+// box's network helper through the host's routing table as any remote one
+// would, and reaches nothing outside this machine.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "base/unique_fd.h"
+
+namespace cubby::test {
+
+class TestHost {
+ public:
+  // A /30 in 198.18.0.0/15 (RFC 2544's benchmarking range, routed nowhere)
+  // picked from our pid and a counter; ours is .1, the host's .2.
+  TestHost();
+  ~TestHost();  // deletes the veth pair; the namespace goes with its last fd
+  TestHost(const TestHost&) = delete;
+  TestHost& operator=(const TestHost&) = delete;
+
+  bool ok() const { return ok_; }
+  const std::string& address() const { return peer_ip_; }
+  // A TCP socket of the test host's, listening on address() (a kernel-chosen port).
+  UniqueFd listen_tcp();
+
+ private:
+  UniqueFd netns_;
+  std::string host_if_, peer_ip_;
+  bool ok_ = false;
+};
+
+// A TCP socket listening on 127.0.0.1 (a kernel-chosen port).
+UniqueFd listen_loopback_tcp();
+
+// Answers every connection on a listening socket with an HTTP/1.0 200 whose
+// body is `body`, on a thread of its own, until destroyed.
+class HttpResponder {
+ public:
+  HttpResponder(UniqueFd listener, std::string body);
+  ~HttpResponder();
+  HttpResponder(const HttpResponder&) = delete;
+  HttpResponder& operator=(const HttpResponder&) = delete;
+
+  int port() const { return port_; }
+  int served() const { return served_.load(); }  // connections answered so far
+
+ private:
+  void loop();
+  UniqueFd listener_, stop_r_, stop_w_;
+  std::string body_;
+  int port_ = 0;
+  std::atomic<int> served_{0};
+  std::thread th_;
+};
+
+}  // namespace cubby::test
