@@ -142,14 +142,19 @@ Result<Boot> await_agent(shim::BoxInstance& box, const std::string& box_dir, Dia
       CUBBY_TRYV(sys::wait_readable(box.pidfd(), sys::kForever));
       return Boot::kDied;
     }
-    if (f->msg["t"] == proto::msg::kHello) {
+    const std::string_view t = proto::msg::type_of(f->msg);
+    if (t == proto::msg::kHello) {
+      CUBBY_TRYV(proto::msg::decode<proto::msg::Hello>(f->msg));
       if (hold) return Boot::kReady;
       CUBBY_TRYV(conn.send({{"t", proto::msg::kWatchStart}}));
       CUBBY_TRYV(box.allow_start());
       continue;
     }
-    if (f->msg["t"] == proto::msg::kStarted) return Boot::kReady;
-    return fail(Error::protocol("agent answered the handshake with " + f->msg["t"].get<std::string>()));
+    if (t == proto::msg::kStarted) {
+      CUBBY_TRYV(proto::msg::decode<proto::msg::Started>(f->msg));
+      return Boot::kReady;
+    }
+    return fail(Error::protocol("agent answered the handshake with " + std::string(t)));
   }
 }
 
