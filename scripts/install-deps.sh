@@ -1,12 +1,14 @@
 #!/bin/sh
 # Installs what cubby needs to build, test and benchmark on Debian 12.
+# (clang-16: the protocol fuzz target, tests/fuzz; the build itself is gcc.)
 # Quick when everything is already there (dpkg-query only).
 set -eu
 PKGS="build-essential cmake pkg-config libsqlite3-dev nlohmann-json3-dev libcli11-dev libseccomp-dev
 libarchive-dev libssl-dev
 libacl1-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev zlib1g-dev libxml2-dev libicu-dev nettle-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev busybox-static
 slirp4netns uidmap file procps iproute2 runc crun bubblewrap hyperfine strace
-libcurl4-openssl-dev docker-registry skopeo umoci apache2-utils openssl python3"
+libcurl4-openssl-dev docker-registry skopeo umoci apache2-utils openssl python3
+clang-16 libclang-rt-16-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -153,7 +153,10 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
     (void)do_mount(nullptr, r + "/sys", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC);
   }
   ensure_dir(r + "/tmp", 01777);
-  CUBBY_TRYV(do_mount("tmpfs", r + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  // Its pages are RAM charged to the workload's memory limit: bounded.
+  std::string tmp_opts = "mode=1777";
+  if (p.tmp_size) tmp_opts += ",size=" + std::to_string(*p.tmp_size);
+  CUBBY_TRYV(do_mount("tmpfs", r + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts));
   ensure_dir(r + "/etc");
   if (!p.hostname.empty()) {
     if (::sethostname(p.hostname.c_str(), p.hostname.size()) < 0) return sys_fail("sethostname");

@@ -5,6 +5,8 @@
 // box: nothing can leak onto the host's mount table.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,8 @@ struct RootfsPlan {
   // so move the new root onto / and chroot, as switch_root does.
   bool switch_root = false;
   std::vector<VolumePlan> volumes;  // -v, mounted last so nothing covers them
+  // Bytes /tmp (a tmpfs) may hold; none: tmpfs's default, half the RAM.
+  std::optional<int64_t> tmp_size;
   // As root, the shim opened these for us (shim/box_mounts.h), in the box's
   // mount namespace: the paths above then only name them in messages (with
   // a range of host ids of its own, the box's root cannot walk them). The

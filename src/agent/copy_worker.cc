@@ -48,43 +48,42 @@ Json stat_reply(int root, const std::string& path) {
 // One request; false: the session is over (the peer went away, or a put
 // failed half-way and what the client still sends must not be read as
 // requests).
-bool serve(proto::Conn& conn, int root, const Json& m) {
-  const std::string t = m.value("t", "");
-  if (t == msg::kCpStat) return conn.send(stat_reply(root, m.value("path", std::string("/")))).has_value();
-  if (t == msg::kCpGet) {
-    std::string path = m.value("path", std::string("/"));
+bool serve(proto::Conn& conn, int root, const msg::Request& r) {
+  if (auto* st = std::get_if<msg::CpStat>(&r)) return conn.send(stat_reply(root, st->path)).has_value();
+  if (auto* g = std::get_if<msg::CpGet>(&r)) {
     copy::FrameSink sink(conn);
-    auto r = copy::read_tree(root, box_rel(path), kInBox, m.value("follow", false), sink);
-    if (!r) (void)conn.send(error_msg(r.error().kind() == ErrorKind::kNotFound ? r.error() : r.error().wrap(path)));
-    return r.has_value();
+    auto res = copy::read_tree(root, box_rel(g->path), kInBox, g->follow, sink);
+    if (!res)
+      (void)conn.send(error_msg(res.error().kind() == ErrorKind::kNotFound ? res.error() : res.error().wrap(g->path)));
+    return res.has_value();
   }
-  if (t == msg::kCpPut) {
-    std::string dir = m.value("dir", std::string("/"));
-    UniqueFd d = open_resolved(root, box_rel(dir), O_PATH | O_DIRECTORY, kInBox);
+  if (auto* p = std::get_if<msg::CpPut>(&r)) {
+    UniqueFd d = open_resolved(root, box_rel(p->dir), O_PATH | O_DIRECTORY, kInBox);
     if (!d) {
-      Error e = errno == ENOENT ? Error::not_found("no such directory: " + dir)
-                : errno == ENOTDIR ? Error::invalid(dir + ": not a directory") : Error::sys(dir);
+      Error e = errno == ENOENT ? Error::not_found("no such directory: " + p->dir)
+                : errno == ENOTDIR ? Error::invalid(p->dir + ": not a directory") : Error::sys(p->dir);
       (void)conn.send(error_msg(e));
       return false;
     }
     copy::WriterOptions o;
     o.root = root;
-    o.base = box_rel(dir);
+    o.base = box_rel(p->dir);
     o.resolve = kInBox;
     o.allow_symlinks = true;
-    o.owner = m.value("keep_owner", false) ? copy::Owner::kEntry : copy::Owner::kRoot;
+    o.owner = p->keep_owner ? copy::Owner::kEntry : copy::Owner::kRoot;
     copy::TreeWriter w(std::move(o));
-    auto r = copy::receive_frames(conn, w);
-    (void)conn.send(r ? Json{{"t", msg::kOk}} : error_msg(r.error()));
-    return r.has_value();
+    auto res = copy::receive_frames(conn, w);
+    (void)conn.send(res ? Json{{"t", msg::kOk}} : error_msg(res.error()));
+    return res.has_value();
   }
-  (void)conn.send({{"t", msg::kError}, {"msg", "unknown copy request: " + t}});
+  auto* u = std::get_if<msg::Unknown>(&r);
+  (void)conn.send(error_msg(Error::protocol("unknown copy request" + (u ? ": " + u->type : std::string()))));
   return false;
 }
 
 }  // namespace
 
-void run_copy_worker(UniqueFd session, proto::FrameDecoder dec, std::string unsent, const Json& first) {
+void run_copy_worker(UniqueFd session, proto::FrameDecoder dec, std::string unsent, const msg::Request& first) {
   // Keep only stdio and the session: the agent's other sessions, exec pipes,
   // epoll and signalfd must not be held open (or touched) by the worker.
   int fd = session.release();
@@ -103,11 +102,16 @@ void run_copy_worker(UniqueFd session, proto::FrameDecoder dec, std::string unse
     (void)conn.send(error_msg(Error::sys("open the box's root")));
     ::_exit(1);
   }
-  Json m = first;
-  while (serve(conn, root.get(), m)) {
+  msg::Request r = first;
+  while (serve(conn, root.get(), r)) {
     auto f = conn.recv();
     if (!f) break;
-    m = std::move(f->msg);
+    auto next = msg::decode_request(f->msg);
+    if (!next) {
+      (void)conn.send(error_msg(next.error()));  // a malformed request ends the session
+      break;
+    }
+    r = std::move(*next);
   }
   ::_exit(0);
 }

@@ -17,6 +17,7 @@
 
 #include "base/unique_fd.h"
 #include "proto/frame.h"
+#include "proto/messages.h"
 
 namespace cubby::agent {
 
@@ -24,6 +25,6 @@ namespace cubby::agent {
 // loop had queued for the session; `dec` holds the frames it had read but
 // not handled; `first` is the request that started the worker.
 [[noreturn]] void run_copy_worker(UniqueFd session, proto::FrameDecoder dec, std::string unsent,
-                                  const proto::Json& first);
+                                  const proto::msg::Request& first);
 
 }  // namespace cubby::agent

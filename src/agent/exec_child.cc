@@ -50,6 +50,19 @@ void reset_signal(int sig) {
 
 namespace {
 void run_exec_child(const ExecChildPlan& p) {
+  // Into the workload's cgroup first, so everything this process does from
+  // here on (and every process it forks) is charged to and limited by it.
+  // We are single-threaded (clone without CLONE_THREAD), so the v1 `tasks`
+  // files move the whole process. Until execve we share the agent's memory;
+  // an OOM kill in the workload cgroup cannot take the agent with us
+  // meanwhile, because the OOM killer skips a vfork child that shares its
+  // parent's mm (the kernel's in_vfork()).
+  for (size_t i = 0; i < p.ncgroup_fds; ++i) {
+    ssize_t n;
+    do n = ::write(p.cgroup_fds[i], "0", 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) die(p, 9);
+  }
   // The agent blocks signals it reads through signalfd; a workload must
   // start with a clean mask and default dispositions. execve resets handled
   // signals itself but keeps ignored ones, so only the signals the agent

@@ -36,6 +36,10 @@ struct ExecChildPlan {
   size_t nreset_signals = 0;
   uint64_t cap_drops = 0;
   bool cap_drops_known = false;  // false: probe the bounding set in the child
+  // Written "0" first thing: the child moves itself into the workload's
+  // cgroup (AgentOptions::workload_cgroup) before anything of it runs.
+  const int* cgroup_fds = nullptr;
+  size_t ncgroup_fds = 0;
 };
 
 // Signal dispositions through the raw system call: glibc's sigaction() and
@@ -51,7 +55,8 @@ struct ExecFailure {
   int err = 0;    // errno
 };
 inline constexpr const char* kStageNames[] = {"", "set up stdio", "chdir", "set groups", "setgid",
-                                              "setuid", "capabilities", "seccomp", "exec"};
+                                              "setuid", "capabilities", "seccomp", "exec",
+                                              "join the workload cgroup"};
 
 // Starts the child with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does:
 // no page tables are copied, and the call returns only once the child has

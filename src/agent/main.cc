@@ -3,6 +3,7 @@
 //   cubby-agent init     started by cubby-shim in fresh namespaces, with the
 //                        fds of proto/launch.h; sets up the rootfs, then serves.
 //   /init                as PID 1 of a micro-VM (no /proc yet): see vm_init.cc.
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -66,6 +67,16 @@ int run_init() {
   }
   agent::AgentOptions opts;
   try {
+    int cgroup_fds = cfg.value("workload_cgroup_fds", 0);
+    if (cgroup_fds < 0 || cgroup_fds > launch::kAgentMaxCgroupFds) {
+      LOG_ERROR("bad config: workload_cgroup_fds {}", cgroup_fds);
+      return 125;
+    }
+    for (int i = 0; i < cgroup_fds; ++i) {
+      int fd = launch::kAgentWorkloadCgroupFd + i;
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // installed by dup2, which clears it
+      opts.workload_cgroup.emplace_back(fd);
+    }
     agent::RootfsPlan plan;
     agent::read_common_config(cfg, opts, plan);
     if (cfg.contains("rootfs")) {
@@ -74,6 +85,7 @@ int run_init() {
       plan.upper = r.at("upper").get<std::string>();
       plan.work = r.at("work").get<std::string>();
       plan.target = r.at("target").get<std::string>();
+      if (r.contains("tmp_size")) plan.tmp_size = r.at("tmp_size").get<int64_t>();
       for (const auto& v : r.value("volumes", proto::Json::array()))
         plan.volumes.push_back({v.at("source").get<std::string>(), v.at("target").get<std::string>(),
                                 v.value("read_only", false), UniqueFd()});

@@ -293,8 +293,7 @@ void Server::on_session(uint64_t sid, uint32_t events) {
         for (;;) {
           auto f = s.dec.next();
           if (!f) {
-            LOG_WARN("session {}: {}", sid, f.error().message());
-            close_session(sid);
+            refuse(s, f.error().message());  // a bad frame ends its session, with the reason
             return;
           }
           if (!*f) break;
@@ -316,67 +315,77 @@ void Server::on_session(uint64_t sid, uint32_t events) {
   }
 }
 
+void Server::refuse(Session& s, const std::string& why) {
+  send(s, {{"t", msg::kError}, {"msg", why}});
+  flush(s);
+  close_session(s.id);
+}
+
 void Server::handle_message(Session& s, const Json& m) {
-  const std::string t = m.value("t", "");
+  // Decoded once, here: the handlers below see only checked values. A
+  // malformed frame ends its session (with the reason), nothing more.
+  auto req = msg::decode_request(m);
+  if (!req) {
+    refuse(s, req.error().message());
+    return;
+  }
+  const msg::Request& r = *req;
   if (!s.hello) {
-    int v = m.value("v", 0), min = m.value("min", v);
-    if (t != msg::kHello || v < proto::kMinVersion || min > proto::kVersion) {
-      send(s, {{"t", msg::kError},
-               {"msg", "unsupported protocol (agent speaks " + std::to_string(proto::kMinVersion) + ".." +
-                           std::to_string(proto::kVersion) + ")"}});
-      flush(s);
-      close_session(s.id);
+    auto* h = std::get_if<msg::Hello>(&r);
+    if (!h || h->version < proto::kMinVersion || h->min_version > proto::kVersion) {
+      refuse(s, "unsupported protocol (agent speaks " + std::to_string(proto::kMinVersion) + ".." +
+                    std::to_string(proto::kVersion) + ")");
       return;
     }
     s.hello = true;
-    send(s, {{"t", msg::kHello}, {"v", std::min(v, proto::kVersion)}, {"agent", "cubby-agent " CUBBY_VERSION}});
+    send(s, {{"t", msg::kHello},
+             {"v", std::min(h->version, proto::kVersion)},
+             {"agent", "cubby-agent " CUBBY_VERSION}});
     return;
   }
-  if (t == msg::kPing) {
+  if (std::holds_alternative<msg::Ping>(r)) {
     send(s, {{"t", msg::kPong}});
-  } else if (t == msg::kExec) {
-    handle_exec(s, m);
-  } else if (t == msg::kIn || t == msg::kInEof) {
+  } else if (auto* x = std::get_if<msg::Exec>(&r)) {
+    handle_exec(s, *x);
+  } else if (std::holds_alternative<msg::In>(r) || std::holds_alternative<msg::InEof>(r)) {
     uint64_t eid = s.attached ? main_id_ : s.exec;
     auto it = execs_.find(eid);
     if (it == execs_.end() || !it->second->in_w) return;
-    if (t == msg::kIn && m.contains("d") && m["d"].is_binary()) {
-      auto& d = m["d"].get_binary();
-      it->second->inbuf.append(reinterpret_cast<const char*>(d.data()), d.size());
-    } else if (t == msg::kInEof && !it->second->tty) {
+    if (auto* in = std::get_if<msg::In>(&r))
+      it->second->inbuf.append(reinterpret_cast<const char*>(in->data.data()), in->data.size());
+    else if (!it->second->tty)
       it->second->in_eof = true;  // a terminal has no EOF of its own: ^D is a byte
-    }
     pump_stdin(*it->second);
-  } else if (t == msg::kResize) {
+  } else if (auto* rs = std::get_if<msg::Resize>(&r)) {
     uint64_t eid = s.attached ? main_id_ : s.exec;
     auto it = execs_.find(eid);
-    WinSize ws{static_cast<unsigned short>(m.value("rows", 24)), static_cast<unsigned short>(m.value("cols", 80))};
+    WinSize ws{rs->size.rows, rs->size.cols};
     if (!s.attached || !main_started_) main_winsize_ = ws;
     if (it != execs_.end() && it->second->tty && it->second->out_r) {
       winsize w{ws.rows, ws.cols, 0, 0};
       ::ioctl(it->second->out_r.get(), TIOCSWINSZ, &w);  // the kernel sends SIGWINCH
     }
-  } else if (t == msg::kSignal) {
+  } else if (auto* sig = std::get_if<msg::Signal>(&r)) {
     auto it = execs_.find(s.exec);
-    if (it != execs_.end() && it->second->pid > 0) ::kill(it->second->pid, m.value("sig", SIGTERM));
-  } else if (t == msg::kExecStatus) {
-    uint64_t id = m.value("id", uint64_t{0});
+    if (it != execs_.end() && it->second->pid > 0) ::kill(it->second->pid, sig->sig);
+  } else if (auto* st = std::get_if<msg::ExecStatus>(&r)) {
+    uint64_t id = st->id;
     if (auto f = finished_.find(id); f != finished_.end())
       send(s, exit_message(id, f->second, finished_timed_out_[id]));
     else if (execs_.count(id))
       send(s, {{"t", msg::kRunning}, {"id", id}});
     else
       send(s, {{"t", msg::kError}, {"msg", "no such exec " + std::to_string(id)}});
-  } else if (t == msg::kAttach) {
+  } else if (auto* a = std::get_if<msg::Attach>(&r)) {
     s.attached = true;
-    if (m.value("stdin", false)) main_stdin_ = true;
-    if (m.contains("rows")) main_winsize_ = {m.value("rows", uint16_t{24}), m.value("cols", uint16_t{80})};
-    if (m.value("start", false) && opts_.hold) {
+    if (a->with_stdin) main_stdin_ = true;
+    if (a->size) main_winsize_ = {a->size->rows, a->size->cols};
+    if (a->start && opts_.hold) {
       opts_.hold = false;
       if (may_start_) start_main(main_stdin_);
     }
     send(s, {{"t", msg::kOk}});
-  } else if (t == msg::kWatchStart) {
+  } else if (std::holds_alternative<msg::WatchStart>(r)) {
     // The shim's readiness probe: "started" once the workload runs (at once
     // if it already does); if it cannot start, the agent exits with 126/127.
     auto it = execs_.find(main_id_);
@@ -386,22 +395,25 @@ void Server::handle_message(Session& s, const Json& m) {
       send(s, {{"t", msg::kStarted}, {"id", main_id_}, {"pid", 0}});  // already finished
     else
       s.watch_start = true;
-  } else if (t == msg::kKill) {
+  } else if (auto* k = std::get_if<msg::Kill>(&r)) {
     auto it = execs_.find(main_id_);
     if (it != execs_.end() && it->second->pid > 0 && !it->second->exited) {
-      ::kill(it->second->pid, m.value("sig", SIGKILL));
+      ::kill(it->second->pid, k->sig);
       send(s, {{"t", msg::kOk}});
     } else {
       send(s, {{"t", msg::kError}, {"msg", "the box's main process is not running"}});
     }
-  } else if (t == msg::kCpStat || t == msg::kCpPut || t == msg::kCpGet) {
-    start_copy_worker(s, m);
+  } else if (std::holds_alternative<msg::CpStat>(r) || std::holds_alternative<msg::CpPut>(r) ||
+             std::holds_alternative<msg::CpGet>(r)) {
+    start_copy_worker(s, r);
+  } else if (auto* u = std::get_if<msg::Unknown>(&r)) {
+    send(s, {{"t", msg::kError}, {"msg", "unknown message type: " + u->type}});
   } else {
-    send(s, {{"t", msg::kError}, {"msg", "unknown message type: " + t}});
+    send(s, {{"t", msg::kError}, {"msg", "unexpected hello"}});
   }
 }
 
-void Server::start_copy_worker(Session& s, const Json& first) {
+void Server::start_copy_worker(Session& s, const msg::Request& first) {
   if (s.exec || s.attached) {
     send(s, {{"t", msg::kError}, {"msg", "a copy needs a session of its own"}});
     return;
@@ -418,29 +430,15 @@ void Server::start_copy_worker(Session& s, const Json& first) {
   close_session(s.id);
 }
 
-void Server::handle_exec(Session& s, const Json& m) {
-  ProcessSpec spec;
-  try {
-    spec.argv = m.at("argv").get<std::vector<std::string>>();
-    spec.env = m.value("env", std::vector<std::string>{});
-    spec.cwd = m.value("cwd", std::string());
-    spec.user = m.value("user", std::string());
-    spec.tty = m.value("tty", false);
-  } catch (const std::exception&) {
-    send(s, {{"t", msg::kExit}, {"id", 0}, {"code", 125}, {"error", "malformed exec request"}});
-    return;
-  }
-  if (spec.argv.empty()) {
-    send(s, {{"t", msg::kExit}, {"id", 0}, {"code", 125}, {"error", "exec: no command given"}});
-    return;
-  }
+void Server::handle_exec(Session& s, const msg::Exec& m) {
+  ProcessSpec spec{m.argv, m.env, m.cwd, m.user, m.tty};
   auto e = std::make_unique<Exec>();
   e->id = next_exec_++;
-  e->session = m.value("detach", false) ? 0 : s.id;
+  e->session = m.detach ? 0 : s.id;
   Exec& ref = *e;
   execs_[e->id] = std::move(e);
-  WinSize ws{static_cast<unsigned short>(m.value("rows", 24)), static_cast<unsigned short>(m.value("cols", 80))};
-  if (auto err = spawn(ref, spec, m.value("stdin", false) || spec.tty, ws)) {
+  WinSize ws{m.size.rows, m.size.cols};
+  if (auto err = spawn(ref, spec, m.with_stdin || spec.tty, ws)) {
     uint64_t id = ref.id;
     finished_[id] = ref.status;
     execs_.erase(id);
@@ -448,7 +446,8 @@ void Server::handle_exec(Session& s, const Json& m) {
     return;
   }
   if (ref.session) s.exec = ref.id;
-  if (int64_t ms = m.value("timeout_ms", int64_t{0}); ms > 0) {
+  if (m.timeout_ms > 0) {
+    int64_t ms = m.timeout_ms;
     ref.timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     itimerspec its{};
     its.it_value.tv_sec = ms / 1000;
@@ -554,13 +553,18 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   plan.nreset_signals = reset_signals_.size();
   plan.cap_drops = cap_drops_;
   plan.cap_drops_known = true;
+  std::vector<int> cgroup_fds;
+  for (const auto& fd : opts_.workload_cgroup) cgroup_fds.push_back(fd.get());
+  plan.cgroup_fds = cgroup_fds.data();
+  plan.ncgroup_fds = cgroup_fds.size();
   pid_t pid = spawn_exec_child(plan);
   if (pid < 0) return failure(126, std::string("clone: ") + std::strerror(-pid));
   if (f.stage != 0) {
     int st;
     ::waitpid(pid, &st, 0);  // our own child, by pid: nothing else is reaped
     int code = (f.stage == 8 && f.err == ENOENT) ? 127 : 126;
-    const char* stage = (f.stage >= 0 && f.stage < 9) ? kStageNames[f.stage] : "?";
+    const bool known = f.stage >= 0 && f.stage < static_cast<int>(std::size(kStageNames));
+    const char* stage = known ? kStageNames[f.stage] : "?";
     return failure(code, std::string("exec ") + cmd + ": " + stage + ": " + std::strerror(f.err));
   }
   e.pid = pid;

@@ -22,6 +22,7 @@
 #include "base/process.h"
 #include "base/unique_fd.h"
 #include "proto/frame.h"
+#include "proto/messages.h"
 #include "sandbox/confine.h"
 
 namespace cubby::agent {
@@ -44,6 +45,10 @@ struct AgentOptions {
   ProcessSpec main;
   bool hold = false;  // start the workload only when a client attaches with start
   bool confine = true;
+  // Sandbox: every process the agent starts writes "0" to each of these
+  // before it execs, moving into the box's workload cgroup, which carries
+  // the limits (sandbox::Cgroup::open_self_join); the agent stays outside.
+  std::vector<UniqueFd> workload_cgroup;
 };
 
 class Server {
@@ -79,8 +84,10 @@ class Server {
   void on_timer(uint64_t eid);
 
   void handle_message(Session& s, const proto::Json& m);
-  void handle_exec(Session& s, const proto::Json& m);
-  void start_copy_worker(Session& s, const proto::Json& first);
+  void handle_exec(Session& s, const proto::msg::Exec& m);
+  void start_copy_worker(Session& s, const proto::msg::Request& first);
+  // Answers with an error and ends the session.
+  void refuse(Session& s, const std::string& why);
   void start_main(bool with_stdin);
   std::optional<std::string> spawn(Exec& e, const ProcessSpec& spec, bool with_stdin, WinSize ws);
 

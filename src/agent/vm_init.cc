@@ -289,7 +289,13 @@ void run_vm_init() {
         continue;
       }
       auto m = mux::decode((*f)->bytes);
-      if (m && m->value("t", "") == "config") cfg = m->value("cfg", Json::object());
+      if (!m || proto::msg::type_of(*m) != proto::msg::kConfig) continue;
+      auto c = proto::msg::decode<proto::msg::Config>(*m);
+      if (!c) {
+        LOG_ERROR("bad config: {}", c.error().message());
+        power_off(125);
+      }
+      cfg = std::move(c->cfg);
     }
   }
 
@@ -429,12 +435,12 @@ void run_vm_init() {
   auto on_control = [&](const mux::RawFrame& f) {
     auto m = mux::decode(f.bytes);
     if (!m) return;
-    std::string t = m->value("t", "");
-    if (t == "go") {
+    std::string_view t = proto::msg::type_of(*m);
+    if (t == proto::msg::kGo) {
       char b = 'g';
       (void)sys::write_all(go_w.get(), &b, 1);
-    } else if (t == "signal") {
-      ::kill(server, m->value("sig", SIGTERM));
+    } else if (t == proto::msg::kSignal) {
+      if (auto s = proto::msg::decode<proto::msg::Signal>(*m)) ::kill(server, s->sig);
     }
   };
   for (auto& f : early) to_local(f);

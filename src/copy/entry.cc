@@ -31,24 +31,18 @@ Json to_wire(const Entry& e) {
 }
 
 Result<Entry> from_wire(const Json& m) {
+  auto w = CUBBY_TRY(msg::decode<msg::CpEntry>(m));
   Entry e;
-  try {
-    e.path = CUBBY_TRY(clean_path(m.at("p").get<std::string>(), "entry"));
-    std::string k = m.at("k").get<std::string>();
-    if (k != "d" && k != "f" && k != "l" && k != "h") return fail(Error::protocol("cp_entry: unknown kind " + k));
-    e.kind = static_cast<Kind>(k[0]);
-    e.mode = m.at("mode").get<uint32_t>() & 07777;
-    e.uid = m.at("uid").get<uint32_t>();
-    e.gid = m.at("gid").get<uint32_t>();
-    e.mtime_sec = m.at("mt").get<int64_t>();
-    e.mtime_nsec = m.value("mtn", uint32_t{0}) % 1000000000u;
-    if (e.kind == Kind::kFile) e.size = m.at("size").get<uint64_t>();
-    if (e.kind == Kind::kSymlink || e.kind == Kind::kHardlink) e.target = m.at("target").get<std::string>();
-  } catch (const std::exception& ex) {
-    return fail(Error::protocol(std::string("malformed cp_entry: ") + ex.what()));
-  }
-  if (e.kind == Kind::kSymlink && (e.target.empty() || e.target.find('\0') != std::string::npos))
-    return fail(Error::protocol("cp_entry: bad symlink target"));
+  e.path = CUBBY_TRY(clean_path(w.path, "entry"));
+  e.kind = static_cast<Kind>(w.kind);
+  e.mode = w.mode;
+  e.uid = w.uid;
+  e.gid = w.gid;
+  e.mtime_sec = w.mtime_sec;
+  e.mtime_nsec = w.mtime_nsec;
+  e.size = w.size;
+  e.target = std::move(w.target);
+  if (e.kind == Kind::kSymlink && e.target.empty()) return fail(Error::protocol("cp_entry: empty symlink target"));
   if (e.kind == Kind::kHardlink) e.target = CUBBY_TRY(clean_path(e.target, "hardlink target"));
   return e;
 }
@@ -78,31 +72,28 @@ Result<void> receive_frames(proto::Conn& conn, EntrySink& sink) {
   uint64_t owed = 0;  // bytes of the current file still to come
   for (;;) {
     auto f = CUBBY_TRY(conn.recv());
-    const std::string t = f.msg.value("t", "");
+    const std::string_view t = msg::type_of(f.msg);
     if (t == msg::kCpData) {
-      if (!f.msg.contains("d") || !f.msg["d"].is_binary()) return fail(Error::protocol("malformed cp_data"));
-      auto& d = f.msg["d"].get_binary();
-      if (d.size() > owed) return fail(Error::protocol("cp_data beyond the file's size"));
-      owed -= d.size();
-      CUBBY_TRYV(sink.data(reinterpret_cast<const char*>(d.data()), d.size()));
+      auto d = CUBBY_TRY(msg::decode<msg::CpData>(f.msg));
+      if (d.data.size() > owed) return fail(Error::protocol("cp_data beyond the file's size"));
+      owed -= d.data.size();
+      CUBBY_TRYV(sink.data(reinterpret_cast<const char*>(d.data.data()), d.data.size()));
       continue;
     }
-    if (owed > 0) {
-      if (t == msg::kError) return fail(Error::conflict(f.msg.value("msg", std::string("copy failed"))));
-      return fail(Error::protocol("file data ended early (got " + t + ")"));
+    if (t == msg::kError) {
+      auto r = CUBBY_TRY(msg::decode<msg::ErrorReply>(f.msg));
+      std::string why = r.msg.empty() ? "copy failed" : r.msg;
+      return fail(r.missing && owed == 0 ? Error::not_found(why) : Error::conflict(why));
     }
+    if (owed > 0) return fail(Error::protocol("file data ended early (got " + std::string(t) + ")"));
     if (t == msg::kCpEntry) {
       Entry e = CUBBY_TRY(from_wire(f.msg));
       CUBBY_TRYV(sink.entry(e));
       if (e.kind == Kind::kFile) owed = e.size;
     } else if (t == msg::kCpEnd) {
       return sink.finish();
-    } else if (t == msg::kError) {
-      Error err = Error::conflict(f.msg.value("msg", std::string("copy failed")));
-      if (f.msg.value("missing", false)) err = Error::not_found(f.msg.value("msg", std::string("no such file")));
-      return fail(err);
     } else {
-      return fail(Error::protocol("unexpected message in a copy: " + t));
+      return fail(Error::protocol("unexpected message in a copy: " + std::string(t)));
     }
   }
 }

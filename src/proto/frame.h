@@ -29,11 +29,26 @@ inline constexpr size_t kHeaderSize = 8;
 // Frames above this are refused: a peer cannot make us allocate unbounded
 // memory. Output is chunked well below it.
 inline constexpr uint32_t kMaxPayload = 1u << 20;
+// A payload's MessagePack structure is checked before it is decoded:
+// nlohmann's reader recurses once per nesting level, so without a bound a
+// 100 000-deep payload overflows the stack of whoever reads it (the agent is
+// PID 1). Every message of ours is a map of scalars, strings, binaries and
+// flat arrays: depth 2, a few dozen values; the limits leave room to grow
+// and still bound the memory a 1 MiB payload can expand to.
+inline constexpr size_t kMaxDepth = 32;
+inline constexpr size_t kMaxValues = 65536;  // in one payload, containers included
+inline constexpr size_t kMaxTypeLength = 64;  // of the "t" string
 
 struct Frame {
   uint32_t channel = 0;
   Json msg;
 };
+
+// Checks and decodes one payload: MessagePack within the limits above, a map
+// whose "t" is a short non-empty string; anything else is kProtocol. Never
+// throws.
+// Typed decoding of the map is messages.h's decode().
+Result<Json> parse_payload(const char* p, size_t n);
 
 // Serialises one frame (header + MessagePack payload).
 std::string encode(const Json& msg, uint32_t channel = 0);

@@ -15,6 +15,12 @@ inline constexpr int kAgentGoFd = 6;      // pipe: one byte = start the workload
 // shim/box_mounts.h); then EOF.
 inline constexpr int kAgentMountFd = 7;
 inline constexpr int kAgentFdCount = 8;
+// Then, from fd 8 on, the fds through which a child of the agent moves itself
+// into the box's workload cgroup (sandbox::Cgroup::open_self_join: one per v1
+// hierarchy); the config's "workload_cgroup_fds" says how many (0: none).
+inline constexpr int kAgentWorkloadCgroupFd = kAgentFdCount;
+inline constexpr int kAgentMaxCgroupFds = 3;
+inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds;
 
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it

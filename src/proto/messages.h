@@ -1,16 +1,19 @@
-// The message vocabulary of protocol version 1. Each session (a Unix socket
-// connection, or a channel of a multiplexed transport) starts with a hello.
+// The message vocabulary of protocol version 1: the one schema of every
+// frame cubby reads, as typed structs with one decoder each. Each session (a
+// Unix socket connection, or a channel of a multiplexed transport) starts
+// with a hello.
 //
 //   host -> agent                          agent -> host
 //   hello {v, min}                         hello {v, agent}     (handshake)
-//                                          error {msg}          (then close)
+//                                          error {msg, missing} (then close)
 //   ping {}                                pong {}              (heartbeat)
 //   exec {argv, env[], cwd, user,          started {id, pid}
 //         stdin, tty, rows, cols,          out {s: 1|2, d: bin}
-//         timeout_ms}
+//         timeout_ms, detach}
 //   resize {rows, cols}  (its terminal)
-//   in {d: bin}   in_eof {}                exit {id, code, signal, timed_out}
-//   signal {sig}  (to the exec)            exec_error {msg, code} (126/127)
+//   in {d: bin}   in_eof {}                exit {id, code, signal, timed_out, error}
+//   signal {sig}  (to the exec)            (an exec that cannot start: exit with
+//                                           code 126/127 and its error)
 //   exec_status {id}                       exit {...} | running {id}
 //   attach {start, stdin, rows, cols}      out/exit as for exec (main process)
 //   kill {sig}              (main process) ok {}
@@ -21,15 +24,39 @@
 //     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, target}
 //               cp_data {d: bin}...)... cp_end {}   (see copy/entry.h)
 //
+// The mux layer (mux.h) adds close {} and mux_ack {n} on session channels,
+// and its control channel carries config {cfg} / go {} / signal {sig} to the
+// guest's init and log {d: bin} / exit {code} back.
+//
 // The first cp_* message hands the session to a copy worker the agent forks
 // (agent/copy_worker.h); it serves any number of cp requests, then exits.
 //
 // An "exit" is sent only after the process's output pipes are drained, and
 // the agent keeps finished execs' statuses so exec_status can read them any
 // number of times.
+//
+// Decoding. Every peer is untrusted (a box's code can reach agent.sock's
+// peer, and the guest side of the vm mux), so a frame is decoded exactly
+// once, by decode<T>() below, into its struct; handlers never touch the
+// Json. A decoder checks each field's type, range and size and fails with
+// kProtocol naming the message and the first bad field ("malformed hello:
+// \"v\" must be an integer"); an absent optional field takes the default
+// written here. Unknown fields are ignored (a newer peer may add some).
+// frame.h's parse_payload() has already bounded the payload's depth and size.
+// A receiver answers a malformed frame with an error and ends that session;
+// nothing a peer sends ends the process reading it.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "base/error.h"
+#include "proto/frame.h"
 
 namespace cubby::proto {
 
@@ -48,7 +75,6 @@ inline constexpr const char* kIn = "in";
 inline constexpr const char* kInEof = "in_eof";
 inline constexpr const char* kSignal = "signal";
 inline constexpr const char* kExit = "exit";
-inline constexpr const char* kExecError = "exec_error";
 inline constexpr const char* kExecStatus = "exec_status";
 inline constexpr const char* kRunning = "running";
 inline constexpr const char* kAttach = "attach";
@@ -62,6 +88,194 @@ inline constexpr const char* kCpGet = "cp_get";
 inline constexpr const char* kCpEntry = "cp_entry";
 inline constexpr const char* kCpData = "cp_data";
 inline constexpr const char* kCpEnd = "cp_end";
+// The mux layer's own (mux.h).
+inline constexpr const char* kMuxClose = "close";
+inline constexpr const char* kMuxAck = "mux_ack";
+inline constexpr const char* kConfig = "config";
+inline constexpr const char* kGo = "go";
+inline constexpr const char* kLog = "log";
+
+// Sizes and ranges the decoders enforce.
+inline constexpr size_t kMaxPath = 4096;    // cwd, cp paths (PATH_MAX)
+inline constexpr size_t kMaxName = 256;     // a user spec, the agent's name
+inline constexpr size_t kMaxText = 65536;   // error texts, entry paths and link targets
+inline constexpr int kMaxSignal = 64;       // the kernel's _NSIG - 1
+inline constexpr int kMaxProtoVersion = 1 << 30;
+
+// The message type of a frame parse_payload() accepted ("" otherwise).
+std::string_view type_of(const Json& m);
+
+struct TermSize {
+  uint16_t rows = 24, cols = 80;
+};
+
+// --- host -> agent ----------------------------------------------------------
+struct Hello {  // both ways; the agent's has `agent`, the host's `min`
+  static constexpr const char* kType = kHello;
+  int version = 0;      // v
+  int min_version = 0;  // min (default: v)
+  std::string agent;
+};
+struct Ping {
+  static constexpr const char* kType = kPing;
+};
+struct Exec {
+  static constexpr const char* kType = kExec;
+  std::vector<std::string> argv;  // not empty; no NULs, as in env, cwd, user
+  std::vector<std::string> env;
+  std::string cwd, user;
+  bool with_stdin = false;  // stdin
+  bool tty = false, detach = false;
+  TermSize size;            // rows, cols
+  int64_t timeout_ms = 0;   // 0: none
+};
+struct Resize {
+  static constexpr const char* kType = kResize;
+  TermSize size;
+};
+struct In {
+  static constexpr const char* kType = kIn;
+  std::vector<uint8_t> data;  // d
+};
+struct InEof {
+  static constexpr const char* kType = kInEof;
+};
+struct Signal {  // to a session's exec; on the mux control channel, to the guest's agent
+  static constexpr const char* kType = kSignal;
+  int sig = SIGTERM;  // 1..kMaxSignal
+};
+struct ExecStatus {
+  static constexpr const char* kType = kExecStatus;
+  uint64_t id = 0;
+};
+struct Attach {
+  static constexpr const char* kType = kAttach;
+  bool start = false, with_stdin = false;
+  std::optional<TermSize> size;  // when rows is given
+};
+struct Kill {
+  static constexpr const char* kType = kKill;
+  int sig = SIGKILL;
+};
+struct WatchStart {
+  static constexpr const char* kType = kWatchStart;
+};
+struct CpStat {
+  static constexpr const char* kType = kCpStat;
+  std::string path;
+};
+struct CpPut {
+  static constexpr const char* kType = kCpPut;
+  std::string dir;
+  bool keep_owner = false;
+};
+struct CpGet {
+  static constexpr const char* kType = kCpGet;
+  std::string path;
+  bool follow = false;
+};
+
+// --- copy streams, both ways (copy/entry.h turns a CpEntry into an Entry) --
+struct CpEntry {
+  static constexpr const char* kType = kCpEntry;
+  std::string path;      // p
+  char kind = 'f';       // k: d f l h
+  uint32_t mode = 0;     // 07777 at most
+  uint32_t uid = 0, gid = 0;
+  int64_t mtime_sec = 0;     // mt
+  uint32_t mtime_nsec = 0;   // mtn, < 1e9 or UTIME_OMIT
+  uint64_t size = 0;         // kind f
+  std::string target;        // kinds l and h
+};
+struct CpData {
+  static constexpr const char* kType = kCpData;
+  std::vector<uint8_t> data;  // d
+};
+struct CpEnd {
+  static constexpr const char* kType = kCpEnd;
+};
+
+// --- agent -> host ----------------------------------------------------------
+struct ErrorReply {
+  static constexpr const char* kType = kError;
+  std::string msg;
+  bool missing = false;  // cp: the path does not exist
+};
+struct Pong {
+  static constexpr const char* kType = kPong;
+};
+struct Started {
+  static constexpr const char* kType = kStarted;
+  uint64_t id = 0;
+  int pid = 0;  // 0: the workload already finished
+};
+struct Out {
+  static constexpr const char* kType = kOut;
+  int stream = 1;  // s: 1 stdout, 2 stderr
+  std::vector<uint8_t> data;
+};
+struct Exit {
+  static constexpr const char* kType = kExit;
+  uint64_t id = 0;
+  int code = 0;     // 0..255
+  int signal = 0;   // 0..kMaxSignal
+  bool timed_out = false;
+  std::string error;
+};
+struct Running {
+  static constexpr const char* kType = kRunning;
+  uint64_t id = 0;
+};
+struct Ok {
+  static constexpr const char* kType = kOk;
+};
+struct CpStatReply {
+  static constexpr const char* kType = kCpStat;
+  char kind = 'o';  // d f o
+};
+
+// --- the mux layer ----------------------------------------------------------
+struct MuxClose {
+  static constexpr const char* kType = kMuxClose;
+};
+struct MuxAck {
+  static constexpr const char* kType = kMuxAck;
+  uint64_t bytes = 0;  // n
+};
+struct Config {  // the guest agent's config (read by agent/config.h)
+  static constexpr const char* kType = kConfig;
+  Json cfg;  // a map
+};
+struct Go {
+  static constexpr const char* kType = kGo;
+};
+struct Log {
+  static constexpr const char* kType = kLog;
+  std::vector<uint8_t> data;  // d
+};
+struct GuestExit {
+  static constexpr const char* kType = kExit;
+  int code = 0;  // 0..255
+};
+
+// Decodes m (whose type must be T::kType) into T; kProtocol naming the
+// field if anything is wrong. Defined for every struct above.
+template <class T>
+Result<T> decode(const Json& m);
+
+// The text of an error frame m: its msg, or fallback when it has none, or
+// why m is malformed.
+std::string error_text(const Json& m, std::string_view fallback);
+
+// What the agent's event loop accepts on a session; a type it does not know
+// is Unknown (answered with an error, the session goes on).
+struct Unknown {
+  std::string type;
+};
+using Request = std::variant<Unknown, Hello, Ping, Exec, Resize, In, InEof, Signal, ExecStatus, Attach, Kill,
+                             WatchStart, CpStat, CpPut, CpGet>;
+Result<Request> decode_request(const Json& m);
+
 }  // namespace msg
 
 }  // namespace cubby::proto

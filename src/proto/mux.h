@@ -22,12 +22,13 @@
 #include <string>
 
 #include "proto/frame.h"
+#include "proto/messages.h"
 
 namespace cubby::proto::mux {
 
 inline constexpr uint32_t kControlChannel = 0;
-inline constexpr const char* kClose = "close";
-inline constexpr const char* kAck = "mux_ack";
+inline constexpr const char* kClose = msg::kMuxClose;
+inline constexpr const char* kAck = msg::kMuxAck;
 inline constexpr uint64_t kWindow = 1u << 20;
 inline constexpr uint64_t kAckEvery = kWindow / 4;
 // The name of the virtio-serial port carrying the stream.
@@ -56,16 +57,20 @@ void set_channel(std::string& frame, uint32_t channel);
 // Decodes a raw frame's payload (for the few frames the mux layer reads).
 std::optional<Json> decode(const std::string& frame);
 // The mux layer's own frames are tiny: session traffic is never decoded.
+// Either side's session frames may come from an untrusted peer (a client of
+// agent.sock, the guest), so a malformed one is no mux frame, never a throw.
 inline bool is_close(const std::string& frame) {
   if (frame.size() > kHeaderSize + 32) return false;
   auto m = decode(frame);
-  return m && m->value("t", "") == kClose;
+  return m && msg::decode<msg::MuxClose>(*m).has_value();
 }
 // The credit an ack frame returns; 0 for any other frame.
 inline uint64_t ack_bytes(const std::string& frame) {
   if (frame.size() > kHeaderSize + 32) return 0;
   auto m = decode(frame);
-  return m && m->value("t", "") == kAck ? m->value("n", uint64_t{0}) : 0;
+  if (!m || msg::type_of(*m) != kAck) return 0;
+  auto a = msg::decode<msg::MuxAck>(*m);
+  return a ? a->bytes : 0;
 }
 inline std::string ack_frame(uint32_t channel, uint64_t n) { return encode({{"t", kAck}, {"n", n}}, channel); }
 

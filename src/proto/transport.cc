@@ -63,9 +63,10 @@ Result<Conn> hello(Transport& t, const Json* first) {
   if (first) encode_into(out, *first);
   CUBBY_TRYV(c.send_encoded(out));
   auto f = CUBBY_TRY(c.recv());
-  if (f.msg["t"] == msg::kError)
-    return fail(Error::protocol("agent refused: " + f.msg.value("msg", std::string("?"))));
-  if (f.msg["t"] != msg::kHello) return fail(Error::protocol("expected hello from agent"));
+  if (msg::type_of(f.msg) == msg::kError)
+    return fail(Error::protocol("agent refused: " + msg::error_text(f.msg, "?")));
+  if (msg::type_of(f.msg) != msg::kHello) return fail(Error::protocol("expected hello from agent"));
+  CUBBY_TRYV(msg::decode<msg::Hello>(f.msg));
   return c;
 }
 }  // namespace

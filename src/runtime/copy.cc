@@ -267,12 +267,12 @@ Result<void> Runtime::copy_to_box(const std::string& src, const std::string& ref
   CUBBY_TRYV(conn.send({{"t", msg::kCpStat}, {"path", box_path}}));
   auto reply = CUBBY_TRY(conn.recv());
   Dest state = Dest::kOther;
-  if (reply.msg.value("t", "") == msg::kCpStat) {
-    state = reply.msg.value("kind", "") == "d" ? Dest::kDir : Dest::kOther;
-  } else if (reply.msg.value("missing", false)) {
+  if (msg::type_of(reply.msg) == msg::kCpStat) {
+    state = CUBBY_TRY(msg::decode<msg::CpStatReply>(reply.msg)).kind == 'd' ? Dest::kDir : Dest::kOther;
+  } else if (auto e = msg::decode<msg::ErrorReply>(reply.msg); e && e->missing) {
     state = Dest::kMissing;
   } else {
-    return fail(Error::conflict("box " + b.name + ": " + reply.msg.value("msg", std::string("cannot stat ") + box_path)));
+    return fail(Error::conflict("box " + b.name + ": " + msg::error_text(reply.msg, "cannot stat " + box_path)));
   }
   Target to{box_path, ""};
   if (from_tar) {
@@ -291,8 +291,8 @@ Result<void> Runtime::copy_to_box(const std::string& src, const std::string& ref
   if (!sent && !wire.peer_gone()) return fail(sent.error());
   auto done = conn.recv();
   if (!done) return fail(sent ? done.error().wrap("copy to box " + b.name) : sent.error());
-  if (done->msg.value("t", "") != msg::kOk)
-    return fail(Error::conflict("copy to box " + b.name + ": " + done->msg.value("msg", std::string("failed"))));
+  if (msg::type_of(done->msg) != msg::kOk)
+    return fail(Error::conflict("copy to box " + b.name + ": " + msg::error_text(done->msg, "failed")));
   return {};
 }
 

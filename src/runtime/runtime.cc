@@ -242,6 +242,7 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
     j["started_at"] = b.started_at.empty() ? Json(nullptr) : Json(b.started_at);
     j["finished_at"] = b.finished_at.empty() ? Json(nullptr) : Json(b.finished_at);
     j["error"] = b.error.empty() ? Json(nullptr) : Json(b.error);
+    j["oom_killed"] = b.oom_killed;  // Docker's State.OOMKilled
     Json cfg = b.config;
     cfg.erase("layers");
     j["config"] = cfg;
@@ -516,12 +517,14 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   if (req.detach) {
     auto f = CUBBY_TRY(conn->recv());
     ExecResult r;
-    if (f.msg["t"] == msg::kStarted) {
-      r.exec_id = f.msg.value("id", uint64_t{0});
+    if (msg::type_of(f.msg) == msg::kStarted) {
+      r.exec_id = CUBBY_TRY(msg::decode<msg::Started>(f.msg)).id;
       return r;
     }
-    r.code = f.msg.value("code", 126);
-    r.error = f.msg.value("error", std::string("exec failed"));
+    if (msg::type_of(f.msg) == msg::kError) return fail(Error::protocol("agent: " + msg::error_text(f.msg, "?")));
+    auto e = CUBBY_TRY(msg::decode<msg::Exit>(f.msg));
+    r.code = e.code;
+    r.error = e.error.empty() ? "exec failed" : e.error;
     return r;
   }
   StdioFds eio = io;
@@ -537,12 +540,14 @@ Result<ExecResult> Runtime::exec_status(const std::string& ref, uint64_t exec_id
   auto conn = CUBBY_TRY(proto::connect_and_hello(t));
   CUBBY_TRYV(conn.send({{"t", msg::kExecStatus}, {"id", exec_id}}));
   auto f = CUBBY_TRY(conn.recv());
-  if (f.msg["t"] == msg::kRunning) return fail(Error::conflict("exec " + std::to_string(exec_id) + " is still running"));
-  if (f.msg["t"] != msg::kExit) return fail(Error::not_found(f.msg.value("msg", std::string("no such exec"))));
+  const std::string_view type = msg::type_of(f.msg);
+  if (type == msg::kRunning) return fail(Error::conflict("exec " + std::to_string(exec_id) + " is still running"));
+  if (type != msg::kExit) return fail(Error::not_found(msg::error_text(f.msg, "no such exec")));
+  auto e = CUBBY_TRY(msg::decode<msg::Exit>(f.msg));
   ExecResult r;
   r.exec_id = exec_id;
-  r.code = f.msg.value("code", 0);
-  r.timed_out = f.msg.value("timed_out", false);
+  r.code = e.code;
+  r.timed_out = e.timed_out;
   return r;
 }
 
@@ -586,7 +591,7 @@ Result<void> Runtime::kill(const std::string& ref, int sig) {
   auto conn = CUBBY_TRY(proto::connect_and_hello(t));
   CUBBY_TRYV(conn.send({{"t", msg::kKill}, {"sig", sig}}));
   auto f = CUBBY_TRY(conn.recv());
-  if (f.msg["t"] != msg::kOk) return fail(Error::conflict(f.msg.value("msg", std::string("kill failed"))));
+  if (msg::type_of(f.msg) != msg::kOk) return fail(Error::conflict(msg::error_text(f.msg, "kill failed")));
   return {};
 }
 

@@ -144,22 +144,21 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
     }
     while (frame) {
       const Json& m = frame->msg;
-      const std::string t = m["t"].get<std::string>();
+      const std::string_view t = msg::type_of(m);
       if (t == msg::kOut) {
-        int fd = m.value("s", 1) == 2 ? io.err : io.out;
-        if (fd >= 0 && m.contains("d") && m["d"].is_binary()) {
-          auto& d = m["d"].get_binary();
-          (void)sys::write_all(fd, d.data(), d.size());
-        }
+        auto o = CUBBY_TRY(msg::decode<msg::Out>(m));
+        int fd = o.stream == 2 ? io.err : io.out;
+        if (fd >= 0) (void)sys::write_all(fd, o.data.data(), o.data.size());
       } else if (t == msg::kExit) {
+        auto e = CUBBY_TRY(msg::decode<msg::Exit>(m));
         ExecResult r;
-        r.exec_id = m.value("id", uint64_t{0});
-        r.code = m.value("code", 0);
-        r.timed_out = m.value("timed_out", false);
-        r.error = m.value("error", std::string());
+        r.exec_id = e.id;
+        r.code = e.code;
+        r.timed_out = e.timed_out;
+        r.error = std::move(e.error);
         return r;
       } else if (t == msg::kError) {
-        return fail(Error::protocol("agent: " + m.value("msg", std::string("?"))));
+        return fail(Error::protocol("agent: " + msg::error_text(m, "?")));
       }
       auto next = conn.try_next();
       if (!next) return std::unexpected(next.error());

@@ -142,6 +142,36 @@ Result<void> make_dir(const std::string& path) {
   return {};
 }
 
+std::string leaf_dir(const std::string& box_dir, Leaf leaf) { return box_dir + "/" + leaf_name(leaf); }
+
+Result<std::vector<UniqueFd>> open_for_writing(const std::vector<std::string>& paths) {
+  std::vector<UniqueFd> fds;
+  for (const auto& p : paths) {
+    UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return sys_fail("open " + p);
+    fds.push_back(std::move(fd));
+  }
+  return fds;
+}
+
+Result<bool> read_oom_kill(const std::string& path) {
+  auto text = read_file(path);
+  if (!text) {
+    int e = text.error().sys_errno();
+    if (e == ENOENT || e == ENODEV) return false;
+    return fail(text.error());
+  }
+  constexpr std::string_view kKey = "oom_kill ";
+  for (size_t at = 0; at < text->size();) {
+    size_t nl = text->find('\n', at);
+    std::string_view line(text->data() + at, (nl == std::string::npos ? text->size() : nl) - at);
+    if (line.starts_with(kKey)) return std::strtoull(std::string(line.substr(kKey.size())).c_str(), nullptr, 10) > 0;
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+  return false;
+}
+
 Result<std::vector<pid_t>> read_procs(const std::string& dir) {
   std::string path = dir + "/cgroup.procs";
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -288,6 +318,8 @@ Result<void> destroy_dirs(const std::vector<std::string>& dirs, WaitEmptyFn wait
 using namespace detail;
 
 CgroupVersion detect_cgroup_version() { return detect_cgroup_version_at(cgroup_root()); }
+
+const char* leaf_name(Leaf leaf) { return leaf == Leaf::kAgent ? "agent" : "workload"; }
 
 const char* to_string(CgroupVersion v) {
   switch (v) {

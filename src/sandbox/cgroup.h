@@ -2,6 +2,16 @@
 // v1 controllers, cgroup2 holding only hugetlb) and v2 (unified).
 // The shim creates the cgroup before the box's first process runs and
 // destroys it when the box ends; recovery destroys leftovers of dead shims.
+//
+// A box's cgroup is an inner node with two leaves, in every hierarchy:
+//   <box>/agent      the box's PID 1 (cubby-agent): no limits;
+//   <box>/workload   the main process and every exec: --memory, --cpus, --pids-limit.
+// So when the workload exhausts its memory, the OOM killer chooses among the
+// workload's processes and never kills the agent that reports their status
+// (the agent's sealed memfd copy of its binary counts as its memory, which
+// made it the biggest process; and no host here may lower oom_score_adj).
+// Two leaves rather than agent-in-the-parent because v2 allows processes
+// only in leaves; v1 gets the same shape so both versions behave alike.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +23,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace cubby::sandbox {
 
@@ -29,23 +40,45 @@ struct CgroupLimits {
   std::optional<int64_t> pids_max;      // --pids-limit
 };
 
+// The two leaves of a box's cgroup (see the top of this file).
+enum class Leaf { kAgent, kWorkload };
+// The leaf's directory name: "agent" or "workload".
+const char* leaf_name(Leaf leaf);
+
 class Cgroup {
  public:
   virtual ~Cgroup() = default;
 
-  // Creates the box's cgroup under a "cubby" parent and applies the limits.
-  // A limit the host cannot apply is an error naming the controller, never
-  // silently ignored.
+  // Creates the box's cgroup under a "cubby" parent with both leaves, and
+  // applies the limits to the workload leaf. A limit the host cannot apply
+  // is an error naming the controller, never silently ignored.
   static Result<std::unique_ptr<Cgroup>> create(const std::string& box_id, const CgroupLimits& limits);
-  // Opens what exists of a box's cgroup (for cleanup); nullptr if nothing.
+  // Opens what exists of a box's cgroup (for cleanup), leaves or not (boxes
+  // of older versions had none); nullptr if nothing.
   // Both honour $CUBBY_CGROUP_ROOT (default /sys/fs/cgroup), for tests.
   static Result<std::unique_ptr<Cgroup>> open_existing(const std::string& box_id);
 
-  virtual Result<void> add_process(pid_t pid) = 0;
-  // SIGKILLs whatever is still inside, waits for those processes to be gone
-  // (pidfds, no sleeping loops), then removes the directories. Idempotent.
+  // Puts process pid (all its threads) into the leaf, in every hierarchy.
+  virtual Result<void> add_process(pid_t pid, Leaf leaf) = 0;
+  // Write-only, close-on-exec fds through which a process moves itself into
+  // the leaf: it writes "0" to each (one per v1 hierarchy). Opened by a
+  // privileged caller and handed to a less privileged one (the kernel checks
+  // the opener's credentials). v1: the leaf's `tasks`, which moves only the
+  // writing thread, so the writer must be single-threaded (a freshly cloned
+  // child is); unlike `cgroup.procs` it skips the kernel's global
+  // threadgroup lock, whose write side waits for an RCU grace period (5-30
+  // ms per exec on this host, against 0.1 ms). v2: `cgroup.procs`
+  // (`cgroup.threads` cannot leave a threaded domain).
+  virtual Result<std::vector<UniqueFd>> open_self_join(Leaf leaf) = 0;
+  // Whether the kernel's OOM killer killed a process of the workload leaf
+  // (its memory cgroup's oom_kill count: v1 memory.oom_control, kernel >=
+  // 4.13; v2 memory.events). False without a memory controller.
+  virtual Result<bool> oom_killed() = 0;
+  // SIGKILLs whatever is still inside (leaves, the parent, any cgroup
+  // below), waits for those processes to be gone (pidfds, no sleeping
+  // loops), then removes the directories, deepest first. Idempotent.
   virtual Result<void> destroy() = 0;
-  // The directories that make up this cgroup (one per v1 controller).
+  // The box's directories, parents of the leaves (one per v1 controller).
   virtual std::vector<std::string> paths() const = 0;
 };
 

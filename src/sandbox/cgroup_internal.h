@@ -59,6 +59,14 @@ Result<void> write_cgroup_file(const std::string& path, std::string_view value);
 bool file_exists(const std::string& path);
 // mkdir; EEXIST is fine (a leftover of the same box is reused, as runc does).
 Result<void> make_dir(const std::string& path);
+// leaf's directory under a box directory.
+std::string leaf_dir(const std::string& box_dir, Leaf leaf);
+// Opens each path write-only (O_CLOEXEC): Cgroup::open_self_join.
+Result<std::vector<UniqueFd>> open_for_writing(const std::vector<std::string>& paths);
+// The "oom_kill N" line of a memory.oom_control (v1) or memory.events (v2)
+// file: N > 0. A missing file or line is false (no memory controller, or a
+// kernel that does not count OOM kills).
+Result<bool> read_oom_kill(const std::string& path);
 // Pids listed in dir/cgroup.procs; a missing dir yields none.
 Result<std::vector<pid_t>> read_procs(const std::string& dir);
 // dir and every cgroup below it, deepest first (rmdir order). Missing: none.

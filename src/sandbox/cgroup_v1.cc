@@ -1,5 +1,6 @@
 // cgroup v1: one directory per controller hierarchy,
-// <root>/<memory|cpu|pids>/cubby/<box_id>.
+// <root>/<memory|cpu|pids>/cubby/<box_id>, each with the agent and workload
+// leaves (cgroup.h).
 #include <sched.h>
 
 #include <algorithm>
@@ -22,17 +23,29 @@ Result<void> v1_wait_empty(const std::string&, Clock::time_point) {
 
 class CgroupV1 final : public Cgroup {
  public:
-  CgroupV1() = default;
-  explicit CgroupV1(std::vector<std::string> dirs) : dirs_(std::move(dirs)) {}
+  // The box directory in controller ctrl's hierarchy.
+  void add_dir(const std::string& ctrl, std::string d) {
+    if (ctrl == "memory") memory_dir_ = d;
+    dirs_.push_back(std::move(d));
+  }
 
-  void add_dir(std::string d) { dirs_.push_back(std::move(d)); }
-
-  Result<void> add_process(pid_t pid) override {
+  Result<void> add_process(pid_t pid, Leaf leaf) override {
     for (const auto& d : dirs_) {
-      auto r = write_cgroup_file(d + "/cgroup.procs", std::to_string(pid));
+      auto r = write_cgroup_file(leaf_dir(d, leaf) + "/cgroup.procs", std::to_string(pid));
       if (!r) return fail(r.error().wrap("add process " + std::to_string(pid) + " to cgroup"));
     }
     return {};
+  }
+
+  Result<std::vector<UniqueFd>> open_self_join(Leaf leaf) override {
+    std::vector<std::string> files;
+    for (const auto& d : dirs_) files.push_back(leaf_dir(d, leaf) + "/tasks");
+    return open_for_writing(files);
+  }
+
+  Result<bool> oom_killed() override {
+    if (memory_dir_.empty()) return false;
+    return read_oom_kill(leaf_dir(memory_dir_, Leaf::kWorkload) + "/memory.oom_control");
   }
 
   Result<void> destroy() override { return destroy_dirs(dirs_, &v1_wait_empty); }
@@ -41,16 +54,19 @@ class CgroupV1 final : public Cgroup {
 
  private:
   std::vector<std::string> dirs_;
+  std::string memory_dir_;
 };
 
 std::string box_dir(const std::string& root, const std::string& ctrl, const std::string& box_id) {
   return root + "/" + ctrl + "/" + kParentName + "/" + box_id;
 }
 
+// Limits go on the workload leaf only: the agent leaf must never be the one
+// that runs out.
 Result<void> apply_limits(const std::string& root, const std::string& box_id,
                           const std::vector<LimitWrite>& writes) {
   for (const auto& w : writes) {
-    std::string dir = box_dir(root, w.controller, box_id);
+    std::string dir = leaf_dir(box_dir(root, w.controller, box_id), Leaf::kWorkload);
     std::string path = dir + "/" + w.file;
     if (w.optional && !file_exists(path)) continue;
     auto r = write_cgroup_file(path, w.value);
@@ -87,12 +103,14 @@ Result<std::unique_ptr<Cgroup>> create_v1(const std::string& root, const std::st
                                                       " is not mounted at " + hier));
       continue;
     }
+    std::string dir = box_dir(root, ctrl, box_id);
     auto r = make_dir(hier + "/" + kParentName);
+    if (r) r = make_dir(dir);
     if (r) {
-      std::string dir = box_dir(root, ctrl, box_id);
-      r = make_dir(dir);
-      if (r) cg->add_dir(dir);
+      cg->add_dir(ctrl, dir);
+      r = make_dir(leaf_dir(dir, Leaf::kAgent));
     }
+    if (r) r = make_dir(leaf_dir(dir, Leaf::kWorkload));
     if (!r) return rollback(r.error());
   }
   if (cg->paths().empty())
@@ -103,13 +121,13 @@ Result<std::unique_ptr<Cgroup>> create_v1(const std::string& root, const std::st
 
 Result<std::unique_ptr<Cgroup>> open_v1(const std::string& root, const std::string& box_id) {
   CUBBY_TRYV(validate_box_id(box_id));
-  std::vector<std::string> dirs;
+  auto cg = std::make_unique<CgroupV1>();
   for (const char* ctrl : kControllers) {
     std::string dir = box_dir(root, ctrl, box_id);
-    if (file_exists(dir)) dirs.push_back(dir);
+    if (file_exists(dir)) cg->add_dir(ctrl, dir);
   }
-  if (dirs.empty()) return std::unique_ptr<Cgroup>();
-  return std::unique_ptr<Cgroup>(std::make_unique<CgroupV1>(std::move(dirs)));
+  if (cg->paths().empty()) return std::unique_ptr<Cgroup>();
+  return std::unique_ptr<Cgroup>(std::move(cg));
 }
 
 }  // namespace cubby::sandbox::detail

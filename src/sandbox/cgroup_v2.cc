@@ -1,6 +1,6 @@
-// cgroup v2: one directory, <root>/cubby/<box_id>. The controllers the
-// limits need are enabled in <root>/cgroup.subtree_control and
-// <root>/cubby/cgroup.subtree_control first.
+// cgroup v2: one directory, <root>/cubby/<box_id>, with the agent and
+// workload leaves (cgroup.h). The controllers the limits need are enabled in
+// the subtree_control of <root>, <root>/cubby and the box directory first.
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -59,11 +59,20 @@ class CgroupV2 final : public Cgroup {
  public:
   explicit CgroupV2(std::string dir) : dir_(std::move(dir)) {}
 
-  Result<void> add_process(pid_t pid) override {
-    auto r = write_cgroup_file(dir_ + "/cgroup.procs", std::to_string(pid));
+  Result<void> add_process(pid_t pid, Leaf leaf) override {
+    auto r = write_cgroup_file(leaf_dir(dir_, leaf) + "/cgroup.procs", std::to_string(pid));
     if (!r) return fail(r.error().wrap("add process " + std::to_string(pid) + " to cgroup"));
     return {};
   }
+
+  // cgroup.procs: a thread may only move within its threaded domain. Each
+  // write takes the kernel's global threadgroup lock (unless the hierarchy
+  // is mounted with favordynmods); clone3's CLONE_INTO_CGROUP would avoid it.
+  Result<std::vector<UniqueFd>> open_self_join(Leaf leaf) override {
+    return open_for_writing({leaf_dir(dir_, leaf) + "/cgroup.procs"});
+  }
+
+  Result<bool> oom_killed() override { return read_oom_kill(leaf_dir(dir_, Leaf::kWorkload) + "/memory.events"); }
 
   Result<void> destroy() override {
     // cgroup.kill (5.14+) kills the whole subtree at once, forks included;
@@ -133,14 +142,22 @@ Result<std::unique_ptr<Cgroup>> create_v2(const std::string& root, const std::st
   std::string dir = parent + "/" + box_id;
   CUBBY_TRYV(make_dir(dir));
   auto cg = std::make_unique<CgroupV2>(dir);
+  auto rollback = [&](const Error& e) {
+    (void)cg->destroy();
+    return fail(e);
+  };
+  // The box directory holds no process (v2's rule for a node that passes
+  // controllers down), only the two leaves; the limits go on the workload's.
+  if (auto r = enable_controllers(dir, wanted, required); !r) return rollback(r.error());
+  for (Leaf leaf : {Leaf::kAgent, Leaf::kWorkload})
+    if (auto r = make_dir(leaf_dir(dir, leaf)); !r) return rollback(r.error());
 
+  std::string workload = leaf_dir(dir, Leaf::kWorkload);
   for (const auto& w : writes) {
-    std::string path = dir + "/" + w.file;
+    std::string path = workload + "/" + w.file;
     if (w.optional && !file_exists(path)) continue;
-    if (auto r = write_cgroup_file(path, w.value); !r) {
-      (void)cg->destroy();
-      return fail(r.error().wrap("apply " + w.controller + " limit"));
-    }
+    if (auto r = write_cgroup_file(path, w.value); !r)
+      return rollback(r.error().wrap("apply " + w.controller + " limit"));
   }
   return std::unique_ptr<Cgroup>(std::move(cg));
 }

@@ -32,6 +32,10 @@ class BoxInstance {
   virtual int diag_fd() const = 0;
   // Why the box ended when it left no diagnostics of its own ("" if unknown).
   virtual std::string failure_hint() const { return ""; }
+  // Whether the OOM killer killed a process of the workload (the main
+  // process or an exec) while the box ran. Read after reap(), before
+  // cleanup(). The vm backend does not tell yet (the guest's kernel kills).
+  virtual bool oom_killed() { return false; }
   // Releases cgroups, helper processes, sockets. Idempotent.
   virtual void cleanup() = 0;
 };

@@ -142,14 +142,19 @@ Result<Boot> await_agent(shim::BoxInstance& box, const std::string& box_dir, Dia
       CUBBY_TRYV(sys::wait_readable(box.pidfd(), sys::kForever));
       return Boot::kDied;
     }
-    if (f->msg["t"] == proto::msg::kHello) {
+    const std::string_view t = proto::msg::type_of(f->msg);
+    if (t == proto::msg::kHello) {
+      CUBBY_TRYV(proto::msg::decode<proto::msg::Hello>(f->msg));
       if (hold) return Boot::kReady;
       CUBBY_TRYV(conn.send({{"t", proto::msg::kWatchStart}}));
       CUBBY_TRYV(box.allow_start());
       continue;
     }
-    if (f->msg["t"] == proto::msg::kStarted) return Boot::kReady;
-    return fail(Error::protocol("agent answered the handshake with " + f->msg["t"].get<std::string>()));
+    if (t == proto::msg::kStarted) {
+      CUBBY_TRYV(proto::msg::decode<proto::msg::Started>(f->msg));
+      return Boot::kReady;
+    }
+    return fail(Error::protocol("agent answered the handshake with " + std::string(t)));
   }
 }
 
@@ -232,11 +237,12 @@ int run_shim(const std::string& box_id) {
     return 1;
   }
 
-  auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err) {
+  auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err, bool oom_killed = false) {
     // A --rm box goes to `removing` in the same compare-and-set, then loses
     // its directory, then its record: a crash between leaves what rm finishes.
     bool remove = sh.cfg.spec.auto_remove;
-    auto r = db->mark_ended(box_id, sh.self, sh.self_start, remove ? store::BoxStatus::kRemoving : st, code, err);
+    auto r = db->mark_ended(box_id, sh.self, sh.self_start, remove ? store::BoxStatus::kRemoving : st, code, err,
+                            oom_killed);
     if (!r) LOG_ERROR("record exit: {}", r.error().message());
     else if (*r && remove) (void)db->finish_removal(box_id, sh.cfg.box_dir);
   };
@@ -285,6 +291,7 @@ int run_shim(const std::string& box_id) {
   }
   diag.drain(box.diag_fd());
   auto status = box.reap();
+  const bool oom_killed = box.oom_killed();  // cleanup() removes the cgroup that counted it
   box.cleanup();
   int code = status ? status->shell_code() : 125;
   std::string err;
@@ -310,7 +317,7 @@ int run_shim(const std::string& box_id) {
   } else {
     err = box.failure_hint();  // a VMM that died on its own after start says so in inspect
   }
-  record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err);
+  record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err, oom_killed);
   return 0;
 }
 

@@ -45,10 +45,15 @@ Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
     if (n < 0) return sys_fail("read the slirp4netns API reply");
     if (n == 0) break;
     reply.append(buf, static_cast<size_t>(n));
+    // slirp4netns parses box traffic: its answer is read like a peer's, bounded and checked.
+    if (reply.size() > 65536) return fail(Error::internal("publish " + to_string(p) + ": oversized slirp4netns reply"));
   }
   auto j = nlohmann::json::parse(reply, nullptr, false);
   if (j.is_object() && j.contains("return")) return {};
-  std::string why = j.is_object() && j.contains("error") ? j["error"].value("desc", reply) : reply;
+  std::string why = reply;
+  if (auto e = j.is_object() ? j.find("error") : j.end(); e != j.end() && e->is_object()) {
+    if (auto d = e->find("desc"); d != e->end() && d->is_string()) why = d->get<std::string>();
+  }
   return fail(Error::internal("publish " + to_string(p) + ": " + (why.empty() ? "no answer from slirp4netns" : why)));
 }
 

@@ -87,6 +87,13 @@ class SandboxInstance : public BoxInstance {
 
   Result<void> kill() override { return sys::pidfd_send_signal(pidfd_.get(), SIGKILL); }
 
+  bool oom_killed() override {
+    if (!cgroup_) return false;
+    auto r = cgroup_->oom_killed();
+    if (!r) LOG_WARN("read the workload's OOM kills: {}", r.error().message());
+    return r.value_or(false);
+  }
+
   void cleanup() override {
     if (!reaped_ && pidfd_) {
       (void)kill();
@@ -179,6 +186,13 @@ class SandboxBackend : public Backend {
     auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
     auto [mounts_w, mounts_r] = CUBBY_TRY(sys::make_socketpair(SOCK_SEQPACKET));
     const bool root = ::geteuid() == 0;
+    // The agent's children (the workload and every exec) move themselves
+    // into the workload leaf through these before they exec; the agent
+    // itself goes into the agent leaf below.
+    std::vector<UniqueFd> join;
+    if (inst->cgroup_) join = CUBBY_TRY(inst->cgroup_->open_self_join(sandbox::Leaf::kWorkload));
+    if (join.size() > static_cast<size_t>(launch::kAgentMaxCgroupFds))
+      return fail(Error::internal("more cgroup hierarchies than the agent takes"));
 
     static char arg0[] = "cubby-agent", arg1[] = "init";
     char* argv[] = {arg0, arg1, nullptr};
@@ -187,11 +201,13 @@ class SandboxBackend : public Backend {
     SandboxChildPlan plan{sync_r.get(),
                           {devnull.get(), devnull.get(), diag_w.get(), cfg_r.get(), listen.get(), log.get(),
                            go_r.get(), mounts_r.get()},
+                          launch::kAgentFdCount,
                           agent.get(),
                           argv,
                           envp,
                           err_w.get(),
                           root};
+    for (const auto& fd : join) plan.fds[plan.nfds++] = fd.get();
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
     pid_t pid = clone_sandbox_child(plan, flags, &pidfd);
@@ -206,8 +222,9 @@ class SandboxBackend : public Backend {
     log.reset();
     err_w.reset();
     mounts_r.reset();
+    join.clear();
     CUBBY_TRYV(write_id_maps(pid, spec.ids));
-    if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid));
+    if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid, sandbox::Leaf::kAgent));
     std::vector<std::string> lower(spec.layers.rbegin(), spec.layers.rend());  // overlay wants top first
     if (root) {
       auto sent = send_rootfs(pid, inst->pidfd_.get(), cfg, lower, mounts_w.get());
@@ -228,13 +245,19 @@ class SandboxBackend : public Backend {
         {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
-        {"network", spec.network}};
+        {"network", spec.network},
+        {"workload_cgroup_fds", plan.nfds - launch::kAgentFdCount}};
     agent_cfg["rootfs"] = {{"lower", lower},
                            {"upper", cfg.box_dir + "/upper"},
                            {"work", cfg.box_dir + "/work"},
                            {"target", cfg.box_dir + "/rootfs"},
                            {"volumes", spec.mounts},
                            {"fds", root}};
+    // /tmp is a RAM tmpfs whose pages count against --memory: half of it,
+    // so filling /tmp leaves the workload room to run (and ends in ENOSPC,
+    // not in an OOM kill). Without a limit the agent keeps tmpfs's own
+    // default, half the RAM (what Docker's --tmpfs gets).
+    if (spec.memory) agent_cfg["rootfs"]["tmp_size"] = *spec.memory / 2;
     std::string text = agent_cfg.dump();
     // An agent that dies before reading its config (a broken image, a
     // stand-in agent) closes the pipe: that is the box ending during start,

@@ -17,9 +17,9 @@
 namespace cubby::shim {
 namespace {
 
-[[noreturn]] void child_fail(const SandboxChildPlan& p) {
+[[noreturn]] void child_fail(int err_fd) {
   int e = errno;
-  (void)!::write(p.err_fd, &e, sizeof e);
+  (void)!::write(err_fd, &e, sizeof e);
   ::_exit(125);
 }
 
@@ -36,24 +36,31 @@ namespace {
   // Raw syscalls: glibc's wrappers would signal threads we do not have.
   if (p.become_root && (::syscall(SYS_setgroups, 0, nullptr) < 0 || ::syscall(SYS_setresgid, 0, 0, 0) < 0 ||
                         ::syscall(SYS_setresuid, 0, 0, 0) < 0))
-    child_fail(p);
+    child_fail(p.err_fd);
 
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   // Two passes: lift every source above the target range, then dup2 down.
-  constexpr int kFds = launch::kAgentFdCount;
-  int hi[kFds];
-  for (int i = 0; i < kFds; ++i) {
-    hi[i] = ::fcntl(p.fds[i], F_DUPFD_CLOEXEC, 16);
-    if (hi[i] < 0) child_fail(p);
+  // The agent memfd and the error pipe are lifted too: the shim may hold
+  // them at numbers inside the range.
+  constexpr int kAbove = 16;
+  static_assert(kAbove >= launch::kAgentMaxFds);
+  int hi[launch::kAgentMaxFds];
+  for (int i = 0; i < p.nfds; ++i) {
+    hi[i] = ::fcntl(p.fds[i], F_DUPFD_CLOEXEC, kAbove);
+    if (hi[i] < 0) child_fail(p.err_fd);
   }
-  for (int i = 0; i < kFds; ++i)
-    if (::dup2(hi[i], i) < 0) child_fail(p);
-  int keep[2] = {p.err_fd < p.agent_fd ? p.err_fd : p.agent_fd, p.err_fd < p.agent_fd ? p.agent_fd : p.err_fd};
-  close_fds_except(kFds, keep, 2);
-  ::syscall(SYS_execveat, p.agent_fd, "", p.argv, p.envp, AT_EMPTY_PATH);
-  child_fail(p);
+  int err_fd = ::fcntl(p.err_fd, F_DUPFD_CLOEXEC, kAbove);
+  if (err_fd < 0) child_fail(p.err_fd);
+  int agent_fd = ::fcntl(p.agent_fd, F_DUPFD_CLOEXEC, kAbove);
+  if (agent_fd < 0) child_fail(err_fd);
+  for (int i = 0; i < p.nfds; ++i)
+    if (::dup2(hi[i], i) < 0) child_fail(err_fd);
+  int keep[2] = {err_fd < agent_fd ? err_fd : agent_fd, err_fd < agent_fd ? agent_fd : err_fd};
+  close_fds_except(p.nfds, keep, 2);
+  ::syscall(SYS_execveat, agent_fd, "", p.argv, p.envp, AT_EMPTY_PATH);
+  child_fail(err_fd);
 }
 
 }  // namespace

@@ -11,7 +11,8 @@ namespace cubby::shim {
 
 struct SandboxChildPlan {
   int sync_fd;        // read end: one byte once uid/gid maps are written
-  int fds[launch::kAgentFdCount];  // parent fds to install as 0..N-1 (see proto/launch.h)
+  int fds[launch::kAgentMaxFds];  // parent fds to install as 0..nfds-1 (see proto/launch.h)
+  int nfds;
   int agent_fd;       // memfd holding the agent binary
   char* const* argv;
   char* const* envp;

@@ -176,14 +176,15 @@ class HostMux {
 
   void from_vm(mux::RawFrame& f) {
     if (f.channel == mux::kControlChannel) {
+      // The guest is untrusted too: a malformed control frame is dropped.
       auto m = mux::decode(f.bytes);
       if (!m) return;
-      std::string t = m->value("t", "");
-      if (t == "log" && (*m)["d"].is_binary()) {
-        auto& d = (*m)["d"].get_binary();
-        (void)sys::write_all(log_.get(), d.data(), d.size());
-      } else if (t == "exit") {
-        exit_code_ = m->value("code", 125);
+      std::string_view t = proto::msg::type_of(*m);
+      if (t == proto::msg::kLog) {
+        if (auto l = proto::msg::decode<proto::msg::Log>(*m))
+          (void)sys::write_all(log_.get(), l->data.data(), l->data.size());
+      } else if (t == proto::msg::kExit) {
+        if (auto e = proto::msg::decode<proto::msg::GuestExit>(*m)) exit_code_ = e->code;
       }
       return;
     }

@@ -52,6 +52,8 @@ const char* const kMigrations[] = {
     );
     CREATE INDEX boxes_status ON boxes(status);
     )sql",
+    // 1 -> 2: whether the OOM killer killed a workload process in the last run.
+    "ALTER TABLE boxes ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0;",
 };
 
 // RAII prepared statement.
@@ -98,7 +100,7 @@ std::optional<T> col_opt(sqlite3_stmt* st, int i) {
 
 constexpr const char* kColumns =
     "id,name,image,image_id,status,exit_code,isolation,created_at,started_at,finished_at,"
-    "shim_pid,shim_start,config,error";
+    "shim_pid,shim_start,config,error,oom_killed";
 
 BoxRecord read_row(sqlite3_stmt* st) {
   BoxRecord b;
@@ -117,6 +119,7 @@ BoxRecord read_row(sqlite3_stmt* st) {
   b.config = nlohmann::json::parse(col_text(st, 12), nullptr, false);
   if (b.config.is_discarded()) b.config = nlohmann::json::object();
   b.error = col_text(st, 13);
+  b.oom_killed = sqlite3_column_int(st, 14) != 0;
   return b;
 }
 
@@ -294,7 +297,7 @@ Result<std::vector<BoxRecord>> Store::match(const std::string& key) {
 
 Result<bool> Store::mark_running(const std::string& id, pid_t pid, uint64_t start) {
   Stmt st(db_,
-          "UPDATE boxes SET status='running', shim_pid=?, shim_start=?, started_at=?, "
+          "UPDATE boxes SET status='running', shim_pid=?, shim_start=?, started_at=?, oom_killed=0, "
           "finished_at='', exit_code=NULL, error='' WHERE id=? AND status NOT IN ('running','removing')");
   st.bind(1, static_cast<int64_t>(pid)).bind(2, static_cast<int64_t>(start))
       .bind(3, now_rfc3339()).bind(4, id);
@@ -303,13 +306,13 @@ Result<bool> Store::mark_running(const std::string& id, pid_t pid, uint64_t star
 }
 
 Result<bool> Store::mark_ended(const std::string& id, pid_t pid, uint64_t start, BoxStatus status,
-                               std::optional<int> exit_code, const std::string& error) {
+                               std::optional<int> exit_code, const std::string& error, bool oom_killed) {
   Stmt st(db_,
           "UPDATE boxes SET status=?, exit_code=?, error=?, finished_at=?, shim_pid=NULL, "
-          "shim_start=NULL WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
+          "shim_start=NULL, oom_killed=? WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
   st.bind(1, std::string(to_string(status))).bind(2, exit_code).bind(3, error)
-      .bind(4, now_rfc3339()).bind(5, id).bind(6, static_cast<int64_t>(pid))
-      .bind(7, static_cast<int64_t>(start));
+      .bind(4, now_rfc3339()).bind(5, int64_t{oom_killed}).bind(6, id).bind(7, static_cast<int64_t>(pid))
+      .bind(8, static_cast<int64_t>(start));
   if (st.step() != SQLITE_DONE) return fail(db_error(db_, "mark box ended"));
   return sqlite3_changes(db_) == 1;
 }

@@ -48,6 +48,7 @@ struct BoxRecord {
   std::optional<uint64_t> shim_start;  // /proc start time of shim_pid
   nlohmann::json config;                // the box spec (see runtime/box_spec.h)
   std::string error;                    // why it ended, when cubby knows
+  bool oom_killed = false;              // the OOM killer killed a workload process in the last run
 };
 
 // For a short-lived process that opens one store and exits (the CLI): tunes
@@ -102,7 +103,8 @@ class Store {
   // for a box removed on exit). False if the record no longer names that
   // shim (someone else already reconciled it).
   Result<bool> mark_ended(const std::string& id, pid_t shim_pid, uint64_t shim_start,
-                          BoxStatus status, std::optional<int> exit_code, const std::string& error);
+                          BoxStatus status, std::optional<int> exit_code, const std::string& error,
+                          bool oom_killed = false);
   // The record as `seen` (status, shim_pid, shim_start) -> removing. False if
   // it changed since (a `start` made it running, it was removed) or `seen`
   // is running: stop it first. A box already `removing` may be claimed
@@ -115,7 +117,7 @@ class Store {
   Result<void> finish_removal(const std::string& id, const std::string& box_dir);
 
   int schema_version();
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

@@ -599,7 +599,13 @@ TEST_P(Lifecycle, ProtocolHandshakeHeartbeatAndVersioning) {
   proto::Conn junk(t.connect().value());
   const char bad[] = "\xff\xff\xff\xff\0\0\0\0";
   ASSERT_EQ(::write(junk.fd(), bad, 8), 8);
-  EXPECT_FALSE(junk.recv()) << "the agent must drop a session that sends an oversized frame";
+  auto why = junk.recv();
+  if (!vm()) {  // on vm the shim's multiplexer refuses the header itself and hangs up
+    ASSERT_TRUE(why) << "an oversized frame gets an error frame: " << why.error().message();
+    EXPECT_EQ(why->msg["t"], "error");
+    why = junk.recv();
+  }
+  EXPECT_FALSE(why) << "the agent must drop a session that sends an oversized frame";
   EXPECT_EQ(cubby({"exec", id, "true"}).rc, 0);
   ASSERT_TRUE(conn->send({{"t", "ping"}}));
   EXPECT_EQ(conn->recv().value().msg["t"], "pong") << "another session was dropped with the bad one";

@@ -117,9 +117,17 @@ TEST_F(Sandbox, ResourceLimitsLandInCgroups) {
                   image_, "sleep", "1000000"});
   ASSERT_EQ(r.rc, 0) << r.err;
   std::string id = r.out.substr(0, 32);
-  EXPECT_EQ(read_file("/sys/fs/cgroup/memory/cubby/" + id + "/memory.limit_in_bytes").value_or(""), "67108864\n");
-  EXPECT_EQ(read_file("/sys/fs/cgroup/cpu/cubby/" + id + "/cpu.cfs_quota_us").value_or(""), "50000\n");
-  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/pids.max").value_or(""), "40\n");
+  // The limits are the workload leaf's; the agent (PID 1) is in the other,
+  // unlimited leaf, every exec in the workload's (see sandbox/cgroup.h).
+  EXPECT_EQ(read_file("/sys/fs/cgroup/memory/cubby/" + id + "/workload/memory.limit_in_bytes").value_or(""), "67108864\n");
+  EXPECT_EQ(read_file("/sys/fs/cgroup/cpu/cubby/" + id + "/workload/cpu.cfs_quota_us").value_or(""), "50000\n");
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/workload/pids.max").value_or(""), "40\n");
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/agent/pids.max").value_or(""), "max\n");
+  auto in = [&](const char* leaf) {
+    return "cpu:/cubby/" + id + "/" + leaf + "\nmemory:/cubby/" + id + "/" + leaf + "\npids:/cubby/" + id + "/" + leaf + "\n";
+  };
+  const char* leaves = "for f in /proc/1/cgroup /proc/self/cgroup; do grep -E ':(memory|cpu|pids):' $f | cut -d: -f2- | sort; done";
+  EXPECT_EQ(cubby({"exec", id, "sh", "-c", leaves}).out, in("agent") + in("workload"));
   // The pids limit holds inside the box: 60 sleepers cannot all start.
   auto fork = cubby({"exec", id, "sh", "-c", "i=0; while [ $i -lt 60 ]; do sleep 100 & i=$((i+1)); done; echo done"});
   EXPECT_NE(fork.err.find("fork"), std::string::npos) << fork.err;
@@ -192,10 +200,10 @@ TEST_F(Sandbox, UntrustedDefaultsAndIds) {
   EXPECT_EQ(io.out, "EPERM\n") << io.err;
   // A default pids limit (podman's 2048); --pids-limit 0 lifts it.
   std::string id = run_detached();
-  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/pids.max").value_or(""), "2048\n");
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + id + "/workload/pids.max").value_or(""), "2048\n");
   auto unlimited = cubby(box_args("run", {"-d", "--pids-limit", "0", image_, "sleep", "1000"}));
   ASSERT_EQ(unlimited.rc, 0) << unlimited.err;
-  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + unlimited.out.substr(0, 32) + "/pids.max").value_or("max\n"),
+  EXPECT_EQ(read_file("/sys/fs/cgroup/pids/cubby/" + unlimited.out.substr(0, 32) + "/workload/pids.max").value_or("max\n"),
             "max\n");
 }
 

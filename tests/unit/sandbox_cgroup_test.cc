@@ -4,6 +4,7 @@
 // /sys/fs/cgroup, since v2 can't be tried for real on a v1 host.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -177,28 +178,39 @@ TEST_F(RealCgroup, CreateAppliesLimitsAndDestroyKillsAndRemoves) {
   auto paths = (*cg)->paths();
   ASSERT_FALSE(paths.empty());
 
+  // The limits are the workload leaf's; the agent leaf has none.
   if (sb::detect_cgroup_version() == sb::CgroupVersion::kV1) {
     std::string m = "/sys/fs/cgroup/memory/cubby/" + id;
     std::string c = "/sys/fs/cgroup/cpu/cubby/" + id;
     std::string p = "/sys/fs/cgroup/pids/cubby/" + id;
     EXPECT_EQ(paths, (std::vector<std::string>{m, c, p}));
-    EXPECT_EQ(read_trim(m + "/memory.limit_in_bytes"), "67108864");
-    if (exists(m + "/memory.memsw.limit_in_bytes")) {
-      EXPECT_EQ(read_trim(m + "/memory.memsw.limit_in_bytes"), "67108864");
+    EXPECT_EQ(read_trim(m + "/workload/memory.limit_in_bytes"), "67108864");
+    if (exists(m + "/workload/memory.memsw.limit_in_bytes")) {
+      EXPECT_EQ(read_trim(m + "/workload/memory.memsw.limit_in_bytes"), "67108864");
     }
-    EXPECT_EQ(read_trim(c + "/cpu.cfs_period_us"), "100000");
-    EXPECT_EQ(read_trim(c + "/cpu.cfs_quota_us"), "50000");
-    EXPECT_EQ(read_trim(p + "/pids.max"), "20");
+    EXPECT_EQ(read_trim(c + "/workload/cpu.cfs_period_us"), "100000");
+    EXPECT_EQ(read_trim(c + "/workload/cpu.cfs_quota_us"), "50000");
+    EXPECT_EQ(read_trim(p + "/workload/pids.max"), "20");
+    EXPECT_EQ(read_trim(m + "/agent/memory.limit_in_bytes"), read_trim(m + "/memory.limit_in_bytes"));
+    EXPECT_EQ(read_trim(m + "/memory.limit_in_bytes"), read_trim("/sys/fs/cgroup/memory/cubby/memory.limit_in_bytes"));
+    EXPECT_EQ(read_trim(c + "/agent/cpu.cfs_quota_us"), "-1");
+    EXPECT_EQ(read_trim(p + "/agent/pids.max"), "max");
+    EXPECT_EQ(read_trim(p + "/pids.max"), "max");
   } else {
     std::string d = "/sys/fs/cgroup/cubby/" + id;
-    EXPECT_EQ(read_trim(d + "/memory.max"), "67108864");
-    EXPECT_EQ(read_trim(d + "/cpu.max"), "50000 100000");
-    EXPECT_EQ(read_trim(d + "/pids.max"), "20");
+    EXPECT_EQ(read_trim(d + "/workload/memory.max"), "67108864");
+    EXPECT_EQ(read_trim(d + "/workload/cpu.max"), "50000 100000");
+    EXPECT_EQ(read_trim(d + "/workload/pids.max"), "20");
+    EXPECT_EQ(read_trim(d + "/agent/memory.max"), "max");
+    EXPECT_EQ(read_trim(d + "/agent/pids.max"), "max");
   }
 
   BlockedChild child;
-  ASSERT_TRUE((*cg)->add_process(child.pid).has_value());
-  for (const auto& d : paths) EXPECT_TRUE(procs_contains(d, child.pid)) << d;
+  ASSERT_TRUE((*cg)->add_process(child.pid, sb::Leaf::kAgent).has_value());
+  for (const auto& d : paths) {
+    EXPECT_TRUE(procs_contains(d + "/agent", child.pid)) << d;
+    EXPECT_FALSE(procs_contains(d + "/workload", child.pid)) << d;
+  }
 
   auto r = (*cg)->destroy();
   ASSERT_TRUE(r.has_value()) << r.error().message();
@@ -239,11 +251,11 @@ TEST_F(RealCgroup, DestroyKillsForkedDescendants) {
     ::_exit(0);
   }
   report.second.reset();
-  ASSERT_TRUE((*cg)->add_process(child).has_value());
+  ASSERT_TRUE((*cg)->add_process(child, sb::Leaf::kWorkload).has_value());
   ASSERT_EQ(::write(go.second.get(), "g", 1), 1);
   pid_t grandchild = -1;
   ASSERT_EQ(::read(report.first.get(), &grandchild, sizeof grandchild), (ssize_t)sizeof grandchild);
-  for (const auto& d : (*cg)->paths()) EXPECT_TRUE(procs_contains(d, grandchild)) << d;
+  for (const auto& d : (*cg)->paths()) EXPECT_TRUE(procs_contains(d + "/workload", grandchild)) << d;
 
   auto r = sb::destroy_box_cgroup(cleanup.id);  // the recovery path: open_existing + destroy
   ASSERT_TRUE(r.has_value()) << r.error().message();
@@ -271,6 +283,118 @@ TEST_F(RealCgroup, DestroyRemovesNestedCgroups) {
   for (const auto& d : (*cg)->paths()) EXPECT_FALSE(exists(d)) << d;
 }
 
+// Both leaves and anything below them: everything is killed, leaves go
+// before their parent (v2 and v1 refuse to remove a cgroup with children).
+TEST_F(RealCgroup, DestroyKillsBothLeaves) {
+  BoxCleanup cleanup{unique_box_id("leaves")};
+  auto cg = sb::Cgroup::create(cleanup.id, {32ll << 20, {}, 10});
+  ASSERT_TRUE(cg.has_value()) << cg.error().message();
+  BlockedChild agent, workload;
+  ASSERT_TRUE((*cg)->add_process(agent.pid, sb::Leaf::kAgent).has_value());
+  ASSERT_TRUE((*cg)->add_process(workload.pid, sb::Leaf::kWorkload).has_value());
+  auto r = sb::destroy_box_cgroup(cleanup.id);  // recovery: open_existing finds the leaves
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  for (BlockedChild* c : {&agent, &workload}) {
+    int st = c->reap();
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "status " << st;
+  }
+  for (const auto& d : (*cg)->paths()) EXPECT_FALSE(exists(d)) << d;
+}
+
+// A box of an older cubby had no leaves: its processes sat in the box
+// directory itself. Recovery still kills them and removes it.
+TEST_F(RealCgroup, DestroyHandlesTheFlatLayoutOfOlderBoxes) {
+  BoxCleanup cleanup{unique_box_id("flat")};
+  std::vector<std::string> dirs;
+  BlockedChild child;
+  const bool v1 = sb::detect_cgroup_version() == sb::CgroupVersion::kV1;
+  for (const char* c : sb::detail::kControllers) {
+    std::string parent = v1 ? "/sys/fs/cgroup/" + std::string(c) + "/cubby" : "/sys/fs/cgroup/cubby";
+    if (!exists(parent) || (!v1 && !dirs.empty())) continue;
+    std::string d = parent + "/" + cleanup.id;
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d;
+    ASSERT_TRUE(cubby::write_file(d + "/cgroup.procs", std::to_string(child.pid)).has_value()) << d;
+    dirs.push_back(d);
+  }
+  ASSERT_FALSE(dirs.empty());
+  auto r = sb::destroy_box_cgroup(cleanup.id);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  int st = child.reap();
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "status " << st;
+  for (const auto& d : dirs) EXPECT_FALSE(exists(d)) << d;
+}
+
+// What the agent's children do (agent/exec_child.cc): write "0" to each fd
+// of open_self_join(kWorkload), and so land in the workload leaf of every
+// hierarchy, out of the agent's.
+TEST_F(RealCgroup, ProcessJoinsTheWorkloadLeafItself) {
+  BoxCleanup cleanup{unique_box_id("join")};
+  auto cg = sb::Cgroup::create(cleanup.id, {});
+  ASSERT_TRUE(cg.has_value()) << cg.error().message();
+  auto join = (*cg)->open_self_join(sb::Leaf::kWorkload);
+  ASSERT_TRUE(join.has_value()) << join.error().message();
+  ASSERT_EQ(join->size(), (*cg)->paths().size());
+  for (const auto& fd : *join) EXPECT_TRUE(::fcntl(fd.get(), F_GETFD) & FD_CLOEXEC);
+  auto joined = cubby::sys::make_pipe().value();
+  auto release = cubby::sys::make_pipe().value();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    release.second.reset();  // or the read below never sees EOF
+    char ok = 'y';
+    for (const auto& fd : *join)
+      if (::write(fd.get(), "0", 1) != 1) ok = 'n';
+    (void)::write(joined.second.get(), &ok, 1);
+    char b;
+    (void)::read(release.first.get(), &b, 1);
+    ::_exit(0);
+  }
+  joined.second.reset();
+  release.first.reset();
+  char ok = 0;
+  ASSERT_EQ(::read(joined.first.get(), &ok, 1), 1);
+  EXPECT_EQ(ok, 'y');
+  for (const auto& d : (*cg)->paths()) {
+    EXPECT_TRUE(procs_contains(d + "/workload", pid)) << d;
+    EXPECT_FALSE(procs_contains(d + "/agent", pid)) << d;
+  }
+  release.second.reset();
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  ASSERT_TRUE((*cg)->destroy().has_value());
+}
+
+// An allocation past --memory in the workload leaf: the OOM killer kills the
+// allocating process there, the agent leaf's process lives on, and
+// oom_killed() says so (false before).
+TEST_F(RealCgroup, OomKillInTheWorkloadIsReportedAndSparesTheAgent) {
+  BoxCleanup cleanup{unique_box_id("oom")};
+  auto cg = sb::Cgroup::create(cleanup.id, {16ll << 20, {}, {}});
+  ASSERT_TRUE(cg.has_value()) << cg.error().message();
+  BlockedChild agent;
+  ASSERT_TRUE((*cg)->add_process(agent.pid, sb::Leaf::kAgent).has_value());
+  EXPECT_EQ((*cg)->oom_killed().value(), false);
+  auto join = (*cg)->open_self_join(sb::Leaf::kWorkload).value();
+  pid_t hog = ::fork();
+  if (hog == 0) {
+    for (const auto& fd : join)
+      if (::write(fd.get(), "0", 1) != 1) ::_exit(2);
+    const size_t size = 64u << 20;
+    char* p = static_cast<char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (p == MAP_FAILED) ::_exit(3);
+    for (size_t i = 0; i < size; i += 4096) p[i] = 1;
+    ::_exit(0);
+  }
+  int st = 0;
+  ASSERT_EQ(::waitpid(hog, &st, 0), hog);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "status " << st;
+  EXPECT_EQ((*cg)->oom_killed().value(), true);
+  EXPECT_EQ(::kill(agent.pid, 0), 0) << "the agent leaf's process was killed";
+  int ast = 0;
+  EXPECT_EQ(::waitpid(agent.pid, &ast, WNOHANG), 0);
+  ASSERT_TRUE((*cg)->destroy().has_value());
+}
+
 TEST_F(RealCgroup, LeftoverIsReusedAndLimitsRaised) {
   BoxCleanup cleanup{unique_box_id("reuse")};
   auto first = sb::Cgroup::create(cleanup.id, {32ll << 20, {}, 10});
@@ -281,8 +405,8 @@ TEST_F(RealCgroup, LeftoverIsReusedAndLimitsRaised) {
   ASSERT_TRUE(second.has_value()) << second.error().message();
   EXPECT_EQ((*first)->paths(), (*second)->paths());
   if (sb::detect_cgroup_version() == sb::CgroupVersion::kV1) {
-    EXPECT_EQ(read_trim("/sys/fs/cgroup/memory/cubby/" + cleanup.id + "/memory.limit_in_bytes"), "134217728");
-    EXPECT_EQ(read_trim("/sys/fs/cgroup/pids/cubby/" + cleanup.id + "/pids.max"), "30");
+    EXPECT_EQ(read_trim("/sys/fs/cgroup/memory/cubby/" + cleanup.id + "/workload/memory.limit_in_bytes"), "134217728");
+    EXPECT_EQ(read_trim("/sys/fs/cgroup/pids/cubby/" + cleanup.id + "/workload/pids.max"), "30");
   }
   ASSERT_TRUE((*second)->destroy().has_value());
 }
@@ -317,8 +441,10 @@ TEST_F(FakeRoot, V2CreateEnablesControllersAndWritesLimits) {
   put("cgroup.subtree_control", "cpu memory pids\n");  // already enabled: left alone
   put("cubby/cgroup.subtree_control", "");
   const std::string id = "box1";
+  put("cubby/" + id + "/cgroup.subtree_control", "");  // a leftover dir is reused, like mkdir -p
+  put("cubby/" + id + "/agent/cgroup.procs", "");
   for (const char* f : {"cgroup.procs", "memory.max", "memory.swap.max", "cpu.max", "pids.max"})
-    put("cubby/" + id + "/" + f, "");  // a leftover dir is reused, like mkdir -p
+    put("cubby/" + id + "/workload/" + f, "");
   ::setenv("CUBBY_CGROUP_ROOT", root_.c_str(), 1);
   ASSERT_EQ(sb::detect_cgroup_version(), sb::CgroupVersion::kV2);
 
@@ -329,12 +455,26 @@ TEST_F(FakeRoot, V2CreateEnablesControllersAndWritesLimits) {
   EXPECT_EQ(read_trim(root_ + "/cgroup.subtree_control"), "cpu memory pids");
   // Enabled one at a time; the fake file keeps only the last write.
   EXPECT_EQ(read_trim(root_ + "/cubby/cgroup.subtree_control"), "+pids");
-  EXPECT_EQ(read_trim(d + "/memory.max"), "67108864");
-  EXPECT_EQ(read_trim(d + "/memory.swap.max"), "0");
-  EXPECT_EQ(read_trim(d + "/cpu.max"), "50000 100000");
-  EXPECT_EQ(read_trim(d + "/pids.max"), "20");
-  ASSERT_TRUE((*cg)->add_process(4242).has_value());
-  EXPECT_EQ(read_trim(d + "/cgroup.procs"), "4242");
+  EXPECT_EQ(read_trim(d + "/cgroup.subtree_control"), "+pids");  // the leaves get the controllers
+  EXPECT_EQ(read_trim(d + "/workload/memory.max"), "67108864");
+  EXPECT_EQ(read_trim(d + "/workload/memory.swap.max"), "0");
+  EXPECT_EQ(read_trim(d + "/workload/cpu.max"), "50000 100000");
+  EXPECT_EQ(read_trim(d + "/workload/pids.max"), "20");
+  ASSERT_TRUE((*cg)->add_process(4242, sb::Leaf::kAgent).has_value());
+  EXPECT_EQ(read_trim(d + "/agent/cgroup.procs"), "4242");
+  // A process joins the workload leaf by writing "0" to its cgroup.procs.
+  auto join = (*cg)->open_self_join(sb::Leaf::kWorkload);
+  ASSERT_TRUE(join.has_value()) << join.error().message();
+  ASSERT_EQ(join->size(), 1u);
+  ASSERT_EQ(::write((*join)[0].get(), "0", 1), 1);
+  EXPECT_EQ(read_trim(d + "/workload/cgroup.procs"), "0");
+  EXPECT_TRUE(::fcntl((*join)[0].get(), F_GETFD) & FD_CLOEXEC);
+  // No memory.events yet: no OOM kill; then what the kernel would write.
+  EXPECT_EQ((*cg)->oom_killed().value(), false);
+  put("cubby/" + id + "/workload/memory.events", "low 0\nhigh 0\nmax 7\noom 1\noom_kill 0\noom_group_kill 0\n");
+  EXPECT_EQ((*cg)->oom_killed().value(), false);
+  put("cubby/" + id + "/workload/memory.events", "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\noom_group_kill 0\n");
+  EXPECT_EQ((*cg)->oom_killed().value(), true);
 
   auto open = sb::Cgroup::open_existing(id);
   ASSERT_TRUE(open.has_value());
@@ -351,12 +491,15 @@ TEST_F(FakeRoot, V2MissingControllerOrFileNamesIt) {
   EXPECT_NE(cg.error().message().find("memory"), std::string::npos) << cg.error().message();
 
   // Controller listed but the limit file missing (a real v2 dir would have
-  // it): the error names the file, and the new dir is rolled back.
+  // it): the error names the file, and the new leaves are rolled back (the
+  // box dir stays only because the fake put a plain file in it).
+  put("cubby/box3/cgroup.subtree_control", "pids\n");
   auto cg2 = sb::detail::create_v2(root_, "box3", {{}, {}, 20});
   ASSERT_FALSE(cg2.has_value());
-  EXPECT_NE(cg2.error().message().find(root_ + "/cubby/box3/pids.max"), std::string::npos)
+  EXPECT_NE(cg2.error().message().find(root_ + "/cubby/box3/workload/pids.max"), std::string::npos)
       << cg2.error().message();
-  EXPECT_FALSE(exists(root_ + "/cubby/box3"));
+  EXPECT_FALSE(exists(root_ + "/cubby/box3/workload"));
+  EXPECT_FALSE(exists(root_ + "/cubby/box3/agent"));
 }
 
 TEST_F(FakeRoot, V1MissingHierarchyNamesTheController) {
@@ -369,4 +512,6 @@ TEST_F(FakeRoot, V1MissingHierarchyNamesTheController) {
   auto ok = sb::detail::create_v1(root_, "box5", {});
   ASSERT_TRUE(ok.has_value()) << ok.error().message();
   EXPECT_EQ((*ok)->paths(), std::vector<std::string>{root_ + "/pids/cubby/box5"});
+  EXPECT_TRUE(exists(root_ + "/pids/cubby/box5/agent"));
+  EXPECT_TRUE(exists(root_ + "/pids/cubby/box5/workload"));
 }
