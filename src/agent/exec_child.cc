@@ -96,7 +96,7 @@ void run_exec_child(const ExecChildPlan& p) {
   if (p.confine && (p.cap_drops_known ? sandbox::apply_default_capabilities(true, p.cap_drops)
                                        : sandbox::apply_default_capabilities(true)) != 0)
     die(p, 6);
-  if (::syscall(SYS_setgroups, p.ngroups, p.groups) < 0) die(p, 3);
+  if (!p.keep_groups && ::syscall(SYS_setgroups, p.ngroups, p.groups) < 0) die(p, 3);
   if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) die(p, 4);
   // Dropping to a non-root uid clears the permitted set (no KEEPCAPS), as
   // Docker does for non-root users.

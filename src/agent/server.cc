@@ -19,6 +19,7 @@
 #include "agent/copy_worker.h"
 #include "agent/exec_child.h"
 #include "agent/user.h"
+#include "base/fs.h"
 #include "base/log.h"
 #include "proto/logfile.h"
 #include "proto/messages.h"
@@ -140,6 +141,10 @@ int Server::run() {
   // the signalfd), so the children's reset list is fixed now.
   for (int s = 1; s < NSIG; ++s)
     if (s != SIGKILL && s != SIGSTOP && !signal_at_default(s)) reset_signals_.push_back(s);
+  // A rootless box's user namespace denies setgroups (its maps were written
+  // unprivileged): its processes keep the groups they have, as in rootless
+  // podman, rather than fail every exec.
+  keep_groups_ = read_file("/proc/self/setgroups").value_or("") == "deny\n";
   if (opts_.confine) {
     cap_drops_ = sandbox::bounding_set_drops();
     auto f = sandbox::SeccompFilter::build_default();
@@ -553,6 +558,7 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   plan.nreset_signals = reset_signals_.size();
   plan.cap_drops = cap_drops_;
   plan.cap_drops_known = true;
+  plan.keep_groups = keep_groups_;
   std::vector<int> cgroup_fds;
   for (const auto& fd : opts_.workload_cgroup) cgroup_fds.push_back(fd.get());
   plan.cgroup_fds = cgroup_fds.data();

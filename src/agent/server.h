@@ -107,6 +107,7 @@ class Server {
   // signals not at SIG_DFL, and the bounding-set capabilities to drop.
   std::vector<int> reset_signals_;
   uint64_t cap_drops_ = 0;
+  bool keep_groups_ = false;  // setgroups is denied here (rootless)
   std::map<int, Watch> watches_;
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<uint64_t, std::unique_ptr<Exec>> execs_;      // running

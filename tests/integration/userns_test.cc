@@ -284,5 +284,39 @@ TEST_F(Userns, UsernsHostKeepsTheIdentityMap) {
   EXPECT_EQ(cubby({"ls", "-a", "-q"}).out, "");
 }
 
+// Rootless (the CLI run as another user, its own home): the box's root is
+// the caller, nothing else is mapped, no range is claimed, and
+// --userns host is refused. Its user namespace denies setgroups, so every
+// exec keeps its groups instead of failing "set groups".
+TEST_F(Userns, RootlessMapsRootToTheCallerOnly) {
+  if (std::system("command -v setpriv >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs setpriv";
+  const std::string home = vol_ + "/rootless";
+  ASSERT_TRUE(mkdir_p(home, 0700));
+  ASSERT_EQ(::chown(home.c_str(), 65534, 65534), 0);
+  auto as_nobody = [&](const std::string& args) {
+    std::string out = vol_ + "/rootless.out";
+    std::string cmd = "cd / && setpriv --reuid=65534 --regid=65534 --clear-groups " + cubby_path() + " --home " +
+                      home + " " + args + " >" + out + " 2>&1";
+    int rc = std::system(cmd.c_str());
+    return std::pair{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(out).value_or("")};
+  };
+  auto [irc, iout] = as_nobody(std::string("import ") + CUBBY_TEST_ROOTFS + " busybox");
+  ASSERT_EQ(irc, 0) << iout;
+  auto [rc, out] = as_nobody("run --rm --isolation sandbox --network none busybox sh -c "
+                             "'cat /proc/self/uid_map /proc/self/gid_map; id -u'");
+  EXPECT_EQ(rc, 0) << out;
+  std::istringstream in(out);
+  std::array<uint64_t, 3> u{}, g{};
+  uint64_t me = 1;
+  in >> u[0] >> u[1] >> u[2] >> g[0] >> g[1] >> g[2] >> me;
+  EXPECT_EQ(u, (std::array<uint64_t, 3>{0, 65534, 1})) << out;
+  EXPECT_EQ(g, (std::array<uint64_t, 3>{0, 65534, 1})) << out;
+  EXPECT_EQ(me, 0u) << out;
+  auto [hrc, hout] = as_nobody("create --isolation sandbox --userns host busybox true");
+  EXPECT_EQ(hrc, 125) << hout;
+  EXPECT_NE(hout.find("--userns host needs root"), std::string::npos) << hout;
+  // rm -rf of the home as root below (the box's files are nobody's).
+}
+
 }  // namespace
 }  // namespace cubby::test
