@@ -291,24 +291,26 @@ TEST_F(HomeModes, NoOtherUserRunsABoxsSetuidFile) {
   // /root, not /tmp: the box's /tmp is a tmpfs, /root is in its upper dir.
   std::string id = run_detached();
   ASSERT_FALSE(id.empty());
-  ASSERT_EQ(cubby({"exec", id, "sh", "-c", "cp /bin/busybox /root/busybox && chmod 4755 /root/busybox"}).rc, 0);
-  std::string file = home_ + "/boxes/" + id + "/upper/root/busybox";
+  auto r = cubby({"cp", bin_dir() + "/print_euid", id + ":/root/helper"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  ASSERT_EQ(cubby({"exec", id, "chmod", "4755", "/root/helper"}).rc, 0);
+  std::string file = home_ + "/boxes/" + id + "/upper/root/helper";
   struct stat st;
   ASSERT_EQ(::stat(file.c_str(), &st), 0) << file;
   ASSERT_TRUE(st.st_mode & S_ISUID) << "the box's chmod 4755 did not land in its upper dir";
   ASSERT_EQ(st.st_uid, 0u);
-  AsNobody r = as_nobody(file, {"busybox", "id", "-u"}, true);
-  EXPECT_EQ(r.err, EACCES) << "uid 65534 execve " << file << ": " << describe(r);
+  AsNobody x = as_nobody(file, {"helper"}, true);
+  EXPECT_EQ(x.err, EACCES) << "uid 65534 execve " << file << ": " << describe(x);
 }
 
 TEST_F(HomeModes, NoOtherUserRunsAnImagesSetuidFile) {
-  // A hostile image: a setuid root copy of busybox, nothing to run needed.
+  // A hostile image: a setuid root file; no box needs to run.
   std::string root = scratch_ + "/rootfs";
   ASSERT_TRUE(mkdir_p(root + "/bin", 0755));
-  auto bb = read_file("/bin/busybox");
-  ASSERT_TRUE(bb);
-  ASSERT_TRUE(write_file(root + "/bin/busybox", *bb, 0755));
-  ASSERT_EQ(::chmod((root + "/bin/busybox").c_str(), 04755), 0);
+  auto bytes = read_file(bin_dir() + "/print_euid");
+  ASSERT_TRUE(bytes);
+  ASSERT_TRUE(write_file(root + "/bin/helper", *bytes, 0755));
+  ASSERT_EQ(::chmod((root + "/bin/helper").c_str(), 04755), 0);
   run_tool({"/usr/bin/tar", "-C", root, "--numeric-owner", "--owner=0", "--group=0", "-cf", scratch_ + "/suid.tar", "."});
   auto r = cubby({"import", scratch_ + "/suid.tar", "suid"});
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -316,13 +318,13 @@ TEST_F(HomeModes, NoOtherUserRunsAnImagesSetuidFile) {
   DIR* d = ::opendir((home_ + "/images/layers").c_str());
   ASSERT_NE(d, nullptr);
   while (dirent* e = ::readdir(d)) {
-    std::string p = home_ + "/images/layers/" + e->d_name + "/bin/busybox";
+    std::string p = home_ + "/images/layers/" + e->d_name + "/bin/helper";
     struct stat st;
     if (e->d_name[0] != '.' && ::stat(p.c_str(), &st) == 0 && (st.st_mode & S_ISUID)) file = p;
   }
   ::closedir(d);
   ASSERT_FALSE(file.empty()) << "no layer kept the setuid bit (the image's mode must be kept)";
-  AsNobody x = as_nobody(file, {"busybox", "id", "-u"}, true);
+  AsNobody x = as_nobody(file, {"helper"}, true);
   EXPECT_EQ(x.err, EACCES) << "uid 65534 execve " << file << ": " << describe(x);
 }
 
