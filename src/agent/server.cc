@@ -53,6 +53,7 @@ struct Server::Exec {
   bool in_eof = false;
   bool exited = false;
   bool timed_out = false;
+  bool orphaned = false;  // its client went away: the timer is the hangup's grace
   bool tty = false;   // out_r is a pty master (in_w a dup of it)
   ExitStatus status;
   std::string error;  // why it could not start
@@ -62,6 +63,17 @@ namespace {
 constexpr size_t kChunk = 64 * 1024;
 constexpr size_t kSessionHighWater = 8u << 20;
 constexpr size_t kFinishedKept = 4096;
+// How long an exec whose client went away has after its SIGHUP before its
+// process group is killed (a shell's or a server's orderly exit on hangup).
+constexpr int64_t kOrphanGraceMs = 2000;
+
+void arm_timer(UniqueFd& timer, int64_t ms) {
+  if (!timer) timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  itimerspec its{};
+  its.it_value.tv_sec = ms / 1000;
+  its.it_value.tv_nsec = (ms % 1000) * 1000000;
+  ::timerfd_settime(timer.get(), 0, &its, nullptr);
+}
 
 Json exit_message(uint64_t id, const ExitStatus& s, bool timed_out) {
   return Json{{"t", msg::kExit}, {"id", id}, {"code", timed_out ? 124 : s.shell_code()},
@@ -452,12 +464,7 @@ void Server::handle_exec(Session& s, const msg::Exec& m) {
   }
   if (ref.session) s.exec = ref.id;
   if (m.timeout_ms > 0) {
-    int64_t ms = m.timeout_ms;
-    ref.timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-    itimerspec its{};
-    its.it_value.tv_sec = ms / 1000;
-    its.it_value.tv_nsec = (ms % 1000) * 1000000;
-    ::timerfd_settime(ref.timer.get(), 0, &its, nullptr);
+    arm_timer(ref.timer, m.timeout_ms);
     add_watch(ref.timer.get(), EPOLLIN, Kind::kTimer, ref.id);
   }
   send(s, {{"t", msg::kStarted}, {"id", ref.id}, {"pid", ref.pid}});
@@ -667,7 +674,7 @@ void Server::on_timer(uint64_t eid) {
   del_watch(e.timer.get());
   e.timer.reset();
   if (e.exited || e.pid <= 0) return;
-  e.timed_out = true;
+  if (!e.orphaned) e.timed_out = true;  // else: the hangup's grace is over
   ::kill(-e.pid, SIGKILL);  // the exec's whole process group
   ::kill(e.pid, SIGKILL);
 }
@@ -786,16 +793,21 @@ void Server::close_session(uint64_t sid) {
   auto it = sessions_.find(sid);
   if (it == sessions_.end()) return;
   Session& s = *it->second;
-  // Its exec keeps running (as docker exec's process does), but nobody
-  // listens any more and its stdin reaches EOF.
+  // An exec whose client went away (a killed `cubby exec`, what
+  // subprocess.run(timeout=) does) has nobody to report to: it is hung up,
+  // as a terminal's would be, and its process group is killed after a
+  // grace. Detached execs have no session and are not touched; the status
+  // stays readable (exec_status) either way.
   for (auto& [id, e] : execs_) {
     if (e->session != sid) continue;
     e->session = 0;
-    // A terminal session whose client went away is hung up, as a real
-    // terminal would be, so its shell does not wait forever for input.
-    if (e->tty && e->pid > 0) {
+    if (e->pid > 0 && !e->exited && !e->is_main) {
       ::kill(-e->pid, SIGHUP);
       ::kill(-e->pid, SIGCONT);
+      e->orphaned = true;
+      bool watched = static_cast<bool>(e->timer);
+      arm_timer(e->timer, kOrphanGraceMs);  // also replaces a longer --timeout
+      if (!watched) add_watch(e->timer.get(), EPOLLIN, Kind::kTimer, e->id);
     }
     e->in_eof = true;
     if (e->out_r) mod_watch(e->out_r.get(), EPOLLIN);

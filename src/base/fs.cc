@@ -72,11 +72,31 @@ Result<void> write_file_atomic(const std::string& path, std::string_view data, i
 }
 
 Result<void> mkdir_p(const std::string& path, int mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return fail(Error::sys("mkdir " + path, ec.value()));
-  (void)mode;
+  for (size_t end = path.find('/', 1);; end = path.find('/', end + 1)) {
+    std::string dir = path.substr(0, end);
+    if (::mkdir(dir.c_str(), static_cast<mode_t>(mode)) == 0) {
+      if (::chmod(dir.c_str(), static_cast<mode_t>(mode)) < 0) return sys_fail("chmod " + dir);
+    } else if (errno != EEXIST) {
+      return sys_fail("mkdir " + dir);
+    }
+    if (end == std::string::npos) break;
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) < 0) return sys_fail("mkdir " + path);
+  if (!S_ISDIR(st.st_mode)) return sys_fail("mkdir " + path, ENOTDIR);
   return {};
+}
+
+Result<void> make_private(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) < 0) return errno == ENOENT ? Result<void>{} : sys_fail("stat " + path);
+  if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), st.st_mode & 07700) < 0) return sys_fail("chmod " + path);
+  return {};
+}
+
+Result<void> make_private_dir(const std::string& path) {
+  CUBBY_TRYV(mkdir_p(path, 0700));
+  return make_private(path);
 }
 
 Result<void> remove_tree(const std::string& path) {

@@ -1,5 +1,10 @@
 // Small file helpers. Writes that must survive a crash use write_file_atomic
 // (temp file + fsync + rename).
+//
+// Modes default to private (0600 files, 0700 directories): most of what
+// cubby creates is in its home, whose boxes and layers hold setuid files
+// and whose store holds secrets (-e values). A file meant for others (one a
+// box's non-root users read, say) passes its mode.
 #pragma once
 
 #include <cstdint>
@@ -13,9 +18,21 @@
 namespace cubby {
 
 Result<std::string> read_file(const std::string& path, size_t limit = 64u << 20);
-Result<void> write_file(const std::string& path, std::string_view data, int mode = 0644);
-Result<void> write_file_atomic(const std::string& path, std::string_view data, int mode = 0644);
-Result<void> mkdir_p(const std::string& path, int mode = 0755);
+// A new file gets `mode` (narrowed by the umask); an existing one keeps its own.
+Result<void> write_file(const std::string& path, std::string_view data, int mode = 0600);
+Result<void> write_file_atomic(const std::string& path, std::string_view data, int mode = 0600);
+// mkdir -p where every directory it makes gets exactly `mode` (not narrowed
+// by the umask: a box's upper dir is its /, whose mode the box sees);
+// directories already there are left alone. Races with other creators are
+// fine.
+Result<void> mkdir_p(const std::string& path, int mode = 0700);
+// Drops path's group and other permission bits if it has any (missing is
+// fine): what an older cubby (or an admin) made 0755 or 0644 is closed on
+// the next open, not left exposed. By path, without opening it: closing an
+// fd of a database would drop the POSIX locks SQLite holds on it.
+Result<void> make_private(const std::string& path);
+// mkdir_p(path, 0700), then make_private(path).
+Result<void> make_private_dir(const std::string& path);
 // Removes a tree; missing is fine. Never follows symlinks out of the tree.
 Result<void> remove_tree(const std::string& path);
 // The names in a directory, without "." and ".."; empty if it cannot be read.

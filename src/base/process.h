@@ -105,6 +105,9 @@ struct SpawnSpec {
   };
   std::optional<Credentials> run_as;  // setgroups + setresgid + setresuid
   bool no_new_privs = false;          // PR_SET_NO_NEW_PRIVS
+  // The child's umask (-1: inherit). For a helper whose files (a socket, a
+  // disk image) we cannot give a mode ourselves.
+  int umask = -1;
 };
 
 // Spawns a child and returns once it has exec'd (or reports why not: the

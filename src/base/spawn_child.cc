@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ struct ChildPlan {
   const gid_t* groups;
   size_t ngroups;
   bool no_new_privs;
+  int umask;  // -1: keep
   pid_t parent;
   int err_fd;  // CLOEXEC pipe: the child writes errno on failure
   int devnull;
@@ -111,6 +113,7 @@ void confine(const ChildPlan& p) {
   int keep[1] = {p.err_fd};
   close_fds_except(p.nfds, keep, 1);
   if (p.cwd && ::chdir(p.cwd) < 0) child_fail(p, 5);
+  if (p.umask >= 0) ::umask(static_cast<mode_t>(p.umask));
   if (p.envp)
     ::execve(p.path, p.argv, p.envp);
   else
@@ -154,6 +157,7 @@ Result<ChildProcess> spawn(const SpawnSpec& spec) {
                  spec.run_as ? spec.run_as->groups.data() : nullptr,
                  spec.run_as ? spec.run_as->groups.size() : 0,
                  spec.no_new_privs,
+                 spec.umask,
                  ::getpid(),
                  err_w.get(),
                  devnull.get()};

@@ -730,7 +730,7 @@ int cmd_pull(const Global& g, const std::vector<std::string>& rest) {
   // home, creating it was ~10 ms of a 150 ms pull).
   // cubby-fetch creates the store if need be, and its answer is all we print.
   auto where = check(Runtime::locate({g.home, ""}));
-  check(mkdir_p(where.home, 0700));
+  check(make_private_dir(where.home));
   auto img = check(image::fetch_image(where.home + "/images", where.bin_dir, where.home, ref, platform));
   if (quiet) {
     std::cout << img.ref << "\n";
@@ -818,7 +818,11 @@ int cmd_save(const Global& g, const std::vector<std::string>& rest) {
   std::string tmp = file + ".cubby-tmp-XXXXXX";
   UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd) die(Error::sys("cannot create " + file));
-  ::fchmod(fd.get(), 0644);
+  // mkostemp made it 0600; the archive gets what a plain create would
+  // (0666 less the umask), as docker save's does, not a fixed 0644.
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd.get(), 0666 & ~mask);
   auto r = image::save_archive(rt.images(), img, fd.get());
   if (r && ::fsync(fd.get()) < 0) r = sys_fail("fsync " + file);
   fd.reset();

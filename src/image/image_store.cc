@@ -73,21 +73,6 @@ bool path_exists(const std::string& p) {
   return ::lstat(p.c_str(), &st) == 0;
 }
 
-Result<void> ensure_dir(const std::string& p, mode_t mode) {
-  if (::mkdir(p.c_str(), mode) == 0) return {};
-  int e = errno;
-  struct stat st;
-  if (e == EEXIST && ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return {};
-  return sys_fail("mkdir " + p, e);
-}
-
-// mkdir -p that tolerates other processes creating the same directories.
-Result<void> ensure_dirs(const std::string& path, mode_t mode) {
-  for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1))
-    CUBBY_TRYV(ensure_dir(path.substr(0, i), 0755));
-  return ensure_dir(path, mode);
-}
-
 Result<void> fsync_dir(const std::string& p) {
   UniqueFd fd(::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd || ::fsync(fd.get()) < 0) return sys_fail("fsync " + p);
@@ -106,7 +91,7 @@ Result<void> write_atomic(const std::string& path, std::string_view data, bool d
     ::unlink(tmpl.c_str());
     return sys_fail(what, e);
   };
-  if (::fchmod(fd.get(), 0644) < 0) return cleanup_fail("chmod " + tmpl, errno);
+  if (::fchmod(fd.get(), 0600) < 0) return cleanup_fail("chmod " + tmpl, errno);
   if (auto w = sys::write_all(fd.get(), data.data(), data.size()); !w) {
     ::unlink(tmpl.c_str());
     return fail(w.error().wrap("write " + tmpl));
@@ -121,7 +106,7 @@ Result<void> write_atomic(const std::string& path, std::string_view data, bool d
 
 // Writes a small file (blob) with fsync, not yet visible anywhere.
 Result<void> write_synced(const std::string& path, std::string_view data) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd) return sys_fail("create " + path);
   if (auto w = sys::write_all(fd.get(), data.data(), data.size()); !w)
     return fail(w.error().wrap("write " + path));
@@ -133,7 +118,7 @@ Result<void> write_synced(const std::string& path, std::string_view data) {
 class StoreLock {
  public:
   static Result<StoreLock> acquire(const std::string& path, bool exclusive) {
-    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!fd) return sys_fail("open lock " + path);
     while (::flock(fd.get(), exclusive ? LOCK_EX : LOCK_SH) < 0) {
       if (errno != EINTR) return sys_fail("flock " + path);
@@ -540,7 +525,7 @@ Result<ImageInfo> ImageStore::commit(StagingArea& area, const StagedImage& img) 
   }
   std::string manifest_tmp = area.dir() + "/manifest-" + manifest_hex;
   if (!path_exists(manifest_tmp)) {  // no fsync of its own: the syncfs below covers it
-    if (auto r = write_file(manifest_tmp, img.manifest_bytes); !r) return ctx(r.error());
+    if (auto r = write_file(manifest_tmp, img.manifest_bytes, 0600); !r) return ctx(r.error());
   }
   {
     UniqueFd dfd(::open(area.dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -605,12 +590,12 @@ Result<ImageStore> ImageStore::open(const std::string& root) {
   // Every CLI call opens the store: the common case (it exists) is a few
   // stat calls and takes no lock, so `exec` and `ls` never queue behind an
   // import. Leftovers of crashed imports are swept when an import starts.
+  // The store is the owner's alone (0700, one an older cubby made 0755 is
+  // closed): a layer keeps its image's modes, setuid files included, so no
+  // other user may reach into layers/.
+  CUBBY_TRYV(make_private(root));
   if (has_content(p.index) && has_content(p.layout) && path_exists(p.tmp)) return ImageStore(root);
-  CUBBY_TRYV(ensure_dirs(root, 0755));
-  CUBBY_TRYV(ensure_dir(root + "/blobs", 0755));
-  CUBBY_TRYV(ensure_dir(p.blobs, 0755));
-  CUBBY_TRYV(ensure_dir(p.layers, 0755));
-  CUBBY_TRYV(ensure_dir(p.tmp, 0700));
+  for (const auto& d : {root, p.blobs, p.layers, p.tmp}) CUBBY_TRYV(mkdir_p(d, 0700));
   auto lock = CUBBY_TRY(StoreLock::acquire(p.lock, true));
   // A new store's two files are written without fsync (~4 ms of a first
   // pull here): its first commit syncs the whole filesystem before anything
@@ -636,6 +621,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
   auto blob = decompress_to_file(fd, tar_path);
   if (!blob) return ctx(blob.error());
   std::string rootfs = work->dir() + "/rootfs";
+  // The layer's root (see stage_layer_fd): the image's / keeps its mode.
   if (::mkdir(rootfs.c_str(), 0755) < 0) return ctx(Error::sys("mkdir " + rootfs));
   char real[PATH_MAX];
   if (!::realpath(rootfs.c_str(), real)) return ctx(Error::sys("realpath " + rootfs));

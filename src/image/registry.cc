@@ -645,7 +645,7 @@ Result<void> fetch_blob_from(Registry& reg, const Desc& d, const std::string& pa
   UniqueFd none;
   UniqueFd& t = tee ? *tee : none;
   for (int attempt = 1;; ++attempt) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) return sys_fail("create " + path);
     Response r;
     Sha256 hash;

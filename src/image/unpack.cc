@@ -166,7 +166,7 @@ Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
   src->fd = fd;
   ReadArchive a = CUBBY_TRY(open_decompressor(*src));
 
-  UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!out) return sys_fail("create " + out_path);
   Sha256 hash;
   TarBlob blob;
@@ -388,6 +388,8 @@ Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const st
   tee->outer = outer.get();
   archive_read_support_format_tar(inner.get());
   StagedLayer out{"", work_dir + "/" + tag + ".layer"};
+  // The layer's root, i.e. the image's / (0755 unless the tar says): the
+  // store's 0700 layers/ around it keeps other users out, not its mode.
   if (::mkdir(out.dir.c_str(), 0755) < 0) return sys_fail("mkdir " + out.dir);
   if (archive_read_open(inner.get(), tee.get(), nullptr, tee_read, nullptr) != ARCHIVE_OK)
     return fail(src->read_errno ? read_error(outer.get(), *src) : corrupt(inner.get()));

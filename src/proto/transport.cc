@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -47,7 +48,9 @@ Result<UniqueFd> listen_unix(const std::string& dir, const std::string& name, in
   if (!s) return sys_fail("socket");
   if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
     return sys_fail("bind " + dir + "/" + tmp);
-  if (::listen(s.get(), backlog) < 0 || ::renameat(d.get(), tmp.c_str(), d.get(), name.c_str()) < 0) {
+  // Connecting takes write permission: the owner's alone (bind gave it
+  // 0777 less the umask), whatever the directory's mode.
+  if (::fchmodat(d.get(), tmp.c_str(), 0600, 0) < 0 || ::listen(s.get(), backlog) < 0 || ::renameat(d.get(), tmp.c_str(), d.get(), name.c_str()) < 0) {
     int e = errno;
     ::unlinkat(d.get(), tmp.c_str(), 0);
     return sys_fail("listen on " + dir + "/" + name, e);

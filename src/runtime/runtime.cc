@@ -116,7 +116,10 @@ Result<Runtime::Options> Runtime::locate(Options opts) {
 
 Result<Runtime> Runtime::open(Options opts) {
   auto [home, bin] = CUBBY_TRY(locate(std::move(opts)));
-  CUBBY_TRYV(mkdir_p(home + "/boxes", 0700));
+  // The home and boxes/ are the owner's alone (0700): a box's upper dir is
+  // the box's own / with its setuid files, and its records hold secrets.
+  // One an older cubby made 0755 is closed here (the store does the home).
+  CUBBY_TRYV(make_private_dir(home + "/boxes"));
   auto db = store::Store::open(home);
   if (!db) return std::unexpected(db.error());
   auto images = image::ImageStore::open(home + "/images");
@@ -647,7 +650,7 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
     if (shim) {
       inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
       if (!fd) {  // not created yet: it appears when the shim starts the box
-        fd.reset(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0640));
+        fd.reset(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
       }
       ::inotify_add_watch(inotify.get(), path.c_str(), IN_MODIFY);
     }

@@ -80,7 +80,7 @@ Result<LaunchedShim> launch_shim(const std::string& shim_path, const std::string
                                  const std::string& log_path) {
   auto [ctl_ours, ctl_theirs] = CUBBY_TRY(sys::make_socketpair(SOCK_STREAM));
   auto [hand_r, hand_w] = CUBBY_TRY(sys::make_socketpair(SOCK_DGRAM));
-  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
   if (!log) return sys_fail("open " + log_path);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull) return sys_fail("open /dev/null");

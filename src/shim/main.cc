@@ -269,7 +269,7 @@ int run_shim(const std::string& box_id) {
   auto& box = **launched;
   DiagTail diag;
   if (sh.cfg.isolation == "vm") {
-    UniqueFd log(::open((sh.cfg.box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    UniqueFd log(::open((sh.cfg.box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
     if (log) diag.copy_to_box_log(std::move(log));
   }
   bool stopped = false;

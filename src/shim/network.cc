@@ -73,6 +73,7 @@ Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::
             "--ready-fd=3", "--exit-fd=4", std::string("--api-socket=") + kApiSocket, std::to_string(netns_pid),
             "tap0"};
   s.cwd = box_dir;  // a relative API socket path never hits sun_path's 108 bytes
+  s.umask = 077;    // the API socket (it adds port forwards) is the owner's alone
   s.fds = {-1, -1, 2, ready_w.get(), exit_r.get()};
   s.die_with_parent = true;
   auto child = CUBBY_TRY(spawn(s));

@@ -169,13 +169,18 @@ class SandboxBackend : public Backend {
       return fail(Error::invalid("resource limits need root (cgroup delegation is not supported yet)"));
     }
 
-    for (const char* d : {"upper", "work", "rootfs"}) CUBBY_TRYV(mkdir_p(cfg.box_dir + "/" + d, 0755));
+    // upper is the box's / (overlayfs takes the root's attributes from the
+    // upper dir): 0755, or the box's non-root users could not reach any
+    // path. Its setuid files are kept from host users by the 0700 box dir
+    // around it, not by this mode.
+    CUBBY_TRYV(mkdir_p(cfg.box_dir + "/upper", 0755));
+    for (const char* d : {"work", "rootfs"}) CUBBY_TRYV(mkdir_p(cfg.box_dir + "/" + d, 0700));
     // overlayfs works in upper and work as the box's root (the mounter).
     if (const auto& ids = spec.ids; ids && ::geteuid() == 0)
       for (const char* d : {"upper", "work"})
         if (::chown((cfg.box_dir + "/" + d).c_str(), ids->uid, ids->gid) < 0) return sys_fail("chown " + cfg.box_dir + "/" + d);
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));
-    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
     if (!log) return sys_fail("open box log");
     auto agent = CUBBY_TRY(sealed_copy(cfg.agent_path));
     UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));

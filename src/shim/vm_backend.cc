@@ -411,7 +411,7 @@ class VmBackend : public Backend {
     auto inst = std::make_unique<VmInstance>();
     inst->box_dir_ = cfg.box_dir;
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));  // early bind
-    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
     if (!log) return sys_fail("open box log");
     auto [host_end, vm_end] = CUBBY_TRY(sys::make_socketpair(SOCK_STREAM));
     auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());

@@ -139,6 +139,7 @@ Result<ExitStatus> run_tool(const std::vector<std::string>& argv) {
   s.argv = argv;
   s.fds = {-1, 2, 2};
   s.die_with_parent = true;
+  s.umask = 077;  // the disk images it makes hold the image and the box's files: owner only
   auto c = CUBBY_TRY(spawn(s));
   return c.wait();
 }
@@ -171,7 +172,7 @@ Result<std::string> image_disk(const std::string& home, const std::vector<std::s
     (void)remove_tree(merged);
     ::unlink(tmp.c_str());
   };
-  if (::mkdir(merged.c_str(), 0755) < 0) return sys_fail("mkdir " + merged);
+  if (::mkdir(merged.c_str(), 0700) < 0) return sys_fail("mkdir " + merged);  // gets the image root's mode
   if (auto f = flatten_layers(layers, merged); !f) {
     cleanup();
     return std::unexpected(f.error().wrap("flatten the image layers"));
@@ -187,7 +188,7 @@ Result<std::string> image_disk(const std::string& home, const std::vector<std::s
   }
   (void)remove_tree(merged);
   // The layer list next to the disk, for collect_unused_image_disks.
-  std::ofstream(path + ".layers") << list;
+  (void)write_file(path + ".layers", list, 0600);
   if (::rename(tmp.c_str(), path.c_str()) < 0) {
     cleanup();
     return sys_fail("rename " + tmp);

@@ -137,7 +137,7 @@ void tune_sqlite_for_short_process() {
 }
 
 Result<Store> Store::open(const std::string& home) {
-  CUBBY_TRYV(mkdir_p(home, 0700));
+  CUBBY_TRYV(make_private_dir(home));
   std::string path = home + "/cubby.db";
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
@@ -148,6 +148,11 @@ Result<Store> Store::open(const std::string& home) {
     return fail(Error(ErrorKind::kSystem, "open state store " + path + ": " + m));
   }
   Store s(db);
+  // The records hold secrets (a box's -e values): the owner's alone. SQLite
+  // has just created the file 0644 (less the umask) if it was missing, and
+  // makes -wal and -shm (on first use, below) with the database's mode, so
+  // this covers all three, and closes those an older cubby left readable.
+  for (const char* suffix : {"", "-wal", "-shm"}) CUBBY_TRYV(make_private(path + suffix));
   // The busy timeout is a backstop for lock waits between processes.
   sqlite3_busy_timeout(db, 30000);
   CUBBY_TRYV(s.exec("PRAGMA journal_mode=WAL"));

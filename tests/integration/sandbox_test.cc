@@ -183,6 +183,48 @@ TEST_F(Sandbox, NamespacesSeccompAndCapabilities) {
   EXPECT_EQ(cubby({"exec", "-w", "/tmp", "-e", "A=b", id, "sh", "-c", "pwd; echo $A"}).out, "/tmp\nb\n");
 }
 
+// An exec whose client is gone (SIGKILL of `cubby exec`, as
+// subprocess.run(timeout=) does) is hung up and then killed with its process
+// group; a detached exec is not touched (issue 10 item 9).
+TEST_F(Sandbox, ExecWhoseClientIsGoneIsHungUpThenKilled) {
+  std::string id = run_detached();
+  ASSERT_EQ(cubby({"exec", "-d", id, "sleep", "1000124"}).rc, 0);
+  auto out = sys::make_pipe();
+  ASSERT_TRUE(out);
+  // Ignores SIGHUP, so only the kill after the grace ends it.
+  ChildProcess cli = spawn_cubby(home_, {"exec", id, "sh", "-c", "trap '' HUP; echo started; exec sleep 1000123"},
+                                 out->second.get());
+  out->second.reset();
+  std::string got;
+  while (got.find("started\n") == std::string::npos) {
+    auto ready = sys::wait_readable(out->first.get(), std::chrono::seconds(30));  // backstop
+    ASSERT_TRUE(ready && *ready) << "the exec never started";
+    char buf[256];
+    ssize_t n = ::read(out->first.get(), buf, sizeof buf);
+    ASSERT_GT(n, 0);
+    got.append(buf, static_cast<size_t>(n));
+  }
+  // The box's process (the sh, or the sleep it becomes: one pid), not the CLI.
+  auto find_one = [&](const std::string& needle) -> pid_t {
+    for (pid_t p : processes_mentioning(needle)) {
+      auto argv = process_argv(p);
+      if (p != cli.pid() && argv && !argv->empty() && (*argv)[0].find("cubby") == std::string::npos) return p;
+    }
+    return -1;
+  };
+  pid_t attached = find_one("1000123"), detached = find_one("1000124");
+  ASSERT_GT(attached, 0);
+  ASSERT_GT(detached, 0);
+  auto gone = sys::pidfd_open(attached);
+  ASSERT_TRUE(gone);
+  ASSERT_TRUE(cli.signal(SIGKILL));
+  (void)cli.wait();
+  auto ended = sys::wait_readable(gone->get(), std::chrono::seconds(20));  // backstop; the grace is 2 s
+  ASSERT_TRUE(ended) << ended.error().message();
+  EXPECT_TRUE(*ended) << "the exec of a killed client kept running";
+  EXPECT_EQ(::kill(detached, 0), 0) << "exec -d must outlive the client that started it";
+}
+
 // Found by the adversarial pass (issue 10, "low"): ids and the default
 // limits a box gets.
 TEST_F(Sandbox, UntrustedDefaultsAndIds) {
