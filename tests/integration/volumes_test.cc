@@ -27,11 +27,12 @@ class Volumes : public BoxTest {
     ASSERT_NE(::mkdtemp(t), nullptr);
     host_ = t;
     ASSERT_TRUE(mkdir_p(host_ + "/dir"));
-    ASSERT_TRUE(write_file(host_ + "/dir/from_host", "hello\n"));
+    ASSERT_TRUE(write_file(host_ + "/dir/from_host", "hello\n", 0644));
     ASSERT_TRUE(write_file(host_ + "/file", "v1\n"));
     // A box's root is a stranger on the host (its own range of host ids,
-    // runtime/idmap.h): as under Docker's userns-remap, what it may write
-    // must say so. The ro checks then show EROFS, not a permission error.
+    // runtime/idmap.h): as under Docker's userns-remap, what it may read
+    // or write must say so (files the host writes are 0644 for it to read).
+    // The ro checks then show EROFS, not a permission error.
     ASSERT_EQ(::chmod((host_ + "/dir").c_str(), 0777), 0);
     ASSERT_EQ(::chmod((host_ + "/file").c_str(), 0666), 0);
   }
@@ -93,7 +94,7 @@ TEST_F(Volumes, ReadWriteBindIsSharedBothWaysWhileTheBoxRuns) {
   EXPECT_EQ(cat.rc, 0) << cat.err;
   EXPECT_EQ(cat.out, "hello\n");
   // A host change after the start is seen at once (a bind, not a copy).
-  ASSERT_TRUE(write_file(host_ + "/dir/later", "later\n"));
+  ASSERT_TRUE(write_file(host_ + "/dir/later", "later\n", 0644));
   EXPECT_EQ(cubby({"exec", id, "cat", "/data/later"}).out, "later\n");
   auto w = cubby({"exec", id, "sh", "-c", "echo from-box > /data/from_box && mkdir /data/sub"});
   EXPECT_EQ(w.rc, 0) << w.err;
@@ -136,7 +137,7 @@ TEST_F(Volumes, ImageSymlinksCannotSteerAVolumeOutOfTheRootfs) {
   if (std::system("command -v python3 >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs python3";
   ASSERT_NE(::access("/etc/cubby-vol-marker", F_OK), 0);
   import_with_symlinks("evil:1", {{"data", "/etc"}, {"up", "../../../../../../etc"}, {"p", "/proc/sys"}, {"dangling", "/cubby-vol-nowhere/x"}});
-  ASSERT_TRUE(write_file(host_ + "/dir/cubby-vol-marker", "inside\n"));
+  ASSERT_TRUE(write_file(host_ + "/dir/cubby-vol-marker", "inside\n", 0644));
   // Each DST reaches the box's own /etc (the symlink, or ".." clamped at the
   // box's root), so the volume shows there and at the path given.
   for (const std::string dst : {"/data", "/up", "/data/../../etc"}) {
