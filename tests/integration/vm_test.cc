@@ -54,7 +54,8 @@ TEST_F(Vm, GuestThatCannotBootIsReportedWithItsConsole) {
   std::string assets = home_ + "/bad-assets";
   ASSERT_TRUE(mkdir_p(assets));
   ASSERT_EQ(::symlink((bin_dir() + "/../assets/vmlinuz").c_str(), (assets + "/vmlinuz").c_str()), 0);
-  ASSERT_TRUE(write_file(assets + "/initramfs.cpio.gz", "not an initramfs"));
+  // Readable by QEMU's own unprivileged uid (it opens its files as that uid).
+  ASSERT_TRUE(write_file(assets + "/initramfs.cpio.gz", "not an initramfs", 0644));
   ::setenv("CUBBY_VM_ASSETS", assets.c_str(), 1);
   auto r = cubby(box_args("run", {"--rm", image_, "true"}));
   ::unsetenv("CUBBY_VM_ASSETS");
@@ -140,8 +141,8 @@ TEST_F(Vm, GuestThatNeverSaysHelloFailsAfterTheBackstop) {
 TEST_F(Vm, QemuThatFailsToStartIsACubbyErrorWithItsMessage) {
   std::string assets = home_ + "/bad-kernel";
   ASSERT_TRUE(mkdir_p(assets));
-  ASSERT_TRUE(write_file(assets + "/vmlinuz", "not a kernel"));
-  ASSERT_TRUE(write_file(assets + "/initramfs.cpio.gz", "not an initramfs"));
+  ASSERT_TRUE(write_file(assets + "/vmlinuz", "not a kernel", 0644));
+  ASSERT_TRUE(write_file(assets + "/initramfs.cpio.gz", "not an initramfs", 0644));
   ::setenv("CUBBY_VM_ASSETS", assets.c_str(), 1);
   auto r = cubby(box_args("run", {"--rm", image_, "true"}));
   ::unsetenv("CUBBY_VM_ASSETS");
