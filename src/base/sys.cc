@@ -1,6 +1,7 @@
 #include "base/sys.h"
 
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -57,6 +58,14 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe(int extra_flags) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC | extra_flags) < 0) return sys_fail("pipe2");
   return std::pair{UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+pid_t clone_with_pidfd(unsigned long extra_flags, int* pidfd) {
+  clone_args args{};
+  args.flags = extra_flags | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(pidfd);
+  args.exit_signal = SIGCHLD;
+  return static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
 }
 
 Result<std::pair<UniqueFd, UniqueFd>> make_socketpair(int type) {

@@ -16,6 +16,11 @@
 namespace cubby::sys {
 
 Result<UniqueFd> pidfd_open(pid_t pid);
+// clone3 with CLONE_PIDFD | extra_flags and SIGCHLD as exit signal: like
+// fork(), 0 in the child and the pid in the parent (*pidfd set), -1 with
+// errno. One raw syscall, so fine to use where the child must stay
+// async-signal-safe.
+pid_t clone_with_pidfd(unsigned long extra_flags, int* pidfd);
 Result<void> pidfd_send_signal(int pidfd, int sig, siginfo_t* info = nullptr);
 
 // Waits until fd is readable (or hung up). nullopt timeout waits forever.

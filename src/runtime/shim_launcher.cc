@@ -1,7 +1,6 @@
 #include "runtime/shim_launcher.h"
 
 #include <fcntl.h>
-#include <linux/sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -47,11 +46,7 @@ struct Plan {
 [[noreturn]] void intermediate(const Plan& p) {
   ::setsid();  // the shim must not get the caller's terminal signals
   int pidfd = -1;
-  clone_args args{};
-  args.flags = CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-  args.exit_signal = SIGCHLD;
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  pid_t pid = sys::clone_with_pidfd(0, &pidfd);
   if (pid == 0) exec_shim(p);
   if (pid < 0) ::_exit(1);
   // Hand the pidfd and the pid to the launcher (SCM_RIGHTS).

@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <linux/mount.h>
-#include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -15,6 +14,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+
+#include "base/sys.h"
 
 namespace cubby::shim {
 namespace {
@@ -85,13 +86,9 @@ void send_batch(const MountChildPlan& p, const int* fds, size_t n) {
 }  // namespace
 
 pid_t clone_mount_child(const MountChildPlan& plan, int* pidfd) {
-  clone_args args{};
-  args.flags = CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uint64_t>(pidfd);
-  args.exit_signal = SIGCHLD;
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  pid_t pid = sys::clone_with_pidfd(0, pidfd);
   if (pid == 0) child_main(plan);
-  return static_cast<pid_t>(pid);
+  return pid;
 }
 
 }  // namespace cubby::shim

@@ -3,7 +3,6 @@
 #include "shim/sandbox_child.h"
 
 #include <fcntl.h>
-#include <linux/sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -13,6 +12,7 @@
 #include <cstring>
 
 #include "base/process.h"
+#include "base/sys.h"
 
 namespace cubby::shim {
 namespace {
@@ -66,13 +66,9 @@ namespace {
 }  // namespace
 
 pid_t clone_sandbox_child(const SandboxChildPlan& plan, unsigned long ns_flags, int* pidfd) {
-  clone_args args{};
-  args.flags = ns_flags | CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uint64_t>(pidfd);
-  args.exit_signal = SIGCHLD;
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  pid_t pid = sys::clone_with_pidfd(ns_flags, pidfd);
   if (pid == 0) child_main(plan);
-  return static_cast<pid_t>(pid);
+  return pid;
 }
 
 }  // namespace cubby::shim
