@@ -339,6 +339,7 @@ class VmInstance : public BoxInstance {
   }
 
   std::string failure_hint() const override { return hint_; }
+  Network* network() override { return net_.get(); }
 
   Result<void> allow_start() override {
     mux_->control({{"t", "go"}});
