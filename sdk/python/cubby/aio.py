@@ -19,16 +19,13 @@ import asyncio
 import base64
 import codecs
 import contextlib
-import io
 import json
 import os
 import ssl
 import tarfile
 import tempfile
-import time
 import urllib.parse
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional,
-                    Sequence, Tuple, Union)
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import httpx
 import websockets

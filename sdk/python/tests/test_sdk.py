@@ -4,13 +4,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import cubby
-from conftest import IMAGE, Server, run_cli
+from conftest import IMAGE, Server
 
 
 def test_exec_exit_codes_and_statuses(box: cubby.Box) -> None:
