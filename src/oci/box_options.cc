@@ -60,7 +60,35 @@ Result<void> check_caps(const Process& p) {
   return {};
 }
 
+Result<void> check_process(const Process& p) {
+  if (!p.user.additional_gids.empty())
+    return fail(refused("process.user.additionalGids", "not supported by cubby-runc yet"));
+  for (const auto& e : p.env)
+    if (e.find('=') == std::string::npos || e[0] == '=') return fail(refused("process.env", "\"" + e + "\" is not KEY=VALUE"));
+  return check_caps(p);
+}
+
+std::string user_of(const Process& p) { return std::to_string(p.user.uid) + ":" + std::to_string(p.user.gid); }
+
 }  // namespace
+
+Result<ExecRequest> exec_request(const Process& p, const std::vector<Rlimit>& container_rlimits) {
+  CUBBY_TRYV(check_process(p));
+  if (p.terminal) return fail(refused("process.terminal", "terminals (--console-socket) are not supported by cubby-runc yet"));
+  // An exec is a new process under the box's agent, not the relay's
+  // descendant: the container's rlimits apply, its own cannot be set yet.
+  auto same = [](const Rlimit& a, const Rlimit& b) { return a.resource == b.resource && a.soft == b.soft && a.hard == b.hard; };
+  for (const auto& r : p.rlimits)
+    if (std::none_of(container_rlimits.begin(), container_rlimits.end(), [&](const Rlimit& c) { return same(r, c); }))
+      return fail(refused("process.rlimits", r.type + " other than the container's: per-exec rlimits are not supported by cubby-runc yet"));
+  ExecRequest r;
+  r.argv = p.args;
+  r.env = p.env;
+  r.cwd = p.cwd;
+  r.user = user_of(p);
+  r.interactive = true;
+  return r;
+}
 
 Result<BoxOptions> box_options(const Spec& s) {
   BoxOptions out;
@@ -74,16 +102,12 @@ Result<BoxOptions> box_options(const Spec& s) {
   o.userns = "auto";
   o.cmd = s.process.args;
   o.entrypoint = std::vector<std::string>{};
+  CUBBY_TRYV(check_process(s.process));
   o.env = s.process.env;
-  for (const auto& e : o.env)
-    if (e.find('=') == std::string::npos || e[0] == '=') return fail(refused("process.env", "\"" + e + "\" is not KEY=VALUE"));
   o.cwd = s.process.cwd;
-  if (!s.process.user.additional_gids.empty())
-    return fail(refused("process.user.additionalGids", "not supported by cubby-runc yet"));
-  o.user = std::to_string(s.process.user.uid) + ":" + std::to_string(s.process.user.gid);
+  o.user = user_of(s.process);
   o.tty = s.process.terminal;
   o.interactive = true;
-  CUBBY_TRYV(check_caps(s.process));
   if (!s.process.no_new_privileges)
     out.warnings.push_back("process.noNewPrivileges is false, but cubby sets no_new_privileges on every box process");
   out.warnings.push_back("cubby applies its default seccomp filter (config.json has no linux.seccomp)");

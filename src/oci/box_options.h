@@ -21,5 +21,11 @@ struct BoxOptions {
 };
 
 Result<BoxOptions> box_options(const Spec& spec);
+// An `exec --process` process.json as an exec in the box, with the same
+// checks as the container's own process.
+// `container_rlimits` are the container's (config.json's): an exec under
+// the box's agent inherits them, so a process.json may repeat them (as
+// containerd's do) but cannot ask for others yet.
+Result<ExecRequest> exec_request(const Process& p, const std::vector<Rlimit>& container_rlimits);
 
 }  // namespace cubby::oci

@@ -16,8 +16,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "base/fs.h"
+#include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
 #include "oci/box_options.h"
@@ -25,6 +27,7 @@
 #include "oci/spec.h"
 #include "oci/state.h"
 #include "runtime/runtime.h"
+#include "sandbox/cgroup.h"
 
 using namespace cubby;
 using namespace cubby::oci;
@@ -238,6 +241,74 @@ int cmd_delete(const std::string& id, bool force) {
   return 0;
 }
 
+// An exec's pid, like the init's, must be a process the caller can reap and
+// whose status is the exec's (relay.h): a forked child that runs the exec
+// in the box with the caller's stdio and exits with its status. It is
+// written to --pid-file at once; an exec that cannot start (127, 126) is
+// that process's status, which containerd reports.
+int cmd_exec(const std::string& id, const std::string& process_file, const std::string& pid_file, bool detach,
+             const std::string& console) {
+  StateDir dir(g.root);
+  auto s = check(dir.load(id));
+  if (status_of(s) != "running") die("cannot exec in a container that is " + status_of(s));
+  if (process_file.empty()) die("exec: --process is required (commands on the command line are not supported by cubby-runc yet)");
+  if (!console.empty()) die("exec: --console-socket: terminals are not supported by cubby-runc yet");
+  Process p = check(parse_process(check(read_file(process_file, 1 << 20))));
+  // The container's own rlimits, which the exec inherits from the agent.
+  std::vector<Rlimit> limits;
+  if (auto spec = load_spec(s.bundle)) limits = spec->process.rlimits;
+  ExecRequest req = check(exec_request(p, limits));
+  pid_t pid = ::fork();
+  if (pid < 0) die(Error::sys("fork the exec relay").message());
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    log::set_level(log::Level::kError);
+    auto rt = Runtime::open({.home = dir.home(), .bin_dir = ""});
+    if (!rt) std::exit(125);
+    auto r = rt->exec(s.box, req, StdioFds{.in = 0, .out = 1, .err = 2});
+    if (!r) {
+      std::string m = "cubby-runc exec: " + r.error().message() + "\n";
+      (void)!::write(2, m.data(), m.size());
+      std::exit(125);
+    }
+    if (!r->error.empty()) {
+      std::string m = "cubby-runc exec: " + r->error + "\n";
+      (void)!::write(2, m.data(), m.size());
+    }
+    std::exit(r->code);
+  }
+  write_pid_file(pid_file, pid);
+  if (detach) return 0;
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) die(Error::sys("wait for the exec").message());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// The host pids of the container's processes: its box's workload leaf
+// (the main process and every exec; not the box's agent).
+int cmd_ps(const std::string& id, const std::string& format) {
+  StateDir dir(g.root);
+  auto s = check(dir.load(id));
+  json pids = json::array();
+  if (status_of(s) != "stopped") {
+    auto cg = check(sandbox::Cgroup::open_existing(s.box));
+    if (cg && !cg->paths().empty()) {
+      std::string procs = read_file(cg->paths()[0] + "/workload/cgroup.procs").value_or("");
+      std::istringstream in(procs);
+      long pid;
+      while (in >> pid) pids.push_back(pid);
+    }
+  }
+  if (format == "json") {
+    std::cout << pids.dump() << "\n";
+  } else {
+    std::cout << "PID\n";
+    for (const auto& p : pids) std::cout << p.get<long>() << "\n";
+  }
+  return 0;
+}
+
 int cmd_list(const std::string& format, bool quiet) {
   StateDir dir(g.root);
   json arr = json::array();
@@ -316,6 +387,27 @@ int main(int argc, char** argv) {
   list->add_option("-f,--format", format);
   list->add_flag("-q,--quiet", quiet);
   auto* features = app.add_subcommand("features", "what this runtime supports, as JSON");
+  std::string process_file;
+  bool detach = false;
+  auto* exec = app.add_subcommand("exec", "run a process in a running container");
+  exec->add_option("-p,--process", process_file);
+  exec->add_flag("-d,--detach", detach);
+  exec->add_option("--pid-file", pid_file);
+  exec->add_option("--console-socket", console);
+  exec->add_option("id", id)->required();
+  auto* ps = app.add_subcommand("ps", "the container's processes");
+  ps->add_option("-f,--format", format);
+  ps->add_option("id", id)->required();
+  // runc's other verbs: one clear refusal each, never "unknown command".
+  std::vector<CLI::App*> refused;
+  std::vector<std::string> ignored_args;
+  for (const char* v : {"pause", "resume", "update", "events", "checkpoint", "restore", "run", "spec"}) {
+    auto* c = app.add_subcommand(v, "not supported by cubby-runc yet");
+    c->add_option("args", ignored_args);
+    c->allow_extras();
+    c->prefix_command();
+    refused.push_back(c);
+  }
 
   try {
     app.parse(argc, argv);
@@ -344,5 +436,9 @@ int main(int argc, char** argv) {
   if (del->parsed()) return cmd_delete(id, force);
   if (list->parsed()) return cmd_list(format, quiet);
   if (features->parsed()) return cmd_features();
+  if (exec->parsed()) return cmd_exec(id, process_file, pid_file, detach, console);
+  if (ps->parsed()) return cmd_ps(id, format);
+  for (auto* c : refused)
+    if (c->parsed()) die("\"" + c->get_name() + "\" is not supported by cubby-runc yet");
   die("no command");
 }

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -183,6 +184,25 @@ TEST_F(OciRuntime, KillEndsARunningContainerWithTheSignalsStatus) {
   ASSERT_GT(pid, 0);
   ASSERT_EQ(runc({"start", "k1"}).rc, 0);
   EXPECT_EQ(state("k1")["status"], "running");
+  // exec as containerd-shim calls it: --process, --detach, --pid-file; the
+  // pid is reaped here with the exec's status, its stdio is the caller's.
+  json proc = json::parse(read_file(bundle_ + "/config.json").value())["process"];
+  proc["args"] = {"sh", "-c", "echo exec-$(hostname); exit 5"};
+  ASSERT_TRUE(write_file(home_ + "/process.json", proc.dump()));
+  std::string eout = home_ + "/exec.out";
+  auto e = runc({"exec", "--process", home_ + "/process.json", "--detach", "--pid-file", home_ + "/exec.pid", "k1"}, eout);
+  ASSERT_EQ(e.rc, 0) << e.err;
+  EXPECT_EQ(wait_init(std::stoi(read_file(home_ + "/exec.pid").value_or("-1"))), 5);
+  EXPECT_EQ(read_file(eout).value_or(""), "exec-runc\n");
+  auto ps = runc({"ps", "--format", "json", "k1"});
+  ASSERT_EQ(ps.rc, 0) << ps.err;
+  auto pids = json::parse(ps.out, nullptr, false);
+  ASSERT_TRUE(pids.is_array()) << ps.out;
+  ASSERT_EQ(pids.size(), 1u) << ps.out;  // sleep, the workload (the agent is not the container's)
+  EXPECT_EQ(read_file("/proc/" + std::to_string(pids[0].get<int>()) + "/comm").value_or(""), "sleep\n");
+  auto pr = runc({"pause", "k1"});
+  EXPECT_EQ(pr.rc, 1);
+  EXPECT_EQ(pr.err, "cubby-runc: \"pause\" is not supported by cubby-runc yet\n");
   auto d = runc({"delete", "k1"});
   EXPECT_NE(d.rc, 0);  // running: refused without --force
   EXPECT_NE(read_file(home_ + "/runc.err").value_or("").find("running"), std::string::npos);
@@ -190,6 +210,25 @@ TEST_F(OciRuntime, KillEndsARunningContainerWithTheSignalsStatus) {
   EXPECT_EQ(wait_init(pid), 137);
   EXPECT_EQ(state("k1")["status"], "stopped");
   EXPECT_EQ(runc({"delete", "k1"}).rc, 0);
+}
+
+// The pid file's process is what containerd watches and kills: its end
+// (SIGKILL included) must end the container, never leave the box running
+// unwatched (the box is tethered to the relay).
+TEST_F(OciRuntime, AKilledInitTakesTheBoxWithIt) {
+  write_honourable({"sleep", "1000000"});
+  pid_t pid = create("r1");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(runc({"start", "r1"}).rc, 0);
+  std::string box = json::parse(read_file(root_ + "/r1/state.json").value())["box"];
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  EXPECT_EQ(wait_init(pid), 137);
+  // `cubby wait` returns when the box has ended; 20 s is only a backstop.
+  auto w = spawn_cubby(root_ + "/.cubby", {"wait", box});
+  EXPECT_TRUE(sys::wait_readable(w.pidfd(), std::chrono::seconds(20)).value_or(false))
+      << "the box outlived the init containerd watches";
+  EXPECT_EQ(state("r1")["status"], "stopped");
+  EXPECT_EQ(runc({"delete", "r1"}).rc, 0);
 }
 
 TEST_F(OciRuntime, KillOrDeleteOfACreatedContainerLeavesNothing) {
@@ -302,10 +341,21 @@ TEST_F(OciRuntime, CtrRunDrivesItThroughContainerdsShim) {
       << read_file(out).value_or("");
   EXPECT_EQ(ctr({"task", "ls"}, out), 0);
   EXPECT_NE(read_file(out).value_or("").find("RUNNING"), std::string::npos) << read_file(out).value_or("");
+  // exec through the shim (--process, --detach, --pid-file): its output and status.
+  EXPECT_EQ(ctr({"task", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo exec-ok; exit 5"}, out), 5)
+      << read_file(out).value_or("");
+  EXPECT_EQ(read_file(out).value_or(""), "exec-ok\n");
+  // task ps: the container's processes by host pid (runc ps --format json).
+  EXPECT_EQ(ctr({"task", "ps", "t2"}, out), 0) << read_file(out).value_or("");
+  auto ps = read_file(out).value_or("");
+  EXPECT_NE(ps.find("PID"), std::string::npos) << ps;
+  EXPECT_GE(std::count(ps.begin(), ps.end(), '\n'), 2) << ps;
   EXPECT_EQ(ctr({"task", "kill", "-s", "SIGKILL", "t2"}, out), 0) << read_file(out).value_or("");
-  // `task rm` waits for the exit containerd saw; then the container goes.
-  EXPECT_EQ(ctr({"task", "wait", "t2"}, out), 137) << read_file(out).value_or("");
-  EXPECT_EQ(ctr({"task", "rm", "t2"}, out), 0) << read_file(out).value_or("");
+  // The kill is asynchronous: `task rm -f` waits for the exit containerd
+  // saw (and warns with its code; a SIGKILL it sent itself would be 137 too,
+  // but by then the task has the kill's status).
+  EXPECT_EQ(ctr({"task", "rm", "-f", "t2"}, out), 0) << read_file(out).value_or("");
+  EXPECT_NE(read_file(out).value_or("").find("exit code 137"), std::string::npos) << read_file(out).value_or("");
   EXPECT_EQ(ctr({"container", "rm", "t2"}, out), 0) << read_file(out).value_or("");
   // Nothing of either container is left in cubby-runc's state dir.
   for (const auto& n : list_dir(runc_root))
