@@ -356,6 +356,93 @@ TEST_P(Cp, SparseFilesKeepTheirHolesBothWays) {
   EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
 }
 
+// Waits for an inotify event on ifd while child runs (a backstop of 120 s);
+// false when the child ended first.
+bool wait_event_while(int ifd, const ChildProcess& child) {
+  pollfd p[2] = {{ifd, POLLIN, 0}, {child.pidfd(), POLLIN, 0}};
+  if (::poll(p, 2, 120000) <= 0 || !(p[0].revents & POLLIN)) return false;
+  return true;
+}
+
+std::set<std::string> names_in(const std::string& dir) {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) out.insert(e.path().filename().string());
+  return out;
+}
+
+// Issue 10 item 10: a SIGKILLed `cp` leaves the destination as it was (the
+// old file, here) and no temporary, whichever side writes. Box -> host: the
+// kill comes at the first write into the destination directory (inotify
+// sees the temporary's IN_MODIFY). Host -> box: a tar on a pipe the test
+// holds open mid-file, so the copy is certainly in its file when killed; on
+// the sandbox inotify on the box's upper directory sees the agent write.
+TEST_P(Cp, KilledCopyLeavesTheOldFileAndNoTemporary) {
+  std::string box = run_detached();
+  const int mib = vm() ? 48 : 256;
+  in_box(box, "mkdir -p /data/in && echo old > /data/in/f && dd if=/dev/zero of=/data/big bs=1M count=" +
+                  std::to_string(mib) + " 2>/dev/null");
+
+  // Box -> host.
+  ASSERT_TRUE(mkdir_p(host_ + "/dst"));
+  ASSERT_TRUE(write_file(host_ + "/dst/f", "old\n"));
+  UniqueFd ifd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  ASSERT_TRUE(ifd);
+  ASSERT_GE(::inotify_add_watch(ifd.get(), (host_ + "/dst").c_str(), IN_MODIFY), 0);
+  {
+    UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    ChildProcess c = spawn_cubby(home_, {"cp", box + ":/data/big", host_ + "/dst/f"}, null.get(), null.get());
+    ASSERT_TRUE(wait_event_while(ifd.get(), c)) << "the copy ended (or hung) before writing anything";
+    ASSERT_TRUE(c.signal(SIGKILL));
+    auto st = c.wait();
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->signaled) << "the copy finished before the kill (exit " << st->code << ")";
+  }
+  std::string f = host_read("dst/f");
+  EXPECT_TRUE(f == "old\n") << "the killed copy left " << f.size() << " bytes in the destination";
+  EXPECT_EQ(names_in(host_ + "/dst"), std::set<std::string>{"f"});
+
+  // Host -> box: a tar with f (64 MiB, replacing the box's f), cut after
+  // 1 MiB of its data and held open.
+  UniqueFd box_watch;
+  if (!vm()) {
+    box_watch.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    ASSERT_GE(::inotify_add_watch(box_watch.get(), (home_ + "/boxes/" + box + "/upper/data/in").c_str(), IN_MODIFY),
+              0);
+  }
+  auto [in_r, in_w] = sys::make_pipe().value();
+  UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  SpawnSpec spec;
+  spec.argv = {cubby_path(), "--home", home_, "cp", "-", box + ":/data/in"};
+  spec.fds = {in_r.get(), null.get(), null.get()};
+  auto child = spawn(spec);
+  ASSERT_TRUE(child) << child.error().message();
+  in_r.reset();
+  std::unique_ptr<struct archive, int (*)(struct archive*)> a(archive_write_new(), archive_write_free);
+  archive_write_set_format_pax_restricted(a.get());
+  ASSERT_EQ(archive_write_open_fd(a.get(), in_w.get()), ARCHIVE_OK);
+  std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(), archive_entry_free);
+  archive_entry_set_pathname(e.get(), "f");
+  archive_entry_set_filetype(e.get(), AE_IFREG);
+  archive_entry_set_perm(e.get(), 0644);
+  archive_entry_set_size(e.get(), 64 << 20);
+  ASSERT_EQ(archive_write_header(a.get(), e.get()), ARCHIVE_OK);
+  // More than a pipe holds: when this returns the copy has taken most of it.
+  std::string mib_of_x(1 << 20, 'x');
+  ASSERT_EQ(archive_write_data(a.get(), mib_of_x.data(), mib_of_x.size()), static_cast<la_ssize_t>(mib_of_x.size()));
+  if (box_watch) ASSERT_TRUE(wait_event_while(box_watch.get(), *child)) << "the agent never wrote the file";
+  ASSERT_TRUE(child->signal(SIGKILL));
+  auto st = child->wait();
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->signaled);
+  archive_write_fail(a.get());  // nothing more to the dead reader
+  in_w.reset();
+  // The agent's worker sees the stream end mid-file and drops the file
+  // (an O_TMPFILE; a named temporary on the vm's overlay, unlinked).
+  EXPECT_EQ(in_box(box, "wc -c < /data/in/f; cat /data/in/f | head -c 4; ls -A /data/in"), "4\nold\nf\n")
+      << "the killed copy left part of its file in the box";
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
 TEST_P(Cp, BoxSymlinksStayInTheBoxAndBadInputWritesNothing) {
   std::string box = run_detached();
   ASSERT_TRUE(write_file(host_ + "/x.txt", "payload\n"));
