@@ -497,6 +497,49 @@ TEST_P(Cp, BoxSymlinksStayInTheBoxAndBadInputWritesNothing) {
   EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
 }
 
+// Issue 10: `cp - BOX:/srv` with a tar whose own symlinks or hard links
+// lead out of /srv. Each is refused with one line and writes nothing where
+// the link points; a symlink the box itself has below the destination is
+// not followed either (the destination path itself still resolves in the
+// box, see BoxSymlinksStayInTheBoxAndBadInputWritesNothing).
+TEST_P(Cp, TarStreamsOwnLinksNeverLeadOutOfTheDestination) {
+  std::string box = run_detached();
+  in_box(box, "mkdir -p /srv && echo secret > /srv/secret && ln -s /etc /srv/boxlink");
+  // python3 statements adding members to tarfile t, then the tar's bytes.
+  auto make_tar = [&](const std::string& members) {
+    std::string py = host_ + "/mk.py";
+    EXPECT_TRUE(write_file(py, "import tarfile, io\n"
+                               "t = tarfile.open('" + host_ + "/t.tar', 'w')\n"
+                               "def f(name, data=b'x\\n'):\n"
+                               "    i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
+                               "def l(name, target, kind=tarfile.SYMTYPE):\n"
+                               "    i = tarfile.TarInfo(name); i.type = kind; i.linkname = target; t.addfile(i)\n"
+                               "def d(name):\n"
+                               "    i = tarfile.TarInfo(name); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)\n" +
+                               members + "\nt.close()\n"));
+    EXPECT_EQ(std::system(("python3 " + py).c_str()), 0);
+    auto tar = read_file(host_ + "/t.tar");
+    return tar ? *tar : std::string();
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"l('link', '/etc'); f('link/pwned1')", "below link, a symlink"},
+      {"l('up', '../..'); f('up/etc/pwned2')", "below up, a symlink"},
+      {"l('l2', '/etc'); d('l2'); f('l2/pwned3')", "directory l2 over a symlink"},
+      {"l('s', '/etc'); l('h', 's/passwd', tarfile.LNKTYPE)", "hardlink h to s/passwd"},
+      {"l('h2', 'secret', tarfile.LNKTYPE)", "hardlink h2 to secret"},
+      {"f('boxlink/pwned4')", "refusing to write through a symlink: /srv/boxlink"},
+  };
+  for (const auto& [members, needle] : cases) {
+    auto r = cp({"-", box + ":/srv"}, make_tar(members));
+    EXPECT_EQ(r.rc, 125) << members << ": " << r.err;
+    EXPECT_EQ(r.err_lines().size(), 1u) << members << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << members << ": " << r.err;
+  }
+  EXPECT_EQ(in_box(box, "ls /etc | grep pwned; ls /srv/h /srv/h2 2>&1 >/dev/null | wc -l; cat /srv/secret"),
+            "2\nsecret\n");
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
 // The host must survive a compromised agent (in a vm, the box's root owns
 // the guest kernel): an impostor serves the box's agent socket and sends
 // a symlink to a host directory followed by a file "through" it, or a name
@@ -529,6 +572,12 @@ TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
       {entry("", "d"), entry("../pwned", "f", 2)},
       {entry("", "d"), entry("/pwned", "f", 2)},
       {entry("", "l", 0, victim)},  // then "SRC/." asks for a directory
+      // A hard link to a host file the stream did not make (copied "SRC/."
+      // into a directory that holds one), a directory over the stream's
+      // own symlink, and a symlink then a file through it into a tar.
+      {entry("", "d"), entry("h", "h", 0, "keep")},
+      {entry("", "d"), entry("l", "l", 0, victim), entry("l", "d"), entry("l/pwned", "f", 2)},
+      {entry("", "d"), entry("link", "l", 0, victim), entry("link/pwned", "f", 2)},
   };
   auto impostor = std::async(std::launch::async, [&] {
     for (auto& frames : streams) {
@@ -546,12 +595,15 @@ TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
       (void)conn.recv();  // until the client hangs up
     }
   });
-  ASSERT_TRUE(mkdir_p(home_ + "/dest"));
+  ASSERT_TRUE(mkdir_p(home_ + "/dest/into"));
+  ASSERT_TRUE(write_file(home_ + "/dest/into/keep", "the host's\n"));
   // One run per stream above, in order: (SRC path in the box, what the error names).
   const std::vector<std::pair<std::string, std::string>> expected = {
-      {"/x", "symlink"}, {"/x", ".."}, {"/x", "absolute"}, {"/x/.", "not a directory"}};
+      {"/x", "symlink"}, {"/x", ".."}, {"/x", "absolute"}, {"/x/.", "not a directory"},
+      {"/x/.", "hardlink h to keep"}, {"/x", "directory l over a symlink"}, {"/x", "below link, a symlink"}};
+  const std::vector<std::string> outs = {"", "", "", "", home_ + "/dest/into", "", "-"};
   for (size_t i = 0; i < expected.size(); ++i) {
-    std::string out = home_ + "/dest/out" + std::to_string(i);
+    std::string out = !outs[i].empty() ? outs[i] : home_ + "/dest/out" + std::to_string(i);
     auto r = cubby({"cp", box + ":" + expected[i].first, out});
     EXPECT_EQ(r.rc, 125) << i << ": " << r.err;
     EXPECT_EQ(r.err_lines().size(), 1u) << i << ": " << r.err;
@@ -565,6 +617,7 @@ TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
   EXPECT_NE(::access((home_ + "/pwned").c_str(), F_OK), 0);
   EXPECT_NE(::access("/pwned", F_OK), 0);
   EXPECT_NE(::access((home_ + "/dest/out3").c_str(), F_OK), 0);
+  EXPECT_NE(::access((home_ + "/dest/into/h").c_str(), F_OK), 0) << "a box linked a host file into the copy";
 
   listener.reset();
   ASSERT_EQ(::rename((sock + ".real").c_str(), sock.c_str()), 0);
