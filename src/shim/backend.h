@@ -13,6 +13,8 @@
 
 namespace cubby::shim {
 
+class Network;
+
 // A launched box: the supervised process (agent as PID 1, or the VMM) and
 // the resources that must be released when it ends.
 class BoxInstance {
@@ -36,6 +38,9 @@ class BoxInstance {
   // process or an exec) while the box ran. Read after reap(), before
   // cleanup(). The vm backend does not tell yet (the guest's kernel kills).
   virtual bool oom_killed() { return false; }
+  // The box's --network default helper (nullptr with --network none): the
+  // shim watches it and starts it again if it dies while the box runs.
+  virtual Network* network() { return nullptr; }
   // Releases cgroups, helper processes, sockets. Idempotent.
   virtual void cleanup() = 0;
 };
