@@ -207,6 +207,7 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
   o.replace_all = true;
   o.root_meta = true;
   o.sync_files = true;  // the store's one syncfs before the commit then finds little left to do
+  o.atomic_files = false;  // a fresh directory, discarded whole if the layer fails
   copy::TreeWriter w(std::move(o));
   auto check = [](Result<void> r) -> Result<void> {
     if (!r) return fail(writer_error(r.error()));

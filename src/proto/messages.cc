@@ -93,6 +93,32 @@ class Fields {
     return v->get_binary();
   }
 
+  // A flat array of pairs of unsigned integers, at most max_pairs of them.
+  std::vector<std::pair<uint64_t, uint64_t>> pairs(const char* k, size_t max_pairs) {
+    const Json* v = get(k, true);
+    if (!v) return {};
+    if (!v->is_array() || v->size() % 2 != 0) {
+      bad(k, std::string("must be an array of integer pairs, not ") + kind_name(*v));
+      return {};
+    }
+    if (v->size() / 2 > max_pairs) {
+      bad(k, "has more than " + std::to_string(max_pairs) + " pairs");
+      return {};
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    out.reserve(v->size() / 2);
+    for (size_t i = 0; i < v->size(); i += 2) {
+      const Json& a = (*v)[i];
+      const Json& b = (*v)[i + 1];
+      if (!a.is_number_unsigned() || !b.is_number_unsigned()) {
+        bad(k, "must hold non-negative integers only");
+        return {};
+      }
+      out.emplace_back(a.get<uint64_t>(), b.get<uint64_t>());
+    }
+    return out;
+  }
+
   const Json* object(const char* k) {
     const Json* v = get(k, true);
     if (v && !v->is_object()) {
@@ -204,6 +230,20 @@ void read(Fields& f, CpEntry& m) {
   m.mtime_nsec = f.integer<uint32_t>("mtn", 0, UTIME_OMIT, 0);
   if (m.mtime_nsec > 999999999 && m.mtime_nsec != UTIME_OMIT) f.bad("mtn", "is not a nanosecond count");
   if (m.kind == 'f') m.size = f.integer<uint64_t>("size", 0, std::numeric_limits<uint64_t>::max());
+  if (m.kind == 'f' && f.has("x")) {
+    // A hostile peer's map must not make the writer seek backwards, write
+    // a range twice, or grow the file beyond the size it declared.
+    m.sparse = true;
+    m.extents = f.pairs("x", kMaxExtents);
+    uint64_t end = 0;
+    for (const auto& [off, len] : m.extents) {
+      if (!f.ok()) break;
+      if (len == 0) f.bad("x", "has an empty extent");
+      else if (off < end) f.bad("x", "has extents out of order or overlapping");
+      else if (off > m.size || len > m.size - off) f.bad("x", "has an extent beyond the file's size");
+      end = off + len;
+    }
+  }
   if (m.kind == 'l' || m.kind == 'h') m.target = f.text("target", kMaxText);
 }
 void read(Fields& f, CpData& m) { m.data = f.bytes("d"); }

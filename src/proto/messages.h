@@ -21,8 +21,9 @@
 //   cp_stat {path}                         cp_stat {kind: d|f|o} | error {msg, missing}
 //   cp_put {dir, keep_owner}, then entries ok {} | error {msg}
 //   cp_get {path, follow}                  entries | error {msg}
-//     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, target}
+//     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, x, target}
 //               cp_data {d: bin}...)... cp_end {}   (see copy/entry.h)
+//     x (a sparse file's data extents): [offset, length, offset, length...]
 //
 // The mux layer (mux.h) adds close {} and mux_ack {n} on session channels,
 // and its control channel carries config {cfg} / go {} / signal {sig} to the
@@ -103,6 +104,7 @@ inline constexpr size_t kMaxPath = 4096;    // cwd, cp paths (PATH_MAX)
 inline constexpr size_t kMaxName = 256;     // a user spec, the agent's name
 inline constexpr size_t kMaxText = 65536;   // error texts, entry paths and link targets
 inline constexpr int kMaxSignal = 64;       // the kernel's _NSIG - 1
+inline constexpr size_t kMaxExtents = 4096;  // of one sparse file (a reader merges beyond)
 inline constexpr int kMaxProtoVersion = 1 << 30;
 
 // The message type of a frame parse_payload() accepted ("" otherwise).
@@ -188,6 +190,11 @@ struct CpEntry {
   int64_t mtime_sec = 0;     // mt
   uint32_t mtime_nsec = 0;   // mtn, < 1e9 or UTIME_OMIT
   uint64_t size = 0;         // kind f
+  // Kind f with x: a sparse file, whose data frames carry only these
+  // ranges, in order. Checked: at most kMaxExtents, each non-empty, in
+  // increasing order without overlap, within size.
+  bool sparse = false;
+  std::vector<std::pair<uint64_t, uint64_t>> extents;  // (offset, length)
   std::string target;        // kinds l and h
 };
 struct CpData {
