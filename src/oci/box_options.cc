@@ -26,7 +26,7 @@ const std::set<std::string> kBoxCaps = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FS
 // has anyway.
 const std::map<std::string, std::string> kBoxMounts = {
     {"/proc", "proc"},   {"/dev", "tmpfs"},   {"/dev/pts", "devpts"}, {"/dev/shm", "tmpfs"},
-    {"/dev/mqueue", "mqueue"}, {"/sys", "sysfs"}, {"/sys/fs/cgroup", "cgroup"}};
+    {"/dev/mqueue", "mqueue"}, {"/sys", "sysfs"}};
 
 // The agent's masked and read-only /proc paths (agent/box_init.cc,
 // harden_proc), plus the ones whose absence it does not need to mask (the
@@ -134,6 +134,11 @@ Result<BoxOptions> box_options(const Spec& s) {
             opt != "nosuid" && opt != "nodev" && opt != "noexec")
           return fail(refused(f, "bind option \"" + opt + "\" is not supported by cubby-runc yet"));
       o.volumes.push_back(m.source + ":" + m.destination + (ro ? ":ro" : ""));
+      continue;
+    }
+    if (m.type == "cgroup" && m.destination == "/sys/fs/cgroup") {
+      // runc's default spec has it; the box has no cgroupfs of its own yet.
+      out.warnings.push_back(f + ": no cgroupfs is mounted; /sys/fs/cgroup is an empty directory of the box's read-only sysfs");
       continue;
     }
     auto it = kBoxMounts.find(m.destination);

@@ -155,8 +155,16 @@ TEST_F(OciRuntime, VersionHasTheThreeLinesGoRuncParses) {
 TEST_F(OciRuntime, CreateStartRunsTheConfigsProcessWithTheCallersStdio) {
   write_honourable({"sh", "-c", "echo out-$(hostname)-$(id -u); ulimit -n; echo err >&2; exit 7"});
   std::string out = home_ + "/container.out";
+  log_ = home_ + "/log.json";
   pid_t pid = create("c1", out);
   ASSERT_GT(pid, 0);
+  // What cubby does differently from the config is said, not silent: one
+  // warning record each (here runc's cgroup mount and the seccomp filter).
+  std::string records = read_file(log_).value_or("");
+  EXPECT_NE(records.find("\"level\":\"warning\""), std::string::npos) << records;
+  EXPECT_NE(records.find("no cgroupfs is mounted"), std::string::npos) << records;
+  EXPECT_EQ(records.find("\"level\":\"error\""), std::string::npos) << records;
+  log_ = "/dev/null";
   auto s = state("c1");
   EXPECT_EQ(s["status"], "created");
   EXPECT_EQ(s["pid"], pid);
