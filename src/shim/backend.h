@@ -36,6 +36,10 @@ class BoxInstance {
   // process or an exec) while the box ran. Read after reap(), before
   // cleanup(). The vm backend does not tell yet (the guest's kernel kills).
   virtual bool oom_killed() { return false; }
+  // Where the shim copies the VM console for `cubby logs` (the write end of
+  // a pipe into the box log, shim/box_log.h); invalid if the backend has no
+  // console of its own.
+  virtual Result<UniqueFd> console_log() { return UniqueFd(); }
   // Releases cgroups, helper processes, sockets. Idempotent.
   virtual void cleanup() = 0;
 };

@@ -268,10 +268,7 @@ int run_shim(const std::string& box_id) {
   }
   auto& box = **launched;
   DiagTail diag;
-  if (sh.cfg.isolation == "vm") {
-    UniqueFd log(::open((sh.cfg.box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-    if (log) diag.copy_to_box_log(std::move(log));
-  }
+  if (auto log = box.console_log(); log && *log) diag.copy_to_box_log(std::move(*log));
   bool stopped = false;
 
   auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));
