@@ -110,7 +110,9 @@ TEST_F(Sandbox, ProcessesSeeOnlyTheirOwnFds) {
   for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(shim) + "/fd"))
     shim_fds.insert(e.path().filename());
   EXPECT_FALSE(shim_fds.count("1000"));
-  EXPECT_LE(shim_fds.size(), 12u) << "the shim holds more fds than it opened";
+  // 12, plus the box log's writer (shim/box_log.h): its directory, its file,
+  // the agent's pipe and its stop eventfd, where one file fd was.
+  EXPECT_LE(shim_fds.size(), 15u) << "the shim holds more fds than it opened";
 }
 
 TEST_F(Sandbox, ResourceLimitsLandInCgroups) {
