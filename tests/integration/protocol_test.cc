@@ -247,5 +247,19 @@ TEST_P(Protocol, UnreadStdinIsBoundedByBackpressure) {
   EXPECT_EQ(status(id), "running");
 }
 
+
+// The client's half of stdin backpressure: a process that writes 20 MB before
+// it reads its stdin, fed 20 MB at once. The agent stops reading the session
+// (its stdin is full) and the runtime's client keeps reading the output
+// meanwhile (its sends never block), so it ends; a client blocked in a send
+// would never read the output the process is stuck writing.
+TEST_P(Protocol, StdinBackpressureNeverDeadlocksAgainstOutput) {
+  std::string id = run_detached();
+  auto r = cubby({"exec", "-i", id, "sh", "-c", "head -c 20000000 /dev/zero; wc -c"}, std::string(20000000, 'x'));
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.size(), 20000009u);
+  EXPECT_TRUE(r.out.ends_with("20000000\n")) << r.out.substr(r.out.size() - std::min<size_t>(40, r.out.size()));
+}
+
 }  // namespace
 }  // namespace cubby::test
