@@ -314,7 +314,8 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
     std::cout << box.id << "\n";
     return 0;
   }
-  auto s = rt.start(box.id, /*hold=*/true);
+  // A throwaway box (--rm) is tethered to this process: killed, it takes the box along.
+  auto s = rt.start(box.id, /*hold=*/true, /*tether=*/o.rm);
   if (!s) {
     if (o.rm) (void)rt.remove(box.id, true);
     die(s.error());
@@ -348,7 +349,7 @@ int cmd_shell(const Global& g, const std::vector<std::string>& rest) {
   auto rt = open_runtime(g);
   auto box = check(rt.create(opts));
   note_auto_isolation(rt, opts);
-  auto s = rt.start(box.id, /*hold=*/true);
+  auto s = rt.start(box.id, /*hold=*/true, /*tether=*/o.rm);
   if (!s) {
     if (o.rm) (void)rt.remove(box.id, true);
     die(s.error());

@@ -29,5 +29,8 @@ inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds + 1;
 
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it
+// A tethered box (ShimConfig::tether: `shell`, an attached `run --rm`) keeps
+// it open after "ready": its hangup (the client is gone) stops the box, and
+// msg::Untether and msg::Ended (proto/messages.h) travel on it.
 
 }  // namespace cubby::launch

@@ -243,6 +243,11 @@ void read(Fields& f, Config& m) {
 void read(Fields&, Go&) {}
 void read(Fields& f, Log& m) { m.data = f.bytes("d"); }
 void read(Fields& f, GuestExit& m) { m.code = f.integer<int>("code", 0, 255); }
+void read(Fields&, Untether&) {}
+void read(Fields& f, Ended& m) {
+  m.code = f.integer<int>("code", 0, 255);
+  m.msg = f.text("msg", kMaxText, "");
+}
 
 // Decodes m as T into r when its type is T's.
 template <class T>
@@ -324,6 +329,8 @@ CUBBY_DECODER(Config)
 CUBBY_DECODER(Go)
 CUBBY_DECODER(Log)
 CUBBY_DECODER(GuestExit)
+CUBBY_DECODER(Untether)
+CUBBY_DECODER(Ended)
 #undef CUBBY_DECODER
 
 Result<void> check_command_size(const std::vector<std::string>& argv, const std::vector<std::string>& env) {

@@ -94,6 +94,9 @@ inline constexpr const char* kMuxAck = "mux_ack";
 inline constexpr const char* kConfig = "config";
 inline constexpr const char* kGo = "go";
 inline constexpr const char* kLog = "log";
+// The shim's control socket of a tethered box (ShimConfig::tether), after "ready".
+inline constexpr const char* kUntether = "untether";
+inline constexpr const char* kEnded = "ended";
 
 // Sizes and ranges the decoders enforce.
 inline constexpr size_t kMaxPath = 4096;    // cwd, cp paths (PATH_MAX)
@@ -267,6 +270,18 @@ struct Log {
 struct GuestExit {
   static constexpr const char* kType = kExit;
   int code = 0;  // 0..255
+};
+
+// --- a tethered box's control socket (runtime <-> shim) -----------------------
+// The client detached: the box runs on without it (its hangup no longer stops it).
+struct Untether {
+  static constexpr const char* kType = kUntether;
+};
+// The box ended, sent before its record may go (--rm): its status as recorded.
+struct Ended {
+  static constexpr const char* kType = kEnded;
+  int code = 0;  // 0..255
+  std::string msg;
 };
 
 // Decodes m (whose type must be T::kType) into T; kProtocol naming the

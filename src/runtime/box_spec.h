@@ -89,6 +89,9 @@ struct ShimConfig {
   std::string agent_path;  // the static cubby-agent to run as PID 1
   std::string isolation = "sandbox";
   bool hold = false;       // wait for an attach before starting the workload
+  // Tie the box to the process that starts it (see launch.h): when that
+  // process is gone, the box is stopped. For throwaway boxes only.
+  bool tether = false;
   // The backstop on the agent's handshake (guarantee 8: readiness is an
   // event; this only ends a guest that never comes up, e.g. a kernel that
   // spins). Large by default; CUBBY_BOOT_TIMEOUT (seconds) sets it.
@@ -98,7 +101,7 @@ struct ShimConfig {
 
 inline void to_json(nlohmann::json& j, const ShimConfig& c) {
   j = {{"t", "config"}, {"home", c.home}, {"box_id", c.box_id}, {"box_dir", c.box_dir},
-       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
+       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"tether", c.tether}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
 }
 inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.home = j.at("home").get<std::string>();
@@ -107,6 +110,7 @@ inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.agent_path = j.at("agent_path").get<std::string>();
   c.isolation = j.value("isolation", std::string("sandbox"));
   c.hold = j.value("hold", false);
+  c.tether = j.value("tether", false);
   c.boot_timeout_ms = j.value("boot_timeout_ms", kDefaultBootTimeoutMs);
   c.spec = j.at("spec").get<BoxSpec>();
 }

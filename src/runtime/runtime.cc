@@ -42,6 +42,7 @@ namespace {
 constexpr const char* kAgentSocket = "agent.sock";
 // What a ShimConfig adds to its box's spec: a few paths and flags.
 constexpr size_t kShimConfigMargin = 64 * 1024;
+constexpr const char* kSlirpSocket = "slirp.sock";  // shim/network.h's kSlirpApiSocket
 
 std::string random_id() {
   unsigned char b[16];
@@ -143,7 +144,8 @@ void Runtime::release_leftovers(const std::string& id) {
       if (auto r = (*cg)->destroy(); !r) LOG_WARN("box {}: cgroup cleanup: {}", id, r.error().message());
     }
   }
-  ::unlink((box_dir(id) + "/" + kAgentSocket).c_str());
+  // The sockets a dead shim (and its slirp4netns, which dies with it) left.
+  for (const char* sock : {kAgentSocket, kSlirpSocket}) ::unlink((box_dir(id) + "/" + sock).c_str());
 }
 
 Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
@@ -421,7 +423,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   return b;
 }
 
-Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
+Result<StartResult> Runtime::start(const std::string& ref, bool hold, bool tether) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
   if (b.status == BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
@@ -432,6 +434,7 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   cfg.agent_path = bin_dir_ + "/cubby-agent";
   cfg.isolation = b.isolation;
   cfg.hold = hold;
+  cfg.tether = tether;
   if (const char* t = std::getenv("CUBBY_BOOT_TIMEOUT"); t && *t) {
     char* end = nullptr;
     double sec = std::strtod(t, &end);
@@ -456,7 +459,10 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
       return fail(Error::internal("start box " + b.name + ": " + why));
     }
     const std::string t = f->msg["t"].get<std::string>();
-    if (t == "ready") return StartResult{};
+    if (t == "ready") {
+      if (tether) tethers_[b.id] = std::move(shim.control);  // its hangup stops the box
+      return StartResult{};
+    }
     if (t == "exited") {
       // The box ended during start. Wait for the shim so its record is final.
       CUBBY_TRYV(sys::wait_readable(shim.pidfd.get(), sys::kForever));
@@ -480,6 +486,10 @@ Result<ExecResult> Runtime::attach(const std::string& ref, const StdioFds& io) {
 }
 
 Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io, bool start) {
+  // Held until the box has ended (or the user detached); every early return
+  // drops it, which stops a tethered box: nobody is attached to it any more.
+  proto::Conn tether;
+  if (auto t = tethers_.extract(b.id)) tether = std::move(t.mapped());
   if (b.status != BoxStatus::kRunning || !b.shim_pid) return fail(Error::conflict("box " + b.name + " is not running"));
   auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
   auto t = agent_transport(box_dir(b.id));
@@ -495,16 +505,31 @@ Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io
     }
     CUBBY_TRYV(conn->send(m));
     auto r = stream_session(*conn, io, msg::kKill);
-    if (r && (r->detached || r->interrupted)) return *r;  // the box runs on
+    if (r && r->detached) {
+      if (tether.valid()) (void)tether.send({{"t", msg::kUntether}});  // the box runs on without us
+      return *r;
+    }
+    if (r && r->interrupted) return *r;  // the box runs on, unless tethered
     if (r) res = *r;
   }
   // The shim records the final status after cleanup; wait for it to exit.
   if (shim) CUBBY_TRYV(sys::wait_readable(shim->get(), sys::kForever));
+  // A tethered box's shim sent its end status before it could remove the
+  // record (--rm): the same truth the record holds.
+  std::optional<msg::Ended> ended;
+  if (tether.valid()) {
+    if (auto f = tether.recv(); f && msg::type_of(f->msg) == msg::kEnded) {
+      if (auto e = msg::decode<msg::Ended>(f->msg)) ended = *e;
+    }
+  }
   CUBBY_TRYV(reconcile());
   auto after = CUBBY_TRY(db_.get_box(b.id));
   ExecResult out = res.value_or(ExecResult{});
   if (after && after->exit_code) out.code = *after->exit_code;  // the recorded truth wins
+  else if (ended) out.code = ended->code;
   else if (!res) return fail(Error::internal("box " + b.name + " ended without an exit status"));
+  // cubby ended the box (e.g. its network could not be kept): say why.
+  if (ended && out.code == 125 && out.error.empty()) out.error = ended->msg;
   return out;
 }
 

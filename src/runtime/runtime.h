@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 
 #include "base/error.h"
 #include "image/image_store.h"
+#include "proto/frame.h"
 #include "runtime/box_spec.h"
 #include "store/store.h"
 
@@ -116,7 +118,13 @@ class Runtime {
 
   Result<store::BoxRecord> create(const CreateOptions& o);
   // Starts a created or ended box. With hold, the workload waits for attach().
-  Result<StartResult> start(const std::string& ref, bool hold = false);
+  // With tether (for throwaway boxes: `shell`, an attached `run --rm`), the
+  // box is tied to this Runtime: if it goes away before attach_and_wait()
+  // has seen the box end (the process was killed, or never attached), the
+  // shim stops the box, and a --rm box is then removed. A detach releases
+  // the tie. attach_and_wait() also gets the box's exit status over it, so
+  // it reports the real status even when --rm removed the record first.
+  Result<StartResult> start(const std::string& ref, bool hold = false, bool tether = false);
   // Attaches to a held box's workload, starts it, streams its output until it
   // ends and returns its exit code (after the shim recorded it).
   Result<ExecResult> attach_and_wait(const std::string& id, const StdioFds& io);
@@ -179,6 +187,8 @@ class Runtime {
   std::string home_, bin_dir_;
   store::Store db_;
   image::ImageStore images_;
+  // Tethered boxes' control sockets to their shims, by box id (start() to attach).
+  std::map<std::string, proto::Conn> tethers_;
 };
 
 // The default home: $CUBBY_HOME, else /var/lib/cubby for root, else

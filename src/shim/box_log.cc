@@ -110,7 +110,10 @@ void BoxLog::drain(Input& in, bool until_eof) {
   }
 }
 
+void BoxLog::note(int stream, std::string_view data) { append(stream, data); }
+
 void BoxLog::append(int stream, std::string_view data) {
+  std::lock_guard<std::mutex> g(mu_);
   const size_t room = static_cast<size_t>(limits_.max_size) - logfile::kRecordHeader;
   do {
     std::string_view piece = data.substr(0, room);

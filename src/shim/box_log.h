@@ -15,7 +15,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -40,6 +42,9 @@ class BoxLog {
   // Writes what the inputs hold now, then stops the thread (all writers must
   // be done: the box has ended). Idempotent.
   void finish();
+  // A record from another thread of the shim (its notes), between the
+  // writer thread's records.
+  void note(int stream, std::string_view data);
 
  private:
   struct Input;
@@ -53,6 +58,7 @@ class BoxLog {
   LogLimits limits_{};
   int64_t size_ = 0;
   std::vector<std::unique_ptr<Input>> inputs_;
+  std::mutex mu_;  // the file, its size and rotation: the writer thread and note()
   std::thread th_;
 };
 

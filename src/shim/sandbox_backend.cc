@@ -20,6 +20,7 @@
 #include "proto/transport.h"
 #include "sandbox/cgroup.h"
 #include "shim/backend.h"
+#include "proto/logfile.h"
 #include "shim/box_log.h"
 #include "shim/box_mounts.h"
 #include "shim/network.h"
@@ -60,6 +61,7 @@ class SandboxInstance : public BoxInstance {
  public:
   int pidfd() const override { return pidfd_.get(); }
   int diag_fd() const override { return diag_.get(); }
+  Network* network() override { return net_.get(); }
 
   Result<ExitStatus> reap() override {
     siginfo_t si{};
@@ -87,6 +89,10 @@ class SandboxInstance : public BoxInstance {
   }
 
   Result<void> kill() override { return sys::pidfd_send_signal(pidfd_.get(), SIGKILL); }
+
+  void note_in_log(const std::string& line) override {
+    if (log_) log_->note(logfile::kConsole, line);
+  }
 
   bool oom_killed() override {
     if (!cgroup_) return false;
@@ -229,6 +235,11 @@ class SandboxBackend : public Backend {
     if (pid < 0) return sys_fail("clone box namespaces");
     inst->pidfd_.reset(pidfd);
     // From here on, inst's destructor kills and reaps the child on any error.
+    // The box's network namespace is held from its birth (the child waits
+    // on sync_r): slirp4netns joins it by these fds even if the agent fails
+    // its set-up and exits first.
+    NetnsFds netns;
+    if (spec.network == "default") netns = CUBBY_TRY(open_netns_of(pid));
     sync_r.reset();
     cfg_r.reset();
     go_r.reset();
@@ -289,7 +300,7 @@ class SandboxBackend : public Backend {
     }
     cfg_w.reset();
     if (spec.network == "default" && !agent_gone) {
-      auto net = start_user_network(pid, cfg.box_dir, spec.ports);
+      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
     }

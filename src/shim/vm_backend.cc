@@ -41,6 +41,7 @@
 #include "proto/mux.h"
 #include "proto/transport.h"
 #include "shim/backend.h"
+#include "proto/logfile.h"
 #include "shim/box_log.h"
 #include "shim/network.h"
 #include "shim/vm_disk.h"
@@ -352,8 +353,12 @@ class VmInstance : public BoxInstance {
   }
 
   std::string failure_hint() const override { return hint_; }
+  Network* network() override { return net_.get(); }
 
   Result<UniqueFd> console_log() override { return std::move(console_); }
+  void note_in_log(const std::string& line) override {
+    if (log_) log_->note(logfile::kConsole, line);
+  }
 
   Result<void> allow_start() override {
     mux_->control({{"t", "go"}});
@@ -501,15 +506,20 @@ class VmBackend : public Backend {
     vm_end.reset();
     diag_w.reset();
     if (spec.network == "default") {
-      auto net = start_user_network(inst->qemu_.pid(), cfg.box_dir, uplink);
-      if (net) {
+      // QEMU's namespaces are held from here on, so the helper never fails
+      // on a namespace that went with QEMU. Already gone (ENOENT: an
+      // unreaped child loses them as it exits, before its pidfd says so):
+      // QEMU ended first (an option it refused, a kernel it cannot load),
+      // and the shim's start wait reports QEMU's own words, the first cause.
+      auto ns = open_netns_of(inst->qemu_.pid());
+      if (ns) {
+        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink);
+        if (!net) return std::unexpected(net.error().wrap("set up --network default"));
         inst->net_ = std::move(*net);
-      } else if (auto gone = sys::wait_readable(inst->qemu_.pidfd(), std::chrono::milliseconds(0)); !gone || !*gone) {
-        return std::unexpected(net.error().wrap("set up --network default"));
+      } else if (ns.error().sys_errno() != ENOENT ||
+                 !CUBBY_TRY(sys::wait_readable(inst->qemu_.pidfd(), std::chrono::seconds(10)))) {  // backstop
+        return std::unexpected(ns.error().wrap("set up --network default"));
       }
-      // else QEMU ended first (an option it refused, a kernel it cannot
-      // load), taking its namespace along: the shim's start wait reports
-      // QEMU's own words, the first cause, not the helper's.
     }
     inst->diag_ = std::move(diag_r);
     ::fcntl(inst->diag_.get(), F_SETFL, O_NONBLOCK);

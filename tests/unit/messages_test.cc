@@ -175,6 +175,10 @@ std::vector<Case> cases() {
       {"log", decoder<m::Log>(), {{"t", "log"}, {"d", bin({'l'})}}, {{"d", 1, "\"d\" must be binary"}}},
       {"guest exit", decoder<m::GuestExit>(), {{"t", "exit"}, {"code", 3}},
        {{"code", "3", "\"code\" must be an integer"}, {"code", 300, "\"code\" is out of range"}}},
+      {"untether", decoder<m::Untether>(), {{"t", "untether"}}, {}},
+      {"ended", decoder<m::Ended>(), {{"t", "ended"}, {"code", 137}, {"msg", ""}},
+       {{"code", "137", "\"code\" must be an integer"}, {"code", absent, "\"code\" is missing"},
+        {"code", 256, "\"code\" is out of range"}, {"msg", 1, "\"msg\" must be a string"}}},
   };
 }
 
