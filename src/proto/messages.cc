@@ -187,9 +187,11 @@ void read(Fields& f, Hello& m) {
 }
 void read(Fields&, Ping&) {}
 void read(Fields& f, Exec& m) {
-  m.argv = f.texts("argv", kMaxPayload, true);
+  m.argv = f.texts("argv", kMaxArgBytes - 1, true);
   if (f.ok() && m.argv.empty()) f.bad("argv", "is empty");
-  m.env = f.texts("env", kMaxPayload, false);
+  m.env = f.texts("env", kMaxArgBytes - 1, false);
+  if (f.ok())
+    if (auto r = check_command_size(m.argv, m.env); !r) f.bad("argv", "and \"env\" are too large: " + r.error().message());
   m.cwd = f.text("cwd", kMaxPath, "");
   m.user = f.text("user", kMaxName, "");
   m.with_stdin = f.flag("stdin");
@@ -370,5 +372,23 @@ CUBBY_DECODER(GuestExit)
 CUBBY_DECODER(Untether)
 CUBBY_DECODER(Ended)
 #undef CUBBY_DECODER
+
+Result<void> check_command_size(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  auto kib = [](size_t n) { return std::to_string((n + 1023) / 1024) + " KiB"; };
+  size_t total = 0;
+  for (const auto* list : {&argv, &env}) {
+    for (const auto& s : *list) {
+      if (s.size() + 1 > kMaxArgBytes)
+        return fail(Error::invalid(std::string(list == &argv ? "an argument" : "an environment variable") + " of " +
+                                   kib(s.size() + 1) + " is over the limit of " + kib(kMaxArgBytes) +
+                                   " for one string (execve's MAX_ARG_STRLEN)"));
+      total += s.size() + 1 + sizeof(char*);
+    }
+  }
+  if (total > kMaxCommandBytes)
+    return fail(Error::invalid("the command and its environment take " + kib(total) + ", over cubby's limit of " +
+                               kib(kMaxCommandBytes) + " (each string counted with its NUL and pointer, as execve does)"));
+  return {};
+}
 
 }  // namespace cubby::proto::msg

@@ -106,6 +106,17 @@ inline constexpr size_t kMaxText = 65536;   // error texts, entry paths and link
 inline constexpr int kMaxSignal = 64;       // the kernel's _NSIG - 1
 inline constexpr size_t kMaxExtents = 4096;  // of one sparse file (a reader merges beyond)
 inline constexpr int kMaxProtoVersion = 1 << 30;
+// The argv and environment of one process (the workload or an exec),
+// counted as execve counts them: each string with its NUL plus its pointer.
+// The kernel's own bounds are a quarter of the stack limit in total (2 MiB
+// under the usual 8 MiB) and 128 KiB per string; ours keeps the request that
+// carries them (exec, the box's config) well inside one frame (kMaxPayload)
+// with room for everything else, and a refusal names the limit up front
+// instead of a "Broken pipe" when the agent drops an oversized frame.
+inline constexpr size_t kMaxCommandBytes = 512 * 1024;
+inline constexpr size_t kMaxArgBytes = 128 * 1024;  // one string, with its NUL (MAX_ARG_STRLEN)
+// kInvalid naming the limit when argv + env are over one of the bounds above.
+Result<void> check_command_size(const std::vector<std::string>& argv, const std::vector<std::string>& env);
 
 // The message type of a frame parse_payload() accepted ("" otherwise).
 std::string_view type_of(const Json& m);

@@ -52,6 +52,9 @@ struct CreateOptions {
   std::optional<int64_t> memory;
   std::optional<double> cpus;
   std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit
+  // --log-opt max-size / max-file (unset: logfile::kDefaultMaxSize/Files).
+  std::optional<int64_t> log_max_size;
+  std::optional<int> log_max_files;
   bool auto_remove = false;
   bool interactive = false;
   bool tty = false;

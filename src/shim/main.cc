@@ -167,13 +167,9 @@ constexpr int kMaxNetworkRestarts = 5;
 
 // A note from the shim into the box log (console stream: `cubby logs` shows
 // it on stderr) and shim.log.
-void note_in_box_log(const std::string& box_dir, const std::string& text) {
+void note_in_box_log(shim::BoxInstance& box, const std::string& text) {
   LOG_WARN("{}", text);
-  UniqueFd log(::open((box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
-  if (!log) return;
-  std::string rec;  // one write per record: O_APPEND keeps records whole
-  logfile::append_record(rec, logfile::kConsole, "cubby: " + text + "\n");
-  (void)sys::write_all(log.get(), rec.data(), rec.size());
+  box.note_in_log("cubby: " + text + "\n");  // through the box log's writer: it rotates the file
 }
 
 // How supervision ended, beyond the box's own exit status.
@@ -256,12 +252,12 @@ Result<Supervised> supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag) {
         std::string why;
         if (net_restarts < kMaxNetworkRestarts) {
           ++net_restarts;
-          note_in_box_log(sh.cfg.box_dir, "the box's network helper slirp4netns " + how + "; restarting it (" +
+          note_in_box_log(box, "the box's network helper slirp4netns " + how + "; restarting it (" +
                                               std::to_string(net_restarts) + " of " +
                                               std::to_string(kMaxNetworkRestarts) + ")");
           auto r = box.network()->restart();
           if (r) {
-            note_in_box_log(sh.cfg.box_dir, "the box's network is back (connections it had are lost)");
+            note_in_box_log(box, "the box's network is back (connections it had are lost)");
             break;
           }
           why = "the box's network helper slirp4netns " + how + " and could not be restarted: " + r.error().message();
@@ -270,7 +266,7 @@ Result<Supervised> supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag) {
                 " restarts";
         }
         out.error = why + "; the box was stopped";
-        note_in_box_log(sh.cfg.box_dir, out.error);
+        note_in_box_log(box, out.error);
         stop({SIGTERM}, kDefaultStopGraceMs);
         break;
       }
@@ -366,10 +362,7 @@ int run_shim(const std::string& box_id) {
   }
   auto& box = **launched;
   DiagTail diag;
-  if (sh.cfg.isolation == "vm") {
-    UniqueFd log(::open((sh.cfg.box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-    if (log) diag.copy_to_box_log(std::move(log));
-  }
+  if (auto log = box.console_log(); log && *log) diag.copy_to_box_log(std::move(*log));
   Supervised sup;
 
   auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));

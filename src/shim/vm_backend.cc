@@ -41,6 +41,8 @@
 #include "proto/mux.h"
 #include "proto/transport.h"
 #include "shim/backend.h"
+#include "proto/logfile.h"
+#include "shim/box_log.h"
 #include "shim/network.h"
 #include "shim/vm_disk.h"
 
@@ -268,6 +270,18 @@ class HostMux {
                 break;
               }
               if (!*f) break;
+              if (mux::acts_on_mux((*f)->bytes)) {
+                // The mux's own frames are the shim's and the guest init's,
+                // never a client's: relayed, a client's close would end its
+                // session in the guest behind the agent's back and its ack
+                // would buy the guest credit the client never gave (the
+                // shim then buffers without bound). Answered as the agent
+                // answers a type it does not know; the session goes on.
+                c.out += proto::encode({{"t", proto::msg::kError},
+                                        {"msg", "unknown message type: " +
+                                                    std::string(proto::msg::type_of(*mux::decode((*f)->bytes)))}});
+                continue;
+              }
               mux::set_channel((*f)->bytes, it->first);
               c.in_flight += (*f)->bytes.size();
               vm_out_ += (*f)->bytes;
@@ -341,6 +355,11 @@ class VmInstance : public BoxInstance {
   std::string failure_hint() const override { return hint_; }
   Network* network() override { return net_.get(); }
 
+  Result<UniqueFd> console_log() override { return std::move(console_); }
+  void note_in_log(const std::string& line) override {
+    if (log_) log_->note(logfile::kConsole, line);
+  }
+
   Result<void> allow_start() override {
     mux_->control({{"t", "go"}});
     return {};
@@ -364,6 +383,7 @@ class VmInstance : public BoxInstance {
       mux_->join(true);
       mux_.reset();
     }
+    if (log_) log_->finish();
     net_.reset();
     ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
   }
@@ -377,6 +397,8 @@ class VmInstance : public BoxInstance {
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
   std::unique_ptr<HostMux> mux_;
+  std::unique_ptr<BoxLog> log_;  // finished in cleanup(), after the mux that feeds it
+  UniqueFd console_;             // until the shim takes it (console_log)
 };
 
 class VmBackend : public Backend {
@@ -412,8 +434,10 @@ class VmBackend : public Backend {
     auto inst = std::make_unique<VmInstance>();
     inst->box_dir_ = cfg.box_dir;
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));  // early bind
-    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-    if (!log) return sys_fail("open box log");
+    inst->log_ = CUBBY_TRY(BoxLog::open(cfg.box_dir, {spec.log_max_size, spec.log_max_files}));
+    auto log = CUBBY_TRY(inst->log_->add_input());  // the guest's log frames, from the mux
+    inst->console_ = CUBBY_TRY(inst->log_->add_input());
+    inst->log_->start();
     auto [host_end, vm_end] = CUBBY_TRY(sys::make_socketpair(SOCK_STREAM));
     auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());
 
