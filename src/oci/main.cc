@@ -199,12 +199,14 @@ int cmd_kill(const std::string& id, const std::string& sig_s, bool all) {
   auto s = check(dir.load(id));
   int sig = parse_signal(sig_s);
   std::string st = status_of(s);
-  if (st == "stopped") die("container \"" + id + "\" is not running");
+  // runc's words: containerd's shim (checkKillError) matches "container not
+  // running" to treat a kill of an ended container as done, not as a failure.
+  if (st == "stopped") die("container not running: \"" + id + "\" has stopped");
   if (st == "created") {
     // The workload has not started: the relay stands for it. Its end (by
     // any signal that ends it) drops the tether, and the shim stops the box.
     auto pfd = check(sys::pidfd_open(s.pid));
-    if (!relay_alive(s)) die("container \"" + id + "\" is not running");
+    if (!relay_alive(s)) die("container not running: \"" + id + "\" has stopped");
     check(sys::pidfd_send_signal(pfd.get(), sig));
     return 0;
   }
