@@ -36,6 +36,19 @@ std::optional<double> parse_number(const std::string& s);
 std::optional<int64_t> parse_integer(const std::string& s);
 // -e: "KEY=VALUE" or "KEY"; KEY non-empty, without NUL.
 Result<void> check_env_var(const std::string& e);
+// A Go duration as Docker takes it ("10m", "1h30m", "1.5s", "300ms"; units
+// ns us ms s m h), in nanoseconds; not negative.
+std::optional<int64_t> parse_duration_ns(const std::string& s);
+// `logs --since/--until`, as Docker reads them: a duration before `now_ns`
+// ("10m"), a Unix time ("1764640000" or "1764640000.5"), or an RFC 3339
+// time ("2026-12-02T01:43:27Z", "...27.5+01:00"; without a zone it is local
+// time, as is a bare date "2026-12-02"). In ns since the epoch.
+Result<int64_t> parse_log_time(const std::string& s, int64_t now_ns);
+// --env-file, as Docker reads it: one KEY=VALUE (or KEY, taken from our
+// environment) a line, leading whitespace dropped, blank lines and lines
+// starting with # skipped, the value kept exactly (no quotes are removed).
+// `path` names the file in messages.
+Result<std::vector<std::string>> parse_env_file(const std::string& text, const std::string& path);
 // Makes a message safe to print as one line: control characters (newlines
 // included) become spaces, trailing whitespace goes.
 std::string one_line(const std::string& msg);

@@ -15,7 +15,17 @@ Result<int64_t> parse_size(const std::string& s);
 // "KILL", "SIGKILL", "9".
 Result<int> parse_signal(const std::string& s);
 
-void print_box_table(const std::vector<store::BoxRecord>& boxes);
+// Docker's units.HumanDuration: "Less than a second", "5 seconds", "About a
+// minute", "3 hours", "2 days", "3 weeks", "4 months", "2 years".
+std::string human_duration(int64_t seconds);
+// "2 minutes ago" for an RFC 3339 time (as the store keeps them), "" if unreadable.
+std::string time_ago(const std::string& rfc3339, int64_t now_sec);
+// Docker's familiar form of a normalised reference: "docker.io/library/x:t" -> "x:t".
+std::string familiar_ref(const std::string& ref);
+
+// `ls`'s table as `docker ps` lays it out: columns as wide as their widest
+// cell, ids cut to 12 and commands to 20 characters unless no_trunc.
+void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc = false);
 void print_image_table(const std::vector<image::ImageInfo>& images);
 
 }  // namespace cubby

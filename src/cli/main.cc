@@ -27,6 +27,7 @@
 #include "image/archive.h"
 #include "image/fetch_client.h"
 #include "image/registry_config.h"
+#include "runtime/box_filter.h"
 #include "runtime/runtime.h"
 
 using namespace cubby;
@@ -141,13 +142,15 @@ struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
   std::vector<std::string> env, publish, volumes, log_opts;
+  std::vector<std::string> env_files, labels;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
 const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--name",
                                              "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
-                                             "-p", "--publish", "-v", "--volume", "--log-opt"};
+                                             "-p", "--publish", "-v", "--volume", "--log-opt",
+                                             "--env-file", "-l", "--label"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -173,6 +176,10 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("--log-opt", o.log_opts,
                 "Box log rotation, as Docker's json-file: max-size=SIZE (default 10m), max-file=N (default 2); "
                 "repeatable or comma-separated")
+      ->allow_extra_args(false);
+  c->add_option("--env-file", o.env_files, "Read environment variables from a file (KEY=VALUE lines; -e wins)")
+      ->allow_extra_args(false);
+  c->add_option("-l,--label", o.labels, "Set a label on the box: KEY=VALUE (or KEY); shown by inspect, matched by ls --filter")
       ->allow_extra_args(false);
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
@@ -218,7 +225,22 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.image = image;
   c.name = o.name;
   c.cmd = cmd;
-  c.env = check_env(o.env);
+  // Docker's order: the files' variables, then -e (a later one wins).
+  std::vector<std::string> env;
+  for (const auto& f : o.env_files) {
+    auto text = read_file(f, 16u << 20);
+    if (!text) die("--env-file: " + text.error().message());
+    auto vars = cli::parse_env_file(*text, f);
+    if (!vars) die("--env-file: " + vars.error().message());
+    env.insert(env.end(), vars->begin(), vars->end());
+  }
+  env.insert(env.end(), o.env.begin(), o.env.end());
+  c.env = check_env(env);
+  for (const auto& l : o.labels) {
+    std::string key = l.substr(0, l.find('='));
+    if (key.empty()) die("--label: invalid label \"" + cli::one_line(l) + "\" (want KEY=VALUE or KEY)");
+    c.labels[key] = l.find('=') == std::string::npos ? "" : l.substr(l.find('=') + 1);
+  }
   c.publish = o.publish;
   c.volumes = o.volumes;
   c.cwd = o.workdir;
@@ -454,24 +476,35 @@ void check_format(const std::string& format) {
 
 int cmd_ls(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("List boxes", "ls [OPTIONS]");
-  bool all = false, quiet = false;
+  bool all = false, quiet = false, no_trunc = false;
   std::string format = "table";
+  std::vector<std::string> filters;
   cmd.app.add_flag("-a,--all", all, "Show every box, not only running ones");
   cmd.app.add_flag("-q,--quiet", quiet, "Only ids");
+  cmd.app.add_flag("--no-trunc", no_trunc, "Full ids and commands");
+  cmd.app.add_option("-f,--filter", filters,
+                     "Only boxes matching KEY=VALUE: status, name, id, label (KEY or KEY=VALUE), image; "
+                     "repeatable (one key: any value; different keys: all)")
+      ->allow_extra_args(false);
   cmd.app.add_option("--format", format, "table | json");
   cmd.parse(rest);
   check_format(format);
+  auto filter = check(BoxFilter::parse(filters));
   auto rt = open_runtime(g);
   auto boxes = check(rt.list());
-  std::erase_if(boxes, [&](const store::BoxRecord& b) { return !all && b.status != store::BoxStatus::kRunning; });
+  // A status filter shows ended boxes without -a, as in Docker.
+  const bool every = all || filter.filters_status();
+  std::erase_if(boxes, [&](const store::BoxRecord& b) {
+    return (!every && b.status != store::BoxStatus::kRunning) || !filter.matches(b);
+  });
   if (format == "json") {
     json arr = json::array();
     for (auto& b : boxes) arr.push_back(Runtime::to_json(b, false));
     std::cout << arr.dump() << "\n";
   } else if (quiet) {
-    for (auto& b : boxes) std::cout << b.id << "\n";
+    for (auto& b : boxes) std::cout << (no_trunc ? b.id : b.id.substr(0, 12)) << "\n";
   } else {
-    print_box_table(boxes);
+    print_box_table(boxes, no_trunc);
   }
   return 0;
 }
@@ -590,14 +623,38 @@ int cmd_wait(const Global& g, const std::vector<std::string>& rest) {
 
 int cmd_logs(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Show what a box's workload wrote (and a vm box's console, on stderr)", "logs [OPTIONS] BOX");
-  std::string box;
-  bool follow = false, no_console = false;
-  cmd.app.add_flag("-f,--follow", follow, "Keep following until the box ends");
+  std::string box, tail = "all", since, until;
+  bool no_console = false;
+  LogsOptions o;
+  cmd.app.add_flag("-f,--follow", o.follow, "Keep following until the box ends");
+  cmd.app.add_option("-n,--tail", tail, "Only the last N lines (default all)");
+  cmd.app.add_option("--since", since, "Only lines since a time: a duration (10m, 1h30m), Unix time or RFC 3339");
+  cmd.app.add_option("--until", until, "Only lines before a time (as --since)");
+  cmd.app.add_flag("-t,--timestamps", o.timestamps, "Prefix each line with the time it was written");
   cmd.app.add_flag("--no-console", no_console, "Only the workload's output (leave out a vm box's console)");
   cmd.positional("BOX", box, "Box id, id prefix or name");
   cmd.parse(rest);
+  o.console = !no_console;
+  if (tail != "all") {
+    auto n = cli::parse_integer(tail);
+    if (!n) die("--tail: invalid value \"" + tail + "\" (want a number of lines, or all)");
+    if (*n >= 0) o.tail = *n;  // negative: all, as in Docker
+  }
+  struct timespec now;
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t now_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  if (!since.empty()) {
+    auto t = cli::parse_log_time(since, now_ns);
+    if (!t) die("--since: " + t.error().message());
+    o.since_ns = *t;
+  }
+  if (!until.empty()) {
+    auto t = cli::parse_log_time(until, now_ns);
+    if (!t) die("--until: " + t.error().message());
+    o.until_ns = *t;
+  }
   auto rt = open_runtime(g);
-  check(rt.logs(box, follow, 1, 2, !no_console));
+  check(rt.logs(box, o, 1, 2));
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@ struct BoxSpec {
   // --log-opt max-size / max-file: the box log's rotation (proto/logfile.h).
   int64_t log_max_size = logfile::kDefaultMaxSize;
   int log_max_files = logfile::kDefaultMaxFiles;
+  std::map<std::string, std::string> labels;  // --label K=V (Docker's Config.Labels)
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
@@ -51,6 +53,7 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
        {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}, {"userns", s.userns},
        {"log_max_size", s.log_max_size}, {"log_max_files", s.log_max_files}};
   if (s.ids) j["ids"] = *s.ids;
+  if (!s.labels.empty()) j["labels"] = s.labels;
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -73,6 +76,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   // A record from before rotation gets the defaults.
   s.log_max_size = j.value("log_max_size", logfile::kDefaultMaxSize);
   s.log_max_files = j.value("log_max_files", logfile::kDefaultMaxFiles);
+  s.labels = j.value("labels", std::map<std::string, std::string>{});
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
@@ -92,6 +96,11 @@ struct ShimConfig {
   // Tie the box to the process that starts it (see launch.h): when that
   // process is gone, the box is stopped. For throwaway boxes only.
   bool tether = false;
+  // Started only to serve a `cp` on a box that is not running (with hold and
+  // tether: the workload never starts, and the box stops when the copy's
+  // client lets go): the record gets back its status, exit code and times
+  // at the end, as if the box had never run (store's restore_ended).
+  bool copy_only = false;
   // The backstop on the agent's handshake (guarantee 8: readiness is an
   // event; this only ends a guest that never comes up, e.g. a kernel that
   // spins). Large by default; CUBBY_BOOT_TIMEOUT (seconds) sets it.
@@ -101,7 +110,7 @@ struct ShimConfig {
 
 inline void to_json(nlohmann::json& j, const ShimConfig& c) {
   j = {{"t", "config"}, {"home", c.home}, {"box_id", c.box_id}, {"box_dir", c.box_dir},
-       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"tether", c.tether}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
+       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"tether", c.tether}, {"copy_only", c.copy_only}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
 }
 inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.home = j.at("home").get<std::string>();
@@ -111,6 +120,7 @@ inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.isolation = j.value("isolation", std::string("sandbox"));
   c.hold = j.value("hold", false);
   c.tether = j.value("tether", false);
+  c.copy_only = j.value("copy_only", false);
   c.boot_timeout_ms = j.value("boot_timeout_ms", kDefaultBootTimeoutMs);
   c.spec = j.at("spec").get<BoxSpec>();
 }

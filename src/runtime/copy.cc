@@ -355,6 +355,24 @@ Result<proto::Conn> connect_box(Runtime& rt, const store::BoxRecord& b) {
 
 }  // namespace
 
+// A box started for one copy (docker cp works on a stopped or exited box),
+// stopped again when the copy is done, whichever way it ends.
+struct CopyStart {
+  Runtime& rt;
+  store::BoxRecord& b;
+  bool started = false;
+  static Result<std::unique_ptr<CopyStart>> begin(Runtime& rt, store::BoxRecord& b) {
+    if (b.status == store::BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
+    auto c = std::make_unique<CopyStart>(rt, b);
+    c->started = CUBBY_TRY(rt.start_for_copy(b));
+    return c;
+  }
+  CopyStart(Runtime& r, store::BoxRecord& rec) : rt(r), b(rec) {}
+  ~CopyStart() {
+    if (started) rt.end_copy_start(b);
+  }
+};
+
 Result<void> Runtime::copy_to_box(const std::string& src, const std::string& ref, const std::string& box_path,
                                   const CopyOptions& o, int in_fd) {
   if (box_path.empty() || src.empty()) return fail(Error::invalid("empty path"));
@@ -369,6 +387,7 @@ Result<void> Runtime::copy_to_box(const std::string& src, const std::string& ref
     bool wants_dir = src.back() == '/' || contents_form(src);
     if (!o.follow_links && wants_dir && S_ISLNK(st.st_mode) && ::stat(src.c_str(), &st) < 0) return sys_fail(src);
   }
+  auto running = CUBBY_TRY(CopyStart::begin(*this, b));
   auto conn = CUBBY_TRY(connect_box(*this, b));
   CUBBY_TRYV(conn.send({{"t", msg::kCpStat}, {"path", box_path}}));
   auto reply = CUBBY_TRY(conn.recv());
@@ -413,6 +432,7 @@ Result<void> Runtime::copy_from_box(const std::string& ref, const std::string& b
     if (::stat(dst.c_str(), &st) == 0) state = S_ISDIR(st.st_mode) ? Dest::kDir : Dest::kOther;
     else if (errno != ENOENT) return sys_fail(dst);
   }
+  auto running = CUBBY_TRY(CopyStart::begin(*this, b));
   auto conn = CUBBY_TRY(connect_box(*this, b));
   CUBBY_TRYV(conn.send({{"t", msg::kCpGet}, {"path", box_path}, {"follow", o.follow_links}}));
 

@@ -25,6 +25,7 @@
 #include "proto/messages.h"
 #include "proto/transport.h"
 #include "runtime/idmap.h"
+#include "runtime/log_lines.h"
 #include "runtime/ownership.h"
 #include "runtime/session.h"
 #include "runtime/shim_launcher.h"
@@ -249,6 +250,7 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
     j["finished_at"] = b.finished_at.empty() ? Json(nullptr) : Json(b.finished_at);
     j["error"] = b.error.empty() ? Json(nullptr) : Json(b.error);
     j["oom_killed"] = b.oom_killed;  // Docker's State.OOMKilled
+    j["labels"] = b.config.value("labels", Json::object());
     Json cfg = b.config;
     cfg.erase("layers");
     j["config"] = cfg;
@@ -378,6 +380,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
                                  std::to_string(logfile::kMaxMaxFiles)));
     spec.log_max_files = *o.log_max_files;
   }
+  spec.labels = o.labels;
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;
@@ -432,7 +435,27 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
 }
 
 Result<StartResult> Runtime::start(const std::string& ref, bool hold, bool tether) {
-  auto b = CUBBY_TRY(resolve(ref));
+  return start_record(CUBBY_TRY(resolve(ref)), hold, tether, false);
+}
+
+Result<bool> Runtime::start_for_copy(BoxRecord& b) {
+  if (b.status == BoxStatus::kRunning) return false;
+  auto s = CUBBY_TRY(start_record(b, /*hold=*/true, /*tether=*/true, /*copy_only=*/true));
+  if (s.ended) return fail(Error::internal("box " + b.name + " could not be started for the copy: " + s.error));
+  b = CUBBY_TRY(resolve(b.id));
+  return true;
+}
+
+void Runtime::end_copy_start(const BoxRecord& b) {
+  // Letting go of the tether stops the box (its workload never ran); the
+  // shim then puts the record back. Waited for, so that `cp` returns with
+  // the box as it found it.
+  tethers_.erase(b.id);
+  if (b.shim_pid && b.shim_start)
+    if (auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id)) (void)sys::wait_readable(shim->get(), sys::kForever);
+}
+
+Result<StartResult> Runtime::start_record(const BoxRecord& b, bool hold, bool tether, bool copy_only) {
   if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
   if (b.status == BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
   ShimConfig cfg;
@@ -451,6 +474,12 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold, bool tethe
     cfg.boot_timeout_ms = std::max<int64_t>(1, static_cast<int64_t>(sec * 1000));
   }
   cfg.spec = b.config.get<BoxSpec>();
+  if (copy_only) {
+    // Nothing of the box's runs: no network, no published port to take.
+    cfg.copy_only = true;
+    cfg.spec.network = "none";
+    cfg.spec.ports.clear();
+  }
   CUBBY_TRYV(mkdir_p(cfg.box_dir, 0700));
   auto shim = CUBBY_TRY(launch_shim(bin_dir_ + "/" + kShimName, b.id, cfg.box_dir + "/shim.log"));
   CUBBY_TRYV(shim.control.send(Json(cfg)));
@@ -696,6 +725,15 @@ Result<BoxRecord> Runtime::wait(const std::string& ref) {
 // logs
 
 Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console) {
+  LogsOptions o;
+  o.follow = follow;
+  o.console = console;
+  return logs(ref, o, out_fd, err_fd);
+}
+
+Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out_fd, int err_fd) {
+  const bool follow = o.follow;
+  LogLines lines(o, out_fd, err_fd);
   auto b = CUBBY_TRY(resolve(ref));
   const std::string dir = box_dir(b.id);
   UniqueFd dirfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -731,10 +769,8 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
       if (n == 0) return {};
       buf.append(tmp, static_cast<size_t>(n));
       size_t pos = 0;
-      bool ok = logfile::parse_records(buf, pos, [&](int stream, std::string_view d) {
-        if (stream == logfile::kConsole && !console) return;
-        (void)sys::write_all(stream == logfile::kStdout ? out_fd : err_fd, d.data(), d.size());
-      });
+      bool ok = logfile::parse_stamped_records(
+          buf, pos, [&](int stream, int64_t t, std::string_view d) { lines.record(stream, t, d); });
       if (!ok) return fail(Error::invalid("corrupt box log " + dir + "/" + name));
       buf.erase(0, pos);
     }
@@ -755,6 +791,7 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
     return cur ? pump(cur.get(), logfile::file_name(0)) : Result<void>{};
   };
   CUBBY_TRYV(read_rotated(logfile::kMaxMaxFiles));
+  lines.end_of_history();
   // After a rotation the file we hold is box.log.K (or gone, when we fell
   // more than max-file files behind): finish it, then everything newer.
   auto follow_rotation = [&]() -> Result<void> {

@@ -20,6 +20,7 @@
 #include "image/image_store.h"
 #include "proto/frame.h"
 #include "runtime/box_spec.h"
+#include "runtime/log_lines.h"
 #include "store/store.h"
 
 namespace cubby {
@@ -58,6 +59,7 @@ struct CreateOptions {
   bool auto_remove = false;
   bool interactive = false;
   bool tty = false;
+  std::map<std::string, std::string> labels;  // --label K=V
 };
 
 // What `--isolation auto` picks on this host, and why (SPEC §1): "vm" only
@@ -147,6 +149,8 @@ class Runtime {
   // The workload's stdout/stderr to out_fd/err_fd; for a vm box also its
   // console (kernel, init, QEMU messages) to err_fd, unless !console.
   Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console = true);
+  // The same with Docker's --tail, --since/--until and -t (runtime/log_lines.h).
+  Result<void> logs(const std::string& ref, const LogsOptions& o, int out_fd, int err_fd);
 
   // `cubby cp` (runtime/copy.cc), with docker cp's rules for files and
   // directories. Host to box: src is a host path, or "-" for a tar stream
@@ -187,6 +191,14 @@ class Runtime {
   void release_leftovers(const std::string& id);
   Result<void> stop_record(const store::BoxRecord& b, std::chrono::milliseconds grace);
   Result<ExecResult> attach_record(const store::BoxRecord& b, const StdioFds& io, bool start);
+  Result<StartResult> start_record(const store::BoxRecord& b, bool hold, bool tether, bool copy_only);
+  // `cp` on a box that is not running: starts it with only its agent (no
+  // workload, no network; ShimConfig::copy_only) and updates b; false if it
+  // was running already. end_copy_start() stops it again and waits until
+  // its record is back as it was.
+  Result<bool> start_for_copy(store::BoxRecord& b);
+  void end_copy_start(const store::BoxRecord& b);
+  friend struct CopyStart;
 
   std::string home_, bin_dir_;
   store::Store db_;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <cstring>
 
 #include "base/log.h"
@@ -113,16 +114,20 @@ void BoxLog::drain(Input& in, bool until_eof) {
 void BoxLog::note(int stream, std::string_view data) { append(stream, data); }
 
 void BoxLog::append(int stream, std::string_view data) {
+  // The time the bytes reached us: what `logs -t` and `--since` go by.
+  struct timespec now;
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t stamp = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
   std::lock_guard<std::mutex> g(mu_);
-  const size_t room = static_cast<size_t>(limits_.max_size) - logfile::kRecordHeader;
+  const size_t room = static_cast<size_t>(limits_.max_size) - logfile::kStampedHeader;
   do {
     std::string_view piece = data.substr(0, room);
     data.remove_prefix(piece.size());
-    const int64_t need = static_cast<int64_t>(logfile::kRecordHeader + piece.size());
+    const int64_t need = static_cast<int64_t>(logfile::kStampedHeader + piece.size());
     if (size_ > 0 && size_ + need > limits_.max_size) rotate();
     if (!file_) return;  // could not start a new file: dropped, as at ENOSPC
     std::string rec;
-    logfile::append_record(rec, stream, piece);
+    logfile::append_record(rec, stream, piece, stamp);
     if (sys::write_all(file_.get(), rec.data(), rec.size())) size_ += need;
   } while (!data.empty());
 }

@@ -325,13 +325,25 @@ int run_shim(const std::string& box_id) {
   sh.db = &*db;
   sh.self = ::getpid();
   sh.self_start = process_start_time(sh.self).value_or(0);
-  auto claimed = db->mark_running(box_id, sh.self, sh.self_start);
+  std::optional<store::BoxRecord> before;  // copy_only: the record to put back at the end
+  Result<bool> claimed = false;
+  if (sh.cfg.copy_only) {
+    auto b = db->mark_running_keeping(box_id, sh.self, sh.self_start);
+    if (!b) claimed = fail(b.error());
+    else if ((before = std::move(*b))) claimed = true;
+  } else {
+    claimed = db->mark_running(box_id, sh.self, sh.self_start);
+  }
   if (!claimed || !*claimed) {
     sh.reply({{"t", "failed"}, {"msg", claimed ? "box is already running or was removed" : claimed.error().message()}});
     return 1;
   }
 
   auto record_end = [&](store::BoxStatus st, std::optional<int> code, const std::string& err, bool oom_killed = false) {
+    if (before) {
+      if (auto r = db->restore_ended(*before, sh.self, sh.self_start); !r) LOG_ERROR("restore record: {}", r.error().message());
+      return;
+    }
     // A --rm box goes to `removing` in the same compare-and-set, then loses
     // its directory, then its record: a crash between leaves what rm finishes.
     bool remove = sh.cfg.spec.auto_remove;

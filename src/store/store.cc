@@ -310,6 +310,32 @@ Result<bool> Store::mark_running(const std::string& id, pid_t pid, uint64_t star
   return sqlite3_changes(db_) == 1;
 }
 
+Result<std::optional<BoxRecord>> Store::mark_running_keeping(const std::string& id, pid_t pid, uint64_t start) {
+  CUBBY_TRYV(exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> Result<std::optional<BoxRecord>> {
+    auto before = CUBBY_TRY(get_box(id));
+    if (!before || !CUBBY_TRY(mark_running(id, pid, start))) return std::optional<BoxRecord>();
+    return before;
+  };
+  auto r = body();
+  if (r) {
+    if (auto c = exec("COMMIT"); !c) r = fail(c.error());
+  }
+  if (!r) (void)exec("ROLLBACK");
+  return r;
+}
+
+Result<bool> Store::restore_ended(const BoxRecord& b, pid_t pid, uint64_t start) {
+  Stmt st(db_,
+          "UPDATE boxes SET status=?, exit_code=?, error=?, started_at=?, finished_at=?, shim_pid=NULL, "
+          "shim_start=NULL, oom_killed=? WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
+  st.bind(1, std::string(to_string(b.status))).bind(2, b.exit_code).bind(3, b.error).bind(4, b.started_at)
+      .bind(5, b.finished_at).bind(6, int64_t{b.oom_killed}).bind(7, b.id).bind(8, static_cast<int64_t>(pid))
+      .bind(9, static_cast<int64_t>(start));
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "restore box record"));
+  return sqlite3_changes(db_) == 1;
+}
+
 Result<bool> Store::mark_ended(const std::string& id, pid_t pid, uint64_t start, BoxStatus status,
                                std::optional<int> exit_code, const std::string& error, bool oom_killed) {
   Stmt st(db_,

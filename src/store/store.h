@@ -99,6 +99,15 @@ class Store {
   // created|stopped|exited -> running with this shim. False if the box is
   // gone, being removed or already running (another shim won).
   Result<bool> mark_running(const std::string& id, pid_t shim_pid, uint64_t shim_start);
+  // mark_running for a box that is started only to serve a copy (`cp` on a
+  // box that is not running, as docker cp works on an exited container):
+  // the same compare-and-set, in one transaction with reading the record as
+  // it was, which restore_ended() puts back once the copy is done, so the
+  // box keeps its status, exit code and times. Nothing when the claim lost.
+  Result<std::optional<BoxRecord>> mark_running_keeping(const std::string& id, pid_t shim_pid, uint64_t shim_start);
+  // running(shim_pid, shim_start) -> `before` (status, exit code, error,
+  // times, oom_killed). False if the record no longer names that shim.
+  Result<bool> restore_ended(const BoxRecord& before, pid_t shim_pid, uint64_t shim_start);
   // running(shim_pid, shim_start) -> ended (stopped or exited, or removing
   // for a box removed on exit). False if the record no longer names that
   // shim (someone else already reconciled it).

@@ -1,0 +1,85 @@
+#include "runtime/log_lines.h"
+
+#include <ctime>
+
+#include "base/sys.h"
+#include "proto/logfile.h"
+
+namespace cubby {
+
+std::string format_log_time(int64_t ns) {
+  time_t secs = static_cast<time_t>(ns / 1'000'000'000);
+  struct tm tm;
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%09lldZ", static_cast<long long>(ns % 1'000'000'000));
+  return buf;
+}
+
+LogLines::LogLines(const LogsOptions& o, int out_fd, int err_fd)
+    : o_(o), out_(out_fd), err_(err_fd), buffering_(o.tail.has_value()) {}
+
+bool LogLines::wanted(int64_t t) const {
+  if (o_.since_ns && t < *o_.since_ns) return false;
+  if (o_.until_ns && t >= *o_.until_ns) return false;
+  return true;
+}
+
+void LogLines::emit(int stream, std::string_view bytes) {
+  (void)sys::write_all(stream == logfile::kStdout ? out_ : err_, bytes.data(), bytes.size());
+}
+
+void LogLines::record(int stream, int64_t time_ns, std::string_view data) {
+  if (stream < 1 || stream > 3 || (stream == logfile::kConsole && !o_.console)) return;
+  Stream& s = streams_[stream];
+  while (!data.empty()) {
+    size_t nl = data.find('\n');
+    std::string_view seg = data.substr(0, nl == std::string_view::npos ? data.size() : nl + 1);
+    data.remove_prefix(seg.size());
+    std::string piece;
+    if (!s.mid_line) {  // a new line: it takes this record's time
+      s.keep = wanted(time_ns);
+      if (s.keep && o_.timestamps && time_ns > 0) piece = format_log_time(time_ns) + " ";
+      if (s.keep && buffering_) {
+        held_.push_back({stream, {}});
+        s.line = first_held_ + held_.size() - 1;
+        while (held_.size() > static_cast<size_t>(*o_.tail)) {
+          held_.pop_front();
+          ++first_held_;
+        }
+      }
+    }
+    s.mid_line = seg.back() != '\n';
+    if (!s.keep) continue;
+    piece.append(seg);
+    if (!buffering_) {
+      emit(stream, piece);
+    } else if (s.line >= first_held_) {  // else: the line fell out of the last N
+      held_[s.line - first_held_].text.append(piece);
+    }
+  }
+}
+
+void LogLines::end_of_history() {
+  if (!buffering_) return;
+  // Consecutive lines of one stream go out in one write.
+  std::string run;
+  int run_stream = 0;
+  for (auto& l : held_) {
+    if (l.stream != run_stream && !run.empty()) {
+      emit(run_stream, run);
+      run.clear();
+    }
+    run_stream = l.stream;
+    run.append(l.text);
+  }
+  if (!run.empty()) emit(run_stream, run);
+  held_.clear();
+  buffering_ = false;
+  // A line still open goes on unbuffered (its start was printed, or not).
+  for (auto& s : streams_)
+    if (s.mid_line && s.keep && s.line < first_held_) s.keep = false;
+}
+
+}  // namespace cubby

@@ -1,0 +1,297 @@
+// The Docker flags and verbs of issue 13 (item 2), through the real CLI:
+// `logs --tail/--since/--until/-t`, ... Each test names the Docker
+// behaviour it follows; docs/TESTING.md lists the two-sided checks.
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <regex>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "base/fs.h"
+#include "base/sys.h"
+#include "harness.h"
+#include "runtime/log_lines.h"
+
+namespace cubby::test {
+namespace {
+
+using nlohmann::json;
+
+int64_t now_ns() {
+  struct timespec t;
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
+}
+
+class Flags : public BackendTest {
+ protected:
+  // Reads `logs -f BOX` until `text` has been logged (an event, not a guess
+  // at how long the box takes), then lets the follower run to the box's end.
+  struct Follower {
+    ChildProcess cli;
+    UniqueFd out;
+  };
+  Follower follow_until(const std::string& id, const std::string& text) {
+    auto [r, w] = sys::make_pipe().value();
+    Follower f{spawn_cubby(home_, {"logs", "-f", "--no-console", id}, w.get(), -1), std::move(r)};
+    w.reset();
+    std::string got;
+    char buf[256];
+    while (got.find(text) == std::string::npos) {
+      ssize_t n = ::read(f.out.get(), buf, sizeof buf);
+      if (n <= 0) {
+        ADD_FAILURE() << "the log ended before \"" << text << "\": " << got;
+        break;
+      }
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return f;
+  }
+  CmdResult logs(std::vector<std::string> args, const std::string& id) {
+    args.insert(args.begin(), {"logs", "--no-console"});
+    args.push_back(id);
+    return cubby(args);
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, Flags, ::testing::Values("sandbox", "vm"),
+                         [](const auto& info) { return info.param; });
+
+// docker logs --tail N (the last N lines of both streams together, a last
+// line without its newline counted), --since/--until (RFC 3339, Unix time,
+// or a duration back from now) and -t (RFC 3339 with nanoseconds, UTC).
+// The box writes "one" and "err1", waits, then the rest: `mid`, taken in
+// between, splits them.
+TEST_P(Flags, LogsTailSinceUntilAndTimestampsWorkOnLines) {
+  std::string id = run_detached(
+      {"sh", "-c", "echo one; echo err1 >&2; mkfifo /tmp/go; echo ready; cat /tmp/go; echo two; printf 'three\\nfour\\npartial'"});
+  auto follower = follow_until(id, "ready\n");
+  const int64_t mid = now_ns();
+  ASSERT_EQ(cubby({"exec", "-d", id, "sh", "-c", ": > /tmp/go"}).rc, 0);
+  (void)sys::read_all(follower.out.get());
+  EXPECT_EQ(follower.cli.wait().value().code, 0);
+  ASSERT_EQ(cubby({"wait", id}).out, "0\n");
+
+  auto all = logs({}, id);
+  ASSERT_EQ(all.out, "one\nready\ntwo\nthree\nfour\npartial");
+  ASSERT_EQ(all.err, "err1\n");
+
+  auto t2 = logs({"--tail", "2"}, id);
+  EXPECT_EQ(t2.rc, 0) << t2.err;
+  EXPECT_EQ(t2.out, "four\npartial");
+  EXPECT_EQ(t2.err, "");
+  EXPECT_EQ(logs({"-n", "0"}, id).out, "");
+  EXPECT_EQ(logs({"--tail", "all"}, id).out, all.out);
+  EXPECT_EQ(logs({"--tail", "100"}, id).out, all.out);
+
+  const std::string mid_rfc = format_log_time(mid);
+  for (const std::string& since : {mid_rfc, mid_rfc.substr(0, mid_rfc.size() - 1) + "+00:00",
+                                   std::to_string(mid / 1'000'000'000) + "." + mid_rfc.substr(20, 9)}) {
+    auto s = logs({"--since", since}, id);
+    EXPECT_EQ(s.rc, 0) << since << ": " << s.err;
+    EXPECT_EQ(s.out, "two\nthree\nfour\npartial") << since;
+    EXPECT_EQ(s.err, "") << since;
+    auto u = logs({"--until", since}, id);
+    EXPECT_EQ(u.out, "one\nready\n") << since;
+    EXPECT_EQ(u.err, "err1\n") << since;
+  }
+  EXPECT_EQ(logs({"--since", "1h"}, id).out, all.out);
+  EXPECT_EQ(logs({"--since", "1h", "--tail", "1"}, id).out, "partial");
+  EXPECT_EQ(logs({"--until", "1h"}, id).out, "");
+
+  auto t = logs({"-t"}, id);
+  EXPECT_EQ(t.rc, 0) << t.err;
+  std::regex line(R"(^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (.*)$)");
+  std::istringstream in(t.out);
+  std::vector<std::string> texts, stamps;
+  for (std::string l; std::getline(in, l);) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(l, m, line)) << "not stamped: " << l;
+    stamps.push_back(m[1]);
+    texts.push_back(m[2]);
+  }
+  EXPECT_EQ(texts, (std::vector<std::string>{"one", "ready", "two", "three", "four", "partial"}));
+  EXPECT_TRUE(std::is_sorted(stamps.begin(), stamps.end()));
+  EXPECT_LT(stamps[1], mid_rfc);
+  EXPECT_GE(stamps[2], mid_rfc);
+  EXPECT_EQ(logs({"--timestamps", "--tail", "1"}, id).out, stamps.back() + " partial");
+
+  for (const char* bad : {"yesterday", "10x", "2026-13-01", "2026-12-02T25:00:00Z", "-5m"}) {
+    auto r = logs({"--since", bad}, id);
+    EXPECT_EQ(r.rc, 125) << bad;
+    EXPECT_EQ(r.err_lines().size(), 1u) << bad << ": " << r.err;
+  }
+  EXPECT_EQ(logs({"--tail", "many"}, id).rc, 125);
+  EXPECT_EQ(cubby({"rm", id}).rc, 0);
+}
+
+// docker cp works on a created, stopped or exited container, both ways ("run
+// the job, copy the results out"), and leaves it as it was: status, exit
+// code and times. A copy into a created box is there when it starts.
+TEST_P(Flags, CpWorksOnBoxesThatAreNotRunningAndLeavesThemAsTheyWere) {
+  const std::string host = home_ + "/host";
+  ASSERT_EQ(::mkdir(host.c_str(), 0700), 0);
+  ASSERT_TRUE(write_file(host + "/in.txt", "from-the-host\n").has_value());
+  auto c = cubby(box_args("create", {image_, "sh", "-c", "cat /in.txt; echo result > /out.txt; exit 3"}));
+  ASSERT_EQ(c.rc, 0) << c.err;
+  std::string id = c.out.substr(0, 32);
+  auto in = cubby({"cp", host + "/in.txt", id + ":/in.txt"});
+  ASSERT_EQ(in.rc, 0) << in.err;
+  EXPECT_EQ(status(id), "created") << "cp must leave a created box created";
+  ASSERT_EQ(cubby({"start", id}).rc, 0);
+  ASSERT_EQ(cubby({"wait", id}).out, "3\n");
+  EXPECT_EQ(logs({}, id).out, "from-the-host\n");
+
+  auto before = json::parse(cubby({"inspect", id}).out);
+  auto out = cubby({"cp", id + ":/out.txt", host + "/"});
+  ASSERT_EQ(out.rc, 0) << out.err;
+  EXPECT_EQ(read_file(host + "/out.txt").value_or(""), "result\n");
+  auto tar = cubby({"cp", id + ":/out.txt", "-"});
+  EXPECT_EQ(tar.rc, 0) << tar.err;
+  EXPECT_NE(tar.out.find("result\n"), std::string::npos);
+  // Into the exited box, and out again: it is its filesystem, kept.
+  ASSERT_EQ(cubby({"cp", host + "/in.txt", id + ":/again.txt"}).rc, 0);
+  ASSERT_EQ(cubby({"cp", id + ":/again.txt", host + "/again.txt"}).rc, 0);
+  EXPECT_EQ(read_file(host + "/again.txt").value_or(""), "from-the-host\n");
+  auto missing = cubby({"cp", id + ":/no/such", host + "/x"});
+  EXPECT_EQ(missing.rc, 125);
+  EXPECT_EQ(missing.err_lines().size(), 1u) << missing.err;
+
+  auto after = json::parse(cubby({"inspect", id}).out);
+  for (const char* k : {"status", "exit_code", "started_at", "finished_at", "error"})
+    EXPECT_EQ(after[k], before[k]) << k << " changed by cp";
+  EXPECT_EQ(after["status"], "exited");
+  EXPECT_EQ(after["exit_code"], 3);
+  EXPECT_EQ(logs({}, id).out, "from-the-host\n") << "the copies must not run the workload";
+  EXPECT_EQ(cubby({"rm", id}).rc, 0);
+}
+
+// What does not depend on the backend: run on the sandbox only.
+class FlagsCli : public BoxTest {
+ protected:
+  std::vector<std::string> ls(std::vector<std::string> args) {
+    args.insert(args.begin(), {"ls", "-q", "--no-trunc"});
+    auto r = cubby(args);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    std::vector<std::string> ids;
+    std::istringstream in(r.out);
+    for (std::string id; in >> id;) ids.push_back(id);
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+  std::string create(const std::vector<std::string>& args) {
+    auto r = cubby(box_args("create", args));
+    EXPECT_EQ(r.rc, 0) << r.err;
+    return r.out.substr(0, 32);
+  }
+};
+
+// docker run --env-file: KEY=VALUE lines, `#` comments and blank lines
+// skipped, KEY alone taken from the caller's environment (dropped when
+// unset), values kept exactly; -e given after wins; a bad file is one line.
+TEST_F(FlagsCli, EnvFileIsReadAsDockerReadsItAndDashEWins) {
+  const std::string f = home_ + "/env.list";
+  ASSERT_TRUE(write_file(f, "# a comment\n\n  A=1\nB=two words  \nC='quoted'\nFROM_HOST\nUNSET_HERE\nD=x=y\r\nE=old\n").has_value());
+  ::setenv("FROM_HOST", "host-value", 1);
+  ::unsetenv("UNSET_HERE");
+  auto r = cubby(box_args("run", {"--rm", "--env-file", f, "-e", "E=new", image_, "sh", "-c",
+                                  "echo \"[$A][$B][$C][$FROM_HOST][${UNSET_HERE-unset}][$D][$E]\""}));
+  ::unsetenv("FROM_HOST");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "[1][two words  ]['quoted'][host-value][unset][x=y][new]\n");
+  ASSERT_TRUE(write_file(f, "OK=1\nBAD KEY=2\n").has_value());
+  auto bad = cubby(box_args("run", {"--rm", "--env-file", f, image_, "true"}));
+  EXPECT_EQ(bad.rc, 125);
+  ASSERT_EQ(bad.err_lines().size(), 1u) << bad.err;
+  EXPECT_NE(bad.err.find("env.list:2"), std::string::npos) << bad.err;
+  auto missing = cubby(box_args("run", {"--rm", "--env-file", home_ + "/nope", image_, "true"}));
+  EXPECT_EQ(missing.rc, 125);
+  EXPECT_EQ(missing.err_lines().size(), 1u) << missing.err;
+  EXPECT_EQ(ls({"-a"}), std::vector<std::string>{}) << "a refused run left a box";
+}
+
+// --label K=V (repeatable) in inspect, and ls --filter with Docker's rules:
+// one key's values are alternatives, different keys all apply; a status
+// filter shows ended boxes without -a; -q prints short ids (--no-trunc:
+// whole ones); a bad filter is one line.
+TEST_F(FlagsCli, LabelsAndLsFiltersFollowDocker) {
+  std::string web = create({"--name", "web-1", "--label", "tier=front", "-l", "team=a", image_, "true"});
+  std::string db = create({"--name", "db-1", "--label", "tier=back", "--label", "flag", image_, "true"});
+  std::string job = run_detached({"sleep", "1000000"});
+  auto in = json::parse(cubby({"inspect", web}).out);
+  EXPECT_EQ(in["labels"], json({{"tier", "front"}, {"team", "a"}}));
+  EXPECT_EQ(json::parse(cubby({"inspect", db}).out)["labels"], json({{"tier", "back"}, {"flag", ""}}));
+  EXPECT_EQ(json::parse(cubby({"inspect", job}).out)["labels"], json::object());
+
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(ls({}), std::vector<std::string>{job});
+  EXPECT_EQ(ls({"-a"}), sorted({web, db, job}));
+  EXPECT_EQ(ls({"--filter", "status=created"}), sorted({web, db})) << "a status filter implies -a";
+  EXPECT_EQ(ls({"-f", "status=created", "-f", "status=running"}), sorted({web, db, job}));
+  EXPECT_EQ(ls({"-a", "--filter", "label=tier"}), sorted({web, db}));
+  EXPECT_EQ(ls({"-a", "--filter", "label=tier=front"}), std::vector<std::string>{web});
+  EXPECT_EQ(ls({"-a", "--filter", "label=flag"}), std::vector<std::string>{db});
+  EXPECT_EQ(ls({"-a", "--filter", "label=tier", "--filter", "label=team=a"}), std::vector<std::string>{web})
+      << "two label filters must both hold";
+  EXPECT_EQ(ls({"-a", "--filter", "name=-1"}), sorted({web, db}));
+  EXPECT_EQ(ls({"-a", "--filter", "name=^web"}), std::vector<std::string>{web});
+  EXPECT_EQ(ls({"-a", "--filter", "name=web", "--filter", "name=db"}), sorted({web, db}));
+  EXPECT_EQ(ls({"-a", "--filter", "name=web", "--filter", "status=running"}), std::vector<std::string>{});
+  EXPECT_EQ(ls({"-a", "--filter", "image=" + image_}), sorted({web, db, job}));
+  EXPECT_EQ(ls({"-a", "--filter", "image=" + image_ + ":latest"}), sorted({web, db, job}));
+  EXPECT_EQ(ls({"-a", "--filter", "image=alpine"}), std::vector<std::string>{});
+  EXPECT_EQ(ls({"-a", "--filter", "id=" + web.substr(0, 5)}), std::vector<std::string>{web});
+
+  auto q = cubby({"ls", "-a", "-q"});
+  std::istringstream qin(q.out);
+  for (std::string id; qin >> id;) EXPECT_EQ(id.size(), 12u) << "ls -q prints short ids, as docker ps -q";
+  for (const char* bad : {"colour=red", "status=sleeping", "label=", "name=(", "novalue"}) {
+    auto r = cubby({"ls", "--filter", bad});
+    EXPECT_EQ(r.rc, 125) << bad;
+    EXPECT_EQ(r.err_lines().size(), 1u) << bad << ": " << r.err;
+  }
+  auto bad_label = cubby(box_args("create", {"--label", "=x", image_, "true"}));
+  EXPECT_EQ(bad_label.rc, 125);
+  EXPECT_EQ(bad_label.err_lines().size(), 1u);
+}
+
+// docker ps's table: columns as wide as their content (a long name is not
+// cut, nor misaligns the next row), relative times, the command cut to 20
+// characters unless --no-trunc.
+TEST_F(FlagsCli, LsTableFitsRealNamesAndSaysHowLongAgo) {
+  const std::string long_name = "a-rather-long-box-name-that-docker-would-show-whole";
+  std::string a = create({"--name", long_name, image_, "sh", "-c", "echo this command is longer than twenty characters"});
+  std::string b = create({"--name", "b", image_, "true"});
+  auto r = cubby({"ls", "-a"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::istringstream in(r.out);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  EXPECT_EQ(lines[0].rfind("BOX ID", 0), 0u);
+  const size_t names_at = lines[0].find("NAMES");
+  ASSERT_NE(names_at, std::string::npos);
+  for (size_t i = 1; i < 3; ++i) {
+    EXPECT_TRUE(lines[i].substr(names_at) == long_name || lines[i].substr(names_at) == "b") << "misaligned: " << r.out;
+    EXPECT_NE(lines[i].find("Created"), std::string::npos) << lines[i];
+    EXPECT_TRUE(lines[i].find("second") != std::string::npos || lines[i].find("minute") != std::string::npos) << lines[i];
+    EXPECT_NE(lines[i].find(" ago"), std::string::npos) << lines[i];
+  }
+  EXPECT_NE(lines[0].find("CREATED"), std::string::npos);
+  EXPECT_EQ(lines[1].find(a.substr(0, 13)), std::string::npos) << "the id is cut to 12";
+  EXPECT_NE(r.out.find("\"sh -c 'echo this co\u2026\""), std::string::npos) << r.out;
+  auto full = cubby({"ls", "-a", "--no-trunc"});
+  EXPECT_NE(full.out.find(a), std::string::npos);
+  EXPECT_NE(full.out.find("'echo this command is longer than twenty characters'"), std::string::npos) << full.out;
+  (void)b;
+}
+
+}  // namespace
+}  // namespace cubby::test
