@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -27,6 +28,7 @@
 #include "image/archive.h"
 #include "image/fetch_client.h"
 #include "image/registry_config.h"
+#include "proto/messages.h"
 #include "runtime/box_filter.h"
 #include "runtime/runtime.h"
 
@@ -143,6 +145,7 @@ struct BoxOpts {
   std::string cpus, pids;
   std::vector<std::string> env, publish, volumes, log_opts;
   std::vector<std::string> env_files, labels;
+  std::string restart;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
@@ -150,7 +153,7 @@ const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "
                                              "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
                                              "-p", "--publish", "-v", "--volume", "--log-opt",
-                                             "--env-file", "-l", "--label"};
+                                             "--env-file", "-l", "--label", "--restart"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -181,6 +184,9 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
       ->allow_extra_args(false);
   c->add_option("-l,--label", o.labels, "Set a label on the box: KEY=VALUE (or KEY); shown by inspect, matched by ls --filter")
       ->allow_extra_args(false);
+  c->add_option("--restart", o.restart,
+                "Restart policy, carried out by the box's shim: no (default), always, unless-stopped (as always), "
+                "on-failure[:N]; a stop or kill ends the box for good");
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
   c->add_flag("-t,--tty", o.tty, "Allocate a terminal (with -i: an interactive session)");
@@ -250,6 +256,7 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.userns = o.userns;
   c.hostname = o.hostname;
   c.auto_remove = o.rm;
+  c.restart = o.restart;
   c.interactive = o.interactive;
   c.tty = o.tty;
   if (!o.entrypoint.empty()) c.entrypoint = std::vector<std::string>{o.entrypoint};
@@ -464,9 +471,42 @@ int cmd_exec(const Global& g, const std::vector<std::string>& rest) {
   StdioFds io{interactive ? 0 : -1, 1, 2, true};
   io.tty = tty;
   auto r = check(rt.exec(box, req, io));
+  if (detach && r.error.empty()) {
+    // The exec's id, for `cubby exec-status BOX ID` (docker exec -d prints
+    // nothing; its status is only in the API's exec inspect).
+    std::cout << r.exec_id << "\n";
+    return 0;
+  }
   if (r.detached) return 0;
   if (!r.error.empty()) error_line(r.error);
   return r.code;
+}
+
+// The status of an exec (an `exec -d` above all), as docker's exec inspect
+// gives it: {"id", "running", "exit_code", "timed_out"}. Kept by the box's
+// agent while the box runs.
+int cmd_exec_status(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Show the status of an exec (its id from exec -d) as JSON", "exec-status BOX EXEC_ID");
+  std::string box, id;
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.positional("EXEC_ID", id, "The id exec -d printed");
+  cmd.parse(rest);
+  auto n = cli::parse_integer(id);
+  if (!n || *n < 0) die("invalid exec id \"" + id + "\" (want the number exec -d printed)");
+  auto rt = open_runtime(g);
+  auto r = rt.exec_status(box, static_cast<uint64_t>(*n));
+  json j = {{"id", *n}, {"running", false}, {"exit_code", nullptr}, {"timed_out", false}};
+  if (!r) {
+    // Still running is an answer, not an error (the box itself is running).
+    auto b = rt.resolve(box);
+    if (r.error().kind() != ErrorKind::kConflict || !b || b->status != store::BoxStatus::kRunning) die(r.error());
+    j["running"] = true;
+  } else {
+    j["exit_code"] = r->code;
+    j["timed_out"] = r->timed_out;
+  }
+  std::cout << j.dump() << "\n";
+  return 0;
 }
 
 // --format table|json
@@ -573,6 +613,26 @@ int cmd_stop(const Global& g, const std::vector<std::string>& rest) {
     die("--time: invalid value \"" + time + "\" (want a whole number of seconds, 0 or more)");
   auto rt = open_runtime(g);
   return for_each_box(boxes, [&](const std::string& b) { return rt.stop(b, std::chrono::seconds(*secs)); });
+}
+
+// `docker restart`: stop (with the grace period) if running, then start.
+int cmd_restart(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Restart boxes (stop if running, then start)", "restart [OPTIONS] BOX...");
+  std::vector<std::string> boxes;
+  std::string time = "10";
+  cmd.app.add_option("-t,--time", time, "Seconds to wait before killing (default 10)");
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
+  auto secs = cli::parse_integer(time);
+  if (!secs || *secs < 0 || *secs > cli::kMaxSeconds)
+    die("--time: invalid value \"" + time + "\" (want a whole number of seconds, 0 or more)");
+  auto rt = open_runtime(g);
+  return for_each_box(boxes, [&](const std::string& b) -> Result<void> {
+    CUBBY_TRYV(rt.stop(b, std::chrono::seconds(*secs)));
+    auto s = CUBBY_TRY(rt.start(b, false));
+    if (s.ended && s.code != 0 && !s.error.empty()) return fail(Error::internal(s.error));
+    return {};
+  });
 }
 
 int cmd_kill(const Global& g, const std::vector<std::string>& rest) {
@@ -692,6 +752,125 @@ int cmd_cp(const Global& g, const std::vector<std::string>& rest) {
     check(rt.copy_to_box(from.path, to.box, to.path, o, 0));
   else
     check(rt.copy_from_box(from.box, from.path, to.path, o, 1));
+  return 0;
+}
+
+// Docker's units.HumanSize: decimal units, four significant digits ("212B", "16.43MB").
+std::string human_size(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1000 && u + 1 < std::size(kUnits)) {
+    v /= 1000;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g%s", v, kUnits[u]);
+  return buf;
+}
+
+// Docker's prune prompt; -f skips it. Anything but y/Y is a no.
+bool confirmed(bool force, const std::string& what) {
+  if (force) return true;
+  std::cout << "WARNING! This will remove " << what << ".\nAre you sure you want to continue? [y/N] " << std::flush;
+  std::string answer;
+  if (!std::getline(std::cin, answer)) return false;
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+void print_pruned(const char* heading, const std::vector<std::string>& items, const std::string& prefix) {
+  if (items.empty()) return;
+  std::cout << heading << "\n";
+  for (const auto& i : items) std::cout << prefix << i << "\n";
+  std::cout << "\n";
+}
+
+// `docker container prune` (as `cubby prune`), `image prune`, `system prune`.
+int cmd_prune_kind(const Global& g, const std::vector<std::string>& rest, bool boxes, bool images) {
+  Command cmd(boxes && images ? "Remove boxes that are not running, then images no box uses"
+              : boxes         ? "Remove every box that is not running"
+                              : "Remove images no box uses",
+              boxes && images ? "system prune [OPTIONS]" : boxes ? "prune [OPTIONS]" : "image prune [OPTIONS]");
+  bool force = false, all = false;
+  std::vector<std::string> filters;
+  cmd.app.add_flag("-f,--force", force, "Do not ask for confirmation");
+  if (images)
+    cmd.app.add_flag("-a,--all", all, "Accepted for Docker's sake: cubby has no dangling images, so unused ones go");
+  if (boxes && !images)
+    cmd.app.add_option("--filter", filters, "Only boxes matching KEY=VALUE (as ls --filter)")->allow_extra_args(false);
+  cmd.parse(rest);
+  auto filter = check(BoxFilter::parse(filters));
+  std::string what = boxes && images ? "all stopped boxes and all images not used by a box"
+                     : boxes         ? "all stopped boxes"
+                                     : "all images not used by a box";
+  if (!confirmed(force, what)) return 0;
+  auto rt = open_runtime(g);
+  uint64_t bytes = 0;
+  if (boxes) {
+    auto p = check(rt.prune_boxes([&](const store::BoxRecord& b) { return filter.matches(b); }));
+    print_pruned("Deleted Boxes:", p.removed, "");
+    bytes += p.bytes;
+  }
+  if (images) {
+    auto p = check(rt.prune_images());
+    print_pruned("Deleted Images:", p.removed, "untagged: ");
+    bytes += p.bytes;
+  }
+  std::cout << "Total reclaimed space: " << human_size(bytes) << "\n";
+  return 0;
+}
+
+int cmd_prune(const Global& g, const std::vector<std::string>& rest) { return cmd_prune_kind(g, rest, true, false); }
+
+int cmd_system(const Global& g, const std::vector<std::string>& rest) {
+  if (rest.empty() || (rest[0] != "prune" && rest[0] != "--help"))
+    die("unknown system command" + (rest.empty() ? std::string() : " \"" + rest[0] + "\"") + " (want prune)");
+  if (rest[0] == "--help") {
+    std::cout << "Usage: cubby system prune [-f]\n";
+    return 0;
+  }
+  g_cmd = "cubby system prune";
+  return cmd_prune_kind(g, std::vector<std::string>(rest.begin() + 1, rest.end()), true, true);
+}
+
+// `docker version`'s client half (there is no daemon): what this binary is.
+int cmd_version(const Global&, const std::vector<std::string>& rest) {
+  Command cmd("Show the version of cubby and what it was built with", "version [OPTIONS]");
+  std::string format = "table";
+  cmd.app.add_option("--format", format, "table | json");
+  cmd.parse(rest);
+  check_format(format);
+  struct utsname u;
+  ::uname(&u);
+  json j = {{"version", CUBBY_VERSION},
+            {"git_commit", CUBBY_GIT_COMMIT},
+            {"built", std::string(__DATE__) + " " + __TIME__},
+            {"compiler", std::string("gcc ") + __VERSION__},
+            {"os_arch", std::string("linux/") + u.machine},
+            {"agent_protocol", proto::kVersion},
+            {"store_schema", store::Store::kSchemaVersion},
+            {"isolations", {"sandbox", "vm"}},
+            {"features", {"restart-policy", "cp-stopped-boxes", "log-timestamps", "labels", "ls-filters", "prune",
+                          "log-rotation", "userns"}}};
+  if (format == "json") {
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  auto list = [](const json& a) {
+    std::string s;
+    for (auto& v : a) s += (s.empty() ? "" : ", ") + v.get<std::string>();
+    return s;
+  };
+  std::cout << "Client:\n"
+            << " Version:          " << CUBBY_VERSION << "\n"
+            << " Git commit:       " << CUBBY_GIT_COMMIT << "\n"
+            << " Built:            " << j["built"].get<std::string>() << "\n"
+            << " Compiler:         " << j["compiler"].get<std::string>() << "\n"
+            << " OS/Arch:          " << j["os_arch"].get<std::string>() << "\n"
+            << " Agent protocol:   " << proto::kVersion << "\n"
+            << " Store schema:     " << store::Store::kSchemaVersion << "\n"
+            << " Isolations:       " << list(j["isolations"]) << "\n"
+            << " Features:         " << list(j["features"]) << "\n";
   return 0;
 }
 
@@ -917,11 +1096,12 @@ int cmd_save(const Global& g, const std::vector<std::string>& rest) {
 
 int cmd_image(const Global& g, const std::vector<std::string>& rest) {
   if (rest.empty() || (rest[0] != "inspect" && rest[0] != "ls" && rest[0] != "rm" && rest[0] != "pull" &&
-                       rest[0] != "load" && rest[0] != "save" && rest[0] != "--help" && rest[0] != "-h"))
+                       rest[0] != "load" && rest[0] != "save" && rest[0] != "prune" && rest[0] != "--help" &&
+                       rest[0] != "-h"))
     die("unknown image command" + (rest.empty() ? std::string() : " \"" + rest[0] + "\"") +
-        " (want inspect, ls, rm, pull, load or save)");
+        " (want inspect, ls, rm, pull, load, save or prune)");
   if (rest[0] == "--help" || rest[0] == "-h") {
-    std::cout << "Usage: cubby image inspect|ls|rm|pull|load|save ...\n";
+    std::cout << "Usage: cubby image inspect|ls|rm|pull|load|save|prune ...\n";
     return 0;
   }
   std::vector<std::string> sub(rest.begin() + 1, rest.end());
@@ -931,6 +1111,7 @@ int cmd_image(const Global& g, const std::vector<std::string>& rest) {
   if (rest[0] == "pull") return cmd_pull(g, sub);
   if (rest[0] == "load") return cmd_load(g, sub);
   if (rest[0] == "save") return cmd_save(g, sub);
+  if (rest[0] == "prune") return cmd_prune_kind(g, sub, false, true);
   Command cmd("Show images as JSON", "image inspect REF...");
   std::vector<std::string> refs;
   cmd.positional("REF", refs, "Image reference or id");
@@ -945,9 +1126,9 @@ int cmd_image(const Global& g, const std::vector<std::string>& rest) {
 
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
-    "Boxes:   run create start exec shell attach cp ls inspect stop kill rm wait logs port\n"
+    "Boxes:   run create start restart exec exec-status shell attach cp ls inspect stop kill rm wait logs port prune\n"
     "Images:  pull load save import images rmi image login logout\n"
-    "Host:    info\n\n"
+    "Host:    info version system\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
 
 using Handler = int (*)(const Global&, const std::vector<std::string>&);
@@ -956,13 +1137,13 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
   g_cmd = "cubby " + verb;
   if (verb == "run" || verb == "create") return cmd_run_or_create(g, verb, rest);
   static const std::map<std::string, Handler> kVerbs = {
-      {"start", cmd_start}, {"exec", cmd_exec},     {"ls", cmd_ls},         {"ps", cmd_ls},
-      {"inspect", cmd_inspect}, {"stop", cmd_stop}, {"kill", cmd_kill},     {"rm", cmd_rm},
+      {"start", cmd_start}, {"exec", cmd_exec}, {"exec-status", cmd_exec_status},     {"ls", cmd_ls},         {"ps", cmd_ls},
+      {"inspect", cmd_inspect}, {"stop", cmd_stop}, {"restart", cmd_restart}, {"kill", cmd_kill},     {"rm", cmd_rm},
       {"wait", cmd_wait},   {"logs", cmd_logs},     {"info", cmd_info},     {"import", cmd_import},
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
       {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
-      {"cp", cmd_cp}};
+      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

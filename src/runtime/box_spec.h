@@ -45,6 +45,11 @@ struct BoxSpec {
   int64_t log_max_size = logfile::kDefaultMaxSize;
   int log_max_files = logfile::kDefaultMaxFiles;
   std::map<std::string, std::string> labels;  // --label K=V (Docker's Config.Labels)
+  // --restart, carried out by the shim (no daemon): "no", "always" or
+  // "on-failure" (with restart_max > 0: at most that many restarts). A
+  // user's stop or kill ends the box for good.
+  std::string restart = "no";
+  int restart_max = 0;
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
@@ -54,6 +59,10 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
        {"log_max_size", s.log_max_size}, {"log_max_files", s.log_max_files}};
   if (s.ids) j["ids"] = *s.ids;
   if (!s.labels.empty()) j["labels"] = s.labels;
+  if (s.restart != "no") {
+    j["restart"] = s.restart;
+    j["restart_max"] = s.restart_max;
+  }
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -77,6 +86,8 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.log_max_size = j.value("log_max_size", logfile::kDefaultMaxSize);
   s.log_max_files = j.value("log_max_files", logfile::kDefaultMaxFiles);
   s.labels = j.value("labels", std::map<std::string, std::string>{});
+  s.restart = j.value("restart", std::string("no"));
+  s.restart_max = j.value("restart_max", 0);
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
@@ -251,6 +252,7 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
     j["error"] = b.error.empty() ? Json(nullptr) : Json(b.error);
     j["oom_killed"] = b.oom_killed;  // Docker's State.OOMKilled
     j["labels"] = b.config.value("labels", Json::object());
+    j["restart_count"] = b.restart_count;  // Docker's RestartCount
     Json cfg = b.config;
     cfg.erase("layers");
     j["config"] = cfg;
@@ -381,6 +383,25 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     spec.log_max_files = *o.log_max_files;
   }
   spec.labels = o.labels;
+  if (!o.restart.empty() && o.restart != "no") {
+    // unless-stopped is always here: with no daemon, nothing restarts boxes
+    // when the host comes back, so the two do not differ.
+    const std::string& r = o.restart;
+    if (r == "always" || r == "unless-stopped") {
+      spec.restart = "always";
+    } else if (r.rfind("on-failure", 0) == 0 && (r.size() == 10 || r[10] == ':')) {
+      spec.restart = "on-failure";
+      if (r.size() > 10) {
+        std::string n = r.substr(11);
+        if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos)
+          return fail(Error::invalid("invalid --restart \"" + r + "\": the retry count must be a whole number"));
+        spec.restart_max = std::stoi(n);
+      }
+    } else {
+      return fail(Error::invalid("invalid --restart \"" + r + "\" (want no, always, unless-stopped or on-failure[:N])"));
+    }
+    if (o.auto_remove) return fail(Error::invalid("--restart and --rm cannot be combined"));
+  }
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;
@@ -573,9 +594,41 @@ Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io
 // ---------------------------------------------------------------------------
 // exec
 
+namespace {
+// "box web exited (0)": what an exec into a box that is not running says.
+Error not_running(const BoxRecord& b) {
+  std::string code = b.exit_code ? " (" + std::to_string(*b.exit_code) + ")" : "";
+  switch (b.status) {
+    case BoxStatus::kExited: return Error::conflict("box " + b.name + " exited" + code);
+    case BoxStatus::kStopped: return Error::conflict("box " + b.name + " was stopped" + code);
+    case BoxStatus::kCreated: return Error::conflict("box " + b.name + " is not running (created, never started)");
+    default: return Error::conflict("box " + b.name + " is not running");
+  }
+}
+}  // namespace
+
+Error Runtime::ended_or(const BoxRecord& b, Error e) {
+  // The agent is the box's PID 1: a session cut short is most often the box
+  // ending. Its shim then records the status and exits at once; the
+  // timeout only bounds a shim that lives on (the box is still running,
+  // and the lost connection is the real story).
+  if (!b.shim_pid || !b.shim_start) return e;
+  auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
+  if (shim) {
+    auto done = sys::wait_readable(shim->get(), std::chrono::seconds(5));
+    if (!done || !*done) return e;
+  }
+  (void)reconcile();
+  auto now = db_.get_box(b.id);
+  if (!now) return e;
+  if (!*now) return Error::conflict("box " + b.name + " ended and was removed");
+  if ((*now)->status == BoxStatus::kRunning) return e;
+  return not_running(**now);
+}
+
 Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req, const StdioFds& io) {
   auto b = CUBBY_TRY(resolve(ref));
-  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (b.status != BoxStatus::kRunning) return fail(not_running(b));
   if (req.argv.empty()) return fail(Error::invalid("exec: no command given"));
   BoxSpec spec = b.config.get<BoxSpec>();
   std::vector<std::string> env = spec.env;
@@ -602,7 +655,7 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   // The request rides behind the hello in one write: one round trip fewer.
   auto t = agent_transport(box_dir(b.id));
   auto conn = proto::connect_and_hello(t, m);
-  if (!conn) return std::unexpected(conn.error().wrap("exec in box " + b.name));
+  if (!conn) return fail(ended_or(b, conn.error().wrap("exec in box " + b.name)));
   if (req.detach) {
     auto f = CUBBY_TRY(conn->recv());
     ExecResult r;
@@ -619,12 +672,14 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   StdioFds eio = io;
   if (!req.interactive) eio.in = -1;
   eio.tty = req.tty;
-  return stream_session(*conn, eio, msg::kSignal);
+  auto r = stream_session(*conn, eio, msg::kSignal);
+  if (!r) return fail(ended_or(b, r.error()));
+  return r;
 }
 
 Result<ExecResult> Runtime::exec_status(const std::string& ref, uint64_t exec_id) {
   auto b = CUBBY_TRY(resolve(ref));
-  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (b.status != BoxStatus::kRunning) return fail(not_running(b));
   auto t = agent_transport(box_dir(b.id));
   auto conn = CUBBY_TRY(proto::connect_and_hello(t));
   CUBBY_TRYV(conn.send({{"t", msg::kExecStatus}, {"id", exec_id}}));
@@ -676,12 +731,62 @@ Result<void> Runtime::stop(const std::string& ref, std::chrono::seconds grace) {
 Result<void> Runtime::kill(const std::string& ref, int sig) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  // A user's kill ends a box for good, whatever its --restart policy (as in
+  // Docker): the shim hears so first (SIGUSR1, which only shims of boxes
+  // with a policy are sure to read), then the workload gets the signal.
+  if (b.config.value("restart", std::string("no")) != "no" && b.shim_pid && b.shim_start)
+    if (auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id)) CUBBY_TRYV(sys::pidfd_send_signal(shim->get(), SIGUSR1));
   auto t = agent_transport(box_dir(b.id));
   auto conn = CUBBY_TRY(proto::connect_and_hello(t));
   CUBBY_TRYV(conn.send({{"t", msg::kKill}, {"sig", sig}}));
   auto f = CUBBY_TRY(conn.recv());
   if (msg::type_of(f.msg) != msg::kOk) return fail(Error::conflict(msg::error_text(f.msg, "kill failed")));
   return {};
+}
+
+namespace {
+// The disk a directory tree takes (allocated blocks), not following links.
+uint64_t disk_usage(const std::string& dir) {
+  std::error_code ec;
+  uint64_t total = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, std::filesystem::directory_options::skip_permission_denied, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+}  // namespace
+
+Result<Runtime::Pruned> Runtime::prune_boxes(const std::function<bool(const BoxRecord&)>& match) {
+  Pruned out;
+  for (const auto& b : CUBBY_TRY(list())) {
+    if (b.status == BoxStatus::kRunning || b.status == BoxStatus::kRemoving || (match && !match(b))) continue;
+    uint64_t bytes = disk_usage(box_dir(b.id));
+    // Without force: a box started since list() is refused, and left.
+    if (auto r = remove(b.id, false); !r) {
+      if (r.error().kind() == ErrorKind::kConflict) continue;
+      return fail(r.error());
+    }
+    out.removed.push_back(b.id);
+    out.bytes += bytes;
+  }
+  return out;
+}
+
+Result<Runtime::Pruned> Runtime::prune_images() {
+  Pruned out;
+  auto boxes = CUBBY_TRY(list());
+  for (const auto& img : CUBBY_TRY(images_.list())) {
+    if (std::any_of(boxes.begin(), boxes.end(), [&](const BoxRecord& b) { return b.image_id == img.id; })) continue;
+    if (auto r = images_.remove(img.ref); !r) {
+      if (r.error().kind() == ErrorKind::kNotFound) continue;  // removed meanwhile
+      return fail(r.error());
+    }
+    out.removed.push_back(img.ref);
+    out.bytes += img.size;
+  }
+  return out;
 }
 
 Result<void> Runtime::remove(const std::string& ref, bool force) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -60,6 +61,7 @@ struct CreateOptions {
   bool interactive = false;
   bool tty = false;
   std::map<std::string, std::string> labels;  // --label K=V
+  std::string restart;  // --restart no|always|unless-stopped|on-failure[:N] ("": no)
 };
 
 // What `--isolation auto` picks on this host, and why (SPEC §1): "vm" only
@@ -163,6 +165,20 @@ class Runtime {
   Result<void> copy_from_box(const std::string& ref, const std::string& box_path, const std::string& dst,
                              const CopyOptions& o, int out_fd = 1);
 
+  // `prune` (docker container prune): removes every box that is not
+  // running (created, stopped, exited) and that `keep_if_not` lets go (a
+  // filter; null: all). Returns the removed ids and the bytes their
+  // directories took; a box that changed meanwhile (started) is left.
+  struct Pruned {
+    std::vector<std::string> removed;
+    uint64_t bytes = 0;
+  };
+  Result<Pruned> prune_boxes(const std::function<bool(const store::BoxRecord&)>& match = nullptr);
+  // `image prune`: removes every image no box record uses (cubby's images
+  // all have a reference, so there are no dangling ones: this is docker
+  // image prune -a). Returns the references removed and their sizes.
+  Result<Pruned> prune_images();
+
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);
   Result<void> reconcile();
@@ -191,6 +207,8 @@ class Runtime {
   void release_leftovers(const std::string& id);
   Result<void> stop_record(const store::BoxRecord& b, std::chrono::milliseconds grace);
   Result<ExecResult> attach_record(const store::BoxRecord& b, const StdioFds& io, bool start);
+  // e, or "box X exited (N)" when the box has ended (an exec cut short).
+  Error ended_or(const store::BoxRecord& b, Error e);
   Result<StartResult> start_record(const store::BoxRecord& b, bool hold, bool tether, bool copy_only);
   // `cp` on a box that is not running: starts it with only its agent (no
   // workload, no network; ShimConfig::copy_only) and updates b; false if it

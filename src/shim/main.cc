@@ -38,6 +38,10 @@ using proto::Json;
 namespace {
 
 constexpr int kDefaultStopGraceMs = 10000;
+// Read through signalfds: SIGTERM (a stop, its grace as the value), SIGINT,
+// SIGHUP, and SIGUSR1 (Runtime::kill says a user's kill is coming: the
+// box's end is then final, whatever its restart policy).
+constexpr int kShimSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 
 // The last lines the agent (or VM console) printed, for error reports.
 class DiagTail {
@@ -175,6 +179,7 @@ void note_in_box_log(shim::BoxInstance& box, const std::string& text) {
 // How supervision ended, beyond the box's own exit status.
 struct Supervised {
   bool stopped = false;  // a stop request (or a gone client) ended it
+  bool killed = false;   // a user's kill (SIGUSR1 from Runtime::kill first): no restart
   std::string error;     // cubby ended the box (its network could not be kept): the reason
 };
 
@@ -184,7 +189,7 @@ struct Supervised {
 Result<Supervised> supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag) {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  for (int s : kShimSignals) sigaddset(&set, s);
   UniqueFd sigfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   Supervised out;
@@ -222,11 +227,23 @@ Result<Supervised> supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag) {
     watch(sh.ctl.fd(), kTether);
     auto which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
     switch (kinds[static_cast<size_t>(which)]) {
-      case kBox: return out;
+      case kBox: {
+        // A kill's note (or a stop) may be read only now: the exit came first in the poll.
+        signalfd_siginfo si;
+        while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo == SIGUSR1) out.killed = true;
+          else out.stopped = true;
+        }
+        return out;
+      }
       case kDiag: diag.drain(box.diag_fd()); break;
       case kSignal: {
         signalfd_siginfo si;
         while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo == SIGUSR1) {
+            out.killed = true;
+            continue;
+          }
           // stop: SIGTERM to the workload, then SIGKILL after the grace the
           // runtime passed as the signal's value (sigqueue-style).
           int grace = si.ssi_code == SI_QUEUE ? si.ssi_int : kDefaultStopGraceMs;
@@ -291,6 +308,48 @@ Result<Supervised> supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag) {
   }
 }
 
+// --restart, as Docker paces it: 100 ms before the first restart, doubling
+// each time up to a minute, back to 100 ms after a run of 10 s or more. The
+// wait is a timer beside the shim's signals, so a stop or kill meanwhile
+// ends the box at once.
+class RestartPacer {
+ public:
+  bool wants(const BoxSpec& spec, int code) const {
+    if (spec.restart == "always") return true;
+    if (spec.restart == "on-failure") return code != 0 && (spec.restart_max == 0 || restarts_ < spec.restart_max);
+    return false;
+  }
+  std::chrono::milliseconds next_delay() {
+    auto ran = std::chrono::steady_clock::now() - run_started_;
+    delay_ = ran >= std::chrono::seconds(10) || restarts_ == 0 ? std::chrono::milliseconds(100)
+                                                               : std::min(delay_ * 2, std::chrono::milliseconds(60000));
+    return delay_;
+  }
+  // False if a stop or a kill came first.
+  bool wait(std::chrono::milliseconds d) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : kShimSignals) sigaddset(&set, s);
+    UniqueFd sigfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+    itimerspec its{};
+    its.it_value.tv_sec = d.count() / 1000;
+    its.it_value.tv_nsec = (d.count() % 1000) * 1000000L;
+    ::timerfd_settime(timer.get(), 0, &its, nullptr);
+    int fds[2] = {sigfd.get(), timer.get()};
+    auto which = sys::wait_any_readable(fds, sys::kForever);
+    if (!which || *which == 0) return false;
+    ++restarts_;
+    run_started_ = std::chrono::steady_clock::now();
+    return true;
+  }
+
+ private:
+  int restarts_ = 0;
+  std::chrono::milliseconds delay_{100};
+  std::chrono::steady_clock::time_point run_started_ = std::chrono::steady_clock::now();
+};
+
 int run_shim(const std::string& box_id) {
   Shim sh;
   // dup2 gave us fd 3 without close-on-exec; no process we start may
@@ -313,7 +372,7 @@ int run_shim(const std::string& box_id) {
   // Block the signals we read through a signalfd before anything can send them.
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  for (int s : kShimSignals) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -364,78 +423,112 @@ int run_shim(const std::string& box_id) {
   }
 
   auto backend = sh.cfg.isolation == "vm" ? shim::make_vm_backend() : shim::make_sandbox_backend();
-  auto launched = backend->launch(sh.cfg);
-  if (!launched) {
-    std::string m = launched.error().message();
-    LOG_ERROR("launch: {}", m);
-    record_end(store::BoxStatus::kExited, 125, m);
-    sh.reply({{"t", "failed"}, {"msg", m}});
-    return 1;
-  }
-  auto& box = **launched;
-  DiagTail diag;
-  if (auto log = box.console_log(); log && *log) diag.copy_to_box_log(std::move(*log));
-  Supervised sup;
-
-  auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));
-  if (boot && *boot == Boot::kReady) {
-    if (sh.cfg.hold) {
-      if (auto r = box.allow_start(); !r) LOG_WARN("start workload: {}", r.error().message());
+  RestartPacer pacer;
+  for (;;) {
+    auto launched = backend->launch(sh.cfg);
+    if (!launched) {
+      std::string m = launched.error().message();
+      LOG_ERROR("launch: {}", m);
+      record_end(store::BoxStatus::kExited, 125, m);
+      sh.reply({{"t", "failed"}, {"msg", m}});
+      return 1;
     }
-    sh.reply({{"t", "ready"}});
-    // The launcher may go away now; we are on our own. Unless the box is
-    // tethered to it: then the control socket stays open, its hangup stops
-    // the box, and the box's end status travels back on it.
-    if (!sh.cfg.tether) sh.ctl.close();
-    if (auto r = supervise(sh, box, diag)) {
-      sup = std::move(*r);
-    } else {
-      LOG_ERROR("supervise: {}", r.error().message());
+    auto& box = **launched;
+    DiagTail diag;
+    if (auto log = box.console_log(); log && *log) diag.copy_to_box_log(std::move(*log));
+    Supervised sup;
+
+    auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));
+    if (boot && *boot == Boot::kReady) {
+      if (sh.cfg.hold) {
+        if (auto r = box.allow_start(); !r) LOG_WARN("start workload: {}", r.error().message());
+      }
+      sh.reply({{"t", "ready"}});
+      // The launcher may go away now; we are on our own. Unless the box is
+      // tethered to it: then the control socket stays open, its hangup stops
+      // the box, and the box's end status travels back on it.
+      if (!sh.cfg.tether) sh.ctl.close();
+      if (auto r = supervise(sh, box, diag)) {
+        sup = std::move(*r);
+      } else {
+        LOG_ERROR("supervise: {}", r.error().message());
+        (void)box.kill();
+      }
+    } else if (!boot) {
+      LOG_ERROR("boot: {}", boot.error().message());
+      (void)box.kill();
+    } else if (*boot == Boot::kTimedOut) {
+      LOG_ERROR("boot: no handshake within {} ms: killing the box", sh.cfg.boot_timeout_ms);
       (void)box.kill();
     }
-  } else if (!boot) {
-    LOG_ERROR("boot: {}", boot.error().message());
-    (void)box.kill();
-  } else if (*boot == Boot::kTimedOut) {
-    LOG_ERROR("boot: no handshake within {} ms: killing the box", sh.cfg.boot_timeout_ms);
-    (void)box.kill();
-  }
-  diag.drain(box.diag_fd());
-  auto status = box.reap();
-  const bool oom_killed = box.oom_killed();  // cleanup() removes the cgroup that counted it
-  box.cleanup();
-  int code = status ? status->shell_code() : 125;
-  std::string err;
-  if (boot && *boot == Boot::kTimedOut) {
-    // A cubby failure, not the workload's status: the SIGKILL was ours.
-    code = 125;
-    std::string last = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
-    err = "the box did not come up within " + std::to_string(sh.cfg.boot_timeout_ms / 1000.0).substr(0, 6) +
-          " s (its agent never answered; the backstop is CUBBY_BOOT_TIMEOUT)" +
-          (last.empty() ? std::string() : "; last console lines:\n" + last);
-    sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
-  } else if (!boot || *boot == Boot::kDied) {
-    // The box ended before (or instead of) its handshake; a clean exit 0
-    // is success, anything else carries the agent's last words (for a VMM
-    // that failed to start, its own one-line message).
-    if (code != 0) {
-      if (sh.cfg.isolation == "vm") err = diag.vmm_error();
-      if (err.empty()) err = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
-      if (err.empty()) err = box.failure_hint();
-      if (err.empty()) err = "box exited during start";
+    diag.drain(box.diag_fd());
+    auto status = box.reap();
+    const bool oom_killed = box.oom_killed();  // cleanup() removes the cgroup that counted it
+    box.cleanup();
+    int code = status ? status->shell_code() : 125;
+    std::string err;
+    bool cubby_failed = false, ended_in_start = false;
+    if (boot && *boot == Boot::kTimedOut) {
+      // A cubby failure, not the workload's status: the SIGKILL was ours.
+      code = 125;
+      cubby_failed = ended_in_start = true;
+      std::string last = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
+      err = "the box did not come up within " + std::to_string(sh.cfg.boot_timeout_ms / 1000.0).substr(0, 6) +
+            " s (its agent never answered; the backstop is CUBBY_BOOT_TIMEOUT)" +
+            (last.empty() ? std::string() : "; last console lines:\n" + last);
+    } else if (!boot || *boot == Boot::kDied) {
+      // The box ended before (or instead of) its handshake; a clean exit 0
+      // is success, anything else carries the agent's last words (for a VMM
+      // that failed to start, its own one-line message).
+      ended_in_start = true;
+      if (code != 0) {
+        if (sh.cfg.isolation == "vm") err = diag.vmm_error();
+        if (err.empty()) err = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
+        if (err.empty()) err = box.failure_hint();
+        if (err.empty()) err = "box exited during start";
+      }
+    } else if (!sup.error.empty()) {
+      code = 125;  // cubby ended the box, not its workload
+      cubby_failed = true;
+      err = sup.error;
+    } else {
+      err = box.failure_hint();  // a VMM that died on its own after start says so in inspect
     }
-    sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
-  } else if (!sup.error.empty()) {
-    code = 125;  // cubby ended the box, not its workload
-    err = sup.error;
-  } else {
-    err = box.failure_hint();  // a VMM that died on its own after start says so in inspect
+    // The restart policy: never after a user's stop or kill, nor when cubby
+    // itself ended the box (that would only fail again).
+    const bool again = !cubby_failed && !sup.stopped && !sup.killed && !sh.cfg.copy_only &&
+                       pacer.wants(sh.cfg.spec, code);
+    if (ended_in_start) {
+      // The launcher is waiting: a box that will be started again is, for
+      // it, started (as `docker run -d` returns for a failing --restart box).
+      if (again) {
+        sh.reply({{"t", "ready"}});
+        if (!sh.cfg.tether) sh.ctl.close();
+      } else {
+        sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
+      }
+    }
+    if (again) {
+      auto delay = pacer.next_delay();
+      LOG_INFO("the box ended ({}): restarting it in {} ms (restart policy {})", code, delay.count(), sh.cfg.spec.restart);
+      if (!pacer.wait(delay)) {  // stopped or killed meanwhile: the end is final
+        record_end(store::BoxStatus::kStopped, code, err, oom_killed);
+        return 0;
+      }
+      if (auto r = db->mark_restarted(box_id, sh.self, sh.self_start, code); !r || !*r) {
+        LOG_ERROR("record the restart: {}", r ? "the record changed" : r.error().message());
+        return 1;
+      }
+      sh.cfg.hold = false;  // only the first run waits for an attach
+      continue;
+    }
+    // A tethered client learns the end before the record can go (--rm), so
+    // it reports the real status, not a missing one.
+    if (sh.ctl.valid()) (void)sh.ctl.send({{"t", proto::msg::kEnded}, {"code", code}, {"msg", err}});
+    record_end(sup.stopped && sup.error.empty() ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err,
+               oom_killed);
+    return 0;
   }
-  // A tethered client learns the end before the record can go (--rm), so
-  // it reports the real status, not a missing one.
-  if (sh.ctl.valid()) (void)sh.ctl.send({{"t", proto::msg::kEnded}, {"code", code}, {"msg", err}});
-  record_end(sup.stopped && sup.error.empty() ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err, oom_killed);
-  return 0;
 }
 
 }  // namespace

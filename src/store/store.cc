@@ -54,6 +54,8 @@ const char* const kMigrations[] = {
     )sql",
     // 1 -> 2: whether the OOM killer killed a workload process in the last run.
     "ALTER TABLE boxes ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0;",
+    // 2 -> 3: how many times the shim restarted the box by its --restart policy since it was started.
+    "ALTER TABLE boxes ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;",
 };
 
 // RAII prepared statement.
@@ -100,7 +102,7 @@ std::optional<T> col_opt(sqlite3_stmt* st, int i) {
 
 constexpr const char* kColumns =
     "id,name,image,image_id,status,exit_code,isolation,created_at,started_at,finished_at,"
-    "shim_pid,shim_start,config,error,oom_killed";
+    "shim_pid,shim_start,config,error,oom_killed,restart_count";
 
 BoxRecord read_row(sqlite3_stmt* st) {
   BoxRecord b;
@@ -120,6 +122,7 @@ BoxRecord read_row(sqlite3_stmt* st) {
   if (b.config.is_discarded()) b.config = nlohmann::json::object();
   b.error = col_text(st, 13);
   b.oom_killed = sqlite3_column_int(st, 14) != 0;
+  b.restart_count = sqlite3_column_int(st, 15);
   return b;
 }
 
@@ -302,7 +305,7 @@ Result<std::vector<BoxRecord>> Store::match(const std::string& key) {
 
 Result<bool> Store::mark_running(const std::string& id, pid_t pid, uint64_t start) {
   Stmt st(db_,
-          "UPDATE boxes SET status='running', shim_pid=?, shim_start=?, started_at=?, oom_killed=0, "
+          "UPDATE boxes SET status='running', shim_pid=?, shim_start=?, started_at=?, oom_killed=0, restart_count=0, "
           "finished_at='', exit_code=NULL, error='' WHERE id=? AND status NOT IN ('running','removing')");
   st.bind(1, static_cast<int64_t>(pid)).bind(2, static_cast<int64_t>(start))
       .bind(3, now_rfc3339()).bind(4, id);
@@ -328,11 +331,21 @@ Result<std::optional<BoxRecord>> Store::mark_running_keeping(const std::string& 
 Result<bool> Store::restore_ended(const BoxRecord& b, pid_t pid, uint64_t start) {
   Stmt st(db_,
           "UPDATE boxes SET status=?, exit_code=?, error=?, started_at=?, finished_at=?, shim_pid=NULL, "
-          "shim_start=NULL, oom_killed=? WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
+          "shim_start=NULL, oom_killed=?, restart_count=? WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
   st.bind(1, std::string(to_string(b.status))).bind(2, b.exit_code).bind(3, b.error).bind(4, b.started_at)
-      .bind(5, b.finished_at).bind(6, int64_t{b.oom_killed}).bind(7, b.id).bind(8, static_cast<int64_t>(pid))
-      .bind(9, static_cast<int64_t>(start));
+      .bind(5, b.finished_at).bind(6, int64_t{b.oom_killed}).bind(7, int64_t{b.restart_count}).bind(8, b.id)
+      .bind(9, static_cast<int64_t>(pid)).bind(10, static_cast<int64_t>(start));
   if (st.step() != SQLITE_DONE) return fail(db_error(db_, "restore box record"));
+  return sqlite3_changes(db_) == 1;
+}
+
+Result<bool> Store::mark_restarted(const std::string& id, pid_t pid, uint64_t start, std::optional<int> last_code) {
+  Stmt st(db_,
+          "UPDATE boxes SET restart_count=restart_count+1, started_at=?, exit_code=?, oom_killed=0 "
+          "WHERE id=? AND status='running' AND shim_pid=? AND shim_start=?");
+  st.bind(1, now_rfc3339()).bind(2, last_code).bind(3, id).bind(4, static_cast<int64_t>(pid))
+      .bind(5, static_cast<int64_t>(start));
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "mark box restarted"));
   return sqlite3_changes(db_) == 1;
 }
 

@@ -49,6 +49,7 @@ struct BoxRecord {
   nlohmann::json config;                // the box spec (see runtime/box_spec.h)
   std::string error;                    // why it ended, when cubby knows
   bool oom_killed = false;              // the OOM killer killed a workload process in the last run
+  int restart_count = 0;                // restarts by the --restart policy since the last start (Docker's RestartCount)
 };
 
 // For a short-lived process that opens one store and exits (the CLI): tunes
@@ -108,6 +109,10 @@ class Store {
   // running(shim_pid, shim_start) -> `before` (status, exit code, error,
   // times, oom_killed). False if the record no longer names that shim.
   Result<bool> restore_ended(const BoxRecord& before, pid_t shim_pid, uint64_t shim_start);
+  // The shim started the box again by its --restart policy: one more
+  // restart, a new started_at, the last run's exit code kept. False if the
+  // record no longer names that shim.
+  Result<bool> mark_restarted(const std::string& id, pid_t shim_pid, uint64_t shim_start, std::optional<int> last_code);
   // running(shim_pid, shim_start) -> ended (stopped or exited, or removing
   // for a box removed on exit). False if the record no longer names that
   // shim (someone else already reconciled it).
@@ -126,7 +131,7 @@ class Store {
   Result<void> finish_removal(const std::string& id, const std::string& box_dir);
 
   int schema_version();
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <regex>
 #include <sstream>
 
@@ -170,6 +171,149 @@ TEST_P(Flags, CpWorksOnBoxesThatAreNotRunningAndLeavesThemAsTheyWere) {
   EXPECT_EQ(cubby({"rm", id}).rc, 0);
 }
 
+// Reads `logs -f BOX` until `text` has appeared `times` times; returns
+// what it read (the follower is stopped by the caller's rm, or the box's end).
+size_t count_of(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+// docker run --restart, carried out by the shim: on-failure:N restarts a
+// failing box N times (RestartCount N, then the box ends with its code);
+// on-failure leaves a box that exits 0 alone; always restarts until a
+// user's stop or kill, which ends the box for good.
+TEST_P(Flags, RestartPolicyIsCarriedOutByTheShimAndEndedByStopOrKill) {
+  auto r = cubby(box_args("run", {"-d", "--restart", "on-failure:2", image_, "sh", "-c", "echo run; exit 3"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string failing = r.out.substr(0, 32);
+  EXPECT_EQ(cubby({"wait", failing}).out, "3\n");
+  auto in = json::parse(cubby({"inspect", failing}).out);
+  EXPECT_EQ(in["restart_count"], 2);
+  EXPECT_EQ(in["status"], "exited");
+  EXPECT_EQ(in["config"]["restart"], "on-failure");
+  EXPECT_EQ(in["config"]["restart_max"], 2);
+  EXPECT_EQ(logs({}, failing).out, "run\nrun\nrun\n");
+
+  r = cubby(box_args("run", {"-d", "--restart", "on-failure", image_, "sh", "-c", "echo ok"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string fine = r.out.substr(0, 32);
+  EXPECT_EQ(cubby({"wait", fine}).out, "0\n");
+  EXPECT_EQ(json::parse(cubby({"inspect", fine}).out)["restart_count"], 0);
+
+  for (const std::string how : {"stop", "kill"}) {
+    r = cubby(box_args("run", {"-d", "--restart", "always", image_, "sh", "-c", "echo up; sleep 1000000"}));
+    ASSERT_EQ(r.rc, 0) << r.err;
+    std::string id = r.out.substr(0, 32);
+    // Each run ends from inside (the sleep is killed by an exec): the shim
+    // starts it again, and the follower (one shim for every run) sees it.
+    auto [rd, wr] = sys::make_pipe().value();
+    ChildProcess follower = spawn_cubby(home_, {"logs", "-f", "--no-console", id}, wr.get(), -1);
+    wr.reset();
+    std::string got;
+    char buf[256];
+    for (size_t runs = 1; runs <= 3; ++runs) {
+      while (count_of(got, "up\n") < runs) {
+        ssize_t n = ::read(rd.get(), buf, sizeof buf);
+        ASSERT_GT(n, 0) << "the log ended after " << got;
+        got.append(buf, static_cast<size_t>(n));
+      }
+      if (runs < 3) {
+        auto k = cubby({"exec", id, "pkill", "sleep"});
+        ASSERT_EQ(k.rc, 0) << k.err;
+      }
+    }
+    EXPECT_EQ(json::parse(cubby({"inspect", id}).out)["restart_count"], 2);
+    auto end = cubby({how, id});
+    ASSERT_EQ(end.rc, 0) << end.err;
+    (void)sys::read_all(rd.get());  // the follower ends with the box: no restart after a user's end
+    EXPECT_EQ(follower.wait().value().code, 0);
+    auto after = json::parse(cubby({"inspect", id}).out);
+    EXPECT_NE(after["status"], "running") << how;
+    EXPECT_EQ(after["restart_count"], 2) << how;
+    EXPECT_EQ(count_of(logs({}, id).out, "up\n"), 3u) << how << ": restarted after a user's " << how;
+    EXPECT_EQ(cubby({"rm", id}).rc, 0);
+  }
+}
+
+// docker restart: a running box is stopped and started again (a new run,
+// RestartCount back to 0), an exited one started.
+TEST_P(Flags, RestartVerbStopsAndStartsAgain) {
+  std::string id = run_detached({"sh", "-c", "echo run; sleep 1000000"});
+  pid_t first = shim_pid(id);
+  auto r = cubby({"restart", "-t", "0", id});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, id + "\n");
+  EXPECT_EQ(status(id), "running");
+  EXPECT_NE(shim_pid(id), first);
+  ASSERT_EQ(cubby({"stop", "-t", "0", id}).rc, 0);
+  ASSERT_EQ(cubby({"restart", id}).rc, 0);
+  EXPECT_EQ(status(id), "running");
+  EXPECT_EQ(count_of(logs({}, id).out, "run\n"), 3u);
+  EXPECT_EQ(cubby({"restart", "no-such-box"}).rc, 125);
+  EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
+}
+
+// An exec whose box ends under it, or that comes after the end, says how
+// the box ended ("box NAME exited (7)"), not "lost the connection".
+TEST_P(Flags, ExecIntoAnEndedBoxSaysHowItEnded) {
+  auto r = cubby(box_args("run", {"-d", "--name", "ends", image_, "sh", "-c", "mkfifo /tmp/go; cat /tmp/go; exit 7"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string id = r.out.substr(0, 32);
+  auto [out_r, out_w] = sys::make_pipe().value();
+  auto [err_r, err_w] = sys::make_pipe().value();
+  ChildProcess ex = spawn_cubby(home_, {"exec", id, "sh", "-c", "echo started; exec sleep 1000000"}, out_w.get(), err_w.get());
+  out_w.reset();
+  err_w.reset();
+  std::string got;
+  char buf[64];
+  while (got.find("started\n") == std::string::npos) {
+    ssize_t n = ::read(out_r.get(), buf, sizeof buf);
+    ASSERT_GT(n, 0) << "the exec ended before it started: " << got;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ASSERT_EQ(cubby({"exec", "-d", id, "sh", "-c", ": > /tmp/go"}).rc, 0);
+  std::string err = sys::read_all(err_r.get()).value_or("");
+  int rc = ex.wait().value().code;
+  EXPECT_EQ(cubby({"wait", id}).out, "7\n");
+  EXPECT_EQ(err, "cubby exec: box ends exited (7)\n") << "rc " << rc;
+  EXPECT_EQ(rc, 125);
+  auto after = cubby({"exec", id, "true"});
+  EXPECT_EQ(after.rc, 125);
+  EXPECT_EQ(after.err, "cubby exec: box ends exited (7)\n");
+  EXPECT_EQ(cubby({"rm", id}).rc, 0);
+}
+
+// exec -d prints the exec's id; exec-status reads its status later, while
+// it runs and after it ended (the agent keeps it), as docker's exec inspect.
+TEST_P(Flags, DetachedExecStatusIsReadableLater) {
+  std::string id = run_detached();
+  auto d = cubby({"exec", "-d", id, "sh", "-c", "mkfifo /tmp/go; cat /tmp/go; exit 5"});
+  ASSERT_EQ(d.rc, 0) << d.err;
+  std::string exec_id = d.out.substr(0, d.out.size() - 1);
+  ASSERT_FALSE(exec_id.empty());
+  auto running = cubby({"exec-status", id, exec_id});
+  ASSERT_EQ(running.rc, 0) << running.err;
+  EXPECT_EQ(json::parse(running.out)["running"], true);
+  // The fifo is opened by the writer once the reader waits on it.
+  ASSERT_EQ(cubby({"exec", id, "sh", "-c", "while [ ! -p /tmp/go ]; do :; done; : > /tmp/go"}).rc, 0);
+  json st;
+  for (;;) {  // the exec ends when the agent reaps it: read until it says so (bounded by ctest's timeout)
+    auto r = cubby({"exec-status", id, exec_id});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    st = json::parse(r.out);
+    if (st["running"] == false) break;
+    (void)cubby({"exec", id, "true"});  // a round trip to the agent between reads, not a sleep
+  }
+  EXPECT_EQ(st["exit_code"], 5);
+  EXPECT_EQ(cubby({"exec-status", id, exec_id}).out, cubby({"exec-status", id, exec_id}).out) << "readable twice";
+  auto unknown = cubby({"exec-status", id, "999999"});
+  EXPECT_EQ(unknown.rc, 125);
+  EXPECT_EQ(unknown.err_lines().size(), 1u);
+  EXPECT_EQ(cubby({"exec-status", id, "x"}).rc, 125);
+  EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
+}
+
 // What does not depend on the backend: run on the sandbox only.
 class FlagsCli : public BoxTest {
  protected:
@@ -291,6 +435,75 @@ TEST_F(FlagsCli, LsTableFitsRealNamesAndSaysHowLongAgo) {
   EXPECT_NE(full.out.find(a), std::string::npos);
   EXPECT_NE(full.out.find("'echo this command is longer than twenty characters'"), std::string::npos) << full.out;
   (void)b;
+}
+
+TEST_F(FlagsCli, BadRestartPoliciesAreOneLine) {
+  for (std::vector<std::string> bad : {std::vector<std::string>{"--restart", "sometimes"}, {"--restart", "on-failure:x"},
+                                       {"--restart", "on-failure:-1"}, {"--restart", "always", "--rm"}}) {
+    bad.push_back(image_);
+    bad.push_back("true");
+    auto r = cubby(box_args("create", bad));
+    EXPECT_EQ(r.rc, 125) << bad[1];
+    EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  }
+  EXPECT_EQ(ls({"-a"}), std::vector<std::string>{});
+}
+
+// docker container prune / image prune -a / system prune: what is not
+// running (or not used) goes, with -f or a "y"; a running box and its image
+// stay; anything but "y" removes nothing.
+TEST_F(FlagsCli, PruneRemovesWhatIsNotRunningOrNotUsed) {
+  std::string created = create({"--label", "keep=no", image_, "true"});
+  std::string exited = create({image_, "true"});
+  ASSERT_EQ(cubby({"start", exited}).rc, 0);
+  ASSERT_EQ(cubby({"wait", exited}).out, "0\n");
+  std::string running = run_detached();
+  // A second image nobody uses.
+  const std::string spare = home_ + "/spare";
+  ASSERT_EQ(::mkdir(spare.c_str(), 0700), 0);
+  ASSERT_TRUE(write_file(spare + "/hello", "hi\n").has_value());
+  ASSERT_EQ(std::system(("tar -C " + spare + " -cf " + spare + ".tar .").c_str()), 0);
+  auto imp = cubby({"import", spare + ".tar", "localhost/spare:1"});
+  ASSERT_EQ(imp.rc, 0) << imp.err;
+
+  auto no = cubby({"prune"}, std::string("n\n"));
+  EXPECT_EQ(no.rc, 0);
+  EXPECT_EQ(ls({"-a"}).size(), 3u) << "a no removed boxes";
+  auto filtered = cubby({"prune", "-f", "--filter", "label=keep=no"});
+  ASSERT_EQ(filtered.rc, 0) << filtered.err;
+  EXPECT_NE(filtered.out.find("Deleted Boxes:\n" + created + "\n"), std::string::npos) << filtered.out;
+  EXPECT_EQ(ls({"-a"}).size(), 2u);
+  auto yes = cubby({"prune"}, std::string("y\n"));
+  ASSERT_EQ(yes.rc, 0) << yes.err;
+  EXPECT_NE(yes.out.find(exited), std::string::npos) << yes.out;
+  EXPECT_NE(yes.out.find("Total reclaimed space: "), std::string::npos);
+  EXPECT_EQ(ls({"-a"}), std::vector<std::string>{running});
+
+  auto images = cubby({"image", "prune", "-f"});
+  ASSERT_EQ(images.rc, 0) << images.err;
+  EXPECT_NE(images.out.find("untagged: localhost/spare:1"), std::string::npos) << images.out;
+  EXPECT_EQ(cubby({"image", "inspect", "localhost/spare:1"}).rc, 125);
+  EXPECT_EQ(cubby({"image", "inspect", image_}).rc, 0) << "the running box's image went";
+
+  ASSERT_EQ(cubby({"stop", "-t", "0", running}).rc, 0);
+  auto sys = cubby({"system", "prune", "-f"});
+  ASSERT_EQ(sys.rc, 0) << sys.err;
+  EXPECT_NE(sys.out.find("Deleted Boxes:"), std::string::npos);
+  EXPECT_NE(sys.out.find("Deleted Images:"), std::string::npos);
+  EXPECT_EQ(ls({"-a"}), std::vector<std::string>{});
+  EXPECT_EQ(cubby({"images", "-q"}).out, "");
+  EXPECT_EQ(cubby({"system", "bogus"}).rc, 125);
+}
+
+TEST_F(FlagsCli, VersionSaysWhatThisClientIs) {
+  auto v = cubby({"version"});
+  ASSERT_EQ(v.rc, 0) << v.err;
+  EXPECT_NE(v.out.find(" Version:          0."), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find(" Git commit:"), std::string::npos);
+  auto j = json::parse(cubby({"version", "--format", "json"}).out);
+  for (const char* k : {"version", "git_commit", "built", "compiler", "os_arch", "agent_protocol", "store_schema", "features"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(cubby({"version", "--format", "yaml"}).rc, 125);
 }
 
 }  // namespace

@@ -166,7 +166,7 @@ TEST_F(StoreCas, LayersInUseCoverEveryRecord) {
 // oom_killed (schema 2): recorded by the end of a run, cleared by the next start.
 TEST_F(StoreCas, OomKilledIsRecordedAtTheEndAndClearedAtTheStart) {
   Store db = open();
-  EXPECT_EQ(db.schema_version(), 2);
+  EXPECT_EQ(db.schema_version(), 3);
   BoxRecord b = box('b');
   ASSERT_TRUE(db.insert_box(b));
   EXPECT_FALSE(db.get_box(b.id).value()->oom_killed);
@@ -199,7 +199,7 @@ TEST_F(StoreCas, SchemaOneStoreIsMigrated) {
   sqlite3_close(raw);
 
   Store db = open();
-  EXPECT_EQ(db.schema_version(), 2);
+  EXPECT_EQ(db.schema_version(), 3);
   auto old = db.get_box(std::string(32, 'c')).value();
   ASSERT_TRUE(old);
   EXPECT_EQ(old->name, "old");
