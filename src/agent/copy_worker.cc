@@ -52,7 +52,7 @@ bool serve(proto::Conn& conn, int root, const msg::Request& r) {
   if (auto* st = std::get_if<msg::CpStat>(&r)) return conn.send(stat_reply(root, st->path)).has_value();
   if (auto* g = std::get_if<msg::CpGet>(&r)) {
     copy::FrameSink sink(conn);
-    auto res = copy::read_tree(root, box_rel(g->path), kInBox, g->follow, sink);
+    auto res = copy::read_tree(root, box_rel(g->path), kInBox, g->follow, sink, g->one_fs);
     if (!res)
       (void)conn.send(error_msg(res.error().kind() == ErrorKind::kNotFound ? res.error() : res.error().wrap(g->path)));
     return res.has_value();

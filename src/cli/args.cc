@@ -1,7 +1,9 @@
 #include "cli/args.h"
 
 #include <charconv>
+#include <cctype>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <ctime>
 #include <utility>
 
@@ -81,6 +83,76 @@ Result<std::vector<std::string>> parse_env_file(const std::string& text, const s
     out.push_back(line);
   }
   return out;
+}
+
+Result<void> apply_change(const std::string& instruction, image::ConfigChanges& into) {
+  size_t start = instruction.find_first_not_of(" \t");
+  if (start == std::string::npos) return fail(Error::invalid("--change: empty instruction"));
+  size_t end = instruction.find_first_of(" \t", start);
+  std::string word = instruction.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  for (auto& ch : word) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  size_t arg = end == std::string::npos ? end : instruction.find_first_not_of(" \t", end);
+  std::string rest = arg == std::string::npos ? "" : instruction.substr(arg);
+  while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t')) rest.pop_back();
+  auto bad = [&](const std::string& why) { return fail(Error::invalid("--change \"" + one_line(instruction) + "\": " + why)); };
+  // CMD/ENTRYPOINT: the exec form (a JSON array of strings) or the shell form.
+  auto command = [&]() -> Result<std::vector<std::string>> {
+    if (!rest.empty() && rest[0] == '[') {
+      auto j = nlohmann::json::parse(rest, nullptr, false);
+      if (j.is_discarded() || !j.is_array()) return bad("not a JSON array");
+      std::vector<std::string> argv;
+      for (const auto& a : j) {
+        if (!a.is_string()) return bad("the array must hold strings");
+        argv.push_back(a.get<std::string>());
+      }
+      return argv;
+    }
+    if (rest.empty()) return bad("needs a command");
+    return std::vector<std::string>{"/bin/sh", "-c", rest};
+  };
+  if (word == "CMD") {
+    into.cmd = CUBBY_TRY(command());
+  } else if (word == "ENTRYPOINT") {
+    into.entrypoint = CUBBY_TRY(command());
+  } else if (word == "ENV") {
+    if (rest.empty()) return bad("needs KEY=VALUE");
+    if (rest.find('=') == std::string::npos || rest.find_first_of(" \t") < rest.find('=')) {
+      // The legacy form: ENV KEY VALUE (the rest of the line).
+      size_t sp = rest.find_first_of(" \t");
+      if (sp == std::string::npos) return bad("needs KEY=VALUE");
+      into.env.push_back(rest.substr(0, sp) + "=" + rest.substr(rest.find_first_not_of(" \t", sp)));
+    } else {
+      // KEY=VALUE pairs, separated by spaces; a value may be double-quoted.
+      for (size_t at = 0; at < rest.size();) {
+        size_t eq = rest.find('=', at);
+        if (eq == std::string::npos) return bad("needs KEY=VALUE");
+        std::string key = rest.substr(at, eq - at), value;
+        if (key.empty() || key.find_first_of(" \t\"") != std::string::npos) return bad("a bad variable name");
+        size_t v = eq + 1;
+        if (v < rest.size() && rest[v] == '"') {
+          size_t close = rest.find('"', v + 1);
+          if (close == std::string::npos) return bad("an unclosed quote");
+          value = rest.substr(v + 1, close - v - 1);
+          at = close + 1;
+        } else {
+          size_t sp = rest.find_first_of(" \t", v);
+          value = rest.substr(v, sp == std::string::npos ? std::string::npos : sp - v);
+          at = sp == std::string::npos ? rest.size() : sp;
+        }
+        into.env.push_back(key + "=" + value);
+        while (at < rest.size() && (rest[at] == ' ' || rest[at] == '\t')) ++at;
+      }
+    }
+  } else if (word == "WORKDIR") {
+    if (rest.empty() || rest[0] != '/') return bad("the working directory must be absolute");
+    into.working_dir = rest;
+  } else if (word == "USER") {
+    if (rest.empty() || rest.find_first_of(" \t") != std::string::npos) return bad("needs one user (name|uid[:group|gid])");
+    into.user = rest;
+  } else {
+    return bad("unsupported instruction " + word + " (want CMD, ENTRYPOINT, ENV, WORKDIR or USER)");
+  }
+  return {};
 }
 
 std::optional<int64_t> parse_duration_ns(const std::string& s) {

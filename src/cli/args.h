@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "image/image_store.h"
 
 namespace cubby::cli {
 
@@ -49,6 +50,10 @@ Result<int64_t> parse_log_time(const std::string& s, int64_t now_ns);
 // starting with # skipped, the value kept exactly (no quotes are removed).
 // `path` names the file in messages.
 Result<std::vector<std::string>> parse_env_file(const std::string& text, const std::string& path);
+// One `import --change` instruction, as Docker takes them: CMD, ENTRYPOINT
+// (a JSON array, or a shell form run by /bin/sh -c), ENV (K=V..., or "K V"),
+// WORKDIR (absolute), USER. Others are refused by name.
+Result<void> apply_change(const std::string& instruction, image::ConfigChanges& into);
 // Makes a message safe to print as one line: control characters (newlines
 // included) become spaces, trailing whitespace goes.
 std::string one_line(const std::string& msg);

@@ -874,6 +874,41 @@ int cmd_version(const Global&, const std::vector<std::string>& rest) {
   return 0;
 }
 
+// `docker export`: the box's filesystem (its root mount: not /proc, /sys,
+// /dev or volumes, which stay as empty directories) as a tar, from a box in
+// any state. To stdout, or -o FILE (written aside and renamed into place).
+int cmd_export(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Write a box's filesystem as a tar archive", "export [OPTIONS] BOX");
+  std::string box, file;
+  cmd.app.add_option("-o,--output", file, "Write to a file instead of standard output");
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.parse(rest);
+  if (file.empty() && ::isatty(1)) die("refusing to write a tar to a terminal (use -o FILE or redirect)");
+  auto rt = open_runtime(g);
+  CopyOptions o;
+  o.archive = true;  // owners as the box has them
+  o.one_fs = true;
+  if (file.empty()) {
+    check(rt.copy_from_box(box, "/.", "-", o, 1));
+    return 0;
+  }
+  std::string tmp = file + ".cubby-tmp-XXXXXX";
+  UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) die(Error::sys("cannot create " + file));
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd.get(), 0666 & ~mask);
+  auto r = rt.copy_from_box(box, "/.", "-", o, fd.get());
+  if (r && ::fsync(fd.get()) < 0) r = sys_fail("fsync " + file);
+  fd.reset();
+  if (r && ::rename(tmp.c_str(), file.c_str()) < 0) r = sys_fail("rename to " + file);
+  if (!r) {
+    ::unlink(tmp.c_str());
+    die(r.error());
+  }
+  return 0;
+}
+
 int cmd_info(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Show what this host can do", "info [OPTIONS]");
   std::string format = "table";
@@ -891,11 +926,17 @@ int cmd_info(const Global& g, const std::vector<std::string>& rest) {
 }
 
 int cmd_import(const Global& g, const std::vector<std::string>& rest) {
-  Command cmd("Make an image from a rootfs tarball (like docker import)", "import FILE|- REF");
+  Command cmd("Make an image from a rootfs tarball (like docker import)", "import [OPTIONS] FILE|- REF");
   std::string file, ref;
+  std::vector<std::string> changes;
+  cmd.app.add_option("-c,--change", changes, "Apply a Dockerfile instruction: CMD, ENTRYPOINT, ENV, WORKDIR or USER")
+      ->allow_extra_args(false);
   cmd.positional("FILE", file, "Tarball (plain, gzip, bzip2, xz or zstd), or - for stdin");
   cmd.positional("REF", ref, "Image reference");
   cmd.parse(rest);
+  image::ConfigChanges config;
+  for (const auto& c : changes)
+    if (auto r = cli::apply_change(c, config); !r) die(r.error());
   // The reference first: a bad one must not cost reading a large archive.
   if (auto n = image::normalize_ref(ref); !n) die(n.error());
   UniqueFd fd;
@@ -909,7 +950,7 @@ int cmd_import(const Global& g, const std::vector<std::string>& rest) {
     if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) die(file + " is a directory, not a tarball");
   }
   auto rt = open_runtime(g);
-  auto img = check(rt.images().import_tarball(fd.get(), ref));
+  auto img = check(rt.images().import_tarball(fd.get(), ref, config));
   std::cout << "sha256:" << img.id << "\n";
   return 0;
 }
@@ -1126,7 +1167,8 @@ int cmd_image(const Global& g, const std::vector<std::string>& rest) {
 
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
-    "Boxes:   run create start restart exec exec-status shell attach cp ls inspect stop kill rm wait logs port prune\n"
+    "Boxes:   run create start restart exec exec-status shell attach cp export ls inspect stop kill rm wait logs\n"
+    "         port prune\n"
     "Images:  pull load save import images rmi image login logout\n"
     "Host:    info version system\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
@@ -1143,7 +1185,7 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
       {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
-      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}};
+      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

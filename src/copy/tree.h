@@ -37,7 +37,11 @@ namespace cubby::copy {
 // followed only with `follow` (cp -L); a file met again under another name
 // is sent as a hard link to the first. Sockets, fifos and devices are
 // skipped. A missing root is kNotFound. Calls sink.finish() at the end.
-Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool follow, EntrySink& sink);
+// With one_fs (tar's --one-file-system, for `export`) nothing on another
+// mount than the root's is sent, but a directory that is a mount point is,
+// empty (as docker export keeps /proc and /dev as empty directories).
+Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool follow, EntrySink& sink,
+                       bool one_fs = false);
 
 // Who owns what a TreeWriter creates.
 enum class Owner {

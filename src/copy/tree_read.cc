@@ -109,7 +109,17 @@ Result<void> send_file(int fd, const struct stat& st, const std::string& rel, En
 // first name, so a hard link is sent as one (as tar and docker cp do).
 using Links = std::map<std::pair<dev_t, ino_t>, std::string>;
 
-Result<void> walk(int fd, const struct stat& st, const std::string& rel, EntrySink& sink, Links& links) {
+// The id of the mount fd is on (statx's STATX_MNT_ID, Linux >= 5.8): exact
+// where st_dev is not (overlayfs may report a layer's st_dev for files).
+std::optional<uint64_t> mount_id(int fd) {
+  struct statx sx;
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) < 0 || !(sx.stx_mask & STATX_MNT_ID)) return std::nullopt;
+  return sx.stx_mnt_id;
+}
+
+// one_fs: the root's mount id (nothing: every mount is walked).
+Result<void> walk(int fd, const struct stat& st, const std::string& rel, EntrySink& sink, Links& links,
+                  std::optional<uint64_t> only_mount) {
   if (S_ISREG(st.st_mode)) {
     if (st.st_nlink > 1 && !rel.empty()) {
       auto [it, first] = links.emplace(std::pair{st.st_dev, st.st_ino}, rel);
@@ -165,14 +175,19 @@ Result<void> walk(int fd, const struct stat& st, const std::string& rel, EntrySi
     }
     if (::fstat(cfd.get(), &cst) < 0) return sys_fail("stat " + crel);
     if (!S_ISDIR(cst.st_mode) && !S_ISREG(cst.st_mode)) continue;
-    CUBBY_TRYV(walk(cfd.get(), cst, crel, sink, links));
+    if (only_mount && mount_id(cfd.get()) != only_mount) {
+      // Another mount: a directory is kept as an empty mount point; a file (a bind-mounted one) is left out.
+      if (S_ISDIR(cst.st_mode)) CUBBY_TRYV(sink.entry(meta_of(cst, crel, Kind::kDir)));
+      continue;
+    }
+    CUBBY_TRYV(walk(cfd.get(), cst, crel, sink, links, only_mount));
   }
   return {};
 }
 
 }  // namespace
 
-Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool follow, EntrySink& sink) {
+Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool follow, EntrySink& sink, bool one_fs) {
   int nofollow = follow ? 0 : O_NOFOLLOW;
   UniqueFd probe = open_resolved(at, path, O_PATH | nofollow, resolve);
   if (!probe) {
@@ -195,7 +210,12 @@ Result<void> read_tree(int at, const std::string& path, uint64_t resolve, bool f
   if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
     return fail(Error::invalid(path + ": not a regular file, directory or symlink"));
   Links links;
-  CUBBY_TRYV(walk(fd.get(), st, "", sink, links));
+  std::optional<uint64_t> only_mount;
+  if (one_fs) {
+    only_mount = mount_id(fd.get());
+    if (!only_mount) return fail(Error::internal("statx: no mount id for " + path + " (Linux >= 5.8 needed)"));
+  }
+  CUBBY_TRYV(walk(fd.get(), st, "", sink, links, only_mount));
   return sink.finish();
 }
 

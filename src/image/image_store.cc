@@ -613,7 +613,7 @@ Result<ImageStore> ImageStore::open(const std::string& root) {
   return ImageStore(root);
 }
 
-Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
+Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref, const ConfigChanges& changes) {
   std::string nref = CUBBY_TRY(normalize_ref(ref));
   if (nref.find('@') != std::string::npos)
     return fail(Error::invalid("invalid reference \"" + ref + "\": cannot import to a digest reference"));
@@ -658,6 +658,19 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
       {"rootfs", {{"type", "layers"}, {"diff_ids", {"sha256:" + layer_hex}}}},
       {"history", {{{"created", created}, {"created_by", "cubby import"}, {"comment", "imported from tarball"}}}},
   };
+  json& c = config["config"];
+  if (changes.cmd) c["Cmd"] = *changes.cmd;
+  if (changes.entrypoint) c["Entrypoint"] = *changes.entrypoint;
+  for (const auto& e : changes.env) {
+    std::string key = e.substr(0, e.find('='));
+    json kept = json::array();
+    for (const auto& old : c["Env"])
+      if (old.get<std::string>().rfind(key + "=", 0) != 0) kept.push_back(old);
+    kept.push_back(e);
+    c["Env"] = kept;
+  }
+  if (changes.working_dir) c["WorkingDir"] = *changes.working_dir;
+  if (changes.user) c["User"] = *changes.user;
   std::string config_bytes = config.dump();
   std::string config_hex = sha256_hex(config_bytes);
   json manifest = {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,14 @@ struct ImageConfig {
   std::string working_dir;
   std::string user;
   std::vector<std::string> exposed_ports;  // "80/tcp", recorded from the config
+};
+
+// `import --change`: Dockerfile instructions applied to an imported image's
+// config (unset: import's defaults, Cmd ["/bin/sh"] and a PATH).
+struct ConfigChanges {
+  std::optional<std::vector<std::string>> cmd, entrypoint;
+  std::vector<std::string> env;  // "K=V", each replacing K
+  std::optional<std::string> working_dir, user;
 };
 
 struct ImageInfo {
@@ -101,7 +110,7 @@ class ImageStore {
   // (digest == diff_id). Config: Cmd ["/bin/sh"], Env [PATH=...]. An
   // existing ref is retagged and the old image garbage-collected.
   // Concurrency and on-disk protocol: see image_store.cc.
-  Result<ImageInfo> import_tarball(int fd, const std::string& ref);
+  Result<ImageInfo> import_tarball(int fd, const std::string& ref, const ConfigChanges& changes = {});
 
   Result<std::vector<ImageInfo>> list();
   // By reference (normalised), by full id ("sha256:" optional) or by a

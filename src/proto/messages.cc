@@ -220,6 +220,7 @@ void read(Fields& f, CpPut& m) {
 void read(Fields& f, CpGet& m) {
   m.path = f.text("path", kMaxPath);
   m.follow = f.flag("follow");
+  m.one_fs = f.flag("one_fs");
 }
 void read(Fields& f, CpEntry& m) {
   m.path = f.text("p", kMaxText);

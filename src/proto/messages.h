@@ -20,7 +20,7 @@
 //   watch_start {}                         started {id, pid} once the workload runs
 //   cp_stat {path}                         cp_stat {kind: d|f|o} | error {msg, missing}
 //   cp_put {dir, keep_owner}, then entries ok {} | error {msg}
-//   cp_get {path, follow}                  entries | error {msg}
+//   cp_get {path, follow, one_fs}          entries | error {msg}
 //     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, x, target}
 //               cp_data {d: bin}...)... cp_end {}   (see copy/entry.h)
 //     x (a sparse file's data extents): [offset, length, offset, length...]
@@ -189,6 +189,7 @@ struct CpGet {
   static constexpr const char* kType = kCpGet;
   std::string path;
   bool follow = false;
+  bool one_fs = false;  // stay on the mount of path (export: the box's filesystem, not /proc or volumes)
 };
 
 // --- copy streams, both ways (copy/entry.h turns a CpEntry into an Entry) --

@@ -434,7 +434,7 @@ Result<void> Runtime::copy_from_box(const std::string& ref, const std::string& b
   }
   auto running = CUBBY_TRY(CopyStart::begin(*this, b));
   auto conn = CUBBY_TRY(connect_box(*this, b));
-  CUBBY_TRYV(conn.send({{"t", msg::kCpGet}, {"path", box_path}, {"follow", o.follow_links}}));
+  CUBBY_TRYV(conn.send({{"t", msg::kCpGet}, {"path", box_path}, {"follow", o.follow_links}, {"one_fs", o.one_fs}}));
 
   std::unique_ptr<copy::EntrySink> sink;
   UniqueFd dest_dir;

@@ -105,6 +105,7 @@ struct ExecResult {
 struct CopyOptions {
   bool archive = false;       // -a: keep uid/gid (default: box root in a box, the caller on the host)
   bool follow_links = false;  // -L: SRC itself is followed when it is a symlink
+  bool one_fs = false;        // box to host: only the mount SRC is on (`export`)
 };
 
 struct StartResult {

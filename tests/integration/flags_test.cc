@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -314,6 +315,39 @@ TEST_P(Flags, DetachedExecStatusIsReadableLater) {
   EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
 }
 
+// docker export: the box's filesystem as a tar (from a box in any state),
+// its changes in it, /proc and /dev as empty directories, nothing of theirs.
+TEST_P(Flags, ExportWritesTheBoxsFilesystemAsATar) {
+  auto r = cubby(box_args("run", {"--name", "exp", image_, "sh", "-c", "mkdir /out && echo done > /out/result"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string tar = home_ + "/exp.tar";
+  auto e = cubby({"export", "-o", tar, "exp"});
+  ASSERT_EQ(e.rc, 0) << e.err;
+  auto [rd, wr] = sys::make_pipe().value();
+  SpawnSpec spec;
+  spec.argv = {"/bin/tar", "-tf", tar};
+  spec.fds = {-1, wr.get(), 2};
+  ChildProcess lister = spawn(spec).value();
+  wr.reset();
+  std::string listing = sys::read_all(rd.get()).value_or("");
+  ASSERT_EQ(lister.wait().value().code, 0);
+  std::set<std::string> names;
+  std::istringstream in(listing);
+  for (std::string l; std::getline(in, l);) names.insert(l);
+  for (const char* want : {"out/", "out/result", "bin/busybox", "proc/", "etc/passwd"})
+    EXPECT_TRUE(names.count(want)) << want << " missing from:\n" << listing.substr(0, 2000);
+  for (const auto& n : names) {
+    EXPECT_FALSE(n.rfind("proc/", 0) == 0 && n != "proc/") << "exported /proc's contents: " << n;
+    EXPECT_FALSE(n.rfind("sys/", 0) == 0 && n != "sys/") << "exported /sys's contents: " << n;
+  }
+  EXPECT_EQ(status("exp"), "exited");
+  auto to_stdout = cubby({"export", "exp"});
+  EXPECT_EQ(to_stdout.rc, 0) << to_stdout.err;
+  EXPECT_EQ(to_stdout.out.size(), read_file(tar).value_or("").size());
+  EXPECT_EQ(cubby({"export", "no-such-box"}).rc, 125);
+  EXPECT_EQ(cubby({"rm", "exp"}).rc, 0);
+}
+
 // What does not depend on the backend: run on the sandbox only.
 class FlagsCli : public BoxTest {
  protected:
@@ -493,6 +527,28 @@ TEST_F(FlagsCli, PruneRemovesWhatIsNotRunningOrNotUsed) {
   EXPECT_EQ(ls({"-a"}), std::vector<std::string>{});
   EXPECT_EQ(cubby({"images", "-q"}).out, "");
   EXPECT_EQ(cubby({"system", "bogus"}).rc, 125);
+}
+
+// docker import --change: CMD/ENTRYPOINT (exec or shell form), ENV
+// (KEY=VALUE pairs, quotes, or the "KEY VALUE" form), WORKDIR, USER; the
+// rest refused by name, before anything is read.
+TEST_F(FlagsCli, ImportChangesSetTheImagesConfig) {
+  auto imp = cubby({"import", "--change", "CMD [\"sh\", \"-c\", \"echo $A $B $C; pwd; id -u\"]", "-c",
+                    "ENV A=1 B=\"two words\"", "-c", "env C three", "-c", "WORKDIR /tmp", "-c", "USER 1000",
+                    CUBBY_TEST_ROOTFS, "localhost/changed:1"});
+  ASSERT_EQ(imp.rc, 0) << imp.err;
+  auto r = cubby(box_args("run", {"--rm", "localhost/changed:1"}));
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "1 two words three\n/tmp\n1000\n");
+  ASSERT_EQ(cubby({"import", "-c", "ENTRYPOINT echo from-entrypoint", CUBBY_TEST_ROOTFS, "localhost/changed:2"}).rc, 0);
+  auto e = cubby(box_args("run", {"--rm", "localhost/changed:2"}));
+  EXPECT_EQ(e.out, "from-entrypoint\n") << e.err;
+  for (const char* bad : {"EXPOSE 80", "CMD [1]", "CMD [\"a\"", "WORKDIR relative", "ENV", "USER a b", "  "}) {
+    auto b = cubby({"import", "--change", bad, CUBBY_TEST_ROOTFS, "localhost/bad:1"});
+    EXPECT_EQ(b.rc, 125) << bad;
+    EXPECT_EQ(b.err_lines().size(), 1u) << bad << ": " << b.err;
+  }
+  EXPECT_EQ(cubby({"image", "inspect", "localhost/bad:1"}).rc, 125);
 }
 
 TEST_F(FlagsCli, VersionSaysWhatThisClientIs) {
