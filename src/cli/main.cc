@@ -30,6 +30,7 @@
 #include "image/registry_config.h"
 #include "proto/messages.h"
 #include "runtime/box_filter.h"
+#include "runtime/commit.h"
 #include "runtime/runtime.h"
 
 using namespace cubby;
@@ -909,6 +910,26 @@ int cmd_export(const Global& g, const std::vector<std::string>& rest) {
   return 0;
 }
 
+// `docker commit`: the box's changes as a new layer on its image, tagged REF.
+int cmd_commit(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Make an image from a box's changes (sandbox boxes)", "commit [OPTIONS] BOX REF");
+  std::string box, ref;
+  std::vector<std::string> changes;
+  cmd.app.add_option("-c,--change", changes, "Apply a Dockerfile instruction: CMD, ENTRYPOINT, ENV, WORKDIR or USER")
+      ->allow_extra_args(false);
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.positional("REF", ref, "Image reference for the new image");
+  cmd.parse(rest);
+  if (auto n = image::normalize_ref(ref); !n) die(n.error());
+  image::ConfigChanges config;
+  for (const auto& c : changes)
+    if (auto r = cli::apply_change(c, config); !r) die(r.error());
+  auto rt = open_runtime(g);
+  auto img = check(commit_box(rt, box, ref, config));
+  std::cout << "sha256:" << img.id << "\n";
+  return 0;
+}
+
 int cmd_info(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Show what this host can do", "info [OPTIONS]");
   std::string format = "table";
@@ -1169,7 +1190,7 @@ const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
     "Boxes:   run create start restart exec exec-status shell attach cp export ls inspect stop kill rm wait logs\n"
     "         port prune\n"
-    "Images:  pull load save import images rmi image login logout\n"
+    "Images:  pull load save import commit images rmi image login logout\n"
     "Host:    info version system\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
 
@@ -1185,7 +1206,7 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
       {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
-      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}};
+      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}, {"commit", cmd_commit}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

@@ -42,6 +42,7 @@
 #include "base/log.h"
 #include "base/sys.h"
 #include "base/unique_fd.h"
+#include "image/config_changes.h"
 #include "image/digest.h"
 #include "image/media_types.h"
 #include "image/registry_config.h"
@@ -658,19 +659,7 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref, con
       {"rootfs", {{"type", "layers"}, {"diff_ids", {"sha256:" + layer_hex}}}},
       {"history", {{{"created", created}, {"created_by", "cubby import"}, {"comment", "imported from tarball"}}}},
   };
-  json& c = config["config"];
-  if (changes.cmd) c["Cmd"] = *changes.cmd;
-  if (changes.entrypoint) c["Entrypoint"] = *changes.entrypoint;
-  for (const auto& e : changes.env) {
-    std::string key = e.substr(0, e.find('='));
-    json kept = json::array();
-    for (const auto& old : c["Env"])
-      if (old.get<std::string>().rfind(key + "=", 0) != 0) kept.push_back(old);
-    kept.push_back(e);
-    c["Env"] = kept;
-  }
-  if (changes.working_dir) c["WorkingDir"] = *changes.working_dir;
-  if (changes.user) c["User"] = *changes.user;
+  apply_config_changes(config["config"], changes);
   std::string config_bytes = config.dump();
   std::string config_hex = sha256_hex(config_bytes);
   json manifest = {

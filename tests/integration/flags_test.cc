@@ -551,6 +551,31 @@ TEST_F(FlagsCli, ImportChangesSetTheImagesConfig) {
   EXPECT_EQ(cubby({"image", "inspect", "localhost/bad:1"}).rc, 125);
 }
 
+// docker commit: the box's changes (new files, deletions, a directory
+// replaced whole) as a layer on its image; --change sets the config; the
+// box's own image is untouched.
+TEST_F(FlagsCli, CommitMakesAnImageOfTheBoxsChanges) {
+  auto r = cubby(box_args("run", {"--name", "src", image_, "sh", "-c",
+                                  "echo new > /new.txt; rm /etc/group; mkdir /d; echo x > /d/f; "
+                                  "rm -rf /home; mkdir /home; echo h > /home/only"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto c = cubby({"commit", "-c", "CMD [\"cat\", \"/new.txt\"]", "src", "localhost/committed:1"});
+  ASSERT_EQ(c.rc, 0) << c.err;
+  EXPECT_EQ(c.out.rfind("sha256:", 0), 0u) << c.out;
+  auto run = cubby(box_args("run", {"--rm", "localhost/committed:1"}));
+  EXPECT_EQ(run.rc, 0) << run.err;
+  EXPECT_EQ(run.out, "new\n");
+  auto seen = cubby(box_args("run", {"--rm", "localhost/committed:1", "sh", "-c",
+                                     "test ! -e /etc/group && echo gone; cat /d/f; ls /home"}));
+  EXPECT_EQ(seen.out, "gone\nx\nonly\n") << seen.err;
+  auto inspect = json::parse(cubby({"image", "inspect", "localhost/committed:1"}).out);
+  EXPECT_NE(inspect.dump().find("cubby commit"), std::string::npos) << "no history entry: " << inspect.dump().substr(0, 500);
+  EXPECT_EQ(cubby(box_args("run", {"--rm", image_, "cat", "/etc/group"})).rc, 0) << "the box's image changed";
+  EXPECT_EQ(cubby({"commit", "src", "Bad:Ref"}).rc, 125);
+  EXPECT_EQ(cubby({"commit", "no-such-box", "localhost/x:1"}).rc, 125);
+  EXPECT_EQ(cubby({"rm", "src"}).rc, 0);
+}
+
 TEST_F(FlagsCli, VersionSaysWhatThisClientIs) {
   auto v = cubby({"version"});
   ASSERT_EQ(v.rc, 0) << v.err;
