@@ -58,7 +58,15 @@ bool image_matches(const std::string& want, const store::BoxRecord& b) {
 bool BoxFilter::matches(const store::BoxRecord& b) const {
   for (const auto& [key, values] : by_key_) {
     bool any = false;
-    if (key == "name") {
+    if (key == "label") {
+      // Docker's exception: every label filter must hold (MatchKVList).
+      auto labels = b.config.value("labels", std::map<std::string, std::string>{});
+      any = std::all_of(values.begin(), values.end(), [&](const std::string& v) {
+        size_t eq = v.find('=');
+        auto it = labels.find(v.substr(0, eq));
+        return it != labels.end() && (eq == std::string::npos || it->second == v.substr(eq + 1));
+      });
+    } else if (key == "name") {
       any = std::any_of(names_.begin(), names_.end(), [&](const std::regex& r) { return std::regex_search(b.name, r); });
     } else {
       for (const auto& v : values) {
@@ -67,11 +75,6 @@ bool BoxFilter::matches(const store::BoxRecord& b) const {
           any = b.status == s || (s == store::BoxStatus::kExited && b.status == store::BoxStatus::kStopped);
         } else if (key == "id") {
           any = b.id.compare(0, v.size(), v) == 0;
-        } else if (key == "label") {
-          auto labels = b.config.value("labels", std::map<std::string, std::string>{});
-          size_t eq = v.find('=');
-          auto it = labels.find(v.substr(0, eq));
-          any = it != labels.end() && (eq == std::string::npos || it->second == v.substr(eq + 1));
         } else if (key == "image") {
           any = image_matches(v, b);
         }

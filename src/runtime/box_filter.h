@@ -1,6 +1,7 @@
 // `ls --filter KEY=VALUE`, with Docker's semantics: values of one key are
-// alternatives (status=exited --filter status=created: either), different
-// keys must all match. Keys:
+// alternatives (status=exited --filter status=created: either), except
+// label's, which must all hold (as Docker's MatchKVList); different keys
+// must all match. Keys:
 //   status=created|running|stopped|exited|removing (exited also matches a
 //          stopped box: Docker calls both exited)
 //   name=TEXT    the name contains TEXT (an extended regular expression, as
