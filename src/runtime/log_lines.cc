@@ -31,16 +31,37 @@ void LogLines::emit(int stream, std::string_view bytes) {
 }
 
 void LogLines::record(int stream, int64_t time_ns, std::string_view data) {
-  if (stream < 1 || stream > 3 || (stream == logfile::kConsole && !o_.console)) return;
+  if (data.empty() || stream < 1 || stream > 3 || (stream == logfile::kConsole && !o_.console)) return;
   Stream& s = streams_[stream];
+  if (!buffering_ && !o_.timestamps) {
+    // Every line that begins in this record has its time, so only the
+    // first piece (the end of a line begun earlier) may be decided apart:
+    // the record goes out whole or in two pieces, never split per line
+    // (`logs -f` must keep up with a writer that rotates files under it).
+    const bool now = wanted(time_ns);
+    size_t first_end = s.mid_line ? data.find('\n') : 0;
+    if (first_end == std::string_view::npos) first_end = data.size();
+    else if (s.mid_line) ++first_end;
+    std::string_view head = data.substr(0, first_end), rest = data.substr(first_end);
+    if (s.mid_line && s.keep && !head.empty()) emit(stream, head);
+    if (!rest.empty()) {
+      s.keep = now;
+      if (now) emit(stream, rest);
+    }
+    s.mid_line = data.back() != '\n';
+    return;
+  }
+  // What this record gives out now, in one write (a record may hold
+  // thousands of lines: a write each would leave `logs -f` behind a fast
+  // writer, and rotation would take files it had not read yet).
+  std::string out;
   while (!data.empty()) {
     size_t nl = data.find('\n');
     std::string_view seg = data.substr(0, nl == std::string_view::npos ? data.size() : nl + 1);
     data.remove_prefix(seg.size());
-    std::string piece;
-    if (!s.mid_line) {  // a new line: it takes this record's time
+    const bool line_start = !s.mid_line;
+    if (line_start) {  // a new line: it takes this record's time
       s.keep = wanted(time_ns);
-      if (s.keep && o_.timestamps && time_ns > 0) piece = format_log_time(time_ns) + " ";
       if (s.keep && buffering_) {
         held_.push_back({stream, {}});
         s.line = first_held_ + held_.size() - 1;
@@ -52,13 +73,15 @@ void LogLines::record(int stream, int64_t time_ns, std::string_view data) {
     }
     s.mid_line = seg.back() != '\n';
     if (!s.keep) continue;
-    piece.append(seg);
-    if (!buffering_) {
-      emit(stream, piece);
-    } else if (s.line >= first_held_) {  // else: the line fell out of the last N
-      held_[s.line - first_held_].text.append(piece);
+    std::string* into = &out;
+    if (buffering_) {
+      if (s.line < first_held_) continue;  // the line fell out of the last N
+      into = &held_[s.line - first_held_].text;
     }
+    if (line_start && o_.timestamps && time_ns > 0) into->append(format_log_time(time_ns) + " ");
+    into->append(seg);
   }
+  if (!out.empty()) emit(stream, out);
 }
 
 void LogLines::end_of_history() {

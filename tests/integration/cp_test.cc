@@ -489,10 +489,9 @@ TEST_P(Cp, BoxSymlinksStayInTheBoxAndBadInputWritesNothing) {
   EXPECT_EQ(host_read("x.txt"), "payload\n");
   EXPECT_NE(::access((host_ + "/nothing").c_str(), F_OK), 0);
   EXPECT_NE(::access((host_ + "/y.txt").c_str(), F_OK), 0);
-  // A stopped box.
+  // A stopped box: docker cp works on it (issue 13; flags_test.cc covers it), and its refusals stay one line.
   ASSERT_EQ(cubby({"stop", "-t", "0", box}).rc, 0);
-  expect_refused({box + ":/etc/passwd", host_ + "/nothing"}, "is not running");
-  expect_refused({host_ + "/x.txt", box + ":/tmp"}, "is not running");
+  expect_refused({box + ":/no/such/file", host_ + "/nothing"}, "no such file");
   EXPECT_NE(::access((host_ + "/nothing").c_str(), F_OK), 0);
   EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
 }
