@@ -206,8 +206,8 @@ void check_image_ref(const std::string& ref) {
 }
 
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
-  if (o.network != "none" && o.network != "default")
-    die("--network: invalid value \"" + o.network + "\" (want none or default)");
+  if (o.network != "none" && o.network != "default" && o.network != "bridge")
+    die("--network: invalid value \"" + o.network + "\" (want none, default or bridge)");
   if (!o.isolation.empty() && o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
     die("--isolation: invalid value \"" + o.isolation + "\" (want auto, vm or sandbox)");
   if (!o.userns.empty() && o.userns != "auto" && o.userns != "host")

@@ -23,6 +23,7 @@
 #include "proto/logfile.h"
 #include "shim/box_log.h"
 #include "shim/box_mounts.h"
+#include "net/bridge.h"
 #include "shim/network.h"
 #include "shim/sandbox_child.h"
 
@@ -79,6 +80,10 @@ class SandboxInstance : public BoxInstance {
   }
 
   Result<void> allow_start() override {
+    // The workload starts with its network, never before (see start_user_network).
+    if (net_) {
+      if (auto r = net_->await_ready(); !r) return std::unexpected(r.error().wrap("set up --network default"));
+    }
     char b = 'g';
     return sys::write_all(go_.get(), &b, 1);
   }
@@ -108,6 +113,7 @@ class SandboxInstance : public BoxInstance {
     }
     if (log_) log_->finish();  // the agent is gone: all it wrote is in the pipe
     net_.reset();
+    bridge_.detach();
     if (cgroup_) {
       if (auto r = cgroup_->destroy(); !r) LOG_WARN("cgroup cleanup: {}", r.error().message());
       cgroup_.reset();
@@ -122,6 +128,7 @@ class SandboxInstance : public BoxInstance {
   bool reaped_ = false;
   std::unique_ptr<sandbox::Cgroup> cgroup_;
   std::unique_ptr<Network> net_;
+  net::BridgeAttachment bridge_;  // --network bridge
   std::unique_ptr<BoxLog> log_;
 };
 
@@ -239,7 +246,7 @@ class SandboxBackend : public Backend {
     // on sync_r): slirp4netns joins it by these fds even if the agent fails
     // its set-up and exits first.
     NetnsFds netns;
-    if (spec.network == "default") netns = CUBBY_TRY(open_netns_of(pid));
+    if (spec.network == "default" || spec.network == "bridge") netns = CUBBY_TRY(open_netns_of(pid));
     sync_r.reset();
     cfg_r.reset();
     go_r.reset();
@@ -274,6 +281,7 @@ class SandboxBackend : public Backend {
         {"hostname", spec.hostname},
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
+    if (spec.network == "bridge") agent_cfg["resolv_conf"] = net::box_resolv_conf();
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;
@@ -300,9 +308,13 @@ class SandboxBackend : public Backend {
     }
     cfg_w.reset();
     if (spec.network == "default" && !agent_gone) {
-      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports);
+      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports, /*defer_ready=*/true);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
+    } else if (spec.network == "bridge" && !agent_gone) {
+      auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports);
+      if (!br) return std::unexpected(br.error().wrap("set up --network bridge"));
+      inst->bridge_ = std::move(*br);
     }
     inst->go_ = std::move(go_w);
     inst->diag_ = std::move(diag_r);

@@ -408,6 +408,8 @@ class VmBackend : public Backend {
     // create() refuses these already; a record from elsewhere must not boot without its volumes.
     if (!spec.mounts.empty())
       return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+    if (spec.network == "bridge")
+      return fail(Error::invalid("--network bridge is not supported on the vm backend yet (use --network default)"));
     std::string accel = CUBBY_TRY(hypervisor::choose_accel(hypervisor::probe(cfg.home), getenv("CUBBY_VM_ACCEL")));
     std::string qemu = find_program("qemu-system-x86_64");
     if (qemu.empty()) return fail(Error::invalid("--isolation vm needs qemu-system-x86_64 (apt-get install qemu-system-x86)"));
@@ -513,7 +515,7 @@ class VmBackend : public Backend {
       // and the shim's start wait reports QEMU's own words, the first cause.
       auto ns = open_netns_of(inst->qemu_.pid());
       if (ns) {
-        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink);
+        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink, false);
         if (!net) return std::unexpected(net.error().wrap("set up --network default"));
         inst->net_ = std::move(*net);
       } else if (ns.error().sys_errno() != ENOENT ||
