@@ -142,16 +142,19 @@ Result<uint32_t> ensure_bridge(const std::string& home) {
   CUBBY_TRYV(write_file("/proc/sys/net/ipv4/conf/" + n.bridge + "/route_localnet", "1\n", 0644));
   const std::string& br = n.bridge;
   std::string t = "table ip " + n.table + " {}\ndelete table ip " + n.table + "\ntable ip " + n.table + " {\n";
-  t += "  chain post { type nat hook postrouting priority srcnat; policy accept;\n";
+  t += "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;\n";
   t += "    ip saddr " + cidr + " oifname != \"" + br + "\" masquerade\n";
   t += "    ip saddr 127.0.0.0/8 oifname \"" + br + "\" masquerade\n  }\n";
   // The default egress policy: nothing of the host's own (its loopback, its
   // private addresses) but replies, no link-local (cloud metadata) anywhere.
-  t += "  chain in { type filter hook input priority filter; policy accept;\n";
+  // Rejected, not dropped: the box learns at once (a reset), never hangs.
+  t += "  chain input { type filter hook input priority filter; policy accept;\n";
   t += "    iifname \"" + br + "\" ct state established,related accept\n";
-  t += "    iifname \"" + br + "\" drop\n  }\n";
-  t += "  chain fwd { type filter hook forward priority filter; policy accept;\n";
-  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 drop\n  }\n}\n";
+  t += "    iifname \"" + br + "\" meta l4proto tcp reject with tcp reset\n";
+  t += "    iifname \"" + br + "\" reject\n  }\n";
+  t += "  chain forward { type filter hook forward priority filter; policy accept;\n";
+  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 meta l4proto tcp reject with tcp reset\n";
+  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 reject\n  }\n}\n";
   if (auto r = nft(t); !r) {
     (void)ip_batch("link del " + n.bridge + "\n");
     return std::unexpected(r.error().wrap("set up the NAT of " + n.bridge));
@@ -280,7 +283,7 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
   CUBBY_TRYV(configure_box_side(netns_fd, addr, gw));
   std::string t = box_table(box_id);
   std::string rules = "table ip " + t + " {}\ndelete table ip " + t + "\ntable ip " + t + " {\n";
-  rules += "  chain pre { type nat hook prerouting priority dstnat; policy accept;\n";
+  rules += "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;\n";
   std::string dnat;
   for (const auto& p : ports) {
     std::string match = "fib daddr type local ";
@@ -288,7 +291,7 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
     dnat += "    " + match + p.proto + " dport " + std::to_string(p.host_port) + " dnat to " + out.address_ + ":" +
             std::to_string(p.guest_port) + "\n";
   }
-  rules += dnat + "  }\n  chain out { type nat hook output priority -100; policy accept;\n" + dnat + "  }\n}\n";
+  rules += dnat + "  }\n  chain output { type nat hook output priority -100; policy accept;\n" + dnat + "  }\n}\n";
   CUBBY_TRYV(nft(rules));
   return out;
 }

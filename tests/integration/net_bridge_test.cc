@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -68,17 +69,31 @@ class Bridge : public BoxTest {
 
 // Out through NAT to a "public" host; never to the host itself: not a
 // service on all its addresses (reached at the bridge's own address), not
-// link-local metadata.
-TEST_F(Bridge, ReachesOutButNotTheHost) {
+// link-local metadata (a test host standing in for 169.254.169.254, which
+// this host does reach).
+TEST_F(Bridge, ReachesOutButNotTheHostNorMetadata) {
   TestHost remote_host;
   ASSERT_TRUE(remote_host.ok());
   HttpResponder remote(remote_host.listen_tcp(), "hello-from-a-remote-host");
   HttpResponder host(listen_any_tcp(), "hello-from-the-host");
+  TestHost metadata_host;
+  ASSERT_TRUE(metadata_host.ok() && metadata_host.also_at("169.254.169.254"));
+  HttpResponder metadata(metadata_host.listen_tcp("169.254.169.254"), "hello-from-metadata");
+  std::string md_url = "http://169.254.169.254:" + std::to_string(metadata.port()) + "/";
+  {  // the stand-in answers the host: what refuses the box below is the policy
+    UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(metadata.port()));
+    ::inet_pton(AF_INET, "169.254.169.254", &a.sin_addr);
+    ASSERT_EQ(::connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+  }
   std::string out_url = "http://" + remote_host.address() + ":" + std::to_string(remote.port()) + "/";
   // The gateway (the bridge's address) is the host: its own address.
   std::string script = "gw=$(ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'); echo \"gw=$gw\"; "
                        "timeout 30 wget -q -O - " + out_url + "; echo \" out=$?\"; "
                        "timeout 5 wget -q -O - http://$gw:" + std::to_string(host.port()) + "/; echo \" host=$?\"; "
+                       "timeout 5 wget -q -O - " + md_url + "; echo \" metadata=$?\"; "
                        "ip -4 addr show eth0 | grep -q 'inet 10\\.2' && echo addr-ok";
   auto r = cubby({"run", "--rm", "--isolation", "sandbox", "--network", "bridge", image_, "sh", "-c", script});
   EXPECT_EQ(r.rc, 0) << r.err;
@@ -86,7 +101,10 @@ TEST_F(Bridge, ReachesOutButNotTheHost) {
   EXPECT_EQ(r.out.find("hello-from-the-host"), std::string::npos) << "the box reached the host: " << r.out;
   EXPECT_EQ(r.out.find(" host=0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("addr-ok"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("hello-from-metadata"), std::string::npos) << "the box reached metadata: " << r.out;
+  EXPECT_NE(r.out.find(" metadata=1"), std::string::npos) << r.out;
   EXPECT_EQ(host.served(), 0);
+  EXPECT_EQ(metadata.served(), 1);  // (the host's own connect above)
   EXPECT_EQ(remote.served(), 1);
   expect_no_network_left("");  // (no box id: only the home's objects matter here)
 }

@@ -288,6 +288,17 @@ TEST_P(UserNetwork, KilledHelperIsReapedAndStartedAgainThenTheBoxEndsWithTheReas
   ASSERT_EQ(cubby({"rm", id}).rc, 0);
 }
 
+// The helper's start-up overlaps the agent's, but the workload starts only
+// once the box's network is up: its first instruction finds the route.
+TEST_P(UserNetwork, WorkloadStartsWithItsNetwork) {
+  for (int i = 0; i < 5; ++i) {
+    auto r = cubby({"run", "--rm", "--isolation", GetParam(), image_, "sh", "-c",
+                    "ip route | grep -q '^default' && echo has-route"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "has-route\n") << "the workload started before its network";
+  }
+}
+
 // tap0's interface index in the network namespace of pid (0: none).
 int tap_index_in_netns_of(pid_t pid) {
   int index = 0;
