@@ -178,11 +178,14 @@ void remove_bridge_if_idle(const std::string& home) {
   }
 }
 
-// Deletes what a box added to the host: its table and its veth's host end.
-void remove_box_objects(const std::string& box_id) {
+// Deletes what a box added to the host: its table (if it has one: -p) and
+// its veth's host end.
+void remove_box_objects(const std::string& box_id, bool has_table = true) {
   std::string t = box_table(box_id);
-  if (auto r = nft("table ip " + t + " {}\ndelete table ip " + t + "\n"); !r)
+  if (!has_table) {
+  } else if (auto r = nft("table ip " + t + " {}\ndelete table ip " + t + "\n"); !r) {
     LOG_WARN("remove the table {}: {}", t, r.error().message());
+  }
   if (std::string v = box_veth(box_id); link_exists(v)) (void)ip_batch("link del " + v + "\n");
 }
 
@@ -281,6 +284,7 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
                           " master " + br + " up\n",
                       netns_fd));
   CUBBY_TRYV(configure_box_side(netns_fd, addr, gw));
+  if (ports.empty()) return out;  // no table: one nft run fewer on each start and end
   std::string t = box_table(box_id);
   std::string rules = "table ip " + t + " {}\ndelete table ip " + t + "\ntable ip " + t + " {\n";
   rules += "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;\n";
@@ -292,6 +296,7 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
             std::to_string(p.guest_port) + "\n";
   }
   rules += dnat + "  }\n  chain output { type nat hook output priority -100; policy accept;\n" + dnat + "  }\n}\n";
+  out.has_table_ = true;
   CUBBY_TRYV(nft(rules));
   return out;
 }
@@ -299,7 +304,7 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
 void BridgeAttachment::detach() {
   if (box_id_.empty()) return;
   auto home_lock = lock_file(net_dir(home_) + "/lock", LOCK_EX);
-  remove_box_objects(box_id_);
+  remove_box_objects(box_id_, has_table_);
   lease_.reset();  // the address is free
   remove_bridge_if_idle(home_);
   box_id_.clear();

@@ -60,6 +60,7 @@ class BridgeAttachment {
       address_ = std::move(o.address_);
       gateway_ = std::move(o.gateway_);
       lease_ = std::move(o.lease_);
+      has_table_ = o.has_table_;
     }
     return *this;
   }
@@ -76,6 +77,7 @@ class BridgeAttachment {
                                                 const std::vector<PortMapping>&);
   std::string home_, box_id_, address_, gateway_;
   UniqueFd lease_;
+  bool has_table_ = false;  // cubby_b_<id> exists (the box publishes ports)
 };
 
 // Attaches the box whose network namespace is netns_fd to its home's bridge
