@@ -140,14 +140,15 @@ struct Command {
 struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
-  std::vector<std::string> env, publish, volumes, log_opts;
+  std::vector<std::string> env, publish, volumes, log_opts, allow_net, deny_net;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
 const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--name",
                                              "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
-                                             "-p", "--publish", "-v", "--volume", "--log-opt"};
+                                             "-p", "--publish", "-v", "--volume", "--log-opt",
+                                             "--allow-net", "--deny-net"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -160,7 +161,12 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 1g; at least 6m)");
   c->add_option("--cpus", o.cpus, "CPU limit (e.g. 0.5)");
   c->add_option("--pids-limit", o.pids, "Maximum number of processes (default 2048; 0: no limit)");
-  c->add_option("--network", o.network, "none | default (outbound through user-mode networking)");
+  c->add_option("--network", o.network,
+                "none | default (outbound through user-mode networking) | bridge (root: veth, bridge, NAT)");
+  c->add_option("--allow-net", o.allow_net, "Let the box reach CIDR[:PORT] (--network bridge; repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--deny-net", o.deny_net, "Refuse the box CIDR[:PORT] (--network bridge; repeatable; wins over --allow-net)")
+      ->allow_extra_args(false);
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
   c->add_option("--userns", o.userns,
                 "auto | host (sandbox as root: auto, the default, gives the box host ids of its own; "
@@ -220,6 +226,8 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.cmd = cmd;
   c.env = check_env(o.env);
   c.publish = o.publish;
+  c.allow_net = o.allow_net;
+  c.deny_net = o.deny_net;
   c.volumes = o.volumes;
   c.cwd = o.workdir;
   c.user = o.user;

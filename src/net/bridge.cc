@@ -31,6 +31,8 @@ constexpr const char* kNft = "/usr/sbin/nft";
 // home's hash, the next free one on a clash with any host address.
 constexpr uint32_t kPoolBase = (10u << 24) | (200u << 16);
 constexpr uint32_t kPoolSubnets = 2048;
+// The packet mark of traffic a box's --allow-net lets past the default policy.
+constexpr const char* kAllowMark = "0x0c0bb1";
 
 uint32_t fnv1a(const std::string& s) {
   uint32_t h = 2166136261u;
@@ -148,13 +150,15 @@ Result<uint32_t> ensure_bridge(const std::string& home) {
   // The default egress policy: nothing of the host's own (its loopback, its
   // private addresses) but replies, no link-local (cloud metadata) anywhere.
   // Rejected, not dropped: the box learns at once (a reset), never hangs.
+  // What a box's --allow-net marked (its own table, an earlier priority) passes.
+  std::string unmarked = "meta mark != " + std::string(kAllowMark) + " ";
   t += "  chain input { type filter hook input priority filter; policy accept;\n";
   t += "    iifname \"" + br + "\" ct state established,related accept\n";
-  t += "    iifname \"" + br + "\" meta l4proto tcp reject with tcp reset\n";
-  t += "    iifname \"" + br + "\" reject\n  }\n";
+  t += "    iifname \"" + br + "\" " + unmarked + "meta l4proto tcp reject with tcp reset\n";
+  t += "    iifname \"" + br + "\" " + unmarked + "reject\n  }\n";
   t += "  chain forward { type filter hook forward priority filter; policy accept;\n";
-  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 meta l4proto tcp reject with tcp reset\n";
-  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 reject\n  }\n}\n";
+  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 " + unmarked + "meta l4proto tcp reject with tcp reset\n";
+  t += "    iifname \"" + br + "\" ip daddr 169.254.0.0/16 " + unmarked + "reject\n  }\n}\n";
   if (auto r = nft(t); !r) {
     (void)ip_batch("link del " + n.bridge + "\n");
     return std::unexpected(r.error().wrap("set up the NAT of " + n.bridge));
@@ -183,7 +187,7 @@ void remove_bridge_if_idle(const std::string& home) {
 void remove_box_objects(const std::string& box_id, bool has_table = true) {
   std::string t = box_table(box_id);
   if (!has_table) {
-  } else if (auto r = nft("table ip " + t + " {}\ndelete table ip " + t + "\n"); !r) {
+  } else if (auto r = nft("table ip " + t + " {}\ndelete table ip " + t + "\ntable bridge " + t + " {}\ndelete table bridge " + t + "\n"); !r) {
     LOG_WARN("remove the table {}: {}", t, r.error().message());
   }
   if (std::string v = box_veth(box_id); link_exists(v)) (void)ip_batch("link del " + v + "\n");
@@ -239,6 +243,41 @@ Result<void> configure_box_side(int netns_fd, uint32_t addr, uint32_t gw) {
 
 }  // namespace
 
+Result<EgressRule> parse_egress_rule(const std::string& text) {
+  auto bad = [&](const std::string& why) {
+    return fail(Error::invalid("invalid network rule \"" + text.substr(0, 80) + "\": " + why));
+  };
+  std::string addr = text;
+  EgressRule r;
+  if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    std::string port = text.substr(colon + 1);
+    addr = text.substr(0, colon);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(port) < 1 || std::stoi(port) > 65535)
+      return bad("the port must be 1 to 65535");
+    r.port = static_cast<uint16_t>(std::stoi(port));
+  }
+  int prefix = 32;
+  if (auto slash = addr.find('/'); slash != std::string::npos) {
+    std::string p = addr.substr(slash + 1);
+    addr = addr.substr(0, slash);
+    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos || std::stoi(p) > 32)
+      return bad("the prefix length must be 0 to 32");
+    prefix = std::stoi(p);
+  }
+  in_addr a{};
+  if (::inet_pton(AF_INET, addr.c_str(), &a) != 1) {
+    if (addr.find_first_not_of("0123456789.") != std::string::npos && !addr.empty())
+      return bad("domain names are not supported yet (give an IPv4 address or CIDR)");
+    return bad("want an IPv4 address or CIDR, then optionally :PORT");
+  }
+  uint32_t mask = prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
+  r.cidr = dotted(ntohl(a.s_addr) & mask) + "/" + std::to_string(prefix);
+  return r;
+}
+
+std::string to_string(const EgressRule& r) { return r.cidr + (r.port ? ":" + std::to_string(r.port) : ""); }
+
 Result<void> bridge_available() {
   if (::geteuid() != 0) return fail(Error::invalid("--network bridge needs root (rootless boxes use --network default)"));
   if (::access(kIp, X_OK) != 0) return fail(Error::invalid("--network bridge needs ip (apt-get install iproute2)"));
@@ -256,7 +295,7 @@ std::string box_veth(const std::string& box_id) { return "cbv" + box_id.substr(0
 std::string box_table(const std::string& box_id) { return "cubby_b_" + box_id.substr(0, 12); }
 
 Result<BridgeAttachment> attach_bridge(const std::string& home, const std::string& box_id, int netns_fd,
-                                       const std::vector<PortMapping>& ports) {
+                                       const std::vector<PortMapping>& ports, const EgressPolicy& egress) {
   CUBBY_TRYV(bridge_available());
   CUBBY_TRYV(mkdir_p(net_dir(home), 0700));
   // Declared before the lock: on an error below, the lock is released first
@@ -284,7 +323,8 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
                           " master " + br + " up\n",
                       netns_fd));
   CUBBY_TRYV(configure_box_side(netns_fd, addr, gw));
-  if (ports.empty()) return out;  // no table: one nft run fewer on each start and end
+  if (ports.empty() && egress.allow.empty() && egress.deny.empty())
+    return out;  // no table: one nft run fewer on each start and end
   std::string t = box_table(box_id);
   std::string rules = "table ip " + t + " {}\ndelete table ip " + t + "\ntable ip " + t + " {\n";
   rules += "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;\n";
@@ -295,7 +335,29 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
     dnat += "    " + match + p.proto + " dport " + std::to_string(p.host_port) + " dnat to " + out.address_ + ":" +
             std::to_string(p.guest_port) + "\n";
   }
-  rules += dnat + "  }\n  chain output { type nat hook output priority -100; policy accept;\n" + dnat + "  }\n}\n";
+  rules += dnat + "  }\n  chain output { type nat hook output priority -100; policy accept;\n" + dnat + "  }\n";
+  // Before the home's filter chains (priority filter): deny rejects for
+  // good; allow marks, and the home's default refusals pass marked packets.
+  auto match = [&](const EgressRule& r) {
+    // By source address: at these (IP) hooks a box's packets come in on the
+    // bridge, not on its veth port.
+    std::string m = "ip saddr " + out.address_ + " ip daddr " + r.cidr + " ";
+    if (r.port) m += "meta l4proto { tcp, udp } th dport " + std::to_string(r.port) + " ";
+    return m;
+  };
+  std::string filter;
+  for (const auto& r : egress.deny) {
+    filter += "    " + match(r) + "meta l4proto tcp reject with tcp reset\n";
+    filter += "    " + match(r) + "reject\n";
+  }
+  for (const auto& r : egress.allow) filter += "    " + match(r) + "meta mark set " + kAllowMark + "\n";
+  rules += "  chain input { type filter hook input priority filter - 10; policy accept;\n" + filter + "  }\n";
+  rules += "  chain forward { type filter hook forward priority filter - 10; policy accept;\n" + filter + "  }\n}\n";
+  // Its rules follow its address: the bridge (which sees the port) drops
+  // what its veth sends from any other, so a box cannot borrow another's.
+  rules += "table bridge " + t + " {}\ndelete table bridge " + t + "\ntable bridge " + t + " {\n";
+  rules += "  chain prerouting { type filter hook prerouting priority filter; policy accept;\n";
+  rules += "    iifname \"" + veth + "\" ether type ip ip saddr != " + out.address_ + " drop\n  }\n}\n";
   out.has_table_ = true;
   CUBBY_TRYV(nft(rules));
   return out;

@@ -34,6 +34,21 @@
 
 namespace cubby::net {
 
+// An --allow-net / --deny-net rule: an IPv4 address or CIDR, and a port
+// (0: every port) that applies to TCP and UDP alike.
+struct EgressRule {
+  std::string cidr;  // normalized: a.b.c.d/n
+  uint16_t port = 0;
+};
+// Parses "CIDR|ADDRESS[:PORT]"; one clear error otherwise (domain names are
+// not supported yet: they need the box's DNS path).
+Result<EgressRule> parse_egress_rule(const std::string& text);
+std::string to_string(const EgressRule& r);  // back to "a.b.c.d/n[:port]"
+
+struct EgressPolicy {
+  std::vector<EgressRule> allow, deny;  // deny wins where both match
+};
+
 // Whether --network bridge can work here (root, `ip` and `nft` installed);
 // the reason when not.
 Result<void> bridge_available();
@@ -74,17 +89,19 @@ class BridgeAttachment {
 
  private:
   friend Result<BridgeAttachment> attach_bridge(const std::string&, const std::string&, int,
-                                                const std::vector<PortMapping>&);
+                                                const std::vector<PortMapping>&, const EgressPolicy&);
   std::string home_, box_id_, address_, gateway_;
   UniqueFd lease_;
   bool has_table_ = false;  // cubby_b_<id> exists (the box publishes ports)
 };
 
 // Attaches the box whose network namespace is netns_fd to its home's bridge
-// (made if needed), configures its eth0 and default route, and publishes
-// ports by DNAT to its address.
+// (made if needed), configures its eth0 and default route, publishes ports
+// by DNAT to its address, and applies its egress policy: deny rules reject
+// (anywhere), allow rules open what the default policy refuses (the host's
+// own addresses, link-local), by a packet mark the home's table honours.
 Result<BridgeAttachment> attach_bridge(const std::string& home, const std::string& box_id, int netns_fd,
-                                       const std::vector<PortMapping>& ports);
+                                       const std::vector<PortMapping>& ports, const EgressPolicy& egress = {});
 
 // The host's /etc/resolv.conf without its loopback nameservers (a local
 // stub resolver is the host's, which a box may not reach): what a bridge

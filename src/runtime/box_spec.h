@@ -34,6 +34,8 @@ struct BoxSpec {
   std::vector<std::string> layers;  // unpacked layer dirs, lowest first
   std::vector<PortMapping> ports;   // -p, host ports fixed at create
   std::vector<Mount> mounts;        // -v, host paths canonical at create
+  // --allow-net / --deny-net (net/bridge.h's rules, normalized at create).
+  std::vector<std::string> allow_net, deny_net;
   // --userns: "auto" (a range of host ids of its own, `ids`, as root;
   // root -> the caller rootless) or "host" (the identity map, as root). A
   // record from before the option has none: "host", what it ran with, so
@@ -51,6 +53,8 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
        {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}, {"userns", s.userns},
        {"log_max_size", s.log_max_size}, {"log_max_files", s.log_max_files}};
   if (s.ids) j["ids"] = *s.ids;
+  if (!s.allow_net.empty()) j["allow_net"] = s.allow_net;
+  if (!s.deny_net.empty()) j["deny_net"] = s.deny_net;
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -74,6 +78,8 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.log_max_size = j.value("log_max_size", logfile::kDefaultMaxSize);
   s.log_max_files = j.value("log_max_files", logfile::kDefaultMaxFiles);
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
+  s.allow_net = j.value("allow_net", std::vector<std::string>{});
+  s.deny_net = j.value("deny_net", std::vector<std::string>{});
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();

@@ -357,6 +357,10 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     auto m = CUBBY_TRY(parse_publish(p));
     spec.ports.insert(spec.ports.end(), m.begin(), m.end());
   }
+  for (auto [in, out] : {std::pair{&o.allow_net, &spec.allow_net}, std::pair{&o.deny_net, &spec.deny_net}})
+    for (const auto& r : *in) out->push_back(net::to_string(CUBBY_TRY(net::parse_egress_rule(r))));
+  if ((!spec.allow_net.empty() || !spec.deny_net.empty()) && spec.network != "bridge")
+    return fail(Error::invalid("--allow-net and --deny-net need --network bridge for now (not enforced on user-mode networking yet)"));
   if (!spec.ports.empty() && spec.network == "none")
     return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
   CUBBY_TRYV(assign_host_ports(spec.ports));

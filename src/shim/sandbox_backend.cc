@@ -312,7 +312,10 @@ class SandboxBackend : public Backend {
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
     } else if (spec.network == "bridge" && !agent_gone) {
-      auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports);
+      net::EgressPolicy egress;
+      for (auto [in, out] : {std::pair{&spec.allow_net, &egress.allow}, std::pair{&spec.deny_net, &egress.deny}})
+        for (const auto& r : *in) out->push_back(CUBBY_TRY(net::parse_egress_rule(r)));
+      auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports, egress);
       if (!br) return std::unexpected(br.error().wrap("set up --network bridge"));
       inst->bridge_ = std::move(*br);
     }

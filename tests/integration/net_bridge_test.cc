@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <tuple>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -29,10 +30,10 @@ using namespace std::chrono_literals;
 
 bool link_exists(const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; }
 
-// Whether nftables has the table `ip NAME` (nft list exits non-zero if not).
-bool table_exists(const std::string& name) {
+// Whether nftables has the table `FAMILY NAME` (nft list exits non-zero if not).
+bool table_exists(const std::string& name, const std::string& family = "ip") {
   SpawnSpec s;
-  s.argv = {"/usr/sbin/nft", "list", "table", "ip", name};
+  s.argv = {"/usr/sbin/nft", "list", "table", family, name};
   s.fds = {-1, -1, -1};
   auto c = spawn(s);
   if (!c) return false;
@@ -61,6 +62,7 @@ class Bridge : public BoxTest {
   void expect_no_network_left(const std::string& id) {
     EXPECT_FALSE(link_exists(net::box_veth(id))) << "the box's veth outlived it";
     EXPECT_FALSE(table_exists(net::box_table(id))) << "the box's nftables table outlived it";
+    EXPECT_FALSE(table_exists(net::box_table(id), "bridge")) << "the box's anti-spoofing table outlived it";
     EXPECT_FALSE(link_exists(names_.bridge)) << "the idle bridge was left";
     EXPECT_FALSE(table_exists(names_.table)) << "the idle bridge's NAT table was left";
   }
@@ -183,6 +185,53 @@ TEST_F(Bridge, KilledShimLeavesNoVethRuleOrAddress) {
   // Its veth went with its namespace, or the sweep deleted it.
   expect_no_network_left(id);
   ASSERT_EQ(cubby({"rm", id}).rc, 0);
+}
+
+// --deny-net refuses a host the default lets through; --allow-net opens
+// what the default refuses (metadata, here its stand-in); both in inspect.
+TEST_F(Bridge, AllowAndDenyRulesAreEnforcedOutsideTheBox) {
+  TestHost open_host, denied_host, metadata_host;
+  ASSERT_TRUE(open_host.ok() && denied_host.ok() && metadata_host.ok());
+  ASSERT_TRUE(metadata_host.also_at("169.254.169.254"));
+  HttpResponder open(open_host.listen_tcp(), "hello-from-an-open-host");
+  HttpResponder denied(denied_host.listen_tcp(), "hello-from-a-denied-host");
+  HttpResponder metadata(metadata_host.listen_tcp("169.254.169.254"), "hello-from-metadata");
+  auto url = [](const std::string& ip, int port) { return "http://" + ip + ":" + std::to_string(port) + "/"; };
+  std::string script = "timeout 30 wget -q -O - " + url(open_host.address(), open.port()) + "; echo \" open=$?\"; " +
+                       "timeout 5 wget -q -O - " + url(denied_host.address(), denied.port()) + "; echo \" denied=$?\"; " +
+                       "timeout 30 wget -q -O - " + url("169.254.169.254", metadata.port()) + "; echo \" metadata=$?\"";
+  auto r = cubby({"run", "--name", "ruled", "--isolation", "sandbox", "--network", "bridge", "--deny-net",
+                  denied_host.address(), "--allow-net", "169.254.169.254:" + std::to_string(metadata.port()), image_,
+                  "sh", "-c", script});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("hello-from-an-open-host open=0"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(r.out.find("hello-from-a-denied-host"), std::string::npos) << "--deny-net let it through: " << r.out;
+  EXPECT_NE(r.out.find(" denied=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hello-from-metadata metadata=0"), std::string::npos) << "--allow-net did not open it: " << r.out;
+  EXPECT_EQ(denied.served(), 0);
+  auto j = nlohmann::json::parse(cubby({"inspect", "ruled"}).out);
+  EXPECT_EQ(j["config"]["deny_net"], nlohmann::json::array({denied_host.address() + "/32"})) << j["config"];
+  EXPECT_EQ(j["config"]["allow_net"], nlohmann::json::array({"169.254.169.254/32:" + std::to_string(metadata.port())}));
+  ASSERT_EQ(cubby({"rm", "ruled"}).rc, 0);
+  expect_no_network_left(j["id"].get<std::string>());
+}
+
+TEST_F(Bridge, BadRulesAreOneClearErrorEach) {
+  for (const auto& [flag, rule, why] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--allow-net", "example.com", "domain names are not supported yet"},
+           {"--deny-net", "10.0.0.0/33", "prefix length"},
+           {"--deny-net", "10.0.0.1:0", "port"},
+           {"--allow-net", "10.0.0.1:70000", "port"},
+           {"--allow-net", "300.1.1.1", "IPv4"}}) {
+    auto r = cubby({"create", "--isolation", "sandbox", "--network", "bridge", flag, rule, image_, "true"});
+    EXPECT_EQ(r.rc, 125) << rule;
+    ASSERT_EQ(r.err_lines().size(), 1u) << rule << ": " << r.err;
+    EXPECT_NE(r.err.find(why), std::string::npos) << rule << ": " << r.err;
+  }
+  auto slirp = cubby({"create", "--isolation", "sandbox", "--allow-net", "10.0.0.0/8", image_, "true"});
+  EXPECT_EQ(slirp.rc, 125);
+  EXPECT_NE(slirp.err.find("need --network bridge"), std::string::npos) << slirp.err;
+  EXPECT_EQ(cubby({"ls", "-a", "-q"}).out, "") << "a refused create left a box";
 }
 
 TEST_F(Bridge, BadNetworkAndTheVmBackendAreOneClearError) {
