@@ -407,10 +407,7 @@ int run_shim(const std::string& box_id) {
     // is success, anything else carries the agent's last words (for a VMM
     // that failed to start, its own one-line message).
     if (code != 0) {
-      // The box was healthy and cubby failed it (e.g. its network never
-      // came up, waited for before the workload starts): that is the cause.
-      if (!boot) err = boot.error().message();
-      if (err.empty() && sh.cfg.isolation == "vm") err = diag.vmm_error();
+      if (sh.cfg.isolation == "vm") err = diag.vmm_error();
       if (err.empty()) err = sh.cfg.isolation == "vm" ? diag.last_lines(8) : diag.last_line();
       if (err.empty()) err = box.failure_hint();
       if (err.empty()) err = "box exited during start";

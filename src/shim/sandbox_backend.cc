@@ -82,7 +82,11 @@ class SandboxInstance : public BoxInstance {
   Result<void> allow_start() override {
     // The workload starts with its network, never before (see start_user_network).
     if (net_) {
-      if (auto r = net_->await_ready(); !r) return std::unexpected(r.error().wrap("set up --network default"));
+      if (auto r = net_->await_ready(); !r) {
+        auto e = r.error().wrap("set up --network default");
+        hint_ = e.message();  // what start reports: the agent, killed for it, has no last words
+        return std::unexpected(e);
+      }
     }
     char b = 'g';
     return sys::write_all(go_.get(), &b, 1);
@@ -98,6 +102,8 @@ class SandboxInstance : public BoxInstance {
   void note_in_log(const std::string& line) override {
     if (log_) log_->note(logfile::kConsole, line);
   }
+
+  std::string failure_hint() const override { return hint_; }
 
   bool oom_killed() override {
     if (!cgroup_) return false;
@@ -129,6 +135,7 @@ class SandboxInstance : public BoxInstance {
   std::unique_ptr<sandbox::Cgroup> cgroup_;
   std::unique_ptr<Network> net_;
   net::BridgeAttachment bridge_;  // --network bridge
+  std::string hint_;              // why cubby failed the start, if it did
   std::unique_ptr<BoxLog> log_;
 };
 
