@@ -24,6 +24,7 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
   plan.resolv_conf = cfg.value("resolv_conf", std::string());
+  plan.extra_hosts = cfg.value("extra_hosts", std::vector<std::string>{});
 }
 
 }  // namespace cubby::agent

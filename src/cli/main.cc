@@ -140,7 +140,7 @@ struct Command {
 struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
-  std::vector<std::string> env, publish, volumes, log_opts, allow_net, deny_net;
+  std::vector<std::string> env, publish, volumes, log_opts, allow_net, deny_net, add_hosts, dns;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
@@ -148,7 +148,7 @@ const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "
                                              "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
                                              "-p", "--publish", "-v", "--volume", "--log-opt",
-                                             "--allow-net", "--deny-net"};
+                                             "--allow-net", "--deny-net", "--add-host", "--dns"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -165,6 +165,8 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
                 "none | default (outbound through user-mode networking) | bridge (root: veth, bridge, NAT)");
   c->add_option("--allow-net", o.allow_net, "Let the box reach CIDR[:PORT] (--network bridge; repeatable)")
       ->allow_extra_args(false);
+  c->add_option("--add-host", o.add_hosts, "Add NAME:IP to the box's /etc/hosts (repeatable)")->allow_extra_args(false);
+  c->add_option("--dns", o.dns, "A DNS server for the box's /etc/resolv.conf (repeatable)")->allow_extra_args(false);
   c->add_option("--deny-net", o.deny_net, "Refuse the box CIDR[:PORT] (--network bridge; repeatable; wins over --allow-net)")
       ->allow_extra_args(false);
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
@@ -228,6 +230,8 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
   c.publish = o.publish;
   c.allow_net = o.allow_net;
   c.deny_net = o.deny_net;
+  c.add_hosts = o.add_hosts;
+  c.dns = o.dns;
   c.volumes = o.volumes;
   c.cwd = o.workdir;
   c.user = o.user;

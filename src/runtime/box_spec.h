@@ -36,6 +36,8 @@ struct BoxSpec {
   std::vector<Mount> mounts;        // -v, host paths canonical at create
   // --allow-net / --deny-net (net/bridge.h's rules, normalized at create).
   std::vector<std::string> allow_net, deny_net;
+  std::vector<std::string> extra_hosts;  // --add-host, as /etc/hosts lines ("IP\tNAME")
+  std::vector<std::string> dns;          // --dns servers
   // --userns: "auto" (a range of host ids of its own, `ids`, as root;
   // root -> the caller rootless) or "host" (the identity map, as root). A
   // record from before the option has none: "host", what it ran with, so
@@ -55,6 +57,8 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   if (s.ids) j["ids"] = *s.ids;
   if (!s.allow_net.empty()) j["allow_net"] = s.allow_net;
   if (!s.deny_net.empty()) j["deny_net"] = s.deny_net;
+  if (!s.extra_hosts.empty()) j["extra_hosts"] = s.extra_hosts;
+  if (!s.dns.empty()) j["dns"] = s.dns;
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -80,6 +84,8 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
   s.allow_net = j.value("allow_net", std::vector<std::string>{});
   s.deny_net = j.value("deny_net", std::vector<std::string>{});
+  s.extra_hosts = j.value("extra_hosts", std::vector<std::string>{});
+  s.dns = j.value("dns", std::vector<std::string>{});
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();

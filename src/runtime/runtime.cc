@@ -22,6 +22,7 @@
 #include "image/registry_config.h"
 #include "image/fetch_client.h"
 #include "net/bridge.h"
+#include "net/names.h"
 #include "proto/logfile.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
@@ -359,6 +360,8 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   }
   for (auto [in, out] : {std::pair{&o.allow_net, &spec.allow_net}, std::pair{&o.deny_net, &spec.deny_net}})
     for (const auto& r : *in) out->push_back(net::to_string(CUBBY_TRY(net::parse_egress_rule(r))));
+  for (const auto& h : o.add_hosts) spec.extra_hosts.push_back(CUBBY_TRY(net::parse_add_host(h)));
+  for (const auto& d : o.dns) spec.dns.push_back(CUBBY_TRY(net::parse_dns_server(d)));
   if ((!spec.allow_net.empty() || !spec.deny_net.empty()) && spec.network != "bridge")
     return fail(Error::invalid("--allow-net and --deny-net need --network bridge for now (not enforced on user-mode networking yet)"));
   if (!spec.ports.empty() && spec.network == "none")

@@ -24,6 +24,7 @@
 #include "shim/box_log.h"
 #include "shim/box_mounts.h"
 #include "net/bridge.h"
+#include "net/names.h"
 #include "shim/network.h"
 #include "shim/sandbox_child.h"
 
@@ -288,7 +289,8 @@ class SandboxBackend : public Backend {
         {"hostname", spec.hostname},
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
-    if (spec.network == "bridge") agent_cfg["resolv_conf"] = net::box_resolv_conf();
+    if (auto rc = net::resolv_conf_for(spec.dns, spec.network == "bridge"); !rc.empty()) agent_cfg["resolv_conf"] = rc;
+    if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;

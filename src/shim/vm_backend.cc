@@ -43,6 +43,7 @@
 #include "shim/backend.h"
 #include "proto/logfile.h"
 #include "shim/box_log.h"
+#include "net/names.h"
 #include "shim/network.h"
 #include "shim/vm_disk.h"
 
@@ -531,6 +532,8 @@ class VmBackend : public Backend {
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network}};
+    if (auto rc = net::resolv_conf_for(spec.dns, false); !rc.empty()) agent_cfg["resolv_conf"] = rc;
+    if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();

@@ -299,6 +299,25 @@ TEST_P(UserNetwork, WorkloadStartsWithItsNetwork) {
   }
 }
 
+// --add-host lands in /etc/hosts and --dns in /etc/resolv.conf (over the
+// network's own server), on both backends; bad values are one line each.
+TEST_P(UserNetwork, AddHostAndDnsReachTheBoxsFiles) {
+  auto r = cubby({"run", "--rm", "--isolation", GetParam(), "--add-host", "db.internal:192.0.2.55", "--add-host",
+                  "v6.internal:2001:db8::5", "--dns", "192.0.2.53", image_, "sh", "-c",
+                  "cat /etc/hosts /etc/resolv.conf"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("192.0.2.55\tdb.internal\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("2001:db8::5\tv6.internal\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nameserver 192.0.2.53\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("10.0.2.3"), std::string::npos) << "--dns did not replace slirp's server: " << r.out;
+  for (const auto& bad : std::vector<std::vector<std::string>>{
+           {"--add-host", "nocolon"}, {"--add-host", "bad_name:1.2.3.4"}, {"--add-host", "x:1.2.3"}, {"--dns", "dns.example"}}) {
+    auto b = cubby({"create", "--isolation", GetParam(), bad[0], bad[1], image_, "true"});
+    EXPECT_EQ(b.rc, 125) << bad[1];
+    EXPECT_EQ(b.err_lines().size(), 1u) << bad[1] << ": " << b.err;
+  }
+}
+
 // tap0's interface index in the network namespace of pid (0: none).
 int tap_index_in_netns_of(pid_t pid) {
   int index = 0;
