@@ -265,6 +265,11 @@ Result<EgressRule> parse_egress_rule(const std::string& text) {
       return bad("the prefix length must be 0 to 32");
     prefix = std::stoi(p);
   }
+  if (addr == "host.cubby.internal") {  // the bridge's gateway: known at attach
+    if (prefix != 32) return bad("host.cubby.internal is one address");
+    r.cidr = addr;
+    return r;
+  }
   in_addr a{};
   if (::inet_pton(AF_INET, addr.c_str(), &a) != 1) {
     if (addr.find_first_not_of("0123456789.") != std::string::npos && !addr.empty())
@@ -341,7 +346,8 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
   auto match = [&](const EgressRule& r) {
     // By source address: at these (IP) hooks a box's packets come in on the
     // bridge, not on its veth port.
-    std::string m = "ip saddr " + out.address_ + " ip daddr " + r.cidr + " ";
+    std::string daddr = r.cidr == "host.cubby.internal" ? out.gateway_ + "/32" : r.cidr;
+    std::string m = "ip saddr " + out.address_ + " ip daddr " + daddr + " ";
     if (r.port) m += "meta l4proto { tcp, udp } th dport " + std::to_string(r.port) + " ";
     return m;
   };

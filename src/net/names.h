@@ -10,6 +10,10 @@
 
 namespace cubby::net {
 
+// The host's name in a box (as Docker's host.docker.internal): the bridge's
+// gateway, which the box reaches only where --allow-net lets it.
+inline constexpr const char* kHostName = "host.cubby.internal";
+
 // "NAME:IP" (IPv4 or IPv6; the name as for --hostname) -> "IP\tNAME".
 Result<std::string> parse_add_host(const std::string& text);
 // An IPv4 or IPv6 address, as given.

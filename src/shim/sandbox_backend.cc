@@ -283,6 +283,18 @@ class SandboxBackend : public Backend {
     if (n == static_cast<ssize_t>(sizeof child_errno))
       return fail(Error::sys("start cubby-agent", child_errno));
 
+    // --network bridge: attached before the agent's config is written, which
+    // names the bridge's gateway as host.cubby.internal.
+    std::vector<std::string> extra_hosts = spec.extra_hosts;
+    if (spec.network == "bridge") {
+      net::EgressPolicy egress;
+      for (auto [in, out] : {std::pair{&spec.allow_net, &egress.allow}, std::pair{&spec.deny_net, &egress.deny}})
+        for (const auto& r : *in) out->push_back(CUBBY_TRY(net::parse_egress_rule(r)));
+      auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports, egress);
+      if (!br) return std::unexpected(br.error().wrap("set up --network bridge"));
+      inst->bridge_ = std::move(*br);
+      extra_hosts.push_back(inst->bridge_.gateway() + "\t" + net::kHostName);
+    }
     nlohmann::json agent_cfg = {
         {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
         {"hold", cfg.hold},
@@ -290,7 +302,7 @@ class SandboxBackend : public Backend {
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
     if (auto rc = net::resolv_conf_for(spec.dns, spec.network == "bridge"); !rc.empty()) agent_cfg["resolv_conf"] = rc;
-    if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
+    if (!extra_hosts.empty()) agent_cfg["extra_hosts"] = extra_hosts;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;
@@ -320,13 +332,6 @@ class SandboxBackend : public Backend {
       auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports, /*defer_ready=*/true);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
-    } else if (spec.network == "bridge" && !agent_gone) {
-      net::EgressPolicy egress;
-      for (auto [in, out] : {std::pair{&spec.allow_net, &egress.allow}, std::pair{&spec.deny_net, &egress.deny}})
-        for (const auto& r : *in) out->push_back(CUBBY_TRY(net::parse_egress_rule(r)));
-      auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports, egress);
-      if (!br) return std::unexpected(br.error().wrap("set up --network bridge"));
-      inst->bridge_ = std::move(*br);
     }
     inst->go_ = std::move(go_w);
     inst->diag_ = std::move(diag_r);

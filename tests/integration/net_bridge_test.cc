@@ -216,6 +216,25 @@ TEST_F(Bridge, AllowAndDenyRulesAreEnforcedOutsideTheBox) {
   expect_no_network_left(j["id"].get<std::string>());
 }
 
+// host.cubby.internal names the host (the bridge's gateway) in the box; the
+// box reaches it only where --allow-net host.cubby.internal[:PORT] lets it.
+TEST_F(Bridge, HostCubbyInternalReachesTheHostOnlyWhereAllowed) {
+  HttpResponder host(listen_any_tcp(), "hello-from-the-host");
+  std::string port = std::to_string(host.port());
+  std::string get = "getent hosts host.cubby.internal || grep host.cubby.internal /etc/hosts; "
+                    "timeout 5 wget -q -O - http://host.cubby.internal:" + port + "/; echo \" host=$?\"";
+  auto refused = cubby({"run", "--rm", "--isolation", "sandbox", "--network", "bridge", image_, "sh", "-c", get});
+  EXPECT_EQ(refused.rc, 0) << refused.err;
+  EXPECT_NE(refused.out.find("host.cubby.internal"), std::string::npos) << refused.out;
+  EXPECT_EQ(refused.out.find("hello-from-the-host"), std::string::npos) << "reached the host unasked: " << refused.out;
+  auto allowed = cubby({"run", "--rm", "--isolation", "sandbox", "--network", "bridge", "--allow-net",
+                        "host.cubby.internal:" + port, image_, "sh", "-c", get});
+  EXPECT_EQ(allowed.rc, 0) << allowed.err;
+  EXPECT_NE(allowed.out.find("hello-from-the-host host=0"), std::string::npos) << allowed.out << allowed.err;
+  EXPECT_EQ(host.served(), 1);
+  expect_no_network_left("");
+}
+
 TEST_F(Bridge, BadRulesAreOneClearErrorEach) {
   for (const auto& [flag, rule, why] : std::vector<std::tuple<std::string, std::string, std::string>>{
            {"--allow-net", "example.com", "domain names are not supported yet"},
