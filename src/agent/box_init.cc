@@ -163,9 +163,11 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
     (void)write_file(r + "/etc/hostname", p.hostname + "\n", 0644);
     std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
     hosts += "127.0.1.1\t" + p.hostname + "\n";
+    for (const auto& h : p.extra_hosts) hosts += h + "\n";
     (void)write_file(r + "/etc/hosts", hosts, 0644);
   }
-  if (p.network_default) (void)write_file(r + "/etc/resolv.conf", "nameserver 10.0.2.3\n", 0644);
+  if (!p.resolv_conf.empty()) (void)write_file(r + "/etc/resolv.conf", p.resolv_conf, 0644);
+  else if (p.network_default) (void)write_file(r + "/etc/resolv.conf", "nameserver 10.0.2.3\n", 0644);
   // Last, so a volume on /tmp or /etc/hosts is what the box sees.
   CUBBY_TRYV(mount_volumes(r, p.volumes));
 

@@ -22,6 +22,8 @@ struct RootfsPlan {
   std::string target;              // where to assemble it before pivot_root
   std::string hostname;
   bool network_default = false;    // write resolv.conf for slirp's DNS
+  std::string resolv_conf;         // when set: the box's resolv.conf (--dns, --network bridge)
+  std::vector<std::string> extra_hosts;  // --add-host: "IP\tNAME" lines for /etc/hosts
   // vm mode: the old root is the initramfs (rootfs cannot be pivoted away),
   // so move the new root onto / and chroot, as switch_root does.
   bool switch_root = false;

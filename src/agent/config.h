@@ -23,6 +23,8 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   opts.hold = cfg.value("hold", false);
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
+  plan.resolv_conf = cfg.value("resolv_conf", std::string());
+  plan.extra_hosts = cfg.value("extra_hosts", std::vector<std::string>{});
 }
 
 }  // namespace cubby::agent

@@ -144,7 +144,7 @@ struct Command {
 struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
-  std::vector<std::string> env, publish, volumes, log_opts;
+  std::vector<std::string> env, publish, volumes, log_opts, allow_net, deny_net, add_hosts, dns;
   std::vector<std::string> env_files, labels;
   std::string restart;
   bool detach = false, rm = false, interactive = false, tty = false;
@@ -154,7 +154,8 @@ const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "
                                              "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
                                              "-p", "--publish", "-v", "--volume", "--log-opt",
-                                             "--env-file", "-l", "--label", "--restart"};
+                                             "--env-file", "-l", "--label", "--restart",
+                                             "--allow-net", "--deny-net", "--add-host", "--dns"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -167,7 +168,14 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("-m,--memory", o.memory, "Memory limit (e.g. 512m, 1g; at least 6m)");
   c->add_option("--cpus", o.cpus, "CPU limit (e.g. 0.5)");
   c->add_option("--pids-limit", o.pids, "Maximum number of processes (default 2048; 0: no limit)");
-  c->add_option("--network", o.network, "none | default (outbound through user-mode networking)");
+  c->add_option("--network", o.network,
+                "none | default (outbound through user-mode networking) | bridge (root: veth, bridge, NAT)");
+  c->add_option("--allow-net", o.allow_net, "Let the box reach CIDR[:PORT] (--network bridge; repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--add-host", o.add_hosts, "Add NAME:IP to the box's /etc/hosts (repeatable)")->allow_extra_args(false);
+  c->add_option("--dns", o.dns, "A DNS server for the box's /etc/resolv.conf (repeatable)")->allow_extra_args(false);
+  c->add_option("--deny-net", o.deny_net, "Refuse the box CIDR[:PORT] (--network bridge; repeatable; wins over --allow-net)")
+      ->allow_extra_args(false);
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
   c->add_option("--userns", o.userns,
                 "auto | host (sandbox as root: auto, the default, gives the box host ids of its own; "
@@ -220,8 +228,8 @@ void check_image_ref(const std::string& ref) {
 }
 
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
-  if (o.network != "none" && o.network != "default")
-    die("--network: invalid value \"" + o.network + "\" (want none or default)");
+  if (o.network != "none" && o.network != "default" && o.network != "bridge")
+    die("--network: invalid value \"" + o.network + "\" (want none, default or bridge)");
   if (!o.isolation.empty() && o.isolation != "auto" && o.isolation != "sandbox" && o.isolation != "vm")
     die("--isolation: invalid value \"" + o.isolation + "\" (want auto, vm or sandbox)");
   if (!o.userns.empty() && o.userns != "auto" && o.userns != "host")
@@ -249,6 +257,10 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
     c.labels[key] = l.find('=') == std::string::npos ? "" : l.substr(l.find('=') + 1);
   }
   c.publish = o.publish;
+  c.allow_net = o.allow_net;
+  c.deny_net = o.deny_net;
+  c.add_hosts = o.add_hosts;
+  c.dns = o.dns;
   c.volumes = o.volumes;
   c.cwd = o.workdir;
   c.user = o.user;

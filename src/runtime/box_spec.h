@@ -35,6 +35,10 @@ struct BoxSpec {
   std::vector<std::string> layers;  // unpacked layer dirs, lowest first
   std::vector<PortMapping> ports;   // -p, host ports fixed at create
   std::vector<Mount> mounts;        // -v, host paths canonical at create
+  // --allow-net / --deny-net (net/bridge.h's rules, normalized at create).
+  std::vector<std::string> allow_net, deny_net;
+  std::vector<std::string> extra_hosts;  // --add-host, as /etc/hosts lines ("IP\tNAME")
+  std::vector<std::string> dns;          // --dns servers
   // --userns: "auto" (a range of host ids of its own, `ids`, as root;
   // root -> the caller rootless) or "host" (the identity map, as root). A
   // record from before the option has none: "host", what it ran with, so
@@ -63,6 +67,10 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
     j["restart"] = s.restart;
     j["restart_max"] = s.restart_max;
   }
+  if (!s.allow_net.empty()) j["allow_net"] = s.allow_net;
+  if (!s.deny_net.empty()) j["deny_net"] = s.deny_net;
+  if (!s.extra_hosts.empty()) j["extra_hosts"] = s.extra_hosts;
+  if (!s.dns.empty()) j["dns"] = s.dns;
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
@@ -89,6 +97,10 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.restart = j.value("restart", std::string("no"));
   s.restart_max = j.value("restart_max", 0);
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
+  s.allow_net = j.value("allow_net", std::vector<std::string>{});
+  s.deny_net = j.value("deny_net", std::vector<std::string>{});
+  s.extra_hosts = j.value("extra_hosts", std::vector<std::string>{});
+  s.dns = j.value("dns", std::vector<std::string>{});
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();

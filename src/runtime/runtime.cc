@@ -22,6 +22,8 @@
 #include "hypervisor/kvm_probe.h"
 #include "image/registry_config.h"
 #include "image/fetch_client.h"
+#include "net/bridge.h"
+#include "net/names.h"
 #include "proto/logfile.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
@@ -146,6 +148,7 @@ void Runtime::release_leftovers(const std::string& id) {
       if (auto r = (*cg)->destroy(); !r) LOG_WARN("box {}: cgroup cleanup: {}", id, r.error().message());
     }
   }
+  net::sweep_box(home_, id);  // --network bridge: its table, veth, and maybe the idle bridge
   // The sockets a dead shim (and its slirp4netns, which dies with it) left.
   for (const char* sock : {kAgentSocket, kSlirpSocket}) ::unlink((box_dir(id) + "/" + sock).c_str());
 }
@@ -279,8 +282,9 @@ static image::ImageInfo rootfs_image(const std::string& dir) {
 
 Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   const std::string setting = CUBBY_TRY(isolation_setting(o.isolation));
-  if (o.network != "none" && o.network != "default")
-    return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none or default)"));
+  if (o.network != "none" && o.network != "default" && o.network != "bridge")
+    return fail(Error::invalid("invalid --network \"" + o.network + "\" (want none, default or bridge)"));
+  if (o.network == "bridge") CUBBY_TRYV(net::bridge_available());
   if (!o.name.empty() && !valid_name(o.name))
     return fail(Error::invalid("invalid box name \"" + o.name.substr(0, 64) + (o.name.size() > 64 ? "...\"" : "\"") +
                                ": use 1 to 128 characters of [a-zA-Z0-9_.-], starting with a letter or digit"));
@@ -358,7 +362,13 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     auto m = CUBBY_TRY(parse_publish(p));
     spec.ports.insert(spec.ports.end(), m.begin(), m.end());
   }
-  if (!spec.ports.empty() && spec.network != "default")
+  for (auto [in, out] : {std::pair{&o.allow_net, &spec.allow_net}, std::pair{&o.deny_net, &spec.deny_net}})
+    for (const auto& r : *in) out->push_back(net::to_string(CUBBY_TRY(net::parse_egress_rule(r))));
+  for (const auto& h : o.add_hosts) spec.extra_hosts.push_back(CUBBY_TRY(net::parse_add_host(h)));
+  for (const auto& d : o.dns) spec.dns.push_back(CUBBY_TRY(net::parse_dns_server(d)));
+  if ((!spec.allow_net.empty() || !spec.deny_net.empty()) && spec.network != "bridge")
+    return fail(Error::invalid("--allow-net and --deny-net need --network bridge for now (not enforced on user-mode networking yet)"));
+  if (!spec.ports.empty() && spec.network == "none")
     return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
   CUBBY_TRYV(assign_host_ports(spec.ports));
   spec.mounts = std::move(mounts);

@@ -45,6 +45,8 @@ struct CreateOptions {
   std::vector<std::string> volumes;                    // -v SRC:DST[:ro|rw], SRC an existing host path
   std::string cwd, user, hostname;
   std::string network = "default";
+  std::vector<std::string> allow_net, deny_net;  // --allow-net / --deny-net CIDR[:PORT] (--network bridge)
+  std::vector<std::string> add_hosts, dns;       // --add-host NAME:IP, --dns IP
   // "auto", "vm", "sandbox", or "" for the configured default (Runtime::isolation_setting).
   std::string isolation;
   // --userns: "auto" (or ""): as root, a sandbox box's ids are a range of

@@ -439,10 +439,16 @@ int run_shim(const std::string& box_id) {
     Supervised sup;
 
     auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));
-    if (boot && *boot == Boot::kReady) {
-      if (sh.cfg.hold) {
-        if (auto r = box.allow_start(); !r) LOG_WARN("start workload: {}", r.error().message());
+    bool start_failed = false;  // cubby could not start the workload: exit 125
+    if (boot && *boot == Boot::kReady && sh.cfg.hold) {
+      // The workload cannot start (e.g. its network never came up): a failed
+      // start, reported as one (the box's failure_hint says why).
+      if (auto r = box.allow_start(); !r) {
+        boot = std::unexpected(r.error());
+        start_failed = true;
       }
+    }
+    if (boot && *boot == Boot::kReady) {
       sh.reply({{"t", "ready"}});
       // The launcher may go away now; we are on our own. Unless the box is
       // tethered to it: then the control socket stays open, its hangup stops
@@ -465,7 +471,9 @@ int run_shim(const std::string& box_id) {
     auto status = box.reap();
     const bool oom_killed = box.oom_killed();  // cleanup() removes the cgroup that counted it
     box.cleanup();
-    int code = status ? status->shell_code() : 125;
+    // (A sandbox box's failure_hint is set only when cubby failed its start.)
+    if (!boot && sh.cfg.isolation != "vm" && !box.failure_hint().empty()) start_failed = true;
+    int code = status && !start_failed ? status->shell_code() : 125;
     std::string err;
     bool cubby_failed = false, ended_in_start = false;
     if (boot && *boot == Boot::kTimedOut) {

@@ -6,7 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "base/sys.h"
+#include "shim/network_tap.h"
 #include "proto/transport.h"
 
 namespace cubby::shim {
@@ -90,6 +92,11 @@ Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
 }  // namespace
 
 Result<void> Network::spawn_helper() {
+  CUBBY_TRYV(start_helper());
+  return await_ready();
+}
+
+Result<void> Network::start_helper() {
   std::string helper = user_network_helper();
   if (helper.empty()) return fail(Error::invalid("slirp4netns is not installed (apt-get install slirp4netns)"));
   // A socket a dead helper left behind would make the new one's bind fail.
@@ -101,35 +108,53 @@ Result<void> Network::spawn_helper() {
   // it joins (--netns-type=path: by our fds, never by a pid that may be gone).
   // The API socket is bound before --enable-sandbox pivots into an empty
   // root, so its relative path is resolved here, in box_dir, once.
-  s.argv = {helper, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+  // tap0 is ours and persistent (shim/network_tap.h), so the helper's exit
+  // does not wait for the kernel to unregister it. Made once: a helper
+  // started again attaches to it as it is, address and routes included
+  // (--configure again would fail on the route that exists).
+  bool configure = true;
+  if (!tap_) {
+    if (auto t = make_persistent_tap(ns_, "tap0")) tap_ = true;
+    else LOG_WARN("slirp4netns will make its own tap0 (slower to tear down): {}", t.error().message());
+  } else {
+    configure = false;
+  }
+  s.argv = {helper, "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
             "--ready-fd=3", "--exit-fd=4", std::string("--api-socket=") + kSlirpApiSocket, "--netns-type=path",
             "--userns-path=/proc/self/fd/6", "/proc/self/fd/5", "tap0"};
+  if (configure) s.argv.insert(s.argv.begin() + 1, "--configure");
   s.cwd = box_dir_;  // a relative API socket path never hits sun_path's 108 bytes
   s.umask = 077;     // the API socket (it adds port forwards) is the owner's alone
   s.fds = {-1, -1, 2, ready_w.get(), exit_r.get(), ns_.net.get(), ns_.user.get()};
   s.die_with_parent = true;
   helper_ = CUBBY_TRY(spawn(s));
   exit_w_ = std::move(exit_w);
-  ready_w.reset();
-  exit_r.reset();
+  ready_r_ = std::move(ready_r);
+  return {};
+}
+
+Result<void> Network::await_ready() {
+  if (!ready_r_) return {};  // already ready
   // slirp4netns writes "1" once tap0 is configured; EOF means it failed.
-  auto ready = CUBBY_TRY(sys::wait_readable(ready_r.get(), std::chrono::seconds(30)));
+  auto ready = CUBBY_TRY(sys::wait_readable(ready_r_.get(), std::chrono::seconds(30)));
   char b = 0;
-  if (!ready || ::read(ready_r.get(), &b, 1) != 1) return fail(Error::internal("slirp4netns did not become ready"));
+  if (!ready || ::read(ready_r_.get(), &b, 1) != 1) return fail(Error::internal("slirp4netns did not become ready"));
+  ready_r_.reset();
   for (const auto& p : ports_) CUBBY_TRYV(add_hostfwd(box_dir_, p));
   return {};
 }
 
 Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports) {
+                                                    const std::vector<PortMapping>& ports, bool defer_ready) {
   std::unique_ptr<Network> net(new Network(std::move(ns), box_dir, ports));
-  CUBBY_TRYV(net->spawn_helper());
+  CUBBY_TRYV(net->start_helper());
+  if (!defer_ready) CUBBY_TRYV(net->await_ready());
   return net;
 }
 
 Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
                                                     const std::vector<PortMapping>& ports) {
-  return start_user_network(CUBBY_TRY(open_netns_of(netns_pid)), box_dir, ports);
+  return start_user_network(CUBBY_TRY(open_netns_of(netns_pid)), box_dir, ports, false);
 }
 
 }  // namespace cubby::shim

@@ -52,17 +52,21 @@ class Network {
   // After pidfd() became readable: reaps the helper (so it never lingers as
   // a zombie) and says how it ended ("was killed by signal 9").
   std::string reap();
-  // Starts the helper again into the same namespace: it makes and
-  // configures a new tap0 (the old one went with the old helper's fd) and
-  // the ports are published again. Connections the box had are lost.
+  // Starts the helper again into the same namespace: it attaches to the
+  // same tap0 (persistent, still configured) and the ports are published
+  // again. Connections the box had are lost.
   Result<void> restart();
+  // With start_user_network(..., defer_ready): waits until the helper is
+  // ready and publishes the ports. A no-op once done.
+  Result<void> await_ready();
 
  private:
   friend Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
-                                                             const std::vector<PortMapping>& ports);
+                                                             const std::vector<PortMapping>& ports, bool defer_ready);
   Network(NetnsFds ns, std::string box_dir, std::vector<PortMapping> ports)
       : ns_(std::move(ns)), box_dir_(std::move(box_dir)), ports_(std::move(ports)) {}
-  Result<void> spawn_helper();
+  Result<void> spawn_helper();  // start_helper + await_ready
+  Result<void> start_helper();
   void stop_helper();
 
   NetnsFds ns_;
@@ -70,15 +74,20 @@ class Network {
   std::vector<PortMapping> ports_;
   ChildProcess helper_;
   UniqueFd exit_w_;
+  UniqueFd ready_r_;  // until the helper said it is ready
+  bool tap_ = false;  // tap0 is made, persistent and configured (by the first helper)
 };
 
 // Which helper --network default would use here ("" when none is installed).
 std::string user_network_helper();
 // Attaches to the network namespace ns and publishes ports there
 // (guest_port is the port in that namespace). The API socket is
-// <box_dir>/slirp.sock.
+// <box_dir>/slirp.sock. With defer_ready it returns once the helper is
+// started, and Network::await_ready() finishes the job: the helper's
+// start-up (~3-4 ms) then overlaps the agent's own, and only the
+// workload's start waits for it.
 Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports);
+                                                    const std::vector<PortMapping>& ports, bool defer_ready);
 // The same, for the namespaces of netns_pid (opened at once).
 Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
                                                     const std::vector<PortMapping>& ports);

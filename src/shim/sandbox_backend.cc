@@ -23,6 +23,8 @@
 #include "proto/logfile.h"
 #include "shim/box_log.h"
 #include "shim/box_mounts.h"
+#include "net/bridge.h"
+#include "net/names.h"
 #include "shim/network.h"
 #include "shim/sandbox_child.h"
 
@@ -79,6 +81,14 @@ class SandboxInstance : public BoxInstance {
   }
 
   Result<void> allow_start() override {
+    // The workload starts with its network, never before (see start_user_network).
+    if (net_) {
+      if (auto r = net_->await_ready(); !r) {
+        auto e = r.error().wrap("set up --network default");
+        hint_ = e.message();  // what start reports: the agent, killed for it, has no last words
+        return std::unexpected(e);
+      }
+    }
     char b = 'g';
     return sys::write_all(go_.get(), &b, 1);
   }
@@ -94,6 +104,8 @@ class SandboxInstance : public BoxInstance {
     if (log_) log_->note(logfile::kConsole, line);
   }
 
+  std::string failure_hint() const override { return hint_; }
+
   bool oom_killed() override {
     if (!cgroup_) return false;
     auto r = cgroup_->oom_killed();
@@ -108,6 +120,7 @@ class SandboxInstance : public BoxInstance {
     }
     if (log_) log_->finish();  // the agent is gone: all it wrote is in the pipe
     net_.reset();
+    bridge_.detach();
     if (cgroup_) {
       if (auto r = cgroup_->destroy(); !r) LOG_WARN("cgroup cleanup: {}", r.error().message());
       cgroup_.reset();
@@ -122,6 +135,8 @@ class SandboxInstance : public BoxInstance {
   bool reaped_ = false;
   std::unique_ptr<sandbox::Cgroup> cgroup_;
   std::unique_ptr<Network> net_;
+  net::BridgeAttachment bridge_;  // --network bridge
+  std::string hint_;              // why cubby failed the start, if it did
   std::unique_ptr<BoxLog> log_;
 };
 
@@ -239,7 +254,7 @@ class SandboxBackend : public Backend {
     // on sync_r): slirp4netns joins it by these fds even if the agent fails
     // its set-up and exits first.
     NetnsFds netns;
-    if (spec.network == "default") netns = CUBBY_TRY(open_netns_of(pid));
+    if (spec.network == "default" || spec.network == "bridge") netns = CUBBY_TRY(open_netns_of(pid));
     sync_r.reset();
     cfg_r.reset();
     go_r.reset();
@@ -268,12 +283,26 @@ class SandboxBackend : public Backend {
     if (n == static_cast<ssize_t>(sizeof child_errno))
       return fail(Error::sys("start cubby-agent", child_errno));
 
+    // --network bridge: attached before the agent's config is written, which
+    // names the bridge's gateway as host.cubby.internal.
+    std::vector<std::string> extra_hosts = spec.extra_hosts;
+    if (spec.network == "bridge") {
+      net::EgressPolicy egress;
+      for (auto [in, out] : {std::pair{&spec.allow_net, &egress.allow}, std::pair{&spec.deny_net, &egress.deny}})
+        for (const auto& r : *in) out->push_back(CUBBY_TRY(net::parse_egress_rule(r)));
+      auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports, egress);
+      if (!br) return std::unexpected(br.error().wrap("set up --network bridge"));
+      inst->bridge_ = std::move(*br);
+      extra_hosts.push_back(inst->bridge_.gateway() + "\t" + net::kHostName);
+    }
     nlohmann::json agent_cfg = {
         {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
+    if (auto rc = net::resolv_conf_for(spec.dns, spec.network == "bridge"); !rc.empty()) agent_cfg["resolv_conf"] = rc;
+    if (!extra_hosts.empty()) agent_cfg["extra_hosts"] = extra_hosts;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;
@@ -300,7 +329,7 @@ class SandboxBackend : public Backend {
     }
     cfg_w.reset();
     if (spec.network == "default" && !agent_gone) {
-      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports);
+      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports, /*defer_ready=*/true);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
     }

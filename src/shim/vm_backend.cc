@@ -43,6 +43,7 @@
 #include "shim/backend.h"
 #include "proto/logfile.h"
 #include "shim/box_log.h"
+#include "net/names.h"
 #include "shim/network.h"
 #include "shim/vm_disk.h"
 
@@ -408,6 +409,8 @@ class VmBackend : public Backend {
     // create() refuses these already; a record from elsewhere must not boot without its volumes.
     if (!spec.mounts.empty())
       return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+    if (spec.network == "bridge")
+      return fail(Error::invalid("--network bridge is not supported on the vm backend yet (use --network default)"));
     std::string accel = CUBBY_TRY(hypervisor::choose_accel(hypervisor::probe(cfg.home), getenv("CUBBY_VM_ACCEL")));
     std::string qemu = find_program("qemu-system-x86_64");
     if (qemu.empty()) return fail(Error::invalid("--isolation vm needs qemu-system-x86_64 (apt-get install qemu-system-x86)"));
@@ -513,7 +516,7 @@ class VmBackend : public Backend {
       // and the shim's start wait reports QEMU's own words, the first cause.
       auto ns = open_netns_of(inst->qemu_.pid());
       if (ns) {
-        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink);
+        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink, false);
         if (!net) return std::unexpected(net.error().wrap("set up --network default"));
         inst->net_ = std::move(*net);
       } else if (ns.error().sys_errno() != ENOENT ||
@@ -529,6 +532,8 @@ class VmBackend : public Backend {
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network}};
+    if (auto rc = net::resolv_conf_for(spec.dns, false); !rc.empty()) agent_cfg["resolv_conf"] = rc;
+    if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();

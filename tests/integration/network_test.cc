@@ -5,6 +5,10 @@
 // into QEMU's network namespace, and QEMU's hostfwd on to the guest), so it
 // reaches the box while the box runs and is free again once the box is gone.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -13,7 +17,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -280,6 +286,75 @@ TEST_P(UserNetwork, KilledHelperIsReapedAndStartedAgainThenTheBoxEndsWithTheReas
   reap_adopted();
   EXPECT_TRUE(port_is_free(host_port)) << "the published port outlived its box";
   ASSERT_EQ(cubby({"rm", id}).rc, 0);
+}
+
+// The helper's start-up overlaps the agent's, but the workload starts only
+// once the box's network is up: its first instruction finds the route.
+TEST_P(UserNetwork, WorkloadStartsWithItsNetwork) {
+  for (int i = 0, rounds = GetParam() == "vm" ? 1 : 5; i < rounds; ++i) {  // (a vm boot is seconds)
+    auto r = cubby({"run", "--rm", "--isolation", GetParam(), image_, "sh", "-c",
+                    "ip route | grep -q '^default' && echo has-route"});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, "has-route\n") << "the workload started before its network";
+  }
+}
+
+// --add-host lands in /etc/hosts and --dns in /etc/resolv.conf (over the
+// network's own server), on both backends; bad values are one line each.
+TEST_P(UserNetwork, AddHostAndDnsReachTheBoxsFiles) {
+  auto r = cubby({"run", "--rm", "--isolation", GetParam(), "--add-host", "db.internal:192.0.2.55", "--add-host",
+                  "v6.internal:2001:db8::5", "--dns", "192.0.2.53", image_, "sh", "-c",
+                  "cat /etc/hosts /etc/resolv.conf"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("192.0.2.55\tdb.internal\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("2001:db8::5\tv6.internal\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nameserver 192.0.2.53\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("10.0.2.3"), std::string::npos) << "--dns did not replace slirp's server: " << r.out;
+  for (const auto& bad : std::vector<std::vector<std::string>>{
+           {"--add-host", "nocolon"}, {"--add-host", "bad_name:1.2.3.4"}, {"--add-host", "x:1.2.3"}, {"--dns", "dns.example"}}) {
+    auto b = cubby({"create", "--isolation", GetParam(), bad[0], bad[1], image_, "true"});
+    EXPECT_EQ(b.rc, 125) << bad[1];
+    EXPECT_EQ(b.err_lines().size(), 1u) << bad[1] << ": " << b.err;
+  }
+}
+
+// tap0's interface index in the network namespace of pid (0: none).
+int tap_index_in_netns_of(pid_t pid) {
+  int index = 0;
+  std::thread t([&] {  // a network namespace is per thread; this one is ours alone
+    UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns || ::setns(ns.get(), CLONE_NEWNET) != 0) return;
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));  // a socket of that namespace
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "tap0", IFNAMSIZ - 1);
+    if (s && ::ioctl(s.get(), SIOCGIFINDEX, &ifr) == 0) index = ifr.ifr_ifindex;
+  });
+  t.join();
+  return index;
+}
+
+// tap0 is made persistent by the shim, so the helper's exit does not wait
+// for the kernel to unregister the device (three RCU grace periods and an
+// rcu_barrier, ~25 ms, which the box's end waited for): the device outlives
+// its helper, and a helper started again attaches to the same one.
+TEST_P(UserNetwork, TapOutlivesItsHelper) {
+  auto run = cubby({"run", "-d", "--isolation", GetParam(), image_, "sleep", "1000000"});
+  ASSERT_EQ(run.rc, 0) << run.err;
+  std::string id = run.out.substr(0, 32);
+  pid_t shim = shim_pid(id);
+  pid_t netns_pid = child_named(shim, GetParam() == "vm" ? "qemu-system-x86_64" : "cubby-agent");
+  ASSERT_GT(netns_pid, 0);
+  int before = tap_index_in_netns_of(netns_pid);
+  ASSERT_GT(before, 0) << "no tap0 in the box's network namespace";
+  pid_t slirp = child_named(shim, "slirp4netns");
+  ASSERT_GT(slirp, 0);
+  auto fd = sys::pidfd_open(slirp).value();
+  ASSERT_EQ(::kill(slirp, SIGKILL), 0);
+  ASSERT_TRUE(sys::wait_readable(fd.get(), 10s).value());
+  std::string log = home_ + "/boxes/" + id + "/shim.log";
+  ASSERT_TRUE(await_lines(log, "network is back", 1)) << read_file(log).value_or("");
+  EXPECT_EQ(tap_index_in_netns_of(netns_pid), before) << "tap0 went with its helper";
+  ASSERT_EQ(cubby({"rm", "-f", id}).rc, 0);
 }
 
 // slirp4netns' API socket goes with its box: when the box ends, and when

@@ -84,17 +84,27 @@ TestHost::~TestHost() {
   if (::access(("/sys/class/net/" + host_if_).c_str(), F_OK) == 0) (void)run_ip({"link", "del", host_if_});
 }
 
-UniqueFd TestHost::listen_tcp() {
+UniqueFd TestHost::listen_tcp(const std::string& ip) {
   UniqueFd fd;
   std::thread t([&] {
     if (::setns(netns_.get(), CLONE_NEWNET) != 0) {
       ADD_FAILURE() << "setns: " << std::strerror(errno);
       return;
     }
-    fd = listen_on(peer_ip_);
+    fd = listen_on(ip.empty() ? peer_ip_ : ip);
   });
   t.join();
   return fd;
+}
+
+bool TestHost::also_at(const std::string& ip) {
+  bool inside = false;
+  std::thread t([&] {  // `ip` forked from a thread inside the namespace runs there
+    if (::setns(netns_.get(), CLONE_NEWNET) != 0) return;
+    inside = run_ip({"addr", "add", ip + "/32", "dev", "cbn" + host_if_.substr(3)});
+  });
+  t.join();
+  return inside && run_ip({"route", "add", ip + "/32", "via", peer_ip_, "dev", host_if_});
 }
 
 UniqueFd listen_loopback_tcp() { return listen_on("127.0.0.1"); }

@@ -24,8 +24,13 @@ class TestHost {
 
   bool ok() const { return ok_; }
   const std::string& address() const { return peer_ip_; }
-  // A TCP socket of the test host's, listening on address() (a kernel-chosen port).
-  UniqueFd listen_tcp();
+  // A TCP socket of the test host's, listening on address() (or on `ip`,
+  // one of its also_at() addresses; a kernel-chosen port).
+  UniqueFd listen_tcp(const std::string& ip = "");
+  // Gives the test host `ip` too (a /32 on its interface) and routes it
+  // there from ours, e.g. to stand in for 169.254.169.254, the cloud metadata
+  // service. The route goes with the veth pair.
+  bool also_at(const std::string& ip);
 
  private:
   UniqueFd netns_;
