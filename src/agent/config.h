@@ -23,6 +23,7 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   opts.hold = cfg.value("hold", false);
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
+  if (cfg.contains("fs")) plan.fs = cfg["fs"].get<BoxFs>();
 }
 
 }  // namespace cubby::agent

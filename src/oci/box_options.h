@@ -3,6 +3,7 @@
 // here with one error naming the field (see README "cubby-runc").
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,8 @@ Result<BoxOptions> box_options(const Spec& spec);
 // `container_rlimits` are the container's (config.json's): an exec under
 // the box's agent inherits them, so a process.json may repeat them (as
 // containerd's do) but cannot ask for others yet.
-Result<ExecRequest> exec_request(const Process& p, const std::vector<Rlimit>& container_rlimits);
+// Likewise its oom_score_adj (config.json's, set on the relay).
+Result<ExecRequest> exec_request(const Process& p, const std::vector<Rlimit>& container_rlimits,
+                                 std::optional<int> container_oom);
 
 }  // namespace cubby::oci

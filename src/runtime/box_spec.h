@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proto/box_fs.h"
 #include "proto/logfile.h"
 #include "runtime/idmap.h"
 #include "runtime/ports.h"
@@ -28,6 +29,7 @@ struct BoxSpec {
   std::optional<int64_t> memory;  // bytes
   std::optional<double> cpus;
   std::optional<int64_t> pids;
+  std::optional<uint64_t> cpu_shares;
   bool auto_remove = false;       // --rm
   bool interactive = false;       // -i
   bool tty = false;               // -t
@@ -43,6 +45,7 @@ struct BoxSpec {
   // --log-opt max-size / max-file: the box log's rotation (proto/logfile.h).
   int64_t log_max_size = logfile::kDefaultMaxSize;
   int log_max_files = logfile::kDefaultMaxFiles;
+  BoxFs fs;  // read-only rootfs, tmpfs, /dev/shm size, masked paths
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
@@ -54,6 +57,8 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
+  if (s.cpu_shares) j["cpu_shares"] = *s.cpu_shares;
+  if (!s.fs.empty()) j["fs"] = s.fs;
 }
 
 inline void from_json(const nlohmann::json& j, BoxSpec& s) {
@@ -77,6 +82,8 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();
+  if (j.contains("cpu_shares")) s.cpu_shares = j["cpu_shares"].get<uint64_t>();
+  if (j.contains("fs")) s.fs = j["fs"].get<BoxFs>();
 }
 
 // What the runtime sends the shim as its first (and only) control message.

@@ -169,7 +169,7 @@ class SandboxBackend : public Backend {
     inst->box_dir_ = cfg.box_dir;
     const BoxSpec& spec = cfg.spec;
 
-    sandbox::CgroupLimits limits{spec.memory, spec.cpus, spec.pids};
+    sandbox::CgroupLimits limits{spec.memory, spec.cpus, spec.pids, spec.cpu_shares};
     if (::geteuid() == 0) {
       auto cg = sandbox::Cgroup::create(cfg.box_id, limits);
       if (!cg) return std::unexpected(cg.error().wrap("create cgroup"));
@@ -274,6 +274,7 @@ class SandboxBackend : public Backend {
         {"hostname", spec.hostname},
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
+    if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;

@@ -529,6 +529,7 @@ class VmBackend : public Backend {
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network}};
+    if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();
