@@ -5,7 +5,9 @@
 #include <map>
 #include <set>
 
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
 namespace cubby::oci {
 namespace {
@@ -152,6 +154,16 @@ Result<BoxOptions> box_options(const Spec& s) {
   // Box root is a range of host ids of its own (--userns auto, as root):
   // what a container's root reaches on the host it reaches as a stranger.
   o.userns = "auto";
+  // containerd's and Docker's snapshotters hand over an overlayfs mount as
+  // root.path, and the kernel cannot idmap an overlayfs mount (EINVAL): such
+  // a box keeps the host's ids, as runc without a user namespace does. Said
+  // in the log; the box's capabilities, seccomp filter and namespaces stay.
+  struct statfs sf;
+  if (::statfs(o.rootfs.c_str(), &sf) == 0 && sf.f_type == OVERLAYFS_SUPER_MAGIC) {
+    o.userns = "host";
+    out.warnings.push_back("root.path is an overlayfs mount, which cannot be idmapped: the box's ids are the host's "
+                           "(its root is host root with Docker's capability set, as under runc), not a range of its own");
+  }
   o.cmd = s.process.args;
   o.entrypoint = std::vector<std::string>{};
   CUBBY_TRYV(check_process(s.process));
