@@ -22,6 +22,15 @@ Result<UniqueFd> send_console(const std::string& socket_path, std::optional<std:
   if (::ptsname_r(master.get(), name, sizeof name) != 0) return sys_fail("name the pseudo-terminal");
   UniqueFd slave(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
   if (!slave) return sys_fail(std::string("open ") + name);
+  // Raw from the start: the caller may type before `start` (docker run -it
+  // does), and a cooked host terminal would echo those bytes and read its
+  // control characters itself; the box's own terminal is the one that
+  // interprets them.
+  termios t;
+  if (::tcgetattr(slave.get(), &t) == 0) {
+    ::cfmakeraw(&t);
+    (void)::tcsetattr(slave.get(), TCSANOW, &t);
+  }
   if (size && size->first > 0 && size->second > 0) {
     winsize w{};
     w.ws_row = static_cast<unsigned short>(size->first);

@@ -650,7 +650,7 @@ class OciDocker : public OciRuntime {
   void SetUp() override {
     OciRuntime::SetUp();
     if (HasFatalFailure() || IsSkipped()) return;
-    if (::access("/usr/bin/dockerd", X_OK) != 0 || ::access("/usr/bin/docker", X_OK) != 0)
+    if (::access("/usr/sbin/dockerd", X_OK) != 0 || ::access("/usr/bin/docker", X_OK) != 0)
       GTEST_SKIP() << "docker.io is not installed (scripts/install-deps.sh installs it)";
     d_ = home_ + "/dk";
     ASSERT_TRUE(mkdir_p(d_));
@@ -658,7 +658,7 @@ class OciDocker : public OciRuntime {
     ASSERT_GE(::inotify_add_watch(watch.get(), d_.c_str(), IN_CREATE), 0);
     UniqueFd log(::open((d_ + "/dockerd.log").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
     SpawnSpec s;
-    s.argv = {"/usr/bin/dockerd", "--data-root", d_ + "/data", "--exec-root", d_ + "/exec", "-H", "unix://" + d_ + "/docker.sock",
+    s.argv = {"/usr/sbin/dockerd", "--data-root", d_ + "/data", "--exec-root", d_ + "/exec", "-H", "unix://" + d_ + "/docker.sock",
               "--pidfile", d_ + "/docker.pid", "--bridge=none", "--iptables=false", "--ip-masq=false",
               "--add-runtime", "cubby=" + bin_dir() + "/cubby-runc"};
     s.fds = {-1, log.get(), log.get()};
