@@ -81,11 +81,16 @@ null = open(os.devnull, "r+b")
 def once(name, binary):
     root = os.path.join(roots, name)
     pidf = os.path.join(bundle, name + ".pid")
+    errf = os.path.join(bundle, name + ".err")
     t0 = time.perf_counter()
     def call(*a):
-        r = subprocess.run([binary, "--root", root, *a], stdin=null, stdout=null, stderr=subprocess.PIPE)
-        if r.returncode != 0:
-            raise SystemExit(f"bench: error: {name} {a[0]} failed: {r.stderr.decode(errors='replace').strip()}")
+        # stderr to a file, not a pipe: `create` leaves its stdio to the
+        # container, whose init would hold a pipe open past the call.
+        with open(errf, "w+b") as err:
+            r = subprocess.run([binary, "--root", root, *a], stdin=null, stdout=null, stderr=err)
+            if r.returncode != 0:
+                err.seek(0)
+                raise SystemExit(f"bench: error: {name} {a[0]} failed: {err.read().decode(errors='replace').strip()}")
     call("create", "--bundle", bundle, "--pid-file", pidf, "bench")
     pid = int(open(pidf).read())
     fd = os.pidfd_open(pid)
