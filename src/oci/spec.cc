@@ -122,7 +122,9 @@ Process decode_process(const json& j, const std::string& p) {
     const auto& u = j["user"];
     const std::string up = p + ".user";
     only_keys(u, up, {"uid", "gid", "additionalGids", "umask"});
-    if (u.contains("umask") && !u["umask"].is_null()) unsupported(up + ".umask");
+    // podman writes 0022, the umask every box process has (the agent's).
+    if (u.contains("umask") && !u["umask"].is_null() && integer<uint32_t>(u["umask"], up + ".umask") != 022)
+      refuse(up + ".umask", "a umask other than 0022 is not supported by cubby-runc yet");
     if (u.contains("uid")) out.user.uid = integer<uint32_t>(u["uid"], up + ".uid");
     if (u.contains("gid")) out.user.gid = integer<uint32_t>(u["gid"], up + ".gid");
     if (u.contains("additionalGids") && !u["additionalGids"].is_null()) {

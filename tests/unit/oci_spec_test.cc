@@ -124,6 +124,11 @@ TEST(OciSpec, DecodesWhatDockersSpecAdds) {
   ASSERT_TRUE(s) << s.error().message();
   EXPECT_EQ(s->linux.sysctl.at("net.ipv4.ping_group_range"), "0 2147483647");
   EXPECT_EQ(s->linux.seccomp_default_action, "SCMP_ACT_ERRNO");
+  // podman's umask (0022, what every box process has); others refused.
+  j["process"]["user"]["umask"] = 18;
+  EXPECT_TRUE(parse_spec(j.dump(), "/b"));
+  j["process"]["user"]["umask"] = 63;
+  EXPECT_EQ(error_of(j), "config.json: process.user.umask: a umask other than 0022 is not supported by cubby-runc yet");
   EXPECT_FALSE(s->linux.resources.cpu_shares);
 }
 
