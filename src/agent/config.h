@@ -21,6 +21,7 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   opts.main.user = m.value("user", std::string());
   opts.main.tty = m.value("tty", false);
   opts.hold = cfg.value("hold", false);
+  opts.cap_drop = cfg.value("cap_drop", uint64_t{0});
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
   if (cfg.contains("fs")) plan.fs = cfg["fs"].get<BoxFs>();

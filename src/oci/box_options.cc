@@ -85,27 +85,41 @@ const std::set<std::string> kBoxReadonly = {"/proc/sys", "/proc/sysrq-trigger", 
 
 std::string cap_name(int n) { return capability_names()[static_cast<size_t>(n)]; }
 
-Result<void> check_caps(const Process& p) {
-  if (!p.capabilities) return fail(refused("process.capabilities", "absent (no capabilities) is not supported by cubby-runc yet: it gives Docker's default set"));
+// The capabilities of Docker's default set the config leaves out, for
+// CreateOptions::cap_drop: every set must be a subset of Docker's (the
+// agent gives no other), and for root effective and permitted must equal
+// bounding (the agent gives a process exactly its bounding set; a non-root
+// user gets none, as with Docker).
+Result<std::vector<int>> cap_drop_of(const Process& p) {
+  if (!p.capabilities) return fail(refused("process.capabilities", "absent (no capabilities) is not supported by cubby-runc yet: it gives Docker's default set or a subset of it"));
   const auto& c = *p.capabilities;
-  auto same = [&](const std::vector<int>& v, const char* name) -> Result<void> {
+  auto names = [&](const std::vector<int>& v) {
     std::set<std::string> got;
     for (int n : v) got.insert(cap_name(n));
-    if (got == kBoxCaps) return {};
-    return fail(refused(std::string("process.capabilities.") + name,
-                        "cubby-runc gives exactly Docker's default set (CAP_CHOWN CAP_DAC_OVERRIDE CAP_FSETID CAP_FOWNER "
-                        "CAP_MKNOD CAP_NET_RAW CAP_SETGID CAP_SETUID CAP_SETFCAP CAP_SETPCAP CAP_NET_BIND_SERVICE "
-                        "CAP_SYS_CHROOT CAP_KILL CAP_AUDIT_WRITE) for now; other sets are not supported yet"));
+    return got;
   };
-  CUBBY_TRYV(same(c.bounding, "bounding"));
-  // A non-root user gets no effective/permitted capabilities from the agent (as Docker).
+  std::set<std::string> bounding = names(c.bounding);
+  for (const auto& n : bounding)
+    if (!kBoxCaps.count(n))
+      return fail(refused("process.capabilities.bounding", n + " is outside Docker's default set (CAP_CHOWN CAP_DAC_OVERRIDE CAP_FSETID "
+                          "CAP_FOWNER CAP_MKNOD CAP_NET_RAW CAP_SETGID CAP_SETUID CAP_SETFCAP CAP_SETPCAP CAP_NET_BIND_SERVICE "
+                          "CAP_SYS_CHROOT CAP_KILL CAP_AUDIT_WRITE), which is all cubby-runc gives"));
   if (p.user.uid == 0) {
-    CUBBY_TRYV(same(c.effective, "effective"));
-    CUBBY_TRYV(same(c.permitted, "permitted"));
+    if (names(c.effective) != bounding) return fail(refused("process.capabilities.effective", "must equal the bounding set for cubby-runc"));
+    if (names(c.permitted) != bounding) return fail(refused("process.capabilities.permitted", "must equal the bounding set for cubby-runc"));
   }
   if (!c.inheritable.empty()) return fail(refused("process.capabilities.inheritable", "must be empty (cubby clears it, CVE-2022-24769)"));
-  if (!c.ambient.empty()) return fail(refused("process.capabilities.ambient", "ambient capabilities are not supported by cubby-runc yet"));
-  return {};
+  // runc's default spec repeats the set as ambient. For uid 0 that adds
+  // nothing (root's execs keep permitted and effective anyway); for another
+  // user it would grant capabilities the agent does not give.
+  for (const auto& n : names(c.ambient))
+    if (p.user.uid != 0 || !bounding.count(n))
+      return fail(refused("process.capabilities.ambient", "ambient capabilities are not supported by cubby-runc yet (but for root, within the bounding set)"));
+  std::vector<int> drop;
+  for (const auto& n : kBoxCaps)
+    if (!bounding.count(n)) drop.push_back(capability_number(n));
+  std::sort(drop.begin(), drop.end());
+  return drop;
 }
 
 Result<void> check_process(const Process& p) {
@@ -116,16 +130,20 @@ Result<void> check_process(const Process& p) {
       return fail(refused("process.user.additionalGids", "supplementary groups other than the primary group are not supported by cubby-runc yet"));
   for (const auto& e : p.env)
     if (e.find('=') == std::string::npos || e[0] == '=') return fail(refused("process.env", "\"" + e + "\" is not KEY=VALUE"));
-  return check_caps(p);
+  return {};
 }
 
 std::string user_of(const Process& p) { return std::to_string(p.user.uid) + ":" + std::to_string(p.user.gid); }
 
 }  // namespace
 
-Result<ExecRequest> exec_request(const Process& p, const std::vector<Rlimit>& container_rlimits,
-                                 std::optional<int> container_oom) {
+Result<ExecRequest> exec_request(const Process& p, const Process& container) {
   CUBBY_TRYV(check_process(p));
+  // The agent gives every process of the box the box's set.
+  if (CUBBY_TRY(cap_drop_of(p)) != CUBBY_TRY(cap_drop_of(container)))
+    return fail(refused("process.capabilities", "an exec's capabilities other than the container's are not supported by cubby-runc yet"));
+  const auto& container_rlimits = container.rlimits;
+  const auto container_oom = container.oom_score_adj;
   // An exec is a new process under the box's agent, not the relay's
   // descendant: the container's rlimits apply, its own cannot be set yet.
   auto same = [](const Rlimit& a, const Rlimit& b) { return a.resource == b.resource && a.soft == b.soft && a.hard == b.hard; };
@@ -167,6 +185,7 @@ Result<BoxOptions> box_options(const Spec& s) {
   o.cmd = s.process.args;
   o.entrypoint = std::vector<std::string>{};
   CUBBY_TRYV(check_process(s.process));
+  o.cap_drop = CUBBY_TRY(cap_drop_of(s.process));
   o.env = s.process.env;
   o.cwd = s.process.cwd;
   o.user = user_of(s.process);

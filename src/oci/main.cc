@@ -373,13 +373,8 @@ int cmd_exec(const std::string& id, const std::string& process_file, const std::
   if (p.terminal && console.empty()) die("process.json: process.terminal is true but no --console-socket was given");
   if (!p.terminal && !console.empty()) die("--console-socket was given but the process's terminal is false");
   // The container's own rlimits, which the exec inherits from the agent.
-  std::vector<Rlimit> limits;
-  std::optional<int> oom;
-  if (auto spec = load_spec(s.bundle)) {
-    limits = spec->process.rlimits;
-    oom = spec->process.oom_score_adj;
-  }
-  ExecRequest req = check(exec_request(p, limits, oom));
+  Spec spec = check(load_spec(s.bundle));
+  ExecRequest req = check(exec_request(p, spec.process));
   UniqueFd slave;
   if (p.terminal) slave = check(send_console(console, p.console_size));
   pid_t pid = ::fork();

@@ -30,6 +30,7 @@ struct BoxSpec {
   std::optional<double> cpus;
   std::optional<int64_t> pids;
   std::optional<uint64_t> cpu_shares;
+  uint64_t cap_drop = 0;  // CAP_* bits of the default set withheld (--cap-drop)
   bool auto_remove = false;       // --rm
   bool interactive = false;       // -i
   bool tty = false;               // -t
@@ -58,6 +59,7 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
   if (s.cpu_shares) j["cpu_shares"] = *s.cpu_shares;
+  if (s.cap_drop) j["cap_drop"] = s.cap_drop;
   if (!s.fs.empty()) j["fs"] = s.fs;
 }
 
@@ -83,6 +85,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();
   if (j.contains("cpu_shares")) s.cpu_shares = j["cpu_shares"].get<uint64_t>();
+  s.cap_drop = j.value("cap_drop", uint64_t{0});
   if (j.contains("fs")) s.fs = j["fs"].get<BoxFs>();
 }
 

@@ -28,6 +28,7 @@
 #include "runtime/ownership.h"
 #include "runtime/session.h"
 #include "runtime/shim_launcher.h"
+#include "proto/launch.h"
 #include "sandbox/cgroup.h"
 
 namespace cubby {
@@ -365,6 +366,11 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (o.cpu_shares && (*o.cpu_shares < 2 || *o.cpu_shares > 262144))
     return fail(Error::invalid("invalid --cpu-shares " + std::to_string(*o.cpu_shares) + ": want 2 to 262144"));
   spec.cpu_shares = o.cpu_shares;
+  for (int c : o.cap_drop) {
+    if (c < 0 || c > 63 || !(launch::kDefaultCapabilityMask & (uint64_t{1} << c)))
+      return fail(Error::invalid("--cap-drop: capability " + std::to_string(c) + " is not in the default set (no box gets it)"));
+    spec.cap_drop |= uint64_t{1} << c;
+  }
   // A fork bomb in a box must not exhaust the host's pids: podman's default
   // (where cubby can set limits at all: rootless has no cgroup delegation yet).
   if (!o.pids)

@@ -54,6 +54,10 @@ struct CreateOptions {
   std::optional<double> cpus;
   std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit
   std::optional<uint64_t> cpu_shares;  // --cpu-shares: relative CPU weight (2..262144; 1024 default)
+  // --cap-drop: capabilities (CAP_* numbers) of Docker's default set that
+  // no process of the box gets. Others are never given, so naming one is
+  // an error.
+  std::vector<int> cap_drop;
   // --log-opt max-size / max-file (unset: logfile::kDefaultMaxSize/Files).
   std::optional<int64_t> log_max_size;
   std::optional<int> log_max_files;

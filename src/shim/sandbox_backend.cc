@@ -275,6 +275,7 @@ class SandboxBackend : public Backend {
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
+    if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;

@@ -530,6 +530,7 @@ class VmBackend : public Backend {
         {"hostname", spec.hostname},
         {"network", spec.network}};
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
+    if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();
