@@ -132,6 +132,31 @@ class OciRuntime : public BoxTest {
     return text ? static_cast<pid_t>(std::stoi(*text)) : -1;
   }
 
+  // Runs argv with stdout and stderr into the file `out` and returns its exit
+  // status. With tty, under script(1), which makes a PTY and types `input`
+  // into it (`ctr run -t`, `docker run -it` want a terminal); -e gives the
+  // command's own status.
+  int run_to(const std::vector<std::string>& argv, const std::string& out, bool tty = false,
+             const std::string& input = "") {
+    UniqueFd o(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    UniqueFd in;
+    SpawnSpec s;
+    if (tty) {
+      std::string cmd;
+      for (const auto& a : argv) cmd += "'" + a + "' ";
+      EXPECT_TRUE(write_file(home_ + "/tty.in", input));
+      in.reset(::open((home_ + "/tty.in").c_str(), O_RDONLY | O_CLOEXEC));
+      s.argv = {"/usr/bin/script", "-qefc", cmd, "/dev/null"};
+    } else {
+      s.argv = argv;
+    }
+    s.fds = {tty ? in.get() : -1, o.get(), o.get()};
+    auto c = spawn(s);
+    if (!c) return -1;
+    auto st = c->wait();
+    return st && !st->signaled ? st->code : -1;
+  }
+
   // A docker-archive of the test busybox rootfs as localhost/busybox:latest
   // (umoci builds the OCI image, skopeo writes the archive; no network),
   // for `ctr images import` and `docker load`.
@@ -580,36 +605,12 @@ class OciContainerd : public OciRuntime {
     return a;
   }
 
-  // Runs ctr with stdout+stderr into out_ (read back into last_).
-  int ctr(const std::vector<std::string>& args) {
-    UniqueFd o(::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    SpawnSpec s;
-    s.argv = ctr_argv(args);
-    s.fds = {-1, o.get(), o.get()};
-    auto c = spawn(s);
-    if (!c) return -1;
-    auto st = c->wait();
+  // ctr with its output in last_; tty: on a terminal (`ctr run -t`).
+  int ctr(const std::vector<std::string>& args) { return ctr_tty(args, "", false); }
+  int ctr_tty(const std::vector<std::string>& args, const std::string& input, bool tty = true) {
+    int rc = run_to(ctr_argv(args), out_, tty, input);
     last_ = read_file(out_).value_or("");
-    return st && !st->signaled ? st->code : -1;
-  }
-
-  // ctr on a terminal (`ctr run -t` wants its stdin to be one): under
-  // script(1), which makes the PTY and types `input` into it; -e gives ctr's
-  // own exit status.
-  int ctr_tty(const std::vector<std::string>& args, const std::string& input) {
-    std::string cmd;
-    for (const auto& a : ctr_argv(args)) cmd += "'" + a + "' ";
-    EXPECT_TRUE(write_file(home_ + "/tty.in", input));
-    UniqueFd in(::open((home_ + "/tty.in").c_str(), O_RDONLY | O_CLOEXEC));
-    UniqueFd o(::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    SpawnSpec s;
-    s.argv = {"/usr/bin/script", "-qefc", cmd, "/dev/null"};
-    s.fds = {in.get(), o.get(), o.get()};
-    auto c = spawn(s);
-    if (!c) return -1;
-    auto st = c->wait();
-    last_ = read_file(out_).value_or("");
-    return st && !st->signaled ? st->code : -1;
+    return rc;
   }
 
   std::string d_, ns_, runc_root_, last_;
@@ -729,25 +730,9 @@ class OciDocker : public OciRuntime {
   int docker(const std::vector<std::string>& args, bool tty = false, const std::string& input = "") {
     std::vector<std::string> a = {"/usr/bin/docker", "-H", "unix://" + d_ + "/docker.sock"};
     a.insert(a.end(), args.begin(), args.end());
-    UniqueFd o(::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    SpawnSpec s;
-    UniqueFd in;
-    if (tty) {
-      // `-it` wants a terminal: script(1) makes one and types `input`.
-      std::string cmd;
-      for (const auto& x : a) cmd += "'" + x + "' ";
-      EXPECT_TRUE(write_file(home_ + "/tty.in", input));
-      in.reset(::open((home_ + "/tty.in").c_str(), O_RDONLY | O_CLOEXEC));
-      s.argv = {"/usr/bin/script", "-qefc", cmd, "/dev/null"};
-    } else {
-      s.argv = a;
-    }
-    s.fds = {tty ? in.get() : -1, o.get(), o.get()};
-    auto c = spawn(s);
-    if (!c) return -1;
-    auto st = c->wait();
+    int rc = run_to(a, out_, tty, input);
     last_ = read_file(out_).value_or("");
-    return st && !st->signaled ? st->code : -1;
+    return rc;
   }
 
   std::string d_, out_, last_;
@@ -792,23 +777,7 @@ TEST_F(OciRuntime, PodmanRunsContainersInCubbyBoxes) {
     std::vector<std::string> a = {"/usr/bin/podman", "--root", d + "/root", "--runroot", d + "/run", "--cgroup-manager",
                                   "cgroupfs", "--events-backend", "file", "--storage-driver", "overlay", "--tmpdir", d + "/tmp"};
     a.insert(a.end(), args.begin(), args.end());
-    UniqueFd o(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    UniqueFd in;
-    SpawnSpec s;
-    if (tty) {
-      std::string cmd;
-      for (const auto& x : a) cmd += "'" + x + "' ";
-      EXPECT_TRUE(write_file(home_ + "/tty.in", input));
-      in.reset(::open((home_ + "/tty.in").c_str(), O_RDONLY | O_CLOEXEC));
-      s.argv = {"/usr/bin/script", "-qefc", cmd, "/dev/null"};
-    } else {
-      s.argv = a;
-    }
-    s.fds = {tty ? in.get() : -1, o.get(), o.get()};
-    auto c = spawn(s);
-    if (!c) return -1;
-    auto st = c->wait();
-    return st && !st->signaled ? st->code : -1;
+    return run_to(a, out, tty, input);
   };
   auto last = [&] { return read_file(out).value_or(""); };
   ASSERT_EQ(podman({"load", "-i", image_archive()}), 0) << last();
