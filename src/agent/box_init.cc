@@ -1,14 +1,17 @@
 #include "agent/box_init.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/fs.h"
@@ -31,7 +34,7 @@ void ensure_file(const std::string& p) {
   if (fd >= 0) ::close(fd);
 }
 
-Result<void> setup_dev(const std::string& root) {
+Result<void> setup_dev(const std::string& root, const BoxFs& fs) {
   std::string dev = root + "/dev";
   ensure_dir(dev);
   CUBBY_TRYV(do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"));
@@ -48,7 +51,8 @@ Result<void> setup_dev(const std::string& root) {
     CUBBY_TRYV(do_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"));
   ::symlink("pts/ptmx", (dev + "/ptmx").c_str());
   ensure_dir(dev + "/shm", 01777);
-  CUBBY_TRYV(do_mount("shm", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"));
+  const std::string shm_size = fs.shm_size ? std::to_string(*fs.shm_size) : "65536k";
+  CUBBY_TRYV(do_mount("shm", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=" + shm_size));
   ensure_dir(dev + "/mqueue");
   (void)do_mount("mqueue", dev + "/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC);
   ::symlink("/proc/self/fd", (dev + "/fd").c_str());
@@ -70,6 +74,63 @@ void harden_proc(const std::string& root) {
     if (::mount(path.c_str(), path.c_str(), nullptr, MS_BIND | MS_REC, nullptr) == 0)
       ::mount(nullptr, path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC, nullptr);
   }
+}
+
+// Resolved inside the box's root (agent/volumes.h): an image's symlink
+// cannot point a mask or a tmpfs at anything outside it. A path missing in
+// the box is nothing to mask (runc skips it too): unset, no error.
+Result<UniqueFd> existing_in_root(int root, const std::string& path) {
+  UniqueFd fd = open_in_root(root, path.substr(1), O_PATH);
+  if (fd || errno == ENOENT || errno == ENOTDIR) return fd;
+  return sys_fail("box path " + path);
+}
+
+Result<void> set_read_only(int fd, bool recursive, const std::string& what) {
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_RDONLY;
+  if (::syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr) < 0)
+    return sys_fail("make " + what + " read-only");
+  return {};
+}
+
+// The config's masked and read-only paths (BoxFs), after /proc and /sys.
+Result<void> mask_paths(int root, const BoxFs& fs) {
+  for (const auto& p : fs.masked_paths) {
+    auto fd = CUBBY_TRY(existing_in_root(root, p));
+    if (!fd) continue;
+    struct stat st;
+    if (::fstat(fd.get(), &st) < 0) return sys_fail("stat box path " + p);
+    // A directory is covered by an empty read-only tmpfs, a file by
+    // /dev/null: either reads as nothing (runc's way).
+    if (S_ISDIR(st.st_mode))
+      CUBBY_TRYV(do_mount("tmpfs", fd_path(fd.get()), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555"));
+    else
+      CUBBY_TRYV(do_mount("/dev/null", fd_path(fd.get()), nullptr, MS_BIND));
+  }
+  for (const auto& p : fs.readonly_paths) {
+    auto fd = CUBBY_TRY(existing_in_root(root, p));
+    if (!fd) continue;
+    CUBBY_TRYV(do_mount(fd_path(fd.get()).c_str(), fd_path(fd.get()), nullptr, MS_BIND | MS_REC));
+    // The fd names the covered inode; a fresh walk reaches the new bind.
+    auto top = CUBBY_TRY(existing_in_root(root, p));
+    if (!top) return fail(Error::invalid("box path " + p + " vanished while it was made read-only"));
+    CUBBY_TRYV(set_read_only(top.get(), /*recursive=*/true, "box path " + p));
+  }
+  return {};
+}
+
+// The config's tmpfs mounts (BoxFs), options checked by the runtime.
+Result<void> mount_tmpfs(int root, const BoxFs& fs) {
+  for (const auto& t : fs.tmpfs) {
+    auto args = CUBBY_TRY(tmpfs_mount_args(t.options));
+    auto point = CUBBY_TRY(make_mount_point(root, t.destination, /*dir=*/true));
+    struct statfs sf;
+    if (::fstatfs(point.get(), &sf) < 0) return sys_fail("statfs box path " + t.destination);
+    if (sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC)
+      return fail(Error::invalid("tmpfs on " + t.destination + ": it resolves into /proc or /sys"));
+    CUBBY_TRYV(do_mount("tmpfs", fd_path(point.get()), "tmpfs", args.flags, args.data));
+  }
+  return {};
 }
 
 // The new mount API with one fd per layer ("lowerdir+", Linux >= 6.8): the
@@ -145,18 +206,29 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
   const std::string r = fd_path(root.get());
   ensure_dir(r + "/proc", 0555);
   CUBBY_TRYV(do_mount("proc", r + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  // Through the box's own proc, before harden_proc makes /proc/sys read-only.
+  for (const auto& [k, v] : p.fs.sysctls) {
+    std::string path = r + "/proc/sys/" + k;
+    std::replace(path.begin() + static_cast<long>(r.size()) + 10, path.end(), '.', '/');
+    UniqueFd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!f || ::write(f.get(), v.data(), v.size()) != static_cast<ssize_t>(v.size())) return sys_fail("set sysctl " + k);
+  }
   harden_proc(r);
-  CUBBY_TRYV(setup_dev(r));
+  CUBBY_TRYV(setup_dev(r, p.fs));
   ensure_dir(r + "/sys", 0555);
   if (!do_mount("sysfs", r + "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)) {
     CUBBY_TRYV(do_mount("/sys", r + "/sys", nullptr, MS_BIND | MS_REC));
     (void)do_mount(nullptr, r + "/sys", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC);
   }
-  ensure_dir(r + "/tmp", 01777);
-  // Its pages are RAM charged to the workload's memory limit: bounded.
-  std::string tmp_opts = "mode=1777";
-  if (p.tmp_size) tmp_opts += ",size=" + std::to_string(*p.tmp_size);
-  CUBBY_TRYV(do_mount("tmpfs", r + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts));
+  CUBBY_TRYV(mask_paths(root.get(), p.fs));
+  // A tmpfs the config puts on /tmp replaces the default one.
+  if (std::none_of(p.fs.tmpfs.begin(), p.fs.tmpfs.end(), [](const TmpfsMount& t) { return t.destination == "/tmp"; })) {
+    ensure_dir(r + "/tmp", 01777);
+    // Its pages are RAM charged to the workload's memory limit: bounded.
+    std::string tmp_opts = "mode=1777";
+    if (p.tmp_size) tmp_opts += ",size=" + std::to_string(*p.tmp_size);
+    CUBBY_TRYV(do_mount("tmpfs", r + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts));
+  }
   ensure_dir(r + "/etc");
   if (!p.hostname.empty()) {
     if (::sethostname(p.hostname.c_str(), p.hostname.size()) < 0) return sys_fail("sethostname");
@@ -168,8 +240,12 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
   }
   if (!p.resolv_conf.empty()) (void)write_file(r + "/etc/resolv.conf", p.resolv_conf, 0644);
   else if (p.network_default) (void)write_file(r + "/etc/resolv.conf", "nameserver 10.0.2.3\n", 0644);
+  CUBBY_TRYV(mount_tmpfs(root.get(), p.fs));
   // Last, so a volume on /tmp or /etc/hosts is what the box sees.
   CUBBY_TRYV(mount_volumes(r, p.volumes));
+  // Only the root mount: /dev, /proc, /tmp, tmpfs mounts and volumes keep
+  // their own flags (Docker's --read-only).
+  if (p.fs.read_only) CUBBY_TRYV(set_read_only(root.get(), /*recursive=*/false, "the rootfs"));
 
   // pivot_root(".", ".") stacks the old root under the new one; detaching
   // it leaves only the box's tree (the runc trick, no temp directory needed).

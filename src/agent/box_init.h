@@ -13,6 +13,7 @@
 #include "agent/volumes.h"
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "proto/box_fs.h"
 
 namespace cubby::agent {
 
@@ -30,6 +31,7 @@ struct RootfsPlan {
   std::vector<VolumePlan> volumes;  // -v, mounted last so nothing covers them
   // Bytes /tmp (a tmpfs) may hold; none: tmpfs's default, half the RAM.
   std::optional<int64_t> tmp_size;
+  BoxFs fs;  // read-only rootfs, tmpfs mounts, /dev/shm size, masked paths
   // As root, the shim opened these for us (shim/box_mounts.h), in the box's
   // mount namespace: the paths above then only name them in messages (with
   // a range of host ids of its own, the box's root cannot walk them). The

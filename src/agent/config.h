@@ -21,10 +21,12 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   opts.main.user = m.value("user", std::string());
   opts.main.tty = m.value("tty", false);
   opts.hold = cfg.value("hold", false);
+  opts.cap_drop = cfg.value("cap_drop", uint64_t{0});
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
   plan.resolv_conf = cfg.value("resolv_conf", std::string());
   plan.extra_hosts = cfg.value("extra_hosts", std::vector<std::string>{});
+  if (cfg.contains("fs")) plan.fs = cfg["fs"].get<BoxFs>();
 }
 
 }  // namespace cubby::agent

@@ -108,7 +108,7 @@ void run_exec_child(const ExecChildPlan& p) {
   close_fds_except(3, nullptr, 0);
 
   if (p.cwd && ::chdir(p.cwd) < 0) die(p, 2);
-  if (p.confine && (p.cap_drops_known ? sandbox::apply_default_capabilities(true, p.cap_drops)
+  if (p.confine && (p.cap_drops_known ? sandbox::apply_capabilities(true, p.cap_drops, p.cap_keep)
                                        : sandbox::apply_default_capabilities(true)) != 0)
     die(p, 6);
   if (!p.keep_groups && ::syscall(SYS_setgroups, p.ngroups, p.groups) < 0) die(p, 3);

@@ -36,6 +36,7 @@ struct ExecChildPlan {
   size_t nreset_signals = 0;
   uint64_t cap_drops = 0;
   bool cap_drops_known = false;  // false: probe the bounding set in the child
+  uint64_t cap_keep = ~uint64_t{0};  // the default set's caps to give (--cap-drop removes some)
   bool keep_groups = false;      // skip setgroups: the user namespace denies it (rootless)
   // Written "0" first thing: the child moves itself into the workload's
   // cgroup (AgentOptions::workload_cgroup) before anything of it runs.

@@ -615,6 +615,7 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   plan.nreset_signals = reset_signals_.size();
   plan.cap_drops = cap_drops_;
   plan.cap_drops_known = true;
+  plan.cap_keep = sandbox::default_capability_mask() & ~opts_.cap_drop;
   plan.keep_groups = keep_groups_;
   std::vector<int> cgroup_fds;
   for (const auto& fd : opts_.workload_cgroup) cgroup_fds.push_back(fd.get());

@@ -54,6 +54,9 @@ struct AgentOptions {
   // (joining is not held to pids.max). Invalid: no limit.
   UniqueFd workload_pids_current;
   int64_t pids_max = 0;
+  // CAP_* bits of Docker's default set that no process of the box gets
+  // (CreateOptions::cap_drop).
+  uint64_t cap_drop = 0;
 };
 
 class Server {

@@ -14,15 +14,11 @@
 #include "base/unique_fd.h"
 
 namespace cubby::agent {
-namespace {
 
-// `rel` (relative, no leading '/') resolved inside the tree of `root`.
 UniqueFd open_in_root(int root, const std::string& rel, int flags) {
   return open_resolved(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 }
 
-// An O_PATH fd of the mount point for `target`, created (directories all the
-// way, and an empty file last when `dir` is false) where missing.
 Result<UniqueFd> make_mount_point(int root, const std::string& target, bool dir) {
   auto parts = split_path(target);
   if (parts.empty()) return fail(Error::invalid("cannot mount over the box's root"));
@@ -55,6 +51,8 @@ Result<UniqueFd> make_mount_point(int root, const std::string& target, bool dir)
   }
   return at;
 }
+
+namespace {
 
 // Source-mount flags that a user namespace cannot clear, as MS_* flags.
 unsigned long locked_flags(int fd) {

@@ -34,6 +34,15 @@ struct VolumePlan {
 // (nosuid, nodev, noexec, atime), which a remount could not clear anyway.
 Result<void> mount_volumes(const std::string& root, const std::vector<VolumePlan>& volumes);
 
+// `rel` (relative, no leading '/') resolved inside the tree of `root` (an
+// O_PATH fd of the rootfs): symlinks and ".." clamped at it, magic links
+// refused. Unset with errno on failure.
+UniqueFd open_in_root(int root, const std::string& rel, int flags);
+// An O_PATH fd of the mount point for the absolute box path `target`,
+// created (directories all the way, and an empty file last when `dir` is
+// false) where missing, each under the fd of its resolved parent.
+Result<UniqueFd> make_mount_point(int root, const std::string& target, bool dir);
+
 // "/proc/self/fd/N": how mount(2) and overlayfs are handed an fd. Before
 // pivot_root the agent's /proc is the host's, which shows it too.
 std::string fd_path(int fd);

@@ -3,6 +3,7 @@
 // here with one error naming the field (see README "cubby-runc").
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,10 +23,10 @@ struct BoxOptions {
 
 Result<BoxOptions> box_options(const Spec& spec);
 // An `exec --process` process.json as an exec in the box, with the same
-// checks as the container's own process.
-// `container_rlimits` are the container's (config.json's): an exec under
-// the box's agent inherits them, so a process.json may repeat them (as
+// checks as the container's own process (`container`, config.json's).
+// An exec under the box's agent inherits the container's rlimits,
+// oom_score_adj and capability set, so a process.json may repeat them (as
 // containerd's do) but cannot ask for others yet.
-Result<ExecRequest> exec_request(const Process& p, const std::vector<Rlimit>& container_rlimits);
+Result<ExecRequest> exec_request(const Process& p, const Process& container);
 
 }  // namespace cubby::oci

@@ -23,9 +23,11 @@
 #include "base/process.h"
 #include "base/sys.h"
 #include "oci/box_options.h"
+#include "oci/console.h"
 #include "oci/relay.h"
 #include "oci/spec.h"
 #include "oci/state.h"
+#include "oci/stats.h"
 #include "runtime/runtime.h"
 #include "sandbox/cgroup.h"
 
@@ -105,8 +107,23 @@ int parse_signal(const std::string& s) {
   die("invalid signal \"" + s + "\"");
 }
 
+// Whether a running container's workload is frozen (`pause`): read from its
+// box's cgroup, so `state` and `list` need no runtime.
+bool is_paused(const ContainerState& s) {
+  auto cg = sandbox::Cgroup::open_existing(s.box);
+  if (!cg || !*cg) return false;
+  auto f = (*cg)->frozen(sandbox::Leaf::kWorkload);
+  return f && *f;
+}
+
+// runc's statuses: created, running, paused, stopped.
+std::string oci_status(const ContainerState& s) {
+  std::string st = status_of(s);
+  return st == "running" && is_paused(s) ? "paused" : st;
+}
+
 json state_json(const ContainerState& s) {
-  std::string status = status_of(s);
+  std::string status = oci_status(s);
   json j = {{"ociVersion", "1.0.2"}, {"id", s.id}, {"status", status}, {"bundle", s.bundle},
             {"rootfs", s.bundle + "/rootfs"}, {"created", s.created}, {"owner", ""}};
   j["pid"] = status == "stopped" ? 0 : s.pid;
@@ -130,10 +147,19 @@ int cmd_create(const std::string& id, std::string bundle, const std::string& pid
   bundle = real;
   Spec spec = check(load_spec(bundle));
   if (spec.process.terminal && console.empty()) die("config.json: process.terminal is true but no --console-socket was given");
-  if (spec.process.terminal) die("config.json: process.terminal: terminals (--console-socket) are not supported by cubby-runc yet");
+  if (!spec.process.terminal && !console.empty()) die("--console-socket was given but config.json's process.terminal is false");
   BoxOptions bo = check(box_options(spec));
   for (const auto& w : bo.warnings) log_line("warning", w);
   check(dir.reserve(id));
+  UniqueFd slave;
+  if (spec.process.terminal) {
+    auto s = send_console(console, spec.process.console_size);
+    if (!s) {
+      (void)dir.remove(id);
+      die(s.error().message());
+    }
+    slave = std::move(*s);
+  }
   auto [rd, wr] = check(sys::make_pipe());
   pid_t pid = ::fork();
   if (pid < 0) {
@@ -143,11 +169,21 @@ int cmd_create(const std::string& id, std::string bundle, const std::string& pid
   if (pid == 0) {
     rd.reset();
     // Its own process group, so a terminal's signals to `create` (when a
-    // person runs it) do not reach the container.
-    ::setpgid(0, 0);
+    // person runs it) do not reach the container; with a console, its own
+    // session on it, so a resize of the master reaches it as SIGWINCH.
+    if (slave) {
+      if (!take_terminal(slave.get())) {
+        std::string m = "error " + Error::sys("take the console as the controlling terminal").message() + "\n";
+        (void)!::write(wr.get(), m.data(), m.size());
+        std::exit(1);
+      }
+    } else {
+      ::setpgid(0, 0);
+    }
     std::exit(run_relay(dir, id, spec, bo, wr.get()));
   }
   wr.reset();
+  slave.reset();
   std::string out = check(sys::read_all(rd.get(), 1 << 16));
   if (out.rfind("ok ", 0) != 0) {
     // The relay failed before the box was started; reap it (it is our
@@ -211,13 +247,88 @@ int cmd_kill(const std::string& id, const std::string& sig_s, bool all) {
     return 0;
   }
   auto rt = open_runtime(dir);
+  // A frozen process keeps a SIGKILL pending until it is thawed (v1's
+  // freezer): thaw it after the signal, as runc does.
+  const bool paused = sig == SIGKILL && is_paused(s);
   if (all) {
     if (sig != SIGKILL) die("kill --all: only SIGKILL is supported by cubby-runc yet");
+    if (paused) {
+      check(rt.kill(s.box, SIGKILL));
+      check(rt.pause(s.box, false));
+    }
     check(rt.stop(s.box, std::chrono::seconds(0)));
     return 0;
   }
   check(rt.kill(s.box, sig));
+  if (paused) check(rt.pause(s.box, false));
   return 0;
+}
+
+int cmd_pause(const std::string& id, bool pause) {
+  StateDir dir(g.root);
+  auto s = check(dir.load(id));
+  std::string st = oci_status(s);
+  if (pause && st != "running") die("cannot pause a container that is " + st);
+  if (!pause && st != "paused") die("cannot resume a container that is " + st + " (not paused)");
+  auto rt = open_runtime(dir);
+  check(rt.pause(s.box, pause));
+  return 0;
+}
+
+// `update --resources FILE|-`, what containerd's shim calls: the memory,
+// pids and CPU quota limits cubby's cgroups take (as config.json's).
+int cmd_update(const std::string& id, const std::string& resources) {
+  StateDir dir(g.root);
+  auto s = check(dir.load(id));
+  if (resources.empty()) die("update: only --resources is supported by cubby-runc yet");
+  std::string text = resources == "-" ? check(sys::read_all(0, 1 << 20)) : check(read_file(resources, 1 << 20));
+  Resources r = check(parse_resources(text));
+  std::string st = oci_status(s);
+  if (st != "running" && st != "paused") die("cannot update a container that is " + st);
+  sandbox::CgroupLimits l;
+  if (r.memory_limit && *r.memory_limit > 0) l.memory_bytes = *r.memory_limit;
+  if (r.memory_swap && *r.memory_swap != -1 && (!r.memory_limit || *r.memory_swap != *r.memory_limit))
+    die("update: a swap limit other than the memory limit is not supported by cubby-runc yet");
+  if (r.pids_limit && *r.pids_limit > 0) l.pids_max = *r.pids_limit;
+  l.cpu_shares = r.cpu_shares;
+  if (r.cpu_quota && *r.cpu_quota > 0) {
+    uint64_t period = r.cpu_period.value_or(100000);
+    if (period != 100000) die("update: only a quota over a 100000 us period is supported by cubby-runc yet");
+    l.cpus = static_cast<double>(*r.cpu_quota) / 100000.0;
+  }
+  auto rt = open_runtime(dir);
+  check(rt.update_limits(s.box, l));
+  return 0;
+}
+
+// `events --stats`: one stats record; `events`: one every --interval until
+// the container ends (its relay's pidfd: the interval is the only timer).
+int cmd_events(const std::string& id, bool stats, const std::string& interval) {
+  StateDir dir(g.root);
+  auto s = check(dir.load(id));
+  if (oci_status(s) == "stopped") die("container not running: \"" + id + "\" has stopped");
+  if (stats) {
+    std::cout << check(stats_event(id, s.box)).dump() << std::endl;
+    return 0;
+  }
+  long ms = 5000;
+  {
+    // Go durations as runc takes them: "5s", "500ms", "1m".
+    char* end = nullptr;
+    double v = std::strtod(interval.c_str(), &end);
+    std::string unit = end ? end : "";
+    if (!(v > 0) || (unit != "s" && unit != "ms" && unit != "m")) die("invalid --interval \"" + interval + "\"");
+    ms = static_cast<long>(unit == "ms" ? v : unit == "s" ? v * 1000 : v * 60000);
+    if (ms < 1) ms = 1;
+  }
+  auto pfd = check(sys::pidfd_open(s.pid));
+  for (;;) {
+    if (!relay_alive(s)) return 0;
+    auto ev = stats_event(id, s.box);
+    if (!ev) return 0;  // ended between the check and the read
+    std::cout << ev->dump() << std::endl;
+    if (check(sys::wait_readable(pfd.get(), std::chrono::milliseconds(ms)))) return 0;
+  }
 }
 
 int cmd_delete(const std::string& id, bool force) {
@@ -230,6 +341,10 @@ int cmd_delete(const std::string& id, bool force) {
   auto s = *loaded;
   std::string st = status_of(s);
   if (st == "running" && !force) die("cannot delete container \"" + id + "\" that is running: kill it first or use --force");
+  if (st != "stopped" && is_paused(s)) {
+    // Frozen processes would hold their SIGKILL until thawed.
+    if (auto cg = sandbox::Cgroup::open_existing(s.box); cg && *cg) (void)(*cg)->freeze(sandbox::Leaf::kWorkload, false);
+  }
   if (st != "stopped") {
     // created (or running with --force): end the relay, and with it the tether.
     if (auto pfd = sys::pidfd_open(s.pid); pfd && relay_alive(s)) {
@@ -254,20 +369,26 @@ int cmd_exec(const std::string& id, const std::string& process_file, const std::
   auto s = check(dir.load(id));
   if (status_of(s) != "running") die("cannot exec in a container that is " + status_of(s));
   if (process_file.empty()) die("exec: --process is required (commands on the command line are not supported by cubby-runc yet)");
-  if (!console.empty()) die("exec: --console-socket: terminals are not supported by cubby-runc yet");
   Process p = check(parse_process(check(read_file(process_file, 1 << 20))));
+  if (p.terminal && console.empty()) die("process.json: process.terminal is true but no --console-socket was given");
+  if (!p.terminal && !console.empty()) die("--console-socket was given but the process's terminal is false");
   // The container's own rlimits, which the exec inherits from the agent.
-  std::vector<Rlimit> limits;
-  if (auto spec = load_spec(s.bundle)) limits = spec->process.rlimits;
-  ExecRequest req = check(exec_request(p, limits));
+  Spec spec = check(load_spec(s.bundle));
+  ExecRequest req = check(exec_request(p, spec.process));
+  UniqueFd slave;
+  if (p.terminal) slave = check(send_console(console, p.console_size));
   pid_t pid = ::fork();
   if (pid < 0) die(Error::sys("fork the exec relay").message());
   if (pid == 0) {
-    ::setpgid(0, 0);
+    if (slave) {
+      if (!take_terminal(slave.get())) std::exit(125);
+    } else {
+      ::setpgid(0, 0);
+    }
     log::set_level(log::Level::kError);
     auto rt = Runtime::open({.home = dir.home(), .bin_dir = ""});
     if (!rt) std::exit(125);
-    auto r = rt->exec(s.box, req, StdioFds{.in = 0, .out = 1, .err = 2});
+    auto r = rt->exec(s.box, req, StdioFds{.in = 0, .out = 1, .err = 2, .tty = req.tty, .detach_keys = false});
     if (!r) {
       std::string m = "cubby-runc exec: " + r.error().message() + "\n";
       (void)!::write(2, m.data(), m.size());
@@ -279,6 +400,7 @@ int cmd_exec(const std::string& id, const std::string& process_file, const std::
     }
     std::exit(r->code);
   }
+  slave.reset();
   write_pid_file(pid_file, pid);
   if (detach) return 0;
   int st = 0;
@@ -400,10 +522,23 @@ int main(int argc, char** argv) {
   auto* ps = app.add_subcommand("ps", "the container's processes");
   ps->add_option("-f,--format", format);
   ps->add_option("id", id)->required();
+  auto* pause = app.add_subcommand("pause", "freeze the container's processes");
+  pause->add_option("id", id)->required();
+  auto* resume = app.add_subcommand("resume", "thaw a paused container");
+  resume->add_option("id", id)->required();
+  std::string resources, interval = "5s";
+  auto* update = app.add_subcommand("update", "new resource limits for a running container");
+  update->add_option("-r,--resources", resources, "linux.resources JSON: a file, or - for stdin");
+  update->add_option("id", id)->required();
+  bool stats = false;
+  auto* events = app.add_subcommand("events", "the container's cgroup stats as JSON");
+  events->add_flag("--stats", stats, "one record, then exit");
+  events->add_option("--interval", interval);
+  events->add_option("id", id)->required();
   // runc's other verbs: one clear refusal each, never "unknown command".
   std::vector<CLI::App*> refused;
   std::vector<std::string> ignored_args;
-  for (const char* v : {"pause", "resume", "update", "events", "checkpoint", "restore", "run", "spec"}) {
+  for (const char* v : {"checkpoint", "restore", "run", "spec"}) {
     auto* c = app.add_subcommand(v, "not supported by cubby-runc yet");
     c->add_option("args", ignored_args);
     c->allow_extras();
@@ -440,6 +575,10 @@ int main(int argc, char** argv) {
   if (features->parsed()) return cmd_features();
   if (exec->parsed()) return cmd_exec(id, process_file, pid_file, detach, console);
   if (ps->parsed()) return cmd_ps(id, format);
+  if (pause->parsed()) return cmd_pause(id, true);
+  if (resume->parsed()) return cmd_pause(id, false);
+  if (update->parsed()) return cmd_update(id, resources);
+  if (events->parsed()) return cmd_events(id, stats, interval);
   for (auto* c : refused)
     if (c->parsed()) die("\"" + c->get_name() + "\" is not supported by cubby-runc yet");
   die("no command");

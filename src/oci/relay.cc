@@ -37,6 +37,16 @@ int run_relay(const StateDir& dir, const std::string& id, const Spec& spec, cons
       return 1;
     }
   }
+  // Inherited the same way. This host's root lacks CAP_SYS_RESOURCE, so a
+  // value below the current one fails (EACCES): said, never skipped.
+  if (spec.process.oom_score_adj) {
+    std::string v = std::to_string(*spec.process.oom_score_adj);
+    UniqueFd f(::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC));
+    if (!f || !sys::write_all(f.get(), v.data(), v.size())) {
+      report(report_fd, "error " + Error::sys("config.json: process.oomScoreAdj: set oom_score_adj to " + v).message());
+      return 1;
+    }
+  }
   auto rt = Runtime::open({.home = dir.home(), .bin_dir = ""});
   if (!rt) {
     report(report_fd, "error " + rt.error().message());
@@ -77,7 +87,8 @@ int run_relay(const StateDir& dir, const std::string& id, const Spec& spec, cons
   io.in = 0;
   io.out = 1;
   io.err = 2;
-  io.tty = spec.process.terminal;
+  io.tty = spec.process.terminal;  // fds 0-2 are then the console's slave (console.h)
+  io.detach_keys = false;
   auto res = rt->attach_and_wait(box->id, io);
   if (!res) {
     std::string msg = "cubby-runc: " + res.error().message() + "\n";

@@ -108,18 +108,23 @@ std::vector<int> cap_list(const json& j, const std::string& path) {
 
 Process decode_process(const json& j, const std::string& p) {
   only_keys(j, p, {"terminal", "user", "args", "env", "cwd", "capabilities", "rlimits", "noNewPrivileges",
-                   "consoleSize"});
+                   "consoleSize", "oomScoreAdj"});
   Process out;
   if (j.contains("terminal")) out.terminal = boolean(j["terminal"], p + ".terminal");
   if (j.contains("consoleSize") && !j["consoleSize"].is_null()) {
-    // Only a hint for the terminal's first size; accepted, shape checked.
-    only_keys(j["consoleSize"], p + ".consoleSize", {"height", "width"});
+    // The terminal's first size (later ones come as resizes of the master).
+    const auto& c = j["consoleSize"];
+    only_keys(c, p + ".consoleSize", {"height", "width"});
+    out.console_size = std::pair<int, int>{integer<uint16_t>(c.value("height", json(0)), p + ".consoleSize.height"),
+                                           integer<uint16_t>(c.value("width", json(0)), p + ".consoleSize.width")};
   }
   if (j.contains("user")) {
     const auto& u = j["user"];
     const std::string up = p + ".user";
     only_keys(u, up, {"uid", "gid", "additionalGids", "umask"});
-    if (u.contains("umask") && !u["umask"].is_null()) unsupported(up + ".umask");
+    // podman writes 0022, the umask every box process has (the agent's).
+    if (u.contains("umask") && !u["umask"].is_null() && integer<uint32_t>(u["umask"], up + ".umask") != 022)
+      refuse(up + ".umask", "a umask other than 0022 is not supported by cubby-runc yet");
     if (u.contains("uid")) out.user.uid = integer<uint32_t>(u["uid"], up + ".uid");
     if (u.contains("gid")) out.user.gid = integer<uint32_t>(u["gid"], up + ".gid");
     if (u.contains("additionalGids") && !u["additionalGids"].is_null()) {
@@ -165,30 +170,52 @@ Process decode_process(const json& j, const std::string& p) {
       out.rlimits.push_back(rl);
     }
   }
+  if (j.contains("oomScoreAdj") && !j["oomScoreAdj"].is_null()) {
+    int v = integer<int>(j["oomScoreAdj"], p + ".oomScoreAdj");
+    if (v < -1000 || v > 1000) refuse(p + ".oomScoreAdj", "must be between -1000 and 1000");
+    out.oom_score_adj = v;
+  }
   if (j.contains("noNewPrivileges")) out.no_new_privileges = boolean(j["noNewPrivileges"], p + ".noNewPrivileges");
   return out;
 }
 
 void decode_resources(const json& j, Resources& r) {
   const std::string p = "linux.resources";
-  only_keys(j, p, {"devices", "memory", "pids", "cpu"});
+  only_keys(j, p, {"devices", "memory", "pids", "cpu", "blockIO"});
+  if (j.contains("blockIO") && !j["blockIO"].is_null()) {
+    // Docker writes {"weight": 0}: no block I/O limit, which is cubby's.
+    only_keys(j["blockIO"], p + ".blockIO", {"weight"});
+    if (j["blockIO"].contains("weight") && integer<uint16_t>(j["blockIO"]["weight"], p + ".blockIO.weight") != 0)
+      refuse(p + ".blockIO.weight", "block I/O weights are not supported by cubby-runc yet");
+  }
   if (j.contains("devices") && !j["devices"].is_null()) {
-    // The sandbox gives a container no device nodes of the host and no
-    // device cgroup access beyond what its tmpfs /dev holds, so only rules
-    // that deny are honoured as they stand; an "allow" rule would promise
-    // access cubby does not grant (containerd's default list for /dev/null
-    // etc. is refused until the device cgroup is implemented).
+    // Decoded here, judged in box_options.cc (what the box's /dev holds).
     const auto& d = j["devices"];
     if (!d.is_array()) refuse(p + ".devices", "must be an array");
     for (size_t i = 0; i < d.size(); ++i) {
       const std::string dp = p + ".devices[" + std::to_string(i) + "]";
       only_keys(d[i], dp, {"allow", "access", "type", "major", "minor"});
-      if (!d[i].contains("allow") || boolean(d[i]["allow"], dp + ".allow")) refuse(dp, "device allow rules are not supported by cubby-runc yet");
+      DeviceRule rule;
+      if (!d[i].contains("allow")) refuse(dp + ".allow", "is required");
+      rule.allow = boolean(d[i]["allow"], dp + ".allow");
+      if (d[i].contains("type") && !d[i]["type"].is_null()) rule.type = str(d[i]["type"], dp + ".type");
+      if (rule.type != "a" && rule.type != "c" && rule.type != "b") refuse(dp + ".type", "must be a, c or b");
+      if (d[i].contains("access") && !d[i]["access"].is_null()) rule.access = str(d[i]["access"], dp + ".access");
+      if (rule.access.empty() || rule.access.find_first_not_of("rwm") != std::string::npos)
+        refuse(dp + ".access", "must be letters of rwm");
+      if (d[i].contains("major") && !d[i]["major"].is_null()) rule.major = integer<int64_t>(d[i]["major"], dp + ".major");
+      if (d[i].contains("minor") && !d[i]["minor"].is_null()) rule.minor = integer<int64_t>(d[i]["minor"], dp + ".minor");
+      // -1 is how some generators write "any".
+      if (rule.major == -1) rule.major.reset();
+      if (rule.minor == -1) rule.minor.reset();
+      r.devices.push_back(rule);
     }
   }
   if (j.contains("memory") && !j["memory"].is_null()) {
     const auto& m = j["memory"];
-    only_keys(m, p + ".memory", {"limit", "swap"});
+    only_keys(m, p + ".memory", {"limit", "swap", "disableOOMKiller"});
+    if (m.contains("disableOOMKiller") && boolean(m["disableOOMKiller"], p + ".memory.disableOOMKiller"))
+      refuse(p + ".memory.disableOOMKiller", "true is not supported by cubby-runc yet");
     if (m.contains("limit")) r.memory_limit = integer<int64_t>(m["limit"], p + ".memory.limit");
     if (m.contains("swap")) r.memory_swap = integer<int64_t>(m["swap"], p + ".memory.swap");
   }
@@ -198,8 +225,13 @@ void decode_resources(const json& j, Resources& r) {
   }
   if (j.contains("cpu") && !j["cpu"].is_null()) {
     const auto& c = j["cpu"];
-    only_keys(c, p + ".cpu", {"shares", "quota", "period"});
-    if (c.contains("shares")) r.cpu_shares = integer<uint64_t>(c["shares"], p + ".cpu.shares");
+    only_keys(c, p + ".cpu", {"shares", "quota", "period", "cpus", "mems"});
+    for (const char* k : {"cpus", "mems"})
+      if (c.contains(k) && !str(c[k], p + ".cpu." + k).empty())
+        refuse(p + ".cpu." + k, "cpuset limits are not supported by cubby-runc yet");
+    // 0 is how Docker and containerd write "not set".
+    if (c.contains("shares") && integer<uint64_t>(c["shares"], p + ".cpu.shares") != 0)
+      r.cpu_shares = integer<uint64_t>(c["shares"], p + ".cpu.shares");
     if (c.contains("quota")) r.cpu_quota = integer<int64_t>(c["quota"], p + ".cpu.quota");
     if (c.contains("period")) r.cpu_period = integer<uint64_t>(c["period"], p + ".cpu.period");
   }
@@ -207,8 +239,21 @@ void decode_resources(const json& j, Resources& r) {
 
 Linux decode_linux(const json& j) {
   only_keys(j, "linux", {"namespaces", "maskedPaths", "readonlyPaths", "resources", "cgroupsPath",
-                         "rootfsPropagation"});
+                         "rootfsPropagation", "sysctl", "seccomp"});
   Linux out;
+  if (j.contains("sysctl") && !j["sysctl"].is_null()) {
+    if (!j["sysctl"].is_object()) refuse("linux.sysctl", "must be an object");
+    for (const auto& [k, v] : j["sysctl"].items()) out.sysctl[k] = str(v, "linux.sysctl." + k);
+  }
+  if (j.contains("seccomp") && !j["seccomp"].is_null() && !(j["seccomp"].is_object() && j["seccomp"].empty())) {
+    const auto& sc = j["seccomp"];
+    if (!sc.is_object()) refuse("linux.seccomp", "must be an object");
+    std::string a = str(sc.value("defaultAction", json()), "linux.seccomp.defaultAction");
+    if (a != "SCMP_ACT_ERRNO" && a != "SCMP_ACT_KILL" && a != "SCMP_ACT_KILL_PROCESS" && a != "SCMP_ACT_KILL_THREAD" &&
+        a != "SCMP_ACT_TRAP")
+      refuse("linux.seccomp", "a profile whose default action is " + a + " is not supported by cubby-runc yet (only deny-by-default profiles, such as Docker's default)");
+    out.seccomp_default_action = a;
+  }
   if (j.contains("namespaces") && !j["namespaces"].is_null()) {
     if (!j["namespaces"].is_array()) refuse("linux.namespaces", "must be an array");
     std::set<std::string> seen;
@@ -316,6 +361,20 @@ Result<Spec> load_spec(const std::string& bundle) {
   auto text = read_file(bundle + "/config.json");
   if (!text) return fail(text.error().wrap("read the bundle's config.json"));
   return parse_spec(*text, bundle);
+}
+
+Result<Resources> parse_resources(const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return fail(Error::invalid("resources: not valid JSON"));
+  try {
+    Resources r;
+    decode_resources(j, r);
+    return r;
+  } catch (const Refused& r) {
+    return fail(Error::invalid("resources: " + r.msg));
+  } catch (const json::exception& e) {
+    return fail(Error::invalid(std::string("resources: ") + e.what()));
+  }
 }
 
 Result<Process> parse_process(const std::string& text) {

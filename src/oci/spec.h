@@ -8,8 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +45,8 @@ struct Process {
   std::optional<Capabilities> capabilities;
   std::vector<Rlimit> rlimits;
   bool no_new_privileges = false;
+  std::optional<int> oom_score_adj;  // -1000..1000
+  std::optional<std::pair<int, int>> console_size;  // rows, cols
 };
 
 struct Root {
@@ -60,7 +64,16 @@ struct Namespace {
   std::string path;  // join this namespace instead of making one
 };
 
+// One linux.resources.devices rule (a device cgroup entry).
+struct DeviceRule {
+  bool allow = false;
+  std::string type = "a";  // a, c or b
+  std::optional<int64_t> major, minor;  // unset: any
+  std::string access = "rwm";
+};
+
 struct Resources {
+  std::vector<DeviceRule> devices;
   std::optional<int64_t> memory_limit;   // bytes
   std::optional<int64_t> memory_swap;    // bytes (v1 memsw)
   std::optional<int64_t> pids_limit;
@@ -71,6 +84,10 @@ struct Resources {
 
 struct Linux {
   std::vector<Namespace> namespaces;
+  std::map<std::string, std::string> sysctl;
+  // linux.seccomp's defaultAction when a profile is given (only deny-by-
+  // default profiles are taken; see box_options.cc for what applies).
+  std::optional<std::string> seccomp_default_action;
   std::vector<std::string> masked_paths, readonly_paths;
   Resources resources;
   std::string cgroups_path;
@@ -93,6 +110,9 @@ Result<Spec> parse_spec(const std::string& text, const std::string& bundle);
 Result<Spec> load_spec(const std::string& bundle);
 // A process.json for `exec --process` (the same schema as "process").
 Result<Process> parse_process(const std::string& text);
+
+// `update --resources`'s JSON (a linux.resources object).
+Result<Resources> parse_resources(const std::string& text);
 
 // CAP_* name <-> number; -1 for an unknown name.
 int capability_number(const std::string& name);

@@ -3,6 +3,8 @@
 // this file, so the numbers cannot drift apart.
 #pragma once
 
+#include <cstdint>
+
 namespace cubby::launch {
 
 // The agent's inherited fds (everything else is closed before exec).
@@ -19,13 +21,18 @@ inline constexpr int kAgentFdCount = 8;
 // into the box's workload cgroup (sandbox::Cgroup::open_self_join: one per v1
 // hierarchy); the config's "workload_cgroup_fds" says how many (0: none).
 inline constexpr int kAgentWorkloadCgroupFd = kAgentFdCount;
-inline constexpr int kAgentMaxCgroupFds = 3;
+inline constexpr int kAgentMaxCgroupFds = 4;  // v1: memory, cpu, pids, freezer
 // After those, when the box has a pids limit: a read-only fd of the workload
 // leaf's pids.current, at the fd the config's "workload_pids_fd" names (with
 // the limit in "pids_max"). Moving a process into a cgroup is not held to
 // pids.max (the kernel checks it on fork only), so every exec child checks
 // the count once it has joined.
 inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds + 1;
+
+// Docker's default capability set (CAP_* bits), what the agent gives a box's
+// processes; the config's "cap_drop" withholds some of it (--cap-drop).
+// sandbox/confine.cc asserts it is the set it applies.
+inline constexpr uint64_t kDefaultCapabilityMask = 0xa80425fbull;
 
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it

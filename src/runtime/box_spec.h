@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proto/box_fs.h"
 #include "proto/logfile.h"
 #include "runtime/idmap.h"
 #include "runtime/ports.h"
@@ -29,6 +30,8 @@ struct BoxSpec {
   std::optional<int64_t> memory;  // bytes
   std::optional<double> cpus;
   std::optional<int64_t> pids;
+  std::optional<uint64_t> cpu_shares;
+  uint64_t cap_drop = 0;  // CAP_* bits of the default set withheld (--cap-drop)
   bool auto_remove = false;       // --rm
   bool interactive = false;       // -i
   bool tty = false;               // -t
@@ -54,6 +57,7 @@ struct BoxSpec {
   // user's stop or kill ends the box for good.
   std::string restart = "no";
   int restart_max = 0;
+  BoxFs fs;  // read-only rootfs, tmpfs, /dev/shm size, masked paths
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
@@ -74,6 +78,9 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
   if (s.pids) j["pids"] = *s.pids;
+  if (s.cpu_shares) j["cpu_shares"] = *s.cpu_shares;
+  if (s.cap_drop) j["cap_drop"] = s.cap_drop;
+  if (!s.fs.empty()) j["fs"] = s.fs;
 }
 
 inline void from_json(const nlohmann::json& j, BoxSpec& s) {
@@ -104,6 +111,9 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
   if (j.contains("pids")) s.pids = j["pids"].get<int64_t>();
+  if (j.contains("cpu_shares")) s.cpu_shares = j["cpu_shares"].get<uint64_t>();
+  s.cap_drop = j.value("cap_drop", uint64_t{0});
+  if (j.contains("fs")) s.fs = j["fs"].get<BoxFs>();
 }
 
 // What the runtime sends the shim as its first (and only) control message.

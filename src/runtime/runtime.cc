@@ -32,6 +32,7 @@
 #include "runtime/ownership.h"
 #include "runtime/session.h"
 #include "runtime/shim_launcher.h"
+#include "proto/launch.h"
 #include "sandbox/cgroup.h"
 
 namespace cubby {
@@ -372,8 +373,18 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
   CUBBY_TRYV(assign_host_ports(spec.ports));
   spec.mounts = std::move(mounts);
+  CUBBY_TRYV(check_box_fs(o.fs));
+  spec.fs = o.fs;
   spec.memory = o.memory;
   spec.cpus = o.cpus;
+  if (o.cpu_shares && (*o.cpu_shares < 2 || *o.cpu_shares > 262144))
+    return fail(Error::invalid("invalid --cpu-shares " + std::to_string(*o.cpu_shares) + ": want 2 to 262144"));
+  spec.cpu_shares = o.cpu_shares;
+  for (int c : o.cap_drop) {
+    if (c < 0 || c > 63 || !(launch::kDefaultCapabilityMask & (uint64_t{1} << c)))
+      return fail(Error::invalid("--cap-drop: capability " + std::to_string(c) + " is not in the default set (no box gets it)"));
+    spec.cap_drop |= uint64_t{1} << c;
+  }
   // A fork bomb in a box must not exhaust the host's pids: podman's default
   // (where cubby can set limits at all: rootless has no cgroup delegation yet).
   if (!o.pids)
@@ -797,6 +808,31 @@ Result<Runtime::Pruned> Runtime::prune_images() {
     out.bytes += img.size;
   }
   return out;
+}
+
+Result<std::unique_ptr<sandbox::Cgroup>> Runtime::running_cgroup(const std::string& ref) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (b.isolation != "sandbox")
+    return fail(Error::invalid("box " + b.name + ": pause and update are supported for sandbox boxes only yet"));
+  auto cg = CUBBY_TRY(sandbox::Cgroup::open_existing(b.id));
+  if (!cg) return fail(Error(ErrorKind::kSystem, "box " + b.name + " has no cgroup"));
+  return cg;
+}
+
+Result<void> Runtime::pause(const std::string& ref, bool paused) {
+  auto cg = CUBBY_TRY(running_cgroup(ref));
+  return cg->freeze(sandbox::Leaf::kWorkload, paused);
+}
+
+Result<bool> Runtime::paused(const std::string& ref) {
+  auto cg = CUBBY_TRY(running_cgroup(ref));
+  return cg->frozen(sandbox::Leaf::kWorkload);
+}
+
+Result<void> Runtime::update_limits(const std::string& ref, const sandbox::CgroupLimits& limits) {
+  auto cg = CUBBY_TRY(running_cgroup(ref));
+  return cg->set_limits(limits);
 }
 
 Result<void> Runtime::remove(const std::string& ref, bool force) {

@@ -22,6 +22,7 @@
 #include "proto/frame.h"
 #include "runtime/box_spec.h"
 #include "runtime/log_lines.h"
+#include "sandbox/cgroup.h"
 #include "store/store.h"
 
 namespace cubby {
@@ -56,6 +57,11 @@ struct CreateOptions {
   std::optional<int64_t> memory;
   std::optional<double> cpus;
   std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit
+  std::optional<uint64_t> cpu_shares;  // --cpu-shares: relative CPU weight (2..262144; 1024 default)
+  // --cap-drop: capabilities (CAP_* numbers) of Docker's default set that
+  // no process of the box gets. Others are never given, so naming one is
+  // an error.
+  std::vector<int> cap_drop;
   // --log-opt max-size / max-file (unset: logfile::kDefaultMaxSize/Files).
   std::optional<int64_t> log_max_size;
   std::optional<int> log_max_files;
@@ -64,6 +70,11 @@ struct CreateOptions {
   bool tty = false;
   std::map<std::string, std::string> labels;  // --label K=V
   std::string restart;  // --restart no|always|unless-stopped|on-failure[:N] ("": no)
+  // The box's filesystem beyond image and volumes (proto/box_fs.h): a
+  // read-only rootfs (--read-only), tmpfs mounts with options (--tmpfs),
+  // /dev/shm's size (--shm-size), masked and read-only paths (config.json).
+  // Checked at create; both backends apply it.
+  BoxFs fs;
 };
 
 // What `--isolation auto` picks on this host, and why (SPEC §1): "vm" only
@@ -91,6 +102,9 @@ struct StdioFds {
   // session and is always restored; SIGWINCH becomes a resize; Ctrl-P
   // Ctrl-Q detaches (Docker's detach keys).
   bool tty = false;
+  // Off: every byte goes to the process (an OCI runtime's terminal belongs
+  // to its caller, which has detach keys of its own if any).
+  bool detach_keys = true;
 };
 
 // How a process inside a box ended (never "cubby failed": that is an Error).
@@ -149,6 +163,13 @@ class Runtime {
   Result<void> stop(const std::string& ref, std::chrono::seconds grace);
   Result<void> kill(const std::string& ref, int sig);
   Result<void> remove(const std::string& ref, bool force);
+  // Freezes or thaws a running sandbox box's workload (its main process and
+  // every exec; the agent keeps serving, so kill and exec status still work)
+  // through the cgroup freezer (sandbox/cgroup.h). vm boxes: not yet.
+  Result<void> pause(const std::string& ref, bool paused);
+  Result<bool> paused(const std::string& ref);
+  // New limits for a running sandbox box's workload (only those set).
+  Result<void> update_limits(const std::string& ref, const sandbox::CgroupLimits& limits);
   // Blocks until the box is no longer running; returns its record.
   Result<store::BoxRecord> wait(const std::string& ref);
   // The workload's stdout/stderr to out_fd/err_fd; for a vm box also its
@@ -201,6 +222,7 @@ class Runtime {
  private:
   Runtime(std::string home, std::string bin_dir, store::Store db, image::ImageStore images)
       : home_(std::move(home)), bin_dir_(std::move(bin_dir)), db_(std::move(db)), images_(std::move(images)) {}
+  Result<std::unique_ptr<sandbox::Cgroup>> running_cgroup(const std::string& ref);
   Result<void> end_dead_box(const store::BoxRecord& b, const std::string& why);
   // After a won mark_removing: directory, record, then image GC if the box
   // held the last use of its image's layers.

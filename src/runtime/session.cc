@@ -141,7 +141,7 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
           if (held_ctrl_p) data.push_back(kCtrlP);
           data.append(buf, static_cast<size_t>(r));
           held_ctrl_p = false;
-          if (io.tty) {
+          if (io.tty && io.detach_keys) {
             auto pos = data.find(std::string{kCtrlP, kCtrlQ});
             if (pos != std::string::npos) {
               if (pos > 0)

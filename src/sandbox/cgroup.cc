@@ -57,7 +57,7 @@ Result<void> validate_box_id(const std::string& box_id) {
 std::vector<std::string> required_controllers(const CgroupLimits& limits) {
   std::vector<std::string> out;
   if (limits.memory_bytes) out.push_back("memory");
-  if (limits.cpus) out.push_back("cpu");
+  if (limits.cpus || limits.cpu_shares) out.push_back("cpu");
   if (limits.pids_max) out.push_back("pids");
   return out;
 }
@@ -68,6 +68,7 @@ struct CheckedLimits {
   std::optional<std::string> memory;     // bytes
   std::optional<std::string> cpu_quota;  // microseconds per kCpuPeriodUs
   std::optional<std::string> pids;       // number or "max"
+  std::optional<uint64_t> shares;        // 2..262144
 };
 
 Result<CheckedLimits> check_limits(const CgroupLimits& l) {
@@ -88,6 +89,11 @@ Result<CheckedLimits> check_limits(const CgroupLimits& l) {
     // Docker: 0 or -1 means unlimited.
     c.pids = *l.pids_max > 0 ? std::to_string(*l.pids_max) : std::string("max");
   }
+  if (l.cpu_shares) {
+    if (*l.cpu_shares < 2 || *l.cpu_shares > 262144)
+      return fail(Error::invalid("cpu shares must be between 2 and 262144, got " + std::to_string(*l.cpu_shares)));
+    c.shares = *l.cpu_shares;
+  }
   return c;
 }
 
@@ -106,6 +112,7 @@ Result<std::vector<LimitWrite>> v1_limit_writes(const CgroupLimits& limits) {
     w.push_back({"cpu", "cpu.cfs_quota_us", *c.cpu_quota, false});
   }
   if (c.pids) w.push_back({"pids", "pids.max", *c.pids, false});
+  if (c.shares) w.push_back({"cpu", "cpu.shares", std::to_string(*c.shares), false});
   return w;
 }
 
@@ -120,6 +127,8 @@ Result<std::vector<LimitWrite>> v2_limit_writes(const CgroupLimits& limits) {
   if (c.cpu_quota)
     w.push_back({"cpu", "cpu.max", *c.cpu_quota + " " + std::to_string(kCpuPeriodUs), false});
   if (c.pids) w.push_back({"pids", "pids.max", *c.pids, false});
+  // runc's and crun's mapping of shares [2, 262144] onto weight [1, 10000].
+  if (c.shares) w.push_back({"cpu", "cpu.weight", std::to_string(1 + ((*c.shares - 2) * 9999) / 262142), false});
   return w;
 }
 

@@ -38,6 +38,9 @@ struct CgroupLimits {
   std::optional<int64_t> memory_bytes;  // --memory
   std::optional<double> cpus;           // --cpus (quota over a 100 ms period)
   std::optional<int64_t> pids_max;      // --pids-limit
+  // --cpu-shares: v1 cpu.shares (2..262144, 1024 is the default weight);
+  // v2 cpu.weight, converted as runc and crun do.
+  std::optional<uint64_t> cpu_shares;
 };
 
 // The two leaves of a box's cgroup (see the top of this file).
@@ -79,6 +82,16 @@ class Cgroup {
   // (its memory cgroup's oom_kill count: v1 memory.oom_control, kernel >=
   // 4.13; v2 memory.events). False without a memory controller.
   virtual Result<bool> oom_killed() = 0;
+  // Freezes or thaws the leaf's processes (`pause`/`resume`): v1's freezer
+  // hierarchy (the box gets a freezer cgroup where one is mounted), v2's
+  // cgroup.freeze. Returns once the kernel says the leaf is frozen (v2:
+  // cgroup.events, by POLLPRI; v1 has no notification, see cgroup_v1.cc).
+  // Without a freezer: an error saying so.
+  virtual Result<void> freeze(Leaf leaf, bool frozen) = 0;
+  virtual Result<bool> frozen(Leaf leaf) = 0;
+  // Applies new limits to the workload leaf of a live box (`update`): only
+  // the limits that are set are written.
+  virtual Result<void> set_limits(const CgroupLimits& limits) = 0;
   // SIGKILLs whatever is still inside (leaves, the parent, any cgroup
   // below), waits for those processes to be gone (pidfds, no sleeping
   // loops), then removes the directories, deepest first. Idempotent.

@@ -8,6 +8,7 @@
 
 #include "sandbox/cgroup.h"
 #include "sandbox/cgroup_internal.h"
+#include "base/fs.h"
 
 namespace cubby::sandbox::detail {
 namespace {
@@ -21,13 +22,56 @@ Result<void> v1_wait_empty(const std::string&, Clock::time_point) {
   return {};
 }
 
+// Not a limit: a box gets a freezer cgroup (for pause) where the hierarchy
+// is mounted, and none where it is not.
+constexpr const char* kFreezer = "freezer";
+
 class CgroupV1 final : public Cgroup {
  public:
   // The box directory in controller ctrl's hierarchy.
   void add_dir(const std::string& ctrl, std::string d) {
     if (ctrl == "memory") memory_dir_ = d;
     if (ctrl == "pids") pids_dir_ = d;
+    if (ctrl == kFreezer) freezer_dir_ = d;
+    ctrl_of_.push_back(ctrl);
     dirs_.push_back(std::move(d));
+  }
+
+  // v1's freezer.state reads FREEZING until every task has entered the
+  // refrigerator, and offers no notification (no cgroup.events in v1): the
+  // wait yields the CPU to the tasks being frozen and is bounded by a
+  // backstop. Tasks that sleep are frozen at once; this is a few yields.
+  Result<void> freeze(Leaf leaf, bool frozen) override {
+    if (freezer_dir_.empty()) return fail(Error(ErrorKind::kSystem, "no cgroup v1 freezer hierarchy is mounted (pause needs one)"));
+    std::string path = leaf_dir(freezer_dir_, leaf) + "/freezer.state";
+    CUBBY_TRYV(write_cgroup_file(path, frozen ? "FROZEN" : "THAWED"));
+    auto deadline = Clock::now() + kDestroyBackstop;
+    for (;;) {
+      auto st = read_file(path);
+      if (!st) return fail(st.error());
+      if (st->rfind(frozen ? "FROZEN" : "THAWED", 0) == 0) return {};
+      if (Clock::now() > deadline) return fail(Error::timeout(path + " still reads " + *st));
+      ::sched_yield();
+    }
+  }
+
+  Result<bool> frozen(Leaf leaf) override {
+    if (freezer_dir_.empty()) return false;
+    auto st = read_file(leaf_dir(freezer_dir_, leaf) + "/freezer.state");
+    if (!st) return fail(st.error());
+    return st->rfind("THAWED", 0) != 0;
+  }
+
+  Result<void> set_limits(const CgroupLimits& limits) override {
+    for (const auto& w : CUBBY_TRY(v1_limit_writes(limits))) {
+      auto it = std::find(ctrl_of_.begin(), ctrl_of_.end(), w.controller);
+      if (it == ctrl_of_.end())
+        return fail(Error(ErrorKind::kSystem, "cannot apply the " + w.controller + " limit: the box has no " + w.controller + " cgroup"));
+      std::string path = leaf_dir(dirs_[static_cast<size_t>(it - ctrl_of_.begin())], Leaf::kWorkload) + "/" + w.file;
+      if (w.optional && !file_exists(path)) continue;
+      if (auto r = write_cgroup_file(path, w.value); !r) return fail(r.error().wrap("apply " + w.controller + " limit"));
+    }
+    return {};
   }
 
   Result<void> add_process(pid_t pid, Leaf leaf) override {
@@ -54,13 +98,20 @@ class CgroupV1 final : public Cgroup {
     return read_oom_kill(leaf_dir(memory_dir_, Leaf::kWorkload) + "/memory.oom_control");
   }
 
-  Result<void> destroy() override { return destroy_dirs(dirs_, &v1_wait_empty); }
+  Result<void> destroy() override {
+    // v1 tasks stay frozen with a SIGKILL pending: thaw before killing.
+    if (!freezer_dir_.empty())
+      for (Leaf l : {Leaf::kWorkload, Leaf::kAgent})
+        if (file_exists(leaf_dir(freezer_dir_, l) + "/freezer.state"))
+          (void)write_cgroup_file(leaf_dir(freezer_dir_, l) + "/freezer.state", "THAWED");
+    return destroy_dirs(dirs_, &v1_wait_empty);
+  }
 
   std::vector<std::string> paths() const override { return dirs_; }
 
  private:
-  std::vector<std::string> dirs_;
-  std::string memory_dir_, pids_dir_;
+  std::vector<std::string> dirs_, ctrl_of_;
+  std::string memory_dir_, pids_dir_, freezer_dir_;
 };
 
 std::string box_dir(const std::string& root, const std::string& ctrl, const std::string& box_id) {
@@ -100,6 +151,15 @@ Result<std::unique_ptr<Cgroup>> create_v1(const std::string& root, const std::st
     (void)cg->destroy();
     return fail(e);
   };
+  // The box's directory and its two leaves in one hierarchy.
+  auto make_box_dirs = [&](const std::string& ctrl) -> Result<void> {
+    std::string dir = box_dir(root, ctrl, box_id);
+    CUBBY_TRYV(make_dir(root + "/" + ctrl + "/" + kParentName));
+    CUBBY_TRYV(make_dir(dir));
+    cg->add_dir(ctrl, dir);
+    CUBBY_TRYV(make_dir(leaf_dir(dir, Leaf::kAgent)));
+    return make_dir(leaf_dir(dir, Leaf::kWorkload));
+  };
   for (const char* ctrl : kControllers) {
     std::string hier = root + "/" + ctrl;
     if (!file_exists(hier + "/cgroup.procs")) {
@@ -109,18 +169,12 @@ Result<std::unique_ptr<Cgroup>> create_v1(const std::string& root, const std::st
                                                       " is not mounted at " + hier));
       continue;
     }
-    std::string dir = box_dir(root, ctrl, box_id);
-    auto r = make_dir(hier + "/" + kParentName);
-    if (r) r = make_dir(dir);
-    if (r) {
-      cg->add_dir(ctrl, dir);
-      r = make_dir(leaf_dir(dir, Leaf::kAgent));
-    }
-    if (r) r = make_dir(leaf_dir(dir, Leaf::kWorkload));
-    if (!r) return rollback(r.error());
+    if (auto r = make_box_dirs(ctrl); !r) return rollback(r.error());
   }
   if (cg->paths().empty())
     return fail(Error(ErrorKind::kSystem, "no cgroup v1 memory, cpu or pids hierarchy under " + root));
+  if (file_exists(root + "/" + kFreezer + "/cgroup.procs"))
+    if (auto r = make_box_dirs(kFreezer); !r) return rollback(r.error());
   if (auto r = apply_limits(root, box_id, writes); !r) return rollback(r.error());
   return std::unique_ptr<Cgroup>(std::move(cg));
 }
@@ -132,6 +186,8 @@ Result<std::unique_ptr<Cgroup>> open_v1(const std::string& root, const std::stri
     std::string dir = box_dir(root, ctrl, box_id);
     if (file_exists(dir)) cg->add_dir(ctrl, dir);
   }
+  if (!cg->paths().empty() && file_exists(box_dir(root, kFreezer, box_id)))
+    cg->add_dir(kFreezer, box_dir(root, kFreezer, box_id));
   if (cg->paths().empty()) return std::unique_ptr<Cgroup>();
   return std::unique_ptr<Cgroup>(std::move(cg));
 }

@@ -92,6 +92,47 @@ class CgroupV2 final : public Cgroup {
 
   std::vector<std::string> paths() const override { return {dir_}; }
 
+  // cgroup.events' "frozen" line changes with a POLLPRI wake (as populated).
+  Result<void> freeze(Leaf leaf, bool frozen) override {
+    std::string d = leaf_dir(dir_, leaf);
+    if (!file_exists(d + "/cgroup.freeze")) return fail(Error(ErrorKind::kSystem, "no cgroup.freeze (kernel < 5.2): pause needs it"));
+    CUBBY_TRYV(write_cgroup_file(d + "/cgroup.freeze", frozen ? "1" : "0"));
+    std::string path = d + "/cgroup.events";
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return sys_fail("open " + path);
+    const std::string want = frozen ? "frozen 1" : "frozen 0";
+    auto deadline = Clock::now() + kDestroyBackstop;
+    for (;;) {
+      char buf[256];
+      ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return sys_fail("read " + path);
+      }
+      if (std::string_view(buf, static_cast<size_t>(n)).find(want) != std::string_view::npos) return {};
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return fail(Error::timeout(path + " does not say " + want + " after the backstop"));
+      pollfd p{fd.get(), POLLPRI, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return sys_fail("poll " + path);
+    }
+  }
+
+  Result<bool> frozen(Leaf leaf) override {
+    auto v = read_file(leaf_dir(dir_, leaf) + "/cgroup.freeze");
+    if (!v) return false;
+    return v->rfind("1", 0) == 0;
+  }
+
+  Result<void> set_limits(const CgroupLimits& limits) override {
+    std::string workload = leaf_dir(dir_, Leaf::kWorkload);
+    for (const auto& w : CUBBY_TRY(v2_limit_writes(limits))) {
+      std::string path = workload + "/" + w.file;
+      if (w.optional && !file_exists(path)) continue;
+      if (auto r = write_cgroup_file(path, w.value); !r) return fail(r.error().wrap("apply " + w.controller + " limit"));
+    }
+    return {};
+  }
+
  private:
   std::string dir_;
 };

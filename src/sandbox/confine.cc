@@ -1,5 +1,7 @@
 #include "sandbox/confine.h"
 
+#include "proto/launch.h"
+
 #include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -59,6 +61,7 @@ constexpr uint64_t kDefaultCaps =
     bit(CAP_SETPCAP) | bit(CAP_NET_BIND_SERVICE) | bit(CAP_SYS_CHROOT) | bit(CAP_KILL) |
     bit(CAP_AUDIT_WRITE);
 static_assert(kDefaultCaps == 0xa80425fbull);
+static_assert(kDefaultCaps == launch::kDefaultCapabilityMask);
 
 struct CapSets {
   uint64_t effective, permitted, inheritable;
@@ -166,6 +169,15 @@ int apply_default_capabilities(bool target_is_root) noexcept {
 }
 
 int apply_default_capabilities(bool target_is_root, uint64_t bounding_drops) noexcept {
+  return apply_capabilities(target_is_root, bounding_drops, kDefaultCaps);
+}
+
+uint64_t default_capability_mask() noexcept { return kDefaultCaps; }
+
+int apply_capabilities(bool target_is_root, uint64_t bounding_drops, uint64_t keep) noexcept {
+  // Never more than the default set, whatever the caller passed.
+  keep &= kDefaultCaps;
+  bounding_drops |= kDefaultCaps & ~keep;
   CapSets cur;
   if (int rc = cap_get(&cur); rc < 0) return rc;
   // After setuid() with PR_SET_KEEPCAPS the effective set is empty while the
@@ -178,7 +190,7 @@ int apply_default_capabilities(bool target_is_root, uint64_t bounding_drops) noe
   // Bounding set: drop everything outside the default set. Needs CAP_SETPCAP,
   // so this comes before capset lowers the sets. Never drops a default cap,
   // whatever the caller passed.
-  bounding_drops &= ~kDefaultCaps;
+  bounding_drops &= ~keep;
   for (int cap = 0; cap < 64; ++cap) {
     if (!(bounding_drops & bit(cap))) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return -errno;
@@ -189,6 +201,9 @@ int apply_default_capabilities(bool target_is_root, uint64_t bounding_drops) noe
   // empty, as in Docker since 20.10.14 (CVE-2022-24769): otherwise a later
   // setuid to a non-root user could regain caps by exec'ing a binary with
   // inheritable file capabilities.
+  // The default set, not `keep`: setgroups below needs CAP_SETGID. For root
+  // the exec makes permitted and effective the bounding set, which holds
+  // only `keep` by now; another user's are cleared by setuid anyway.
   uint64_t want = target_is_root ? (kDefaultCaps & cur.permitted) : 0;
   return cap_set(CapSets{want, want, 0});
 }

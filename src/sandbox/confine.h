@@ -41,6 +41,12 @@ int apply_default_capabilities(bool target_is_root) noexcept;
 // a process whose bounding set does not change (the agent) probes it once
 // instead of once per child (64 PR_CAPBSET_READ calls saved per exec).
 int apply_default_capabilities(bool target_is_root, uint64_t bounding_drops) noexcept;
+// The same with `keep` (a subset of the default set, as a mask of CAP_*
+// bits; Docker's --cap-drop) in place of the default set: the rest of the
+// default set is dropped from the bounding set too.
+int apply_capabilities(bool target_is_root, uint64_t bounding_drops, uint64_t keep) noexcept;
+// Docker's default set as a mask of CAP_* bits.
+uint64_t default_capability_mask() noexcept;
 // The capabilities outside the default set that are still in this process's
 // bounding set, as a mask. Async-signal-safe (raw prctl calls).
 uint64_t bounding_set_drops() noexcept;

@@ -184,7 +184,7 @@ class SandboxBackend : public Backend {
     inst->box_dir_ = cfg.box_dir;
     const BoxSpec& spec = cfg.spec;
 
-    sandbox::CgroupLimits limits{spec.memory, spec.cpus, spec.pids};
+    sandbox::CgroupLimits limits{spec.memory, spec.cpus, spec.pids, spec.cpu_shares};
     if (::geteuid() == 0) {
       auto cg = sandbox::Cgroup::create(cfg.box_id, limits);
       if (!cg) return std::unexpected(cg.error().wrap("create cgroup"));
@@ -303,6 +303,8 @@ class SandboxBackend : public Backend {
         {"workload_cgroup_fds", ncgroup_fds}};
     if (auto rc = net::resolv_conf_for(spec.dns, spec.network == "bridge"); !rc.empty()) agent_cfg["resolv_conf"] = rc;
     if (!extra_hosts.empty()) agent_cfg["extra_hosts"] = extra_hosts;
+    if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
+    if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;

@@ -534,6 +534,8 @@ class VmBackend : public Backend {
         {"network", spec.network}};
     if (auto rc = net::resolv_conf_for(spec.dns, false); !rc.empty()) agent_cfg["resolv_conf"] = rc;
     if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
+    if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
+    if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();

@@ -60,16 +60,23 @@ TEST(OciSpec, DecodesTheFieldsItHonours) {
 TEST(OciSpec, RefusesUnhonouredKeysByName) {
   auto j = base();
   j["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"}};
-  EXPECT_EQ(error_of(j), "config.json: linux.seccomp: not supported by cubby-runc yet");
+  EXPECT_EQ(error_of(j), "config.json: linux.seccomp: a profile whose default action is SCMP_ACT_ALLOW is not supported by "
+                         "cubby-runc yet (only deny-by-default profiles, such as Docker's default)");
   j = base();
   j["hooks"] = {{"prestart", {{{"path", "/bin/true"}}}}};
   EXPECT_EQ(error_of(j), "config.json: hooks: not supported by cubby-runc yet");
   j = base();
-  j["linux"]["sysctl"] = {{"net.ipv4.ip_forward", "1"}};
-  EXPECT_EQ(error_of(j), "config.json: linux.sysctl: not supported by cubby-runc yet");
+  j["linux"]["sysctl"] = {{"net.ipv4.ip_forward", 1}};
+  EXPECT_EQ(error_of(j), "config.json: linux.sysctl.net.ipv4.ip_forward: must be a string");
   j = base();
-  j["process"]["oomScoreAdj"] = 5;
-  EXPECT_EQ(error_of(j), "config.json: process.oomScoreAdj: not supported by cubby-runc yet");
+  j["linux"]["resources"]["cpu"]["cpus"] = "0-1";
+  EXPECT_EQ(error_of(j), "config.json: linux.resources.cpu.cpus: cpuset limits are not supported by cubby-runc yet");
+  j = base();
+  j["linux"]["resources"]["memory"]["disableOOMKiller"] = true;
+  EXPECT_EQ(error_of(j), "config.json: linux.resources.memory.disableOOMKiller: true is not supported by cubby-runc yet");
+  j = base();
+  j["process"]["oomScoreAdj"] = 1001;
+  EXPECT_EQ(error_of(j), "config.json: process.oomScoreAdj: must be between -1000 and 1000");
   j = base();
   j["linux"]["namespaces"].push_back({{"type", "user"}});
   EXPECT_NE(error_of(j).find("user namespaces"), std::string::npos);
@@ -77,11 +84,52 @@ TEST(OciSpec, RefusesUnhonouredKeysByName) {
   j["mounts"].push_back({{"destination", "/x"}, {"type", "overlay"}, {"source", "o"}});
   EXPECT_EQ(error_of(j), "config.json: mounts[2].type: mount type \"overlay\" is not supported by cubby-runc yet");
   j = base();
-  j["linux"]["resources"]["devices"].push_back({{"allow", true}, {"access", "rwm"}, {"type", "c"}});
-  EXPECT_NE(error_of(j).find("linux.resources.devices[1]"), std::string::npos);
+  j["linux"]["resources"]["devices"].push_back({{"allow", true}, {"access", "rwx"}, {"type", "c"}});
+  EXPECT_EQ(error_of(j), "config.json: linux.resources.devices[1].access: must be letters of rwm");
   j = base();
   j["linux"]["resources"]["hugepageLimits"] = {{{"pageSize", "2MB"}, {"limit", 1}}};
   EXPECT_EQ(error_of(j), "config.json: linux.resources.hugepageLimits: not supported by cubby-runc yet");
+}
+
+// What containerd's and Docker's default specs add (judged in box_options).
+TEST(OciSpec, DecodesOomScoreAdjAndDeviceRules) {
+  auto j = base();
+  j["process"]["oomScoreAdj"] = 0;
+  j["linux"]["resources"]["devices"].push_back({{"allow", true}, {"type", "c"}, {"major", 1}, {"minor", 3}, {"access", "rwm"}});
+  j["linux"]["resources"]["devices"].push_back({{"allow", true}, {"type", "c"}, {"major", -1}, {"minor", -1}, {"access", "m"}});
+  auto s = parse_spec(j.dump(), "/b");
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(s->process.oom_score_adj, 0);
+  const auto& d = s->linux.resources.devices;
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_FALSE(d[0].allow);
+  EXPECT_EQ(d[0].type, "a");
+  EXPECT_EQ(d[1].major, 1);
+  EXPECT_EQ(d[1].minor, 3);
+  EXPECT_FALSE(d[2].major);  // -1 is "any"
+  EXPECT_EQ(d[2].access, "m");
+}
+
+// Docker 20.10's generated spec: sysctls, its seccomp profile (deny by
+// default), cpu shares 0, blockIO weight 0, disableOOMKiller false.
+TEST(OciSpec, DecodesWhatDockersSpecAdds) {
+  auto j = base();
+  j["linux"]["sysctl"] = {{"net.ipv4.ping_group_range", "0 2147483647"}};
+  j["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ERRNO"}, {"architectures", {"SCMP_ARCH_X86_64"}},
+                           {"syscalls", {{{"names", {"read"}}, {"action", "SCMP_ACT_ALLOW"}}}}};
+  j["linux"]["resources"]["memory"]["disableOOMKiller"] = false;
+  j["linux"]["resources"]["cpu"] = {{"shares", 0}};
+  j["linux"]["resources"]["blockIO"] = {{"weight", 0}};
+  auto s = parse_spec(j.dump(), "/b");
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(s->linux.sysctl.at("net.ipv4.ping_group_range"), "0 2147483647");
+  EXPECT_EQ(s->linux.seccomp_default_action, "SCMP_ACT_ERRNO");
+  // podman's umask (0022, what every box process has); others refused.
+  j["process"]["user"]["umask"] = 18;
+  EXPECT_TRUE(parse_spec(j.dump(), "/b"));
+  j["process"]["user"]["umask"] = 63;
+  EXPECT_EQ(error_of(j), "config.json: process.user.umask: a umask other than 0022 is not supported by cubby-runc yet");
+  EXPECT_FALSE(s->linux.resources.cpu_shares);
 }
 
 TEST(OciSpec, EmptyOrNullKeysAreAbsent) {

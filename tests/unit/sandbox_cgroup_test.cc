@@ -183,7 +183,10 @@ TEST_F(RealCgroup, CreateAppliesLimitsAndDestroyKillsAndRemoves) {
     std::string m = "/sys/fs/cgroup/memory/cubby/" + id;
     std::string c = "/sys/fs/cgroup/cpu/cubby/" + id;
     std::string p = "/sys/fs/cgroup/pids/cubby/" + id;
-    EXPECT_EQ(paths, (std::vector<std::string>{m, c, p}));
+    std::vector<std::string> want = {m, c, p};
+    // A freezer cgroup too (for pause) where the hierarchy is mounted.
+    if (exists("/sys/fs/cgroup/freezer/cgroup.procs")) want.push_back("/sys/fs/cgroup/freezer/cubby/" + id);
+    EXPECT_EQ(paths, want);
     EXPECT_EQ(read_trim(m + "/workload/memory.limit_in_bytes"), "67108864");
     if (exists(m + "/workload/memory.memsw.limit_in_bytes")) {
       EXPECT_EQ(read_trim(m + "/workload/memory.memsw.limit_in_bytes"), "67108864");
