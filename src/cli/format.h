@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/signals.h"
 #include "image/image_store.h"
 #include "store/store.h"
 
@@ -12,8 +13,6 @@ namespace cubby {
 
 // "512m", "1g", "100k", "1048576" (bytes). Docker's units (binary).
 Result<int64_t> parse_size(const std::string& s);
-// "KILL", "SIGKILL", "9".
-Result<int> parse_signal(const std::string& s);
 
 void print_box_table(const std::vector<store::BoxRecord>& boxes);
 void print_image_table(const std::vector<image::ImageInfo>& images);

@@ -505,7 +505,7 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   if (req.timeout) m["timeout_ms"] = req.timeout->count();
   if (req.tty) {
     m["tty"] = true;
-    if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out)) {
+    if (auto sz = req.tty_size ? req.tty_size : terminal_size(io.in >= 0 ? io.in : io.out)) {
       m["rows"] = sz->first;
       m["cols"] = sz->second;
     }
@@ -550,8 +550,26 @@ Result<ExecResult> Runtime::exec_status(const std::string& ref, uint64_t exec_id
   ExecResult r;
   r.exec_id = exec_id;
   r.code = e.code;
+  r.signal = e.signal;
   r.timed_out = e.timed_out;
   return r;
+}
+
+Result<Runtime::Captured> Runtime::exec_capture(const std::string& ref, const ExecRequest& req,
+                                                std::string_view stdin_data, size_t max_bytes) {
+  Captured c;
+  StdioFds io{-1, -1, -1};
+  io.detach_keys = false;
+  if (req.interactive) io.stdin_data = stdin_data;
+  io.sink = [&](int stream, std::string_view d) {
+    std::string& into = stream == 2 ? c.err : c.out;
+    bool& cut = stream == 2 ? c.err_truncated : c.out_truncated;
+    size_t room = max_bytes - std::min(max_bytes, into.size());
+    if (d.size() > room) cut = true;
+    into.append(d.substr(0, room));
+  };
+  c.result = CUBBY_TRY(exec(ref, req, io));
+  return c;
 }
 
 // ---------------------------------------------------------------------------
@@ -635,10 +653,25 @@ Result<BoxRecord> Runtime::wait(const std::string& ref) {
   return *after;
 }
 
+Result<sandbox::CgroupStats> Runtime::stats(const std::string& ref) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  auto cg = CUBBY_TRY(sandbox::Cgroup::open_existing(b.id));
+  if (!cg) return sandbox::CgroupStats{};  // no cgroups here (rootless): nothing to report
+  return sandbox::read_stats(*cg);
+}
+
 // ---------------------------------------------------------------------------
 // logs
 
 Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console) {
+  return logs(ref, follow, [&](int stream, std::string_view d) {
+    (void)sys::write_all(stream == 1 ? out_fd : err_fd, d.data(), d.size());
+    return true;
+  }, console);
+}
+
+Result<void> Runtime::logs(const std::string& ref, bool follow, const LogSink& sink, bool console) {
   auto b = CUBBY_TRY(resolve(ref));
   std::string path = box_dir(b.id) + "/" + kBoxLog;
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -658,6 +691,7 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
   if (!fd) return {};
   std::string buf;
   size_t pos = 0;
+  bool stopped = false;  // the sink wants no more
   auto pump = [&]() -> Result<void> {
     char tmp[65536];
     for (;;) {
@@ -670,15 +704,16 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
       buf.append(tmp, static_cast<size_t>(n));
       bool ok = logfile::parse_records(buf, pos, [&](int stream, std::string_view d) {
         if (stream == logfile::kConsole && !console) return;
-        (void)sys::write_all(stream == logfile::kStdout ? out_fd : err_fd, d.data(), d.size());
+        if (!stopped && !sink(stream == logfile::kStdout ? 1 : 2, d)) stopped = true;
       });
       if (!ok) return fail(Error::invalid("corrupt box log " + path));
+      if (stopped) return {};
       buf.erase(0, pos);
       pos = 0;
     }
   };
   CUBBY_TRYV(pump());
-  while (shim) {
+  while (shim && !stopped) {
     int fds[2] = {inotify.get(), shim.get()};
     int which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
     if (which == 0) {

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <string_view>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "base/error.h"
 #include "image/image_store.h"
 #include "runtime/box_spec.h"
+#include "sandbox/cgroup.h"
 #include "store/store.h"
 
 namespace cubby {
@@ -66,6 +69,9 @@ struct ExecRequest {
   bool tty = false;          // run on a pseudo-terminal in the box
   bool detach = false;
   std::optional<std::chrono::milliseconds> timeout;
+  // A tty exec's first size (rows, cols) when the caller's fds are not
+  // terminals (the REST server); else it is read from the caller's terminal.
+  std::optional<std::pair<int, int>> tty_size;
 };
 
 // Where a session's bytes go. -1 disables a stream.
@@ -76,12 +82,32 @@ struct StdioFds {
   // session and is always restored; SIGWINCH becomes a resize; Ctrl-P
   // Ctrl-Q detaches (Docker's detach keys).
   bool tty = false;
+  // With tty: Ctrl-P Ctrl-Q detaches (a terminal user's keys). The REST
+  // server turns it off: an API client's bytes are data.
+  bool detach_keys = true;
+  // Output goes here instead of out/err (stream 1 or 2), called on the
+  // session's thread (Runtime::exec_capture).
+  std::function<void(int stream, std::string_view data)> sink;
+  // Sent as the process's whole stdin (then EOF) when `in` is -1 and the
+  // request streams stdin.
+  std::optional<std::string_view> stdin_data;
+  // Commands from another thread: a stream of ControlRecord (resize, signal).
+  int control = -1;
+};
+
+// One command on StdioFds::control, written whole (12 bytes < PIPE_BUF, so
+// writes from several threads never interleave).
+struct ControlRecord {
+  enum Kind : int32_t { kResize = 1, kSignal = 2 };
+  int32_t kind = 0;
+  int32_t a = 0, b = 0;  // resize: rows, cols; signal: the signal number
 };
 
 // How a process inside a box ended (never "cubby failed": that is an Error).
 struct ExecResult {
   uint64_t exec_id = 0;
   int code = 0;          // exit code, 128+N for signal N, 124 on --timeout
+  int signal = 0;        // the signal that ended it (0: it exited)
   bool timed_out = false;
   bool detached = false;  // the user detached (Ctrl-P Ctrl-Q); the process runs on
   bool interrupted = false;  // a terminal session ended by a signal to the caller (code = 128+N)
@@ -122,6 +148,16 @@ class Runtime {
   // detaches.
   Result<ExecResult> attach(const std::string& ref, const StdioFds& io);
   Result<ExecResult> exec(const std::string& ref, const ExecRequest& req, const StdioFds& io);
+  // exec with its output captured, at most max_bytes per stream (the rest
+  // is read and dropped, so the process never blocks on a full pipe), and
+  // `stdin_data` as its whole stdin when req.interactive.
+  struct Captured {
+    ExecResult result;
+    std::string out, err;
+    bool out_truncated = false, err_truncated = false;
+  };
+  Result<Captured> exec_capture(const std::string& ref, const ExecRequest& req, std::string_view stdin_data,
+                                size_t max_bytes);
   // Reads an exec's status again (it is kept by the agent).
   Result<ExecResult> exec_status(const std::string& ref, uint64_t exec_id);
   Result<void> stop(const std::string& ref, std::chrono::seconds grace);
@@ -132,6 +168,10 @@ class Runtime {
   // The workload's stdout/stderr to out_fd/err_fd; for a vm box also its
   // console (kernel, init, QEMU messages) to err_fd, unless !console.
   Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console = true);
+  // The same records to a sink (stream 1 stdout, 2 stderr and console), in
+  // the order they were written; a sink that returns false ends the call.
+  using LogSink = std::function<bool(int stream, std::string_view data)>;
+  Result<void> logs(const std::string& ref, bool follow, const LogSink& sink, bool console = true);
 
   // `cubby cp` (runtime/copy.cc), with docker cp's rules for files and
   // directories. Host to box: src is a host path, or "-" for a tar stream
@@ -143,6 +183,10 @@ class Runtime {
   // is written through a symlink.
   Result<void> copy_from_box(const std::string& ref, const std::string& box_path, const std::string& dst,
                              const CopyOptions& o, int out_fd = 1);
+
+  // What a running box's workload uses now (its cgroup); kConflict if it
+  // is not running.
+  Result<sandbox::CgroupStats> stats(const std::string& ref);
 
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);
