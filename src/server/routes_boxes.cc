@@ -5,6 +5,8 @@
 #include "base/signals.h"
 #include "base/sys.h"
 #include "runtime/ports.h"
+#include <tuple>
+
 #include "server/routes.h"
 
 namespace cubby::server {
@@ -60,7 +62,7 @@ asio::awaitable<Reply> box_create(Server& srv, Request& req) {
   json b = req.json_body();
   CreateOptions o = create_options(b);
   bool start = !b.contains("start") || b["start"].is_null() || b["start"].get<bool>();
-  auto work1 = [o, start](Runtime& rt) {
+  auto work1 = [&](Runtime& rt) {
     auto box = unwrap(rt.create(o));
     if (start) {
       auto s = rt.start(box.id, false);
@@ -78,7 +80,7 @@ asio::awaitable<Reply> box_create(Server& srv, Request& req) {
 }
 
 asio::awaitable<Reply> box_list(Server& srv, Request&) {
-  auto work2 = [](Runtime& rt) {
+  auto work2 = [&](Runtime& rt) {
     json arr = json::array();
     for (auto& b : unwrap(rt.list())) arr.push_back(Runtime::to_json(b, false));
     return arr;
@@ -89,14 +91,14 @@ asio::awaitable<Reply> box_list(Server& srv, Request&) {
 
 asio::awaitable<Reply> box_get(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work3 = [ref](Runtime& rt) { return Runtime::to_json(unwrap(rt.resolve(ref)), true); };
+  auto work3 = [&](Runtime& rt) { return Runtime::to_json(unwrap(rt.resolve(ref)), true); };
   json j = co_await srv.blocking(std::move(work3));
   co_return json_reply(http::status::ok, j);
 }
 
 asio::awaitable<Reply> box_start(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work4 = [ref](Runtime& rt) {
+  auto work4 = [&](Runtime& rt) {
     auto b = unwrap(rt.resolve(ref));
     if (b.status == store::BoxStatus::kRunning) throw conflict("box " + b.name + " is already running");
     unwrap(rt.start(b.id, false));
@@ -110,7 +112,7 @@ asio::awaitable<Reply> box_start(Server& srv, Request& req) {
 asio::awaitable<Reply> box_stop(Server& srv, Request& req) {
   std::string ref = req.param("ref");
   auto secs = std::chrono::seconds(req.q_int("timeout", 10, 0, 24 * 3600));
-  auto work5 = [ref, secs](Runtime& rt) {
+  auto work5 = [&](Runtime& rt) {
     auto b = unwrap(rt.resolve(ref));
     unwrap(rt.stop(b.id, secs));
     auto now = rt.resolve(b.id);
@@ -129,7 +131,7 @@ asio::awaitable<Reply> box_kill(Server& srv, Request& req) {
   auto sig = parse_signal(req.q("signal").value_or("KILL"));
   if (!sig) throw bad_request(sig.error().message());
   int n = *sig;
-  auto work6 = [ref, n](Runtime& rt) {
+  auto work6 = [&](Runtime& rt) {
     unwrap(rt.kill(ref, n));
     return true;
   };
@@ -140,7 +142,7 @@ asio::awaitable<Reply> box_kill(Server& srv, Request& req) {
 asio::awaitable<Reply> box_remove(Server& srv, Request& req) {
   std::string ref = req.param("ref");
   bool force = req.q_bool("force", false);
-  auto work7 = [ref, force](Runtime& rt) {
+  auto work7 = [&](Runtime& rt) {
     unwrap(rt.remove(ref, force));
     return true;
   };
@@ -150,7 +152,7 @@ asio::awaitable<Reply> box_remove(Server& srv, Request& req) {
 
 asio::awaitable<Reply> box_wait(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work8 = [ref](Runtime& rt) { return Runtime::to_json(unwrap(rt.wait(ref)), true); };
+  auto work8 = [&](Runtime& rt) { return Runtime::to_json(unwrap(rt.wait(ref)), true); };
   json j = co_await srv.blocking(std::move(work8));
   co_return json_reply(http::status::ok, j);
 }
@@ -159,9 +161,10 @@ asio::awaitable<Reply> box_logs(Server& srv, Request& req) {
   std::string ref = req.param("ref");
   bool follow = req.q_bool("follow", false), out = req.q_bool("stdout", true), err = req.q_bool("stderr", true);
   // Resolved first, so an unknown box is a plain 404.
-  auto work9 = [ref](Runtime& rt) { return unwrap(rt.resolve(ref)).id; };
+  auto work9 = [&](Runtime& rt) { return unwrap(rt.resolve(ref)).id; };
   std::string id = co_await srv.blocking(std::move(work9));
-  co_return stream_from_worker(srv, "application/x-ndjson", [id, follow, out, err](Runtime& rt, int fd) {
+  co_return stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::tuple<std::string, bool, bool, bool>>(id, follow, out, err)](Runtime& rt, int fd) {
+    auto& [id, follow, out, err] = *a;
     unwrap(rt.logs(id, follow, [&](int stream, std::string_view d) {
       if ((stream == 1 && !out) || (stream == 2 && !err)) return true;
       std::string line = dump({{"stream", stream == 1 ? "stdout" : "stderr"}, {"data", base64_encode(d)}}) + "\n";
@@ -172,7 +175,7 @@ asio::awaitable<Reply> box_logs(Server& srv, Request& req) {
 
 asio::awaitable<Reply> box_ports(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work10 = [ref](Runtime& rt) {
+  auto work10 = [&](Runtime& rt) {
     auto b = unwrap(rt.resolve(ref));
     json arr = json::array();
     for (const auto& p : b.config.value("ports", std::vector<PortMapping>{}))
@@ -193,10 +196,11 @@ json stats_json(const sandbox::CgroupStats& s) {
 asio::awaitable<Reply> box_stats(Server& srv, Request& req) {
   std::string ref = req.param("ref");
   bool stream = req.q_bool("stream", false);
-  auto work11 = [ref](Runtime& rt) { return stats_json(unwrap(rt.stats(ref))); };
+  auto work11 = [&](Runtime& rt) { return stats_json(unwrap(rt.stats(ref))); };
   json first = co_await srv.blocking(std::move(work11));
   if (!stream) co_return json_reply(http::status::ok, first);
-  Reply r = stream_from_worker(srv, "application/x-ndjson", [ref, first](Runtime& rt, int fd) {
+  Reply r = stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::pair<std::string, json>>(ref, first)](Runtime& rt, int fd) {
+    auto& [ref, first] = *a;
     json sample = first;
     for (;;) {
       std::string line = dump(sample) + "\n";

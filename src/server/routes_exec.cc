@@ -67,7 +67,7 @@ asio::awaitable<Reply> exec_blocking(Server& srv, Request& req) {
   }
   std::string ref = req.param("ref");
   auto t0 = std::chrono::steady_clock::now();
-  auto work1 = [ref, r, in, max_out](Runtime& rt) { return unwrap(rt.exec_capture(ref, r, in, max_out)); };
+  auto work1 = [&](Runtime& rt) { return unwrap(rt.exec_capture(ref, r, in, max_out)); };
   auto c = co_await srv.blocking(std::move(work1));
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   auto enc = [&](const std::string& s) { return encoding == "base64" ? base64_encode(s) : s; };
@@ -86,7 +86,7 @@ asio::awaitable<Reply> exec_blocking(Server& srv, Request& req) {
 
 // The box's id for {ref}, checking it runs.
 asio::awaitable<std::string> running_box(Server& srv, const std::string& ref) {
-  auto work2 = [ref](Runtime& rt) {
+  auto work2 = [&](Runtime& rt) {
     auto b = unwrap(rt.resolve(ref));
     if (b.status != store::BoxStatus::kRunning) throw conflict("box " + b.name + " is not running");
     return b.id;
@@ -95,7 +95,7 @@ asio::awaitable<std::string> running_box(Server& srv, const std::string& ref) {
 }
 
 asio::awaitable<std::string> box_id(Server& srv, const std::string& ref) {
-  auto work3 = [ref](Runtime& rt) { return unwrap(rt.resolve(ref)).id; };
+  auto work3 = [&](Runtime& rt) { return unwrap(rt.resolve(ref)).id; };
   co_return co_await srv.blocking(std::move(work3));
 }
 
@@ -129,7 +129,7 @@ asio::awaitable<Reply> exec_get(Server& srv, Request& req) {
   // agent, so it survives a restart of the server.
   if (!eid.empty() && eid.size() < 20 && eid.find_first_not_of("0123456789") == std::string::npos) {
     uint64_t n = std::stoull(eid);
-    auto work4 = [id, n, eid](Runtime& rt) {
+    auto work4 = [&](Runtime& rt) {
       auto r = rt.exec_status(id, n);
       json out = {{"id", eid}, {"running", false}, {"exit_code", nullptr}, {"status", nullptr},
                   {"signal", nullptr}, {"duration_ms", nullptr}, {"started", true}};

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "base/sys.h"
+#include <tuple>
+
 #include "server/routes.h"
 
 namespace cubby::server {
@@ -32,7 +34,8 @@ std::pair<std::string, std::string> split_parent(const std::string& path) {
 
 asio::awaitable<Reply> file_get(Server& srv, Request& req) {
   std::string ref = req.param("ref"), path = box_path(req);
-  co_return stream_from_worker(srv, "application/octet-stream", [ref, path](Runtime& rt, int out) {
+  co_return stream_from_worker(srv, "application/octet-stream", [a = std::make_shared<std::pair<std::string, std::string>>(ref, path)](Runtime& rt, int out) {
+    auto& [ref, path] = *a;
     // cp BOX:path - gives a tar of one entry; its data is the file.
     UniqueFd tar(::memfd_create("cubby-download", MFD_CLOEXEC));
     if (!tar) throw internal_error("memfd_create: " + std::string(strerror(errno)));
@@ -88,7 +91,7 @@ asio::awaitable<Reply> file_put(Server& srv, Request& req) {
   }
   auto fd = std::make_shared<UniqueFd>(memfd_with(tar));
   std::string().swap(req.body);
-  auto work1 = [ref, dir, fd](Runtime& rt) {
+  auto work1 = [&](Runtime& rt) {
     unwrap(rt.copy_to_box("-", ref, dir, {}, fd->get()));
     return true;
   };
@@ -98,7 +101,8 @@ asio::awaitable<Reply> file_put(Server& srv, Request& req) {
 
 asio::awaitable<Reply> archive_get(Server& srv, Request& req) {
   std::string ref = req.param("ref"), path = box_path(req);
-  co_return stream_from_worker(srv, "application/x-tar", [ref, path](Runtime& rt, int out) {
+  co_return stream_from_worker(srv, "application/x-tar", [a = std::make_shared<std::pair<std::string, std::string>>(ref, path)](Runtime& rt, int out) {
+    auto& [ref, path] = *a;
     unwrap(rt.copy_from_box(ref, path, "-", {}, out));
   });
 }
@@ -107,7 +111,7 @@ asio::awaitable<Reply> archive_put(Server& srv, Request& req) {
   std::string ref = req.param("ref"), path = box_path(req);
   auto fd = std::make_shared<UniqueFd>(memfd_with(req.body));
   std::string().swap(req.body);
-  auto work2 = [ref, path, fd](Runtime& rt) {
+  auto work2 = [&](Runtime& rt) {
     unwrap(rt.copy_to_box("-", ref, path, {}, fd->get()));
     return true;
   };

@@ -5,6 +5,8 @@
 #include "base/sys.h"
 #include "image/archive.h"
 #include "image/fetch_client.h"
+#include <tuple>
+
 #include "server/routes.h"
 
 namespace cubby::server {
@@ -24,7 +26,7 @@ std::shared_ptr<UniqueFd> body_fd(Request& req) {
 }
 
 asio::awaitable<Reply> image_list(Server& srv, Request&) {
-  auto work1 = [](Runtime& rt) {
+  auto work1 = [&](Runtime& rt) {
     json arr = json::array();
     for (auto& i : unwrap(rt.images().list())) arr.push_back(image_json(i));
     return arr;
@@ -39,7 +41,8 @@ asio::awaitable<Reply> image_pull(Server& srv, Request& req) {
   std::string ref = b["ref"].get<std::string>(), platform = string_or(b, "platform");
   unwrap(image::normalize_ref(ref));
   std::string rid = req.request_id;
-  co_return stream_from_worker(srv, "application/x-ndjson", [ref, platform, rid](Runtime& rt, int out) {
+  co_return stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::tuple<std::string, std::string, std::string>>(ref, platform, rid)](Runtime& rt, int out) {
+    auto& [ref, platform, rid] = *a;
     auto line = [&](const json& j) {
       std::string s = dump(j) + "\n";
       (void)sys::write_all(out, s.data(), s.size());
@@ -61,7 +64,7 @@ asio::awaitable<Reply> image_import(Server& srv, Request& req) {
   if (ref.empty()) throw bad_request("query parameter ref is required");
   unwrap(image::normalize_ref(ref));
   auto fd = body_fd(req);
-  auto work2 = [ref, fd](Runtime& rt) { return image_json(unwrap(rt.images().import_tarball(fd->get(), ref))); };
+  auto work2 = [&](Runtime& rt) { return image_json(unwrap(rt.images().import_tarball(fd->get(), ref))); };
   json j = co_await srv.blocking(std::move(work2));
   co_return json_reply(http::status::created, j);
 }
@@ -70,7 +73,7 @@ asio::awaitable<Reply> image_load(Server& srv, Request& req) {
   std::string tag = req.q("tag").value_or("");
   if (!tag.empty()) unwrap(image::normalize_ref(tag));
   auto fd = body_fd(req);
-  auto work3 = [tag, fd](Runtime& rt) {
+  auto work3 = [&](Runtime& rt) {
     json arr = json::array();
     for (auto& i : unwrap(image::load_archive(rt.images(), fd->get(), tag))) arr.push_back(image_json(i));
     return arr;
@@ -81,7 +84,7 @@ asio::awaitable<Reply> image_load(Server& srv, Request& req) {
 
 asio::awaitable<Reply> image_remove(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work4 = [ref](Runtime& rt) {
+  auto work4 = [&](Runtime& rt) {
     auto img = unwrap(rt.images().resolve(ref));
     for (auto& b : unwrap(rt.list()))
       if (b.image_id == img.id) throw conflict("image " + ref + " is used by box " + b.name + "; remove the box first");

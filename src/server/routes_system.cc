@@ -17,7 +17,7 @@ asio::awaitable<Reply> get_openapi(Server&, Request&) {
 asio::awaitable<Reply> get_version(Server&, Request&) { co_return json_reply(http::status::ok, {{"version", CUBBY_VERSION}}); }
 
 asio::awaitable<Reply> get_info(Server& srv, Request&) {
-  auto work1 = [](Runtime& rt) { return rt.info(); };
+  auto work1 = [&](Runtime& rt) { return rt.info(); };
   json j = co_await srv.blocking(std::move(work1));
   co_return json_reply(http::status::ok, j);
 }

@@ -58,9 +58,10 @@ class Server {
   // Runs f(Runtime&) on a worker and resumes with its value on the network
   // thread. An ApiError (or a Result error via unwrap) thrown by f is
   // rethrown here; a full pool is a 429.
-  // Pass a named lambda (std::move(work)), not one written in the co_await
-  // expression: GCC 12 copies temporaries of a co_await expression into the
-  // coroutine frame bitwise, which breaks a captured std::string.
+  // Pass a named lambda that captures by reference ([&]: the awaiting
+  // coroutine's frame outlives the call). GCC 12 relocates a closure made
+  // in a coroutine bitwise, so a captured std::string ends up pointing into
+  // the frame (seen under valgrind: "Invalid free" of a frame address).
   template <class F>
   auto blocking(F&& f) -> asio::awaitable<std::invoke_result_t<std::decay_t<F>&, Runtime&>>;
   // Starts f on a worker without waiting (streams: f writes to a pipe).
@@ -88,21 +89,25 @@ class Server {
 };
 
 // The initiation of Server::blocking: submits f and completes the
-// awaitable on the network thread with f's value or exception.
+// awaitable on the network thread with f's value or exception. It holds
+// only a raw pointer: asio 1.74's use_awaitable passes the initiation by
+// value into a coroutine, and GCC 12 copies it there bitwise, which breaks
+// anything with an inner pointer (a captured short std::string).
 template <class F, class R>
 struct BlockingInit {
   Server* srv;
-  F f;
+  F* f;  // owned; taken by operator()
   template <class Handler>
   void operator()(Handler handler) {
     auto h = std::make_shared<Handler>(std::move(handler));
     Server* s = srv;
-    bool ok = s->detach([s, f = std::move(f), h](Result<Runtime*> rt) mutable {
+    std::shared_ptr<F> fn(f);
+    bool ok = s->detach([s, fn, h](Result<Runtime*> rt) mutable {
       std::exception_ptr ep;
       R v{};
       try {
         if (!rt) throw api_error(rt.error());
-        v = f(**rt);
+        v = (*fn)(**rt);
       } catch (...) {
         ep = std::current_exception();
       }
@@ -120,7 +125,7 @@ auto Server::blocking(F&& f) -> asio::awaitable<std::invoke_result_t<std::decay_
   using R = std::invoke_result_t<std::decay_t<F>&, Runtime&>;
   static_assert(std::is_default_constructible_v<R>, "the error path completes with R{}");
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, R)>(
-      BlockingInit<std::decay_t<F>, R>{this, std::forward<F>(f)}, asio::use_awaitable);
+      BlockingInit<std::decay_t<F>, R>{this, new std::decay_t<F>(std::forward<F>(f))}, asio::use_awaitable);
 }
 
 }  // namespace cubby::server
