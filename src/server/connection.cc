@@ -163,8 +163,8 @@ asio::awaitable<void> serve(Server& srv, Stream& s, const std::string& token_sha
         }
         co_return;
       }
-      ApiError err2 = ec == http::error::header_limit
-                          ? ApiError{http::status::payload_too_large, "too_large", "the request headers are too large"}
+      ApiError err2 = ec == http::error::header_limit || ec == http::error::body_limit
+                          ? ApiError{http::status::payload_too_large, "too_large", ec == http::error::body_limit ? "the body is too large for this route" : "the request headers are too large"}
                           : bad_request("malformed HTTP request: " + ec.message());
       co_await write_error(s, err2, rid, 11, false);
       co_return;
