@@ -65,14 +65,18 @@ bool serve(proto::Conn& conn, int root, const msg::Request& r) {
       (void)conn.send(error_msg(e));
       return false;
     }
+    // The destination as the box's paths lead there (its symlinks followed,
+    // inside the box); below it no symlink at all, the stream's own least
+    // of all: a tar's `link -> /etc` then `link/passwd` must not write
+    // outside the directory it was copied into.
     copy::WriterOptions o;
-    o.root = root;
-    o.base = box_rel(p->dir);
-    o.resolve = kInBox;
-    o.allow_symlinks = true;
+    o.root = d.get();
+    o.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    o.shown_base = p->dir;
     o.owner = p->keep_owner ? copy::Owner::kEntry : copy::Owner::kRoot;
     copy::TreeWriter w(std::move(o));
-    auto res = copy::receive_frames(conn, w);
+    copy::StreamCheck checked(w);
+    auto res = copy::receive_frames(conn, checked);
     (void)conn.send(res ? Json{{"t", msg::kOk}} : error_msg(res.error()));
     return res.has_value();
   }

@@ -63,6 +63,21 @@ void run_exec_child(const ExecChildPlan& p) {
     while (n < 0 && errno == EINTR);
     if (n != 1) die(p, 9);
   }
+  if (p.pids_current_fd >= 0) {
+    // Racing processes err on the side of the limit: two execs that join at
+    // once may both see the count over it and both give up.
+    char buf[32];
+    ssize_t n;
+    do n = ::pread(p.pids_current_fd, buf, sizeof buf, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) die(p, 9);
+    int64_t current = 0;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; ++i) current = current * 10 + (buf[i] - '0');
+    if (current > p.pids_max) {
+      errno = EAGAIN;
+      die(p, kStagePidsLimit);
+    }
+  }
   // The agent blocks signals it reads through signalfd; a workload must
   // start with a clean mask and default dispositions. execve resets handled
   // signals itself but keeps ignored ones, so only the signals the agent

@@ -41,6 +41,11 @@ struct ExecChildPlan {
   // cgroup (AgentOptions::workload_cgroup) before anything of it runs.
   const int* cgroup_fds = nullptr;
   size_t ncgroup_fds = 0;
+  // Then, if pids_current_fd >= 0, the child reads the leaf's pids.current
+  // (itself included) and gives up (kStagePidsLimit, EAGAIN) when it is over
+  // pids_max: the kernel holds fork to the limit but not a process moving in.
+  int pids_current_fd = -1;
+  int64_t pids_max = 0;
 };
 
 // Signal dispositions through the raw system call: glibc's sigaction() and
@@ -57,7 +62,8 @@ struct ExecFailure {
 };
 inline constexpr const char* kStageNames[] = {"", "set up stdio", "chdir", "set groups", "setgid",
                                               "setuid", "capabilities", "seccomp", "exec",
-                                              "join the workload cgroup"};
+                                              "join the workload cgroup", "pids limit"};
+inline constexpr int kStagePidsLimit = 10;
 
 // Starts the child with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does:
 // no page tables are copied, and the call returns only once the child has

@@ -77,6 +77,17 @@ int run_init() {
       ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // installed by dup2, which clears it
       opts.workload_cgroup.emplace_back(fd);
     }
+    if (cfg.contains("workload_pids_fd")) {
+      int fd = cfg["workload_pids_fd"].get<int>();
+      int64_t max = cfg.at("pids_max").get<int64_t>();
+      if (fd != launch::kAgentWorkloadCgroupFd + cgroup_fds || fd >= launch::kAgentMaxFds || max <= 0) {
+        LOG_ERROR("bad config: workload_pids_fd {}, pids_max {}", fd, max);
+        return 125;
+      }
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+      opts.workload_pids_current.reset(fd);
+      opts.pids_max = max;
+    }
     agent::RootfsPlan plan;
     agent::read_common_config(cfg, opts, plan);
     if (cfg.contains("rootfs")) {

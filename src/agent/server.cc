@@ -40,6 +40,7 @@ struct Server::Session {
   bool close_when_flushed = false;  // its exec is done: hang up once the exit is out
   bool writing = false;    // EPOLLOUT armed
   bool corked = false;     // replies are queued while a batch of requests is handled
+  bool paused = false;     // not read: the stdin it feeds is full (see kStdinHighWater)
   uint64_t exec = 0;       // the exec this session drives, if any
 };
 
@@ -62,6 +63,13 @@ struct Server::Exec {
 namespace {
 constexpr size_t kChunk = 64 * 1024;
 constexpr size_t kSessionHighWater = 8u << 20;
+// Stdin a process has not read yet, per exec: past the high-water mark the
+// sessions feeding it are not read (their clients' writes block, or on vm the
+// mux window fills) until it is below the low-water mark again, so a client
+// that writes faster than the process reads costs at most this plus a frame,
+// never more, and no other session waits for it.
+constexpr size_t kStdinHighWater = 1u << 20;
+constexpr size_t kStdinLowWater = 256u << 10;
 constexpr size_t kFinishedKept = 4096;
 // How long an exec whose client went away has after its SIGHUP before its
 // process group is killed (a shell's or a server's orderly exit on hangup).
@@ -210,6 +218,12 @@ int Server::run() {
         case Kind::kTimer: on_timer(w.id); break;
       }
     }
+    while (!resumed_.empty() && !main_done_ && !shim_gone_) {
+      uint64_t sid = resumed_.back();
+      resumed_.pop_back();
+      auto it = sessions_.find(sid);
+      if (it != sessions_.end() && !it->second->paused) (void)serve_frames(*it->second);
+    }
   }
   shutdown_and_flush();
   if (shim_gone_ && !main_done_) return 137;
@@ -297,38 +311,73 @@ void Server::on_session(uint64_t sid, uint32_t events) {
       return;
     }
   }
+  if (s.paused) {
+    // Only a hangup can be reported while it is not read (its watch asks
+    // for no input): the client is gone, as at EOF.
+    if (events & (EPOLLHUP | EPOLLERR)) close_session(sid);
+    return;
+  }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
     char buf[kChunk];
     for (;;) {
       ssize_t n = ::read(s.fd.get(), buf, sizeof buf);
       if (n > 0) {
         s.dec.feed(buf, static_cast<size_t>(n));
-        // The replies to the requests of one read go out in one write: a
-        // client that pipelines hello and exec gets hello and started
-        // together, and wakes once for them instead of twice.
-        s.corked = true;
-        for (;;) {
-          auto f = s.dec.next();
-          if (!f) {
-            refuse(s, f.error().message());  // a bad frame ends its session, with the reason
-            return;
-          }
-          if (!*f) break;
-          handle_message(s, (*f)->msg);
-          if (!sessions_.count(sid)) return;
-        }
-        s.corked = false;
-        flush(s);
-        if (s.close_when_flushed && s.out.empty()) {
-          close_session(sid);
-          return;
-        }
+        if (!serve_frames(s)) return;
+        if (s.paused) return;  // the rest waits in the socket (and s.dec)
         continue;
       }
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
       close_session(sid);  // EOF or error: the client went away
       return;
     }
+  }
+}
+
+bool Server::serve_frames(Session& s) {
+  const uint64_t sid = s.id;
+  // The replies to the requests of one read go out in one write: a client
+  // that pipelines hello and exec gets hello and started together, and
+  // wakes once for them instead of twice.
+  s.corked = true;
+  while (!s.paused) {
+    auto f = s.dec.next();
+    if (!f) {
+      refuse(s, f.error().message());  // a bad frame ends its session, with the reason
+      return false;
+    }
+    if (!*f) break;
+    handle_message(s, (*f)->msg);
+    if (!sessions_.count(sid)) return false;
+  }
+  s.corked = false;
+  flush(s);
+  if (s.close_when_flushed && s.out.empty()) {
+    close_session(sid);
+    return false;
+  }
+  return true;
+}
+
+uint32_t Server::session_events(const Session& s) const {
+  return (s.paused ? 0u : static_cast<uint32_t>(EPOLLIN | EPOLLRDHUP)) | (s.writing ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+}
+
+void Server::pause_input(Session& s) {
+  if (s.paused) return;
+  s.paused = true;
+  mod_watch(s.fd.get(), session_events(s));
+}
+
+void Server::resume_input_of(const Exec& e) {
+  for (auto& [sid, s] : sessions_) {
+    if (!s->paused || !(e.is_main ? s->attached : s->exec == e.id)) continue;
+    s->paused = false;
+    mod_watch(s->fd.get(), session_events(*s));
+    // Frames it sent before the pause are in s.dec already, where epoll
+    // cannot see them: served from the main loop, not from inside this
+    // exec's stdin handling.
+    resumed_.push_back(sid);
   }
 }
 
@@ -373,6 +422,7 @@ void Server::handle_message(Session& s, const Json& m) {
     else if (!it->second->tty)
       it->second->in_eof = true;  // a terminal has no EOF of its own: ^D is a byte
     pump_stdin(*it->second);
+    if (it->second->inbuf.size() >= kStdinHighWater) pause_input(s);
   } else if (auto* rs = std::get_if<msg::Resize>(&r)) {
     uint64_t eid = s.attached ? main_id_ : s.exec;
     auto it = execs_.find(eid);
@@ -570,12 +620,17 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
   for (const auto& fd : opts_.workload_cgroup) cgroup_fds.push_back(fd.get());
   plan.cgroup_fds = cgroup_fds.data();
   plan.ncgroup_fds = cgroup_fds.size();
+  plan.pids_current_fd = opts_.workload_pids_current ? opts_.workload_pids_current.get() : -1;
+  plan.pids_max = opts_.pids_max;
   pid_t pid = spawn_exec_child(plan);
   if (pid < 0) return failure(126, std::string("clone: ") + std::strerror(-pid));
   if (f.stage != 0) {
     int st;
     ::waitpid(pid, &st, 0);  // our own child, by pid: nothing else is reaped
     int code = (f.stage == 8 && f.err == ENOENT) ? 127 : 126;
+    if (f.stage == kStagePidsLimit)
+      return failure(code, "cannot start " + cmd + ": the box's pids limit (" + std::to_string(opts_.pids_max) +
+                               ") is reached");
     const bool known = f.stage >= 0 && f.stage < static_cast<int>(std::size(kStageNames));
     const char* stage = known ? kStageNames[f.stage] : "?";
     return failure(code, std::string("exec ") + cmd + ": " + stage + ": " + std::strerror(f.err));
@@ -654,6 +709,7 @@ void Server::pump_stdin(Exec& e) {
     e.inbuf.clear();  // EPIPE: the process closed its stdin
     break;
   }
+  if (e.inbuf.size() < kStdinLowWater) resume_input_of(e);
   if (e.in_w && e.inbuf.empty()) {
     del_watch(e.in_w.get());
     if (e.in_eof) e.in_w.reset();
@@ -770,7 +826,7 @@ void Server::flush(Session& s) {
     if (n < 0 && errno == EAGAIN) {
       if (!s.writing) {
         s.writing = true;
-        mod_watch(s.fd.get(), EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+        mod_watch(s.fd.get(), session_events(s));
       }
       return;
     }
@@ -779,7 +835,7 @@ void Server::flush(Session& s) {
   }
   if (s.writing) {
     s.writing = false;
-    mod_watch(s.fd.get(), EPOLLIN | EPOLLRDHUP);
+    mod_watch(s.fd.get(), session_events(s));
     // Resume output that was paused for this session.
     for (auto& [id, e] : execs_) {
       if (e->session != s.id) continue;

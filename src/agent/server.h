@@ -49,6 +49,11 @@ struct AgentOptions {
   // before it execs, moving into the box's workload cgroup, which carries
   // the limits (sandbox::Cgroup::open_self_join); the agent stays outside.
   std::vector<UniqueFd> workload_cgroup;
+  // The workload leaf's pids.current and the box's pids limit: a child that
+  // joined the leaf checks it is still within the limit before it execs
+  // (joining is not held to pids.max). Invalid: no limit.
+  UniqueFd workload_pids_current;
+  int64_t pids_max = 0;
 };
 
 class Server {
@@ -83,6 +88,14 @@ class Server {
   void on_stdin_writable(uint64_t eid);
   void on_timer(uint64_t eid);
 
+  // Handles the frames already in s's decoder, until it pauses; false if
+  // that ended the session.
+  bool serve_frames(Session& s);
+  uint32_t session_events(const Session& s) const;
+  // Stdin backpressure: stop reading a session / read again the sessions
+  // that feed exec e (see kStdinHighWater).
+  void pause_input(Session& s);
+  void resume_input_of(const Exec& e);
   void handle_message(Session& s, const proto::Json& m);
   void handle_exec(Session& s, const proto::msg::Exec& m);
   void start_copy_worker(Session& s, const proto::msg::Request& first);
@@ -113,6 +126,7 @@ class Server {
   std::map<uint64_t, std::unique_ptr<Exec>> execs_;      // running
   std::map<uint64_t, ExitStatus> finished_;               // sticky statuses
   std::map<uint64_t, bool> finished_timed_out_;
+  std::vector<uint64_t> resumed_;  // sessions to serve_frames() after this batch of events
   uint64_t next_session_ = 1, next_exec_ = 1;
   uint64_t main_id_ = 0;  // exec id of the workload once started
   bool may_start_ = false, main_started_ = false, main_done_ = false, shim_gone_ = false;

@@ -140,14 +140,14 @@ struct Command {
 struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
-  std::vector<std::string> env, publish, volumes;
+  std::vector<std::string> env, publish, volumes, log_opts;
   bool detach = false, rm = false, interactive = false, tty = false;
 };
 
 const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--name",
                                              "-m", "--memory", "--cpus", "--network", "--isolation", "--userns",
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
-                                             "-p", "--publish", "-v", "--volume"};
+                                             "-p", "--publish", "-v", "--volume", "--log-opt"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -170,6 +170,10 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("-p,--publish", o.publish, "Publish a port: [IP:][HOST_PORT:]GUEST_PORT[/tcp|udp]")
       ->allow_extra_args(false);
   c->add_option("-v,--volume", o.volumes, "Bind-mount a host path: SRC:DST[:ro|rw] (SRC absolute and existing)")->allow_extra_args(false);
+  c->add_option("--log-opt", o.log_opts,
+                "Box log rotation, as Docker's json-file: max-size=SIZE (default 10m), max-file=N (default 2); "
+                "repeatable or comma-separated")
+      ->allow_extra_args(false);
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
   c->add_flag("-t,--tty", o.tty, "Allocate a terminal (with -i: an interactive session)");
@@ -242,6 +246,25 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
     if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number, or 0 for no limit)");
     c.pids = *n;  // 0: no limit; unset: the default (2048)
   }
+  for (const auto& opt : o.log_opts) {
+    for (size_t at = 0; at <= opt.size();) {
+      size_t comma = std::min(opt.find(',', at), opt.size());
+      std::string kv = opt.substr(at, comma - at);
+      at = comma + 1;
+      std::string key = kv.substr(0, kv.find('=')), value = kv.find('=') == std::string::npos ? "" : kv.substr(kv.find('=') + 1);
+      if (key == "max-size") {
+        auto m = parse_size(value);
+        if (!m) die("--log-opt max-size: " + m.error().message());
+        c.log_max_size = *m;
+      } else if (key == "max-file") {
+        auto n = cli::parse_integer(value);
+        if (!n || *n < 1 || *n > 1000000) die("--log-opt max-file: invalid value \"" + value + "\" (want a whole number of files, at least 1)");
+        c.log_max_files = static_cast<int>(*n);
+      } else {
+        die("--log-opt: unknown option \"" + cli::one_line(kv) + "\" (want max-size=SIZE or max-file=N)");
+      }
+    }
+  }
   return c;
 }
 
@@ -291,7 +314,8 @@ int cmd_run_or_create(const Global& g, const std::string& verb, const std::vecto
     std::cout << box.id << "\n";
     return 0;
   }
-  auto s = rt.start(box.id, /*hold=*/true);
+  // A throwaway box (--rm) is tethered to this process: killed, it takes the box along.
+  auto s = rt.start(box.id, /*hold=*/true, /*tether=*/o.rm);
   if (!s) {
     if (o.rm) (void)rt.remove(box.id, true);
     die(s.error());
@@ -325,7 +349,7 @@ int cmd_shell(const Global& g, const std::vector<std::string>& rest) {
   auto rt = open_runtime(g);
   auto box = check(rt.create(opts));
   note_auto_isolation(rt, opts);
-  auto s = rt.start(box.id, /*hold=*/true);
+  auto s = rt.start(box.id, /*hold=*/true, /*tether=*/o.rm);
   if (!s) {
     if (o.rm) (void)rt.remove(box.id, true);
     die(s.error());

@@ -21,11 +21,27 @@ Result<std::string> clean_path(const std::string& raw, const std::string& what) 
   return out;
 }
 
+uint64_t stream_bytes(const Entry& e) {
+  if (e.kind != Kind::kFile) return 0;
+  if (!e.sparse) return e.size;
+  uint64_t n = 0;
+  for (const auto& x : e.extents) n += x.length;
+  return n;
+}
+
 Json to_wire(const Entry& e) {
   Json m = {{"t", msg::kCpEntry}, {"p", e.path},       {"k", std::string(1, static_cast<char>(e.kind))},
             {"mode", e.mode},     {"uid", e.uid},      {"gid", e.gid},
             {"mt", e.mtime_sec},  {"mtn", e.mtime_nsec}};
   if (e.kind == Kind::kFile) m["size"] = e.size;
+  if (e.kind == Kind::kFile && e.sparse) {
+    Json x = Json::array();
+    for (const auto& ext : e.extents) {
+      x.push_back(ext.offset);
+      x.push_back(ext.length);
+    }
+    m["x"] = std::move(x);
+  }
   if (e.kind == Kind::kSymlink || e.kind == Kind::kHardlink) m["target"] = e.target;
   return m;
 }
@@ -41,10 +57,43 @@ Result<Entry> from_wire(const Json& m) {
   e.mtime_sec = w.mtime_sec;
   e.mtime_nsec = w.mtime_nsec;
   e.size = w.size;
+  e.sparse = w.sparse;
+  for (const auto& [off, len] : w.extents) e.extents.push_back({off, len});
   e.target = std::move(w.target);
   if (e.kind == Kind::kSymlink && e.target.empty()) return fail(Error::protocol("cp_entry: empty symlink target"));
   if (e.kind == Kind::kHardlink) e.target = CUBBY_TRY(clean_path(e.target, "hardlink target"));
   return e;
+}
+
+Result<void> StreamCheck::entry(const Entry& e) {
+  auto show = [](const std::string& p) { return p.empty() ? std::string(".") : p; };
+  auto what = [](Kind k) {
+    return k == Kind::kSymlink ? "a symlink" : k == Kind::kFifo ? "a fifo" : "a file";
+  };
+  // The root ("") and each proper ancestor of the path.
+  for (size_t end = 0; !e.path.empty() && end != std::string::npos; end = e.path.find('/', end + 1)) {
+    std::string up = e.path.substr(0, end);
+    if (auto it = made_.find(up); it != made_.end())
+      return fail(Error::invalid("refusing " + e.path + ": it is below " + show(up) + ", " + what(it->second) +
+                                 " the copy made"));
+  }
+  auto it = made_.find(e.path);
+  if (e.kind == Kind::kDir) {
+    if (it != made_.end())
+      return fail(Error::invalid("refusing directory " + show(e.path) + " over " + what(it->second) +
+                                 " the copy made"));
+    return inner_.entry(e);
+  }
+  Kind kind = e.kind;
+  if (e.kind == Kind::kHardlink) {
+    auto t = made_.find(e.target);
+    if (t == made_.end())
+      return fail(Error::invalid("refusing hardlink " + e.path + " to " + show(e.target) +
+                                 ": not a file this copy made before it"));
+    kind = t->second;  // a link to a symlink is a symlink
+  }
+  made_[e.path] = kind == Kind::kHardlink ? Kind::kFile : kind;
+  return inner_.entry(e);
 }
 
 Result<void> FrameSink::send(const Json& m) {
@@ -89,7 +138,7 @@ Result<void> receive_frames(proto::Conn& conn, EntrySink& sink) {
     if (t == msg::kCpEntry) {
       Entry e = CUBBY_TRY(from_wire(f.msg));
       CUBBY_TRYV(sink.entry(e));
-      if (e.kind == Kind::kFile) owed = e.size;
+      if (e.kind == Kind::kFile) owed = stream_bytes(e);
     } else if (t == msg::kCpEnd) {
       return sink.finish();
     } else {

@@ -3,12 +3,18 @@
 // sides of `cubby cp` and the image layer unpacker (image/unpack.cc, with
 // RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS from the new layer's directory and
 // tar's replacement and owner rules); for cp only the resolve flags differ:
-//   - in a box (the agent), RESOLVE_IN_ROOT from the box's "/": symlinks the
-//     box planted are followed, but only ever inside the box (as Docker
-//     resolves container paths), and no magic link of /proc is crossed;
+//   - in a box (the agent), the destination directory is found with
+//     RESOLVE_IN_ROOT from the box's "/" (symlinks the box planted on the
+//     way are followed, but only ever inside the box, as Docker resolves
+//     container paths, and no magic link of /proc is crossed); below it,
+//     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS from that directory, as on the
+//     host: a tar's own `link -> /etc` then `link/passwd` cannot lead a
+//     write out of the destination;
 //   - on the host, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS from the destination
 //     directory: an entry from the (untrusted) box can neither climb out nor
 //     be written through any symlink, its own or one already there.
+// cp's streams also pass a StreamCheck (copy/entry.h) first, which refuses
+// what the kernel cannot see: hard links to files the stream did not make.
 #pragma once
 
 #include <fcntl.h>
@@ -48,8 +54,8 @@ enum class Owner {
 struct WriterOptions {
   int root = -1;           // every path is resolved from this directory fd
   std::string base;        // the destination directory below root ("" = root)
-  uint64_t resolve = 0;    // openat2 RESOLVE_* flags
-  bool allow_symlinks = false;  // false: any symlink on the way is an error
+  uint64_t resolve = 0;    // openat2 RESOLVE_* flags (symlinks on the way are errors)
+  std::string shown_base;  // how messages name root/base ("" : "/" + base)
   Owner owner = Owner::kCaller;
   bool strip_setid = false;     // drop setuid/setgid bits (untrusted source)
   // tar's replacement rule (the layer unpacker): an entry replaces whatever
@@ -64,6 +70,14 @@ struct WriterOptions {
   // Start writeback of each file once it is complete (sync_file_range
   // WRITE), so a later syncfs finds little left to do.
   bool sync_files = false;
+  // Each regular file is written under a temporary name in its directory
+  // (an O_TMPFILE, else a hidden ".NAME.cubby-XXXXXXXX") and renamed into
+  // place once complete, so its name holds the old file or the whole new
+  // one, never part of it. A writer destroyed mid-file unlinks its named
+  // temporary; an O_TMPFILE needs no cleanup even when the process is
+  // killed. Off for the layer unpacker: a failed layer's directory goes
+  // whole.
+  bool atomic_files = true;
 };
 
 // Creates the entries it receives under root/base. Files, symlinks, fifos
@@ -80,13 +94,17 @@ struct WriterOptions {
 class TreeWriter : public EntrySink {
  public:
   explicit TreeWriter(WriterOptions o) : o_(std::move(o)) {}
+  TreeWriter(TreeWriter&&) = default;
+  ~TreeWriter() override;
   // For a kFile entry the file is created (0600 until complete) and either
-  // exactly e.size bytes follow in order through data() (the file is
-  // complete with the last one, at once when e.size is 0), or blocks at
-  // their offsets through data_at() and end_file() completes it, leaving
-  // unwritten ranges and a missing tail as holes (a sparse tar entry).
+  // exactly stream_bytes(e) bytes follow in order through data(), landing
+  // at e's extents when it is sparse (the file is complete with the last
+  // one, at once when there are none), or blocks at their offsets through
+  // data_at() and end_file() completes it (a sparse tar entry). Unwritten
+  // ranges and a missing tail are left as holes.
   Result<void> entry(const Entry& e) override;
   Result<void> data(const char* d, size_t n) override;
+  // Blocks must come in order, without overlap, within the entry's size.
   Result<void> data_at(uint64_t offset, const char* d, size_t n);
   // Completes a file written with data_at (size, owner, mode, xattrs,
   // times); nothing when no file is open.
@@ -110,6 +128,12 @@ class TreeWriter : public EntrySink {
   Result<bool> set_owner(int fd, int parent, const std::string& name, const Entry& e);
   Result<void> set_meta(int fd, const Entry& e);
   Result<void> complete_file();
+  Result<void> write_at(uint64_t offset, const char* d, size_t n);
+  // Opens the file of a kFile entry parent/name (a temporary with atomic_files).
+  Result<UniqueFd> open_file(int parent, const std::string& name, const std::string& rel);
+  // Puts the complete temporary file in place at file_parent_/file_name_.
+  Result<void> publish(int fd);
+  void drop_temp();
   void forget_cached(const std::string& rel);
   std::string shown(const std::string& rel) const;
 
@@ -118,8 +142,15 @@ class TreeWriter : public EntrySink {
   UniqueFd cached_fd_;
   UniqueFd file_;           // the file receiving data
   Entry file_meta_;
+  // Where file_ goes: its parent (o_.root or cached_fd_, which no entry
+  // changes before the file is complete), its name, and its temporary name
+  // ("" for an O_TMPFILE, or without atomic_files).
+  int file_parent_ = -1;
+  std::string file_name_, temp_name_;
+  bool tmpfile_works_ = true;  // cleared when the filesystem has no O_TMPFILE
   uint64_t owed_ = 0;       // data(): bytes still to come
-  uint64_t end_ = 0;        // data_at(): end of the furthest block written
+  uint64_t end_ = 0;        // end of the furthest block written
+  ExtentCursor extents_;    // data() of a sparse file: where its bytes go
   std::map<std::string, Entry> dirs_;  // deferred metadata; reverse order is deepest first
 };
 

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -38,9 +39,30 @@ gid_t egid() {
   return id;
 }
 
+// A hidden name next to `name` that no other writer picks: ".NAME.cubby-"
+// and 8 random hex digits, NAME cut so the whole fits NAME_MAX.
+std::string temp_name_for(const std::string& name) {
+  uint32_t r = 0;
+  if (::getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<uint32_t>(::getpid()) ^ static_cast<uint32_t>(::time(nullptr));
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08x", r);
+  return "." + name.substr(0, 200) + ".cubby-" + hex;
+}
+
 }  // namespace
 
-std::string TreeWriter::shown(const std::string& rel) const { return "/" + join(o_.base, rel); }
+TreeWriter::~TreeWriter() { drop_temp(); }
+
+void TreeWriter::drop_temp() {
+  if (file_ && !temp_name_.empty()) (void)::unlinkat(file_parent_, temp_name_.c_str(), 0);
+  temp_name_.clear();
+}
+
+std::string TreeWriter::shown(const std::string& rel) const {
+  if (o_.shown_base.empty()) return "/" + join(o_.base, rel);
+  if (rel.empty()) return o_.shown_base;
+  return o_.shown_base.back() == '/' ? o_.shown_base + rel : o_.shown_base + "/" + rel;
+}
 
 Error TreeWriter::refused(const std::string& rel, int err) const {
   if (err == ELOOP) return Error::invalid("refusing to write through a symlink: " + shown(rel));
@@ -182,8 +204,7 @@ Result<void> TreeWriter::entry(const Entry& e) {
           if (::unlinkat(p, name.c_str(), 0) < 0) return sys_fail("replace " + shown(e.path));
           if (::mkdirat(p, name.c_str(), 0700) < 0) return sys_fail("create " + shown(e.path));
         } else if (S_ISLNK(st.st_mode)) {
-          if (!o_.allow_symlinks) return fail(Error::invalid("refusing to write through a symlink: " + shown(e.path)));
-          return {};  // a box's own link to a directory: its contents land where it points, in the box
+          return fail(Error::invalid("refusing to write through a symlink: " + shown(e.path)));
         } else {
           return fail(Error::invalid("cannot overwrite non-directory " + shown(e.path) + " with a directory"));
         }
@@ -192,18 +213,14 @@ Result<void> TreeWriter::entry(const Entry& e) {
       return {};
     }
     case Kind::kFile: {
-      UniqueFd f;
-      CUBBY_TRYV(create(
-          [&] {
-            f.reset(::openat(p, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-            return static_cast<bool>(f);
-          },
-          "create"));
-      file_ = std::move(f);
+      file_ = CUBBY_TRY(open_file(p, name, e.path));
+      file_parent_ = p;
+      file_name_ = name;
       file_meta_ = e;
-      owed_ = e.size;
+      owed_ = stream_bytes(e);
       end_ = 0;
-      if (e.size == 0) return complete_file();
+      extents_ = ExtentCursor(file_meta_.extents);
+      if (owed_ == 0) return complete_file();
       return {};
     }
     case Kind::kSymlink:
@@ -246,30 +263,95 @@ Result<void> TreeWriter::entry(const Entry& e) {
   return fail(Error::protocol("unknown entry kind"));
 }
 
-Result<void> TreeWriter::complete_file() {
-  UniqueFd f = std::move(file_);
-  owed_ = 0;
-  // A sparse file's last hole is not written by any block.
-  if (end_ < file_meta_.size && ::ftruncate(f.get(), static_cast<off_t>(file_meta_.size)) < 0)
-    return sys_fail("truncate " + shown(file_meta_.path));
-  CUBBY_TRYV(set_meta(f.get(), file_meta_));
-  // Start writing it back now, while the rest of the tree arrives.
-  if (o_.sync_files) (void)::sync_file_range(f.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+Result<UniqueFd> TreeWriter::open_file(int p, const std::string& name, const std::string& rel) {
+  temp_name_.clear();
+  if (!o_.atomic_files) {
+    for (bool retried = false;; retried = true) {
+      UniqueFd f(::openat(p, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (f) return f;
+      if (errno != EEXIST || retried) return sys_fail("create " + shown(rel));
+      CUBBY_TRYV(make_way(p, name, rel));
+    }
+  }
+  // What is in the way stays until the rename; only a directory there is
+  // refused (or, with replace_all, removed when empty) now, before the data.
+  struct stat st;
+  if (::fstatat(p, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISDIR(st.st_mode)) CUBBY_TRYV(make_way(p, name, rel));
+  } else if (errno != ENOENT) {
+    return sys_fail("stat " + shown(rel));
+  }
+  if (tmpfile_works_) {
+    UniqueFd f(::openat(p, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+    if (f) return f;
+    // EOPNOTSUPP: this filesystem has none (overlayfs before Linux 6.6, as
+    // in the vm's guest kernel); EISDIR: the kernel has none.
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return sys_fail("create " + shown(rel));
+    tmpfile_works_ = false;
+  }
+  for (int tries = 0;; ++tries) {
+    std::string tmp = temp_name_for(name);
+    UniqueFd f(::openat(p, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (f) {
+      temp_name_ = std::move(tmp);
+      return f;
+    }
+    if (errno != EEXIST || tries == 16) return sys_fail("create a temporary file for " + shown(rel));
+  }
+}
+
+Result<void> TreeWriter::publish(int fd) {
+  int p = file_parent_;
+  const std::string& rel = file_meta_.path;
+  if (temp_name_.empty()) {
+    // An O_TMPFILE gets its name by linkat: AT_EMPTY_PATH (needs
+    // CAP_DAC_READ_SEARCH before Linux 6.10), else its /proc/self/fd link.
+    // Where the name is free that link is the whole publish; where a file
+    // is in the way the temporary is linked under a hidden name first and
+    // renamed over it (a kill between the two leaves that name behind).
+    auto link_as = [&](const std::string& to) {
+      if (::linkat(fd, "", p, to.c_str(), AT_EMPTY_PATH) == 0) return true;
+      if (errno != ENOENT) return false;
+      std::string self = "/proc/self/fd/" + std::to_string(fd);
+      return ::linkat(AT_FDCWD, self.c_str(), p, to.c_str(), AT_SYMLINK_FOLLOW) == 0;
+    };
+    if (link_as(file_name_)) return {};
+    if (errno != EEXIST) return sys_fail("create " + shown(rel));
+    for (int tries = 0;; ++tries) {
+      std::string tmp = temp_name_for(file_name_);
+      if (link_as(tmp)) {
+        temp_name_ = std::move(tmp);
+        break;
+      }
+      if (errno != EEXIST || tries == 16) return sys_fail("create " + shown(rel));
+    }
+  }
+  // Over a file, symlink or fifo: replaced in one step, never written through.
+  if (::renameat(p, temp_name_.c_str(), p, file_name_.c_str()) < 0) {
+    int err = errno;
+    (void)::unlinkat(p, temp_name_.c_str(), 0);
+    temp_name_.clear();
+    if (err == EISDIR) return fail(Error::invalid("cannot overwrite directory " + shown(rel) + " with a non-directory"));
+    return fail(Error::sys("create " + shown(rel), err));
+  }
+  temp_name_.clear();
   return {};
 }
 
-Result<void> TreeWriter::data(const char* d, size_t n) {
-  if (n > owed_) return fail(Error::protocol("more data than the file's size"));
-  auto w = sys::write_all(file_.get(), d, n);
-  if (!w) return fail(w.error().wrap("write " + shown(file_meta_.path)));
-  owed_ -= n;
-  end_ += n;
-  if (owed_ > 0) return {};
-  return complete_file();
+Result<void> TreeWriter::complete_file() {
+  owed_ = 0;
+  // A sparse file's last hole is not written by any block.
+  if (end_ < file_meta_.size && ::ftruncate(file_.get(), static_cast<off_t>(file_meta_.size)) < 0)
+    return sys_fail("truncate " + shown(file_meta_.path));
+  CUBBY_TRYV(set_meta(file_.get(), file_meta_));
+  if (o_.atomic_files) CUBBY_TRYV(publish(file_.get()));
+  // Start writing it back now, while the rest of the tree arrives.
+  if (o_.sync_files) (void)::sync_file_range(file_.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+  file_.reset();
+  return {};
 }
 
-Result<void> TreeWriter::data_at(uint64_t offset, const char* d, size_t n) {
-  if (!file_) return fail(Error::protocol("data outside a file"));
+Result<void> TreeWriter::write_at(uint64_t offset, const char* d, size_t n) {
   for (size_t done = 0; done < n;) {
     ssize_t w = ::pwrite(file_.get(), d + done, n - done, static_cast<off_t>(offset + done));
     if (w < 0 && errno == EINTR) continue;
@@ -278,6 +360,28 @@ Result<void> TreeWriter::data_at(uint64_t offset, const char* d, size_t n) {
   }
   end_ = std::max(end_, offset + n);
   return {};
+}
+
+Result<void> TreeWriter::data(const char* d, size_t n) {
+  if (!file_ || n > owed_) return fail(Error::protocol("more data than the file's size"));
+  owed_ -= n;
+  if (!file_meta_.sparse) {
+    CUBBY_TRYV(write_at(end_, d, n));
+  } else {
+    // The stream's bytes fill the extents in order (from_wire checked them).
+    CUBBY_TRYV(extents_.feed(d, n, [&](uint64_t at, const char* p, size_t k) { return write_at(at, p, k); }));
+  }
+  if (owed_ > 0) return {};
+  return complete_file();
+}
+
+Result<void> TreeWriter::data_at(uint64_t offset, const char* d, size_t n) {
+  if (!file_) return fail(Error::protocol("data outside a file"));
+  // A hostile archive's blocks must not overlap, go backwards or grow the
+  // file beyond its declared size.
+  if (offset < end_ || offset > file_meta_.size || n > file_meta_.size - offset)
+    return fail(Error::invalid(shown(file_meta_.path) + ": a data block out of order or beyond the file's size"));
+  return write_at(offset, d, n);
 }
 
 Result<void> TreeWriter::end_file() {

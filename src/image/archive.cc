@@ -95,7 +95,7 @@ bool is_tag_only(const std::string& s) {
 // layer into staged.layers unless the store has it).
 Result<void> stage_layers(ImageStore& store, StagingArea& area, StagedImage& staged,
                           const std::vector<std::pair<std::string, std::string>>& layer_blobs,  // (hex, path)
-                          const json& config) {
+                          const json& config, StageBudget& budget) {
   std::vector<std::string> diff_ids;
   if (config.is_object() && config.contains("rootfs") && config["rootfs"].is_object() &&
       config["rootfs"].contains("diff_ids") && config["rootfs"]["diff_ids"].is_array())
@@ -111,7 +111,8 @@ Result<void> stage_layers(ImageStore& store, StagingArea& area, StagedImage& sta
     std::string dhex = did.substr(7);
     if (!store.has_blob(hex)) staged.blobs[hex] = path;
     if (store.has_layer(dhex) || staged.layers.count(dhex)) continue;
-    auto l = stage_layer(path, area.dir(), "layer-" + std::to_string(staged.layers.size()) + "-" + dhex.substr(0, 12), dhex);
+    auto l = stage_layer(path, area.dir(), "layer-" + std::to_string(staged.layers.size()) + "-" + dhex.substr(0, 12), dhex,
+                         &budget);
     if (!l) return fail(l.error().wrap("layer " + std::to_string(i + 1)));
     staged.layers[dhex] = l->dir;
   }
@@ -119,7 +120,7 @@ Result<void> stage_layers(ImageStore& store, StagingArea& area, StagedImage& sta
 }
 
 Result<std::vector<ImageInfo>> load_oci(ImageStore& store, StagingArea& area, const std::string& root,
-                                        const std::string& tag) {
+                                        const std::string& tag, StageBudget& budget) {
   json index = CUBBY_TRY(read_json_member(CUBBY_TRY(member(root, "index.json")), "index.json"));
   if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
     return fail(bad("index.json has no manifests"));
@@ -178,7 +179,7 @@ Result<std::vector<ImageInfo>> load_oci(ImageStore& store, StagingArea& area, co
       std::string lp = CUBBY_TRY(oci_blob(root, l, "layer"));
       lb.emplace_back(l["digest"].get<std::string>().substr(7), lp);
     }
-    CUBBY_TRYV(stage_layers(store, area, staged, lb, config));
+    CUBBY_TRYV(stage_layers(store, area, staged, lb, config, budget));
     out.push_back(CUBBY_TRY(store.commit(area, staged)));
   }
   return out;
@@ -186,7 +187,7 @@ Result<std::vector<ImageInfo>> load_oci(ImageStore& store, StagingArea& area, co
 
 // docker save: manifest.json = [{Config, RepoTags, Layers}], files by path.
 Result<std::vector<ImageInfo>> load_docker(ImageStore& store, StagingArea& area, const std::string& root,
-                                           const std::string& tag) {
+                                           const std::string& tag, StageBudget& budget) {
   json mj = CUBBY_TRY(read_json_member(CUBBY_TRY(member(root, "manifest.json")), "manifest.json"));
   if (!mj.is_array() || mj.empty()) return fail(bad("manifest.json lists no images"));
   if (!tag.empty() && mj.size() > 1) return fail(Error::invalid("--tag needs an archive with one image"));
@@ -229,7 +230,7 @@ Result<std::vector<ImageInfo>> load_docker(ImageStore& store, StagingArea& area,
     staged.manifest_media_type = kOciManifest;
     staged.manifest_bytes = manifest.dump();
     if (!store.has_blob(cd.hex)) staged.blobs[cd.hex] = cpath;
-    CUBBY_TRYV(stage_layers(store, area, staged, lb, config));
+    CUBBY_TRYV(stage_layers(store, area, staged, lb, config, budget));
     for (const auto& r : refs) {
       staged.ref = CUBBY_TRY(normalize_ref(r));
       out.push_back(CUBBY_TRY(store.commit(area, staged)));
@@ -291,18 +292,27 @@ Result<void> add_blob(struct archive* a, const std::string& path, const std::str
 
 Result<std::vector<ImageInfo>> load_archive(ImageStore& store, int fd, const std::string& tag) {
   auto ctx = [](const Error& e) { return std::unexpected<Error>(e.wrap("load")); };
+  auto limit = store.stage_limit();
+  if (!limit) return ctx(limit.error());
+  StageBudget budget(*limit);
   auto area = store.stage("load");
   if (!area) return ctx(area.error());
-  std::string tar = area->dir() + "/archive.tar";
-  if (auto r = decompress_to_file(fd, tar); !r) return ctx(r.error());
   std::string root = area->dir() + "/archive";
   if (::mkdir(root.c_str(), 0700) < 0) return ctx(Error::sys("mkdir " + root));
-  if (auto r = unpack_tar(tar, root); !r) return ctx(r.error());
-  ::unlink(tar.c_str());
+  char real[PATH_MAX];
+  if (!::realpath(root.c_str(), real)) return ctx(Error::sys("realpath " + root));
+  root = real;
+  // Streamed straight into the work area: the archive's own end marker ends
+  // the read (an endless input such as /dev/zero is an empty archive), and
+  // the budget bounds what a huge one stages.
+  StreamOptions so;
+  so.budget = &budget;
+  so.read_to_end = false;
+  if (auto r = unpack_stream(fd, root, so); !r) return ctx(r.error());
   struct stat st;
   Result<std::vector<ImageInfo>> r;
-  if (::stat((root + "/index.json").c_str(), &st) == 0) r = load_oci(store, *area, root, tag);
-  else if (::stat((root + "/manifest.json").c_str(), &st) == 0) r = load_docker(store, *area, root, tag);
+  if (::stat((root + "/index.json").c_str(), &st) == 0) r = load_oci(store, *area, root, tag, budget);
+  else if (::stat((root + "/manifest.json").c_str(), &st) == 0) r = load_docker(store, *area, root, tag, budget);
   else return ctx(Error::invalid("not a docker-archive or OCI archive (no manifest.json or index.json)"));
   if (!r) return ctx(r.error());
   return r;

@@ -44,6 +44,7 @@
 #include "base/unique_fd.h"
 #include "image/digest.h"
 #include "image/media_types.h"
+#include "image/registry_config.h"
 #include "image/unpack.h"
 
 namespace cubby::image {
@@ -452,6 +453,11 @@ StagingArea::StagingArea(StagingArea&& o) noexcept
     : dir_(std::exchange(o.dir_, {})), lock_path_(std::exchange(o.lock_path_, {})),
       lock_fd_(std::move(o.lock_fd_)) {}
 
+Result<uint64_t> ImageStore::stage_limit() const {
+  auto n = CUBBY_TRY(configured_stage_limit(root_.substr(0, root_.rfind('/'))));
+  return n.value_or(kDefaultStageLimit);
+}
+
 StagingArea::~StagingArea() {
   // Directory first, then the lock file: a sweeper that sees a .d without
   // its .lock may remove it.
@@ -614,18 +620,28 @@ Result<ImageInfo> ImageStore::import_tarball(int fd, const std::string& ref) {
   auto ctx = [&](const Error& e) { return std::unexpected<Error>(e.wrap("import " + nref)); };
   Paths p(root_);
 
-  // 1. Private work area: decompress + hash, then unpack and check.
+  // 1. Private work area: one pass decompresses, hashes, keeps the tar
+  // (the layer's blob) and unpacks it, within the staging limit.
+  auto limit = stage_limit();
+  if (!limit) return ctx(limit.error());
+  StageBudget budget(*limit);
   auto work = stage("import");
   if (!work) return ctx(work.error());
   std::string tar_path = work->dir() + "/layer.tar";
-  auto blob = decompress_to_file(fd, tar_path);
-  if (!blob) return ctx(blob.error());
+  UniqueFd tar(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!tar) return ctx(Error::sys("create " + tar_path));
   std::string rootfs = work->dir() + "/rootfs";
   // The layer's root (see stage_layer_fd): the image's / keeps its mode.
   if (::mkdir(rootfs.c_str(), 0755) < 0) return ctx(Error::sys("mkdir " + rootfs));
   char real[PATH_MAX];
   if (!::realpath(rootfs.c_str(), real)) return ctx(Error::sys("realpath " + rootfs));
-  if (auto r = unpack_tar(tar_path, real); !r) return ctx(r.error());
+  StreamOptions so;
+  so.budget = &budget;
+  so.copy_to = tar.get();
+  auto blob = unpack_stream(fd, real, so);
+  if (!blob) return ctx(blob.error());
+  if (::fsync(tar.get()) < 0) return ctx(Error::sys("fsync " + tar_path));
+  tar.reset();
   {
     UniqueFd dfd(::open(work->dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dfd || ::syncfs(dfd.get()) < 0) return ctx(Error::sys("sync " + work->dir()));

@@ -135,6 +135,10 @@ class ImageStore {
 
   // ---- for pull, load and save (see image_store.cc for the protocol) ----
   Result<StagingArea> stage(const std::string& kind);
+  // The most one load or import may stage (StageBudget): the home's
+  // config.json "image-stage-limit", else kDefaultStageLimit. The home is
+  // the directory above the store's root.
+  Result<uint64_t> stage_limit() const;
   // Whether a blob / unpacked layer is in the store now (a hint: commit
   // re-checks under the lock).
   bool has_blob(const std::string& hex) const;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -224,6 +225,30 @@ std::string normalize_registry_key(const std::string& key) {
 }
 
 std::string config_path(const std::string& home) { return home + "/config.json"; }
+
+Result<std::optional<uint64_t>> configured_stage_limit(const std::string& home) {
+  auto text = read_file(config_path(home), 1 << 20);
+  if (!text) return std::optional<uint64_t>{};
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  auto it = j.is_object() ? j.find("image-stage-limit") : j.end();
+  if (it == j.end()) return std::optional<uint64_t>{};
+  auto bad = [&] {
+    return fail(Error::invalid(config_path(home) + " \"image-stage-limit\" must be a size in bytes or like \"20g\", not " +
+                               it->dump()));
+  };
+  if (it->is_number_unsigned() && it->get<uint64_t>() > 0) return std::optional<uint64_t>{it->get<uint64_t>()};
+  if (!it->is_string()) return bad();
+  const std::string& v = it->get_ref<const std::string&>();
+  const size_t digits = std::min(v.find_first_not_of("0123456789"), v.size());
+  if (digits == 0 || digits > 15) return bad();
+  std::string unit = v.substr(digits);
+  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  int shift = unit.empty() || unit == "b" ? 0 : unit == "k" ? 10 : unit == "m" ? 20 : unit == "g" ? 30 : unit == "t" ? 40 : -1;
+  if (shift < 0) return bad();
+  uint64_t n = std::stoull(v.substr(0, digits));
+  if (n == 0) return bad();
+  return std::optional<uint64_t>{n << shift};
+}
 
 std::string helper_server_url(const std::string& domain) {
   return domain == "docker.io" ? "https://index.docker.io/v1/" : domain;

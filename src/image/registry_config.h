@@ -90,6 +90,10 @@ std::string normalize_registry_key(const std::string& key);
 // The server URL Docker's credential helpers are keyed by.
 std::string helper_server_url(const std::string& domain);
 std::string config_path(const std::string& home);
+// config.json's "image-stage-limit": the most one `load` or `import` may
+// stage (see StageBudget), in bytes or as a size ("20g", "512m"); nullopt
+// when absent. A malformed value is kInvalid naming the key.
+Result<std::optional<uint64_t>> configured_stage_limit(const std::string& home);
 // The extra CA PEM text for a registry (certs.d + $CUBBY_REGISTRY_CA).
 std::string extra_ca_pem(const std::string& home, const std::string& domain);
 

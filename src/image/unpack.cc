@@ -9,8 +9,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
+#include <optional>
 #include <unordered_set>
 #include <vector>
 
@@ -161,37 +163,11 @@ Result<ReadArchive> open_decompressor(FdSource& src) {
 
 }  // namespace
 
-Result<TarBlob> decompress_to_file(int fd, const std::string& out_path) {
-  auto src = std::make_unique<FdSource>();
-  src->fd = fd;
-  ReadArchive a = CUBBY_TRY(open_decompressor(*src));
-
-  UniqueFd out(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!out) return sys_fail("create " + out_path);
-  Sha256 hash;
-  TarBlob blob;
-  std::unique_ptr<char[]> buf(new char[128 * 1024]);
-  for (;;) {
-    la_ssize_t n = archive_read_data(a.get(), buf.get(), 128 * 1024);
-    if (n == 0) break;
-    if (n < 0) return fail(read_error(a.get(), *src));
-    hash.update(buf.get(), static_cast<size_t>(n));
-    auto w = sys::write_all(out.get(), buf.get(), static_cast<size_t>(n));
-    if (!w) return fail(w.error().wrap("write " + out_path));
-    blob.size += static_cast<uint64_t>(n);
-  }
-  if (blob.size == 0)
-    return fail(Error::invalid(src->total == 0 ? "corrupt archive: empty input"
-                                               : "corrupt archive: no data after decompression"));
-  if (::fsync(out.get()) < 0) return sys_fail("fsync " + out_path);
-  blob.digest_hex = hash.hex_final();
-  return blob;
-}
-
 namespace {
 
 // Unpacks the entries of the open tar reader `a` (see unpack_tar).
-Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, bool overlay_whiteouts) {
+Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, bool overlay_whiteouts,
+                            const StageBudget* budget) {
   struct NoFree {
     void operator()(struct archive*) const {}
   };
@@ -207,6 +183,7 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
   o.replace_all = true;
   o.root_meta = true;
   o.sync_files = true;  // the store's one syncfs before the commit then finds little left to do
+  o.atomic_files = false;  // a fresh directory, discarded whole if the layer fails
   copy::TreeWriter w(std::move(o));
   auto check = [](Result<void> r) -> Result<void> {
     if (!r) return fail(writer_error(r.error()));
@@ -299,6 +276,10 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
       LOG_DEBUG("image unpack: {}: skipping entry of type {:o}", raw, static_cast<unsigned>(type));
       continue;
     }
+    // What the header declares must fit before any of it is read (a sparse
+    // entry declares its logical size; its data in the stream is charged).
+    if (budget && ce.kind == copy::Kind::kFile && archive_entry_sparse_count(e) == 0)
+      CUBBY_TRYV(budget->fits(ce.size, "archive entry \"" + raw + "\""));
     CUBBY_TRYV(check(w.entry(ce)));
     if (ce.kind != copy::Kind::kFile) continue;
     for (;;) {
@@ -347,8 +328,11 @@ Result<void> unpack_entries(struct archive* a_raw, const std::string& dest_dir, 
 // (decompression only) and hashed on the way: one pass, no temporary file.
 struct TarTee {
   struct archive* outer;
+  StageBudget* budget = nullptr;
+  int copy_to = -1;
   Sha256 hash;
   uint64_t size = 0;
+  std::optional<Error> error;  // the budget's or the copy's, not the archive's
   char buf[128 * 1024];
 };
 
@@ -359,6 +343,15 @@ la_ssize_t tee_read(struct archive* inner, void* client, const void** out) {
     archive_set_error(inner, archive_errno(t->outer), "%s", archive_msg(t->outer).c_str());
     return -1;
   }
+  auto stop = [&](Error e) {
+    t->error = std::move(e);
+    archive_set_error(inner, EFBIG, "%s", t->error->message().c_str());
+    return la_ssize_t{-1};
+  };
+  if (t->budget)
+    if (auto r = t->budget->charge(static_cast<uint64_t>(n)); !r) return stop(r.error());
+  if (t->copy_to >= 0)
+    if (auto w = sys::write_all(t->copy_to, t->buf, static_cast<size_t>(n)); !w) return stop(w.error().wrap("write the layer's tar"));
   t->hash.update(t->buf, static_cast<size_t>(n));
   t->size += static_cast<uint64_t>(n);
   *out = t->buf;
@@ -367,18 +360,7 @@ la_ssize_t tee_read(struct archive* inner, void* client, const void** out) {
 
 }  // namespace
 
-Result<void> unpack_tar(const std::string& tar_path, const std::string& dest_dir, bool overlay_whiteouts) {
-  UniqueFd in(::open(tar_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return sys_fail("open " + tar_path);
-  ReadArchive a(archive_read_new());
-  if (!a) return fail(Error::internal("libarchive allocation failed"));
-  archive_read_support_format_tar(a.get());  // ustar, pax, GNU; no filters: the blob is plain
-  if (archive_read_open_fd(a.get(), in.get(), 64 * 1024) != ARCHIVE_OK) return fail(corrupt(a.get()));
-  return unpack_entries(a.get(), dest_dir, overlay_whiteouts);
-}
-
-Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const std::string& tag,
-                                   const std::string& expected_diff_hex) {
+Result<TarBlob> unpack_stream(int fd, const std::string& dest_dir, const StreamOptions& o) {
   auto src = std::make_unique<FdSource>();
   src->fd = fd;
   ReadArchive outer = CUBBY_TRY(open_decompressor(*src));
@@ -386,22 +368,49 @@ Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const st
   if (!inner) return fail(Error::internal("archive_read_new failed"));
   auto tee = std::make_unique<TarTee>();
   tee->outer = outer.get();
+  tee->budget = o.budget;
+  tee->copy_to = o.copy_to;
+  // Whatever went wrong first: reading the input, the budget or the copy
+  // (passed through libarchive as a read error), else the archive.
+  auto first_cause = [&](const Error& e) {
+    if (tee->error) return *tee->error;
+    if (src->read_errno) return read_error(outer.get(), *src);
+    return e;
+  };
   archive_read_support_format_tar(inner.get());
+  if (archive_read_open(inner.get(), tee.get(), nullptr, tee_read, nullptr) != ARCHIVE_OK)
+    return fail(first_cause(corrupt(inner.get())));
+  auto u = unpack_entries(inner.get(), dest_dir, o.overlay_whiteouts, o.budget);
+  if (!u) return fail(first_cause(u.error()));
+  if (o.read_to_end) {
+    // The diff_id covers the whole tar stream, padding after the end marker
+    // too; tar pads to its record size (10 KiB by default), so more than
+    // kMaxTrailingBytes there is no padding (/dev/zero would never end).
+    const uint64_t end = tee->size;
+    const void* ignored;
+    for (la_ssize_t n; (n = tee_read(inner.get(), tee.get(), &ignored)) != 0;) {
+      if (n < 0) return fail(first_cause(corrupt(inner.get())));
+      if (tee->size - end > kMaxTrailingBytes)
+        return fail(Error::invalid("corrupt archive: more than " + std::to_string(kMaxTrailingBytes >> 10) +
+                                   " KiB after the tar's end-of-archive marker"));
+    }
+  }
+  if (tee->size == 0)
+    return fail(Error::invalid(src->total == 0 ? "corrupt archive: empty input" : "corrupt archive: no data after decompression"));
+  return TarBlob{tee->hash.hex_final(), tee->size};
+}
+
+Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const std::string& tag,
+                                   const std::string& expected_diff_hex, StageBudget* budget) {
   StagedLayer out{"", work_dir + "/" + tag + ".layer"};
   // The layer's root, i.e. the image's / (0755 unless the tar says): the
   // store's 0700 layers/ around it keeps other users out, not its mode.
   if (::mkdir(out.dir.c_str(), 0755) < 0) return sys_fail("mkdir " + out.dir);
-  if (archive_read_open(inner.get(), tee.get(), nullptr, tee_read, nullptr) != ARCHIVE_OK)
-    return fail(src->read_errno ? read_error(outer.get(), *src) : corrupt(inner.get()));
-  auto u = unpack_entries(inner.get(), out.dir, /*overlay_whiteouts=*/true);
-  if (!u) return fail(src->read_errno ? read_error(outer.get(), *src) : u.error());
-  // The diff_id covers the whole tar stream, padding after the end marker too.
-  const void* ignored;
-  for (la_ssize_t n; (n = tee_read(inner.get(), tee.get(), &ignored)) != 0;)
-    if (n < 0) return fail(read_error(outer.get(), *src));
-  if (tee->size == 0)
-    return fail(Error::invalid(src->total == 0 ? "corrupt archive: empty input" : "corrupt archive: no data after decompression"));
-  out.diff_hex = tee->hash.hex_final();
+  StreamOptions o;
+  o.overlay_whiteouts = true;
+  o.budget = budget;
+  auto blob = CUBBY_TRY(unpack_stream(fd, out.dir, o));
+  out.diff_hex = blob.digest_hex;
   if (!expected_diff_hex.empty() && out.diff_hex != expected_diff_hex)
     return fail(Error::invalid("layer content does not match its diff_id (want sha256:" + expected_diff_hex +
                                ", got sha256:" + out.diff_hex + ")"));
@@ -409,10 +418,25 @@ Result<StagedLayer> stage_layer_fd(int fd, const std::string& work_dir, const st
 }
 
 Result<StagedLayer> stage_layer(const std::string& blob_path, const std::string& work_dir,
-                                const std::string& tag, const std::string& expected_diff_hex) {
+                                const std::string& tag, const std::string& expected_diff_hex, StageBudget* budget) {
   UniqueFd in(::open(blob_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) return sys_fail("open " + blob_path);
-  return stage_layer_fd(in.get(), work_dir, tag, expected_diff_hex);
+  return stage_layer_fd(in.get(), work_dir, tag, expected_diff_hex, budget);
+}
+
+Error StageBudget::over(const std::string& what) const {
+  return Error::invalid(what + " would take the image past the staging limit of " + std::to_string(limit_ >> 20) +
+                        " MiB (\"image-stage-limit\" in config.json raises it); nothing was stored");
+}
+
+Result<void> StageBudget::charge(uint64_t n) {
+  if (used_.fetch_add(n) + n > limit_) return fail(over("the archive's uncompressed data"));
+  return {};
+}
+
+Result<void> StageBudget::fits(uint64_t declared, const std::string& what) const {
+  if (declared > limit_ - std::min(limit_, used_.load())) return fail(over(what + " of " + std::to_string(declared) + " bytes"));
+  return {};
 }
 
 

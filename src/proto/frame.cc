@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "base/sys.h"
+#include "proto/messages.h"
 
 namespace cubby::proto {
 
@@ -152,7 +153,17 @@ Result<std::optional<Frame>> FrameDecoder::next() {
   return std::optional<Frame>{Frame{chan, std::move(*msg)}};
 }
 
-Result<void> Conn::send(const Json& msg, uint32_t channel) { return send_encoded(encode(msg, channel)); }
+Result<void> Conn::send(const Json& msg, uint32_t channel) {
+  std::string f = encode(msg, channel);
+  // The peer would drop the frame and hang up ("send: Broken pipe" here):
+  // say what is wrong instead. Callers check user input against the
+  // documented limits before this; this is the last line.
+  if (f.size() - kHeaderSize > kMaxPayload)
+    return fail(Error::invalid("a " + std::string(msg::type_of(msg)) + " message of " +
+                               std::to_string((f.size() - kHeaderSize) >> 10) + " KiB is over the protocol's " +
+                               std::to_string(kMaxPayload >> 10) + " KiB frame limit"));
+  return send_encoded(f);
+}
 
 Result<void> Conn::send_encoded(std::string_view bytes) {
   const char* p = bytes.data();

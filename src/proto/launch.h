@@ -20,9 +20,17 @@ inline constexpr int kAgentFdCount = 8;
 // hierarchy); the config's "workload_cgroup_fds" says how many (0: none).
 inline constexpr int kAgentWorkloadCgroupFd = kAgentFdCount;
 inline constexpr int kAgentMaxCgroupFds = 3;
-inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds;
+// After those, when the box has a pids limit: a read-only fd of the workload
+// leaf's pids.current, at the fd the config's "workload_pids_fd" names (with
+// the limit in "pids_max"). Moving a process into a cgroup is not held to
+// pids.max (the kernel checks it on fork only), so every exec child checks
+// the count once it has joined.
+inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds + 1;
 
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it
+// A tethered box (ShimConfig::tether: `shell`, an attached `run --rm`) keeps
+// it open after "ready": its hangup (the client is gone) stops the box, and
+// msg::Untether and msg::Ended (proto/messages.h) travel on it.
 
 }  // namespace cubby::launch

@@ -15,6 +15,19 @@ namespace cubby::logfile {
 inline constexpr size_t kRecordHeader = 8;
 inline constexpr int kStdout = 1, kStderr = 2, kConsole = 3;
 
+// Rotation, as Docker's json-file driver does it (--log-opt max-size,
+// max-file): the shim (shim/box_log.h) writes box.log until the next record
+// would take it past max_size, then renames box.log.(N-2) to box.log.(N-1),
+// ..., box.log to box.log.1, and starts a new box.log; box.log.(max_files-1)
+// is the oldest kept. A record never spans two files (a bigger one is split).
+// So a box's log takes at most max_size * max_files bytes on disk.
+inline constexpr int64_t kDefaultMaxSize = 10 << 20;
+inline constexpr int kDefaultMaxFiles = 2;
+inline constexpr int64_t kMinMaxSize = 4096;
+inline constexpr int kMaxMaxFiles = 100;
+// box.log for i == 0, else box.log.i.
+inline std::string file_name(int i) { return i == 0 ? std::string("box.log") : "box.log." + std::to_string(i); }
+
 inline void append_record(std::string& out, int stream, std::string_view data) {
   char h[kRecordHeader] = {static_cast<char>(stream), 0, 0, 0,
                            static_cast<char>(data.size() >> 24), static_cast<char>(data.size() >> 16),

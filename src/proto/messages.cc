@@ -93,6 +93,32 @@ class Fields {
     return v->get_binary();
   }
 
+  // A flat array of pairs of unsigned integers, at most max_pairs of them.
+  std::vector<std::pair<uint64_t, uint64_t>> pairs(const char* k, size_t max_pairs) {
+    const Json* v = get(k, true);
+    if (!v) return {};
+    if (!v->is_array() || v->size() % 2 != 0) {
+      bad(k, std::string("must be an array of integer pairs, not ") + kind_name(*v));
+      return {};
+    }
+    if (v->size() / 2 > max_pairs) {
+      bad(k, "has more than " + std::to_string(max_pairs) + " pairs");
+      return {};
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    out.reserve(v->size() / 2);
+    for (size_t i = 0; i < v->size(); i += 2) {
+      const Json& a = (*v)[i];
+      const Json& b = (*v)[i + 1];
+      if (!a.is_number_unsigned() || !b.is_number_unsigned()) {
+        bad(k, "must hold non-negative integers only");
+        return {};
+      }
+      out.emplace_back(a.get<uint64_t>(), b.get<uint64_t>());
+    }
+    return out;
+  }
+
   const Json* object(const char* k) {
     const Json* v = get(k, true);
     if (v && !v->is_object()) {
@@ -161,9 +187,11 @@ void read(Fields& f, Hello& m) {
 }
 void read(Fields&, Ping&) {}
 void read(Fields& f, Exec& m) {
-  m.argv = f.texts("argv", kMaxPayload, true);
+  m.argv = f.texts("argv", kMaxArgBytes - 1, true);
   if (f.ok() && m.argv.empty()) f.bad("argv", "is empty");
-  m.env = f.texts("env", kMaxPayload, false);
+  m.env = f.texts("env", kMaxArgBytes - 1, false);
+  if (f.ok())
+    if (auto r = check_command_size(m.argv, m.env); !r) f.bad("argv", "and \"env\" are too large: " + r.error().message());
   m.cwd = f.text("cwd", kMaxPath, "");
   m.user = f.text("user", kMaxName, "");
   m.with_stdin = f.flag("stdin");
@@ -204,6 +232,20 @@ void read(Fields& f, CpEntry& m) {
   m.mtime_nsec = f.integer<uint32_t>("mtn", 0, UTIME_OMIT, 0);
   if (m.mtime_nsec > 999999999 && m.mtime_nsec != UTIME_OMIT) f.bad("mtn", "is not a nanosecond count");
   if (m.kind == 'f') m.size = f.integer<uint64_t>("size", 0, std::numeric_limits<uint64_t>::max());
+  if (m.kind == 'f' && f.has("x")) {
+    // A hostile peer's map must not make the writer seek backwards, write
+    // a range twice, or grow the file beyond the size it declared.
+    m.sparse = true;
+    m.extents = f.pairs("x", kMaxExtents);
+    uint64_t end = 0;
+    for (const auto& [off, len] : m.extents) {
+      if (!f.ok()) break;
+      if (len == 0) f.bad("x", "has an empty extent");
+      else if (off < end) f.bad("x", "has extents out of order or overlapping");
+      else if (off > m.size || len > m.size - off) f.bad("x", "has an extent beyond the file's size");
+      end = off + len;
+    }
+  }
   if (m.kind == 'l' || m.kind == 'h') m.target = f.text("target", kMaxText);
 }
 void read(Fields& f, CpData& m) { m.data = f.bytes("d"); }
@@ -241,6 +283,11 @@ void read(Fields& f, Config& m) {
 void read(Fields&, Go&) {}
 void read(Fields& f, Log& m) { m.data = f.bytes("d"); }
 void read(Fields& f, GuestExit& m) { m.code = f.integer<int>("code", 0, 255); }
+void read(Fields&, Untether&) {}
+void read(Fields& f, Ended& m) {
+  m.code = f.integer<int>("code", 0, 255);
+  m.msg = f.text("msg", kMaxText, "");
+}
 
 // Decodes m as T into r when its type is T's.
 template <class T>
@@ -322,6 +369,26 @@ CUBBY_DECODER(Config)
 CUBBY_DECODER(Go)
 CUBBY_DECODER(Log)
 CUBBY_DECODER(GuestExit)
+CUBBY_DECODER(Untether)
+CUBBY_DECODER(Ended)
 #undef CUBBY_DECODER
+
+Result<void> check_command_size(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  auto kib = [](size_t n) { return std::to_string((n + 1023) / 1024) + " KiB"; };
+  size_t total = 0;
+  for (const auto* list : {&argv, &env}) {
+    for (const auto& s : *list) {
+      if (s.size() + 1 > kMaxArgBytes)
+        return fail(Error::invalid(std::string(list == &argv ? "an argument" : "an environment variable") + " of " +
+                                   kib(s.size() + 1) + " is over the limit of " + kib(kMaxArgBytes) +
+                                   " for one string (execve's MAX_ARG_STRLEN)"));
+      total += s.size() + 1 + sizeof(char*);
+    }
+  }
+  if (total > kMaxCommandBytes)
+    return fail(Error::invalid("the command and its environment take " + kib(total) + ", over cubby's limit of " +
+                               kib(kMaxCommandBytes) + " (each string counted with its NUL and pointer, as execve does)"));
+  return {};
+}
 
 }  // namespace cubby::proto::msg

@@ -21,8 +21,9 @@
 //   cp_stat {path}                         cp_stat {kind: d|f|o} | error {msg, missing}
 //   cp_put {dir, keep_owner}, then entries ok {} | error {msg}
 //   cp_get {path, follow}                  entries | error {msg}
-//     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, target}
+//     entries: (cp_entry {p, k, mode, uid, gid, mt, mtn, size, x, target}
 //               cp_data {d: bin}...)... cp_end {}   (see copy/entry.h)
+//     x (a sparse file's data extents): [offset, length, offset, length...]
 //
 // The mux layer (mux.h) adds close {} and mux_ack {n} on session channels,
 // and its control channel carries config {cfg} / go {} / signal {sig} to the
@@ -94,13 +95,28 @@ inline constexpr const char* kMuxAck = "mux_ack";
 inline constexpr const char* kConfig = "config";
 inline constexpr const char* kGo = "go";
 inline constexpr const char* kLog = "log";
+// The shim's control socket of a tethered box (ShimConfig::tether), after "ready".
+inline constexpr const char* kUntether = "untether";
+inline constexpr const char* kEnded = "ended";
 
 // Sizes and ranges the decoders enforce.
 inline constexpr size_t kMaxPath = 4096;    // cwd, cp paths (PATH_MAX)
 inline constexpr size_t kMaxName = 256;     // a user spec, the agent's name
 inline constexpr size_t kMaxText = 65536;   // error texts, entry paths and link targets
 inline constexpr int kMaxSignal = 64;       // the kernel's _NSIG - 1
+inline constexpr size_t kMaxExtents = 4096;  // of one sparse file (a reader merges beyond)
 inline constexpr int kMaxProtoVersion = 1 << 30;
+// The argv and environment of one process (the workload or an exec),
+// counted as execve counts them: each string with its NUL plus its pointer.
+// The kernel's own bounds are a quarter of the stack limit in total (2 MiB
+// under the usual 8 MiB) and 128 KiB per string; ours keeps the request that
+// carries them (exec, the box's config) well inside one frame (kMaxPayload)
+// with room for everything else, and a refusal names the limit up front
+// instead of a "Broken pipe" when the agent drops an oversized frame.
+inline constexpr size_t kMaxCommandBytes = 512 * 1024;
+inline constexpr size_t kMaxArgBytes = 128 * 1024;  // one string, with its NUL (MAX_ARG_STRLEN)
+// kInvalid naming the limit when argv + env are over one of the bounds above.
+Result<void> check_command_size(const std::vector<std::string>& argv, const std::vector<std::string>& env);
 
 // The message type of a frame parse_payload() accepted ("" otherwise).
 std::string_view type_of(const Json& m);
@@ -185,6 +201,11 @@ struct CpEntry {
   int64_t mtime_sec = 0;     // mt
   uint32_t mtime_nsec = 0;   // mtn, < 1e9 or UTIME_OMIT
   uint64_t size = 0;         // kind f
+  // Kind f with x: a sparse file, whose data frames carry only these
+  // ranges, in order. Checked: at most kMaxExtents, each non-empty, in
+  // increasing order without overlap, within size.
+  bool sparse = false;
+  std::vector<std::pair<uint64_t, uint64_t>> extents;  // (offset, length)
   std::string target;        // kinds l and h
 };
 struct CpData {
@@ -256,6 +277,18 @@ struct Log {
 struct GuestExit {
   static constexpr const char* kType = kExit;
   int code = 0;  // 0..255
+};
+
+// --- a tethered box's control socket (runtime <-> shim) -----------------------
+// The client detached: the box runs on without it (its hangup no longer stops it).
+struct Untether {
+  static constexpr const char* kType = kUntether;
+};
+// The box ended, sent before its record may go (--rm): its status as recorded.
+struct Ended {
+  static constexpr const char* kType = kEnded;
+  int code = 0;  // 0..255
+  std::string msg;
 };
 
 // Decodes m (whose type must be T::kType) into T; kProtocol naming the

@@ -72,6 +72,11 @@ inline uint64_t ack_bytes(const std::string& frame) {
   auto a = msg::decode<msg::MuxAck>(*m);
   return a ? a->bytes : 0;
 }
+// Whether the receiving half of the mux would act on this session frame (a
+// close or an ack with credit) rather than pass it on: what a client of
+// agent.sock sends must never be one, or it could end its channel under the
+// guest's feet or lift its own flow-control window (see HostMux).
+inline bool acts_on_mux(const std::string& frame) { return is_close(frame) || ack_bytes(frame) > 0; }
 inline std::string ack_frame(uint32_t channel, uint64_t n) { return encode({{"t", kAck}, {"n", n}}, channel); }
 
 // Bytes a side has delivered to a session's socket and not yet acked;

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proto/logfile.h"
 #include "runtime/idmap.h"
 #include "runtime/ports.h"
 #include "runtime/volumes.h"
@@ -39,12 +40,16 @@ struct BoxSpec {
   // its upper dir (owned by host root) keeps working.
   std::string userns = "host";
   std::optional<IdRange> ids;       // sandbox as root with userns auto: fixed at create
+  // --log-opt max-size / max-file: the box log's rotation (proto/logfile.h).
+  int64_t log_max_size = logfile::kDefaultMaxSize;
+  int log_max_files = logfile::kDefaultMaxFiles;
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   j = {{"argv", s.argv}, {"env", s.env}, {"cwd", s.cwd}, {"user", s.user}, {"hostname", s.hostname},
        {"network", s.network}, {"auto_remove", s.auto_remove}, {"interactive", s.interactive},
-       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}, {"userns", s.userns}};
+       {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}, {"userns", s.userns},
+       {"log_max_size", s.log_max_size}, {"log_max_files", s.log_max_files}};
   if (s.ids) j["ids"] = *s.ids;
   if (s.memory) j["memory"] = *s.memory;
   if (s.cpus) j["cpus"] = *s.cpus;
@@ -65,6 +70,9 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.ports = j.value("ports", std::vector<PortMapping>{});
   s.mounts = j.value("mounts", std::vector<Mount>{});
   s.userns = j.value("userns", std::string("host"));
+  // A record from before rotation gets the defaults.
+  s.log_max_size = j.value("log_max_size", logfile::kDefaultMaxSize);
+  s.log_max_files = j.value("log_max_files", logfile::kDefaultMaxFiles);
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
   if (j.contains("memory")) s.memory = j["memory"].get<int64_t>();
   if (j.contains("cpus")) s.cpus = j["cpus"].get<double>();
@@ -81,6 +89,9 @@ struct ShimConfig {
   std::string agent_path;  // the static cubby-agent to run as PID 1
   std::string isolation = "sandbox";
   bool hold = false;       // wait for an attach before starting the workload
+  // Tie the box to the process that starts it (see launch.h): when that
+  // process is gone, the box is stopped. For throwaway boxes only.
+  bool tether = false;
   // The backstop on the agent's handshake (guarantee 8: readiness is an
   // event; this only ends a guest that never comes up, e.g. a kernel that
   // spins). Large by default; CUBBY_BOOT_TIMEOUT (seconds) sets it.
@@ -90,7 +101,7 @@ struct ShimConfig {
 
 inline void to_json(nlohmann::json& j, const ShimConfig& c) {
   j = {{"t", "config"}, {"home", c.home}, {"box_id", c.box_id}, {"box_dir", c.box_dir},
-       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
+       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"tether", c.tether}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
 }
 inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.home = j.at("home").get<std::string>();
@@ -99,6 +110,7 @@ inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.agent_path = j.at("agent_path").get<std::string>();
   c.isolation = j.value("isolation", std::string("sandbox"));
   c.hold = j.value("hold", false);
+  c.tether = j.value("tether", false);
   c.boot_timeout_ms = j.value("boot_timeout_ms", kDefaultBootTimeoutMs);
   c.spec = j.at("spec").get<BoxSpec>();
 }

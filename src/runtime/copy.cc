@@ -1,10 +1,14 @@
 // `cubby cp`: docker cp's rules on top of the entry streams of copy/.
 //
 //   host -> box   read_tree (host) or read_tar (stdin) -> Rebase -> FrameSink
-//                 ... agent session ... TreeWriter in the box (RESOLVE_IN_ROOT)
+//                 ... agent session ... StreamCheck -> TreeWriter in the box
+//                 (the destination RESOLVE_IN_ROOT, below it RESOLVE_BENEATH |
+//                 RESOLVE_NO_SYMLINKS)
 //   box -> host   agent read_tree (RESOLVE_IN_ROOT) -> FrameSink ... session
-//                 ... Rebase -> TreeWriter on the host (RESOLVE_BENEATH |
-//                 RESOLVE_NO_SYMLINKS) or a tar on stdout
+//                 ... StreamCheck -> Rebase -> TreeWriter on the host
+//                 (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) or a tar on stdout
+// Sparse files stay sparse all the way: read_tree sends only their data
+// extents, the writers leave the holes, and the tars are pax sparse.
 //
 // Tar exists only here: the agent stays free of libarchive (see
 // agent/copy_worker.h), and the host never parses a tar the box wrote.
@@ -16,6 +20,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "copy/tree.h"
 #include "image/unpack.h"
@@ -147,6 +152,12 @@ class TarSink : public copy::EntrySink {
       case copy::Kind::kFile:
         archive_entry_set_filetype(ae.get(), AE_IFREG);
         archive_entry_set_size(ae.get(), static_cast<la_int64_t>(e.size));
+        // A pax sparse entry (GNU.sparse 1.0, which GNU tar and bsdtar
+        // read). Without extents libarchive would write it dense, so an
+        // all-hole file gets the empty one at its end (as its map has).
+        for (const auto& x : e.extents)
+          archive_entry_sparse_add_entry(ae.get(), static_cast<la_int64_t>(x.offset), static_cast<la_int64_t>(x.length));
+        if (e.sparse && e.extents.empty()) archive_entry_sparse_add_entry(ae.get(), static_cast<la_int64_t>(e.size), 0);
         break;
       case copy::Kind::kSymlink:
         archive_entry_set_filetype(ae.get(), AE_IFLNK);
@@ -159,15 +170,28 @@ class TarSink : public copy::EntrySink {
       case copy::Kind::kFifo: archive_entry_set_filetype(ae.get(), AE_IFIFO); break;  // never read by cp
     }
     if (archive_write_header(a_.get(), ae.get()) < ARCHIVE_WARN) return fail(err("write " + e.path));
+    sparse_ = e.kind == copy::Kind::kFile && e.sparse;
+    if (sparse_) {
+      file_ = e;
+      extents_ = copy::ExtentCursor(file_.extents);
+      pos_ = 0;
+      left_ = copy::stream_bytes(e);
+      if (left_ == 0) return end_sparse();
+    }
     return {};
   }
   Result<void> data(const char* d, size_t n) override {
-    while (n > 0) {
-      la_ssize_t w = archive_write_data(a_.get(), d, n);
-      if (w <= 0) return fail(err("write"));
-      d += w;
-      n -= static_cast<size_t>(w);
-    }
+    if (!sparse_) return write(d, n);
+    // libarchive's pax writer takes the whole file and drops the bytes of
+    // its holes, so each hole is fed as zeros (skipped, never written).
+    if (n > left_) return fail(Error::protocol("more data than the file's extents"));
+    left_ -= n;
+    CUBBY_TRYV(extents_.feed(d, n, [&](uint64_t at, const char* p, size_t k) -> Result<void> {
+      CUBBY_TRYV(zeros(at - pos_));
+      pos_ = at + k;
+      return write(p, k);
+    }));
+    if (left_ == 0) return end_sparse();
     return {};
   }
   Result<void> finish() override {
@@ -180,10 +204,84 @@ class TarSink : public copy::EntrySink {
   Error err(const std::string& what) {
     return Error(ErrorKind::kSystem, "tar on standard output: " + what + ": " + archive_msg(a_.get()), 0);
   }
+  Result<void> write(const char* d, size_t n) {
+    while (n > 0) {
+      la_ssize_t w = archive_write_data(a_.get(), d, n);
+      if (w <= 0) return fail(err("write"));
+      d += w;
+      n -= static_cast<size_t>(w);
+    }
+    return {};
+  }
+  Result<void> zeros(uint64_t n) {
+    static const char kZeros[copy::kDataChunk] = {};
+    while (n > 0) {
+      size_t k = static_cast<size_t>(std::min<uint64_t>(n, sizeof kZeros));
+      CUBBY_TRYV(write(kZeros, k));
+      n -= k;
+    }
+    return {};
+  }
+  // The hole after the last extent.
+  Result<void> end_sparse() {
+    sparse_ = false;
+    return zeros(file_.size - pos_);
+  }
+
   std::unique_ptr<struct archive, int (*)(struct archive*)> a_;
   int fd_;
   bool opened_ = false;
+  // The sparse file being written: its entry, where its bytes go, the file
+  // offset reached, the stream bytes to come.
+  bool sparse_ = false;
+  copy::Entry file_;
+  copy::ExtentCursor extents_;
+  uint64_t pos_ = 0, left_ = 0;
 };
+
+// The data extents of a sparse tar entry (pax or GNU sparse), or nothing
+// for a dense one. A map with more extents than a cp_entry carries is read
+// dense instead (archive_read_data fills the holes with zeros).
+Result<std::optional<std::vector<copy::Extent>>> sparse_map(archive_entry* ae, const copy::Entry& e) {
+  if (archive_entry_sparse_reset(ae) == 0) return std::nullopt;
+  std::vector<copy::Extent> x;
+  uint64_t end = 0;
+  la_int64_t off = 0, len = 0;
+  while (archive_entry_sparse_next(ae, &off, &len) == ARCHIVE_OK) {
+    if (len == 0) continue;  // the map's end marker
+    auto o = static_cast<uint64_t>(off), l = static_cast<uint64_t>(len);
+    if (off < 0 || len < 0 || o < end || o > e.size || l > e.size - o)
+      return fail(Error::invalid("tar from standard input: " + e.path + ": a bad sparse map"));
+    x.push_back({o, l});
+    end = o + l;
+  }
+  if (x.size() > proto::msg::kMaxExtents) return std::nullopt;
+  if (x.size() == 1 && x[0].offset == 0 && x[0].length == e.size) return std::nullopt;
+  return x;
+}
+
+// A sparse entry's data blocks, which must be its map's extents in order.
+Result<void> send_extents(struct archive* a, const copy::Entry& e, copy::EntrySink& sink) {
+  auto bad = [&](const std::string& why) { return Error::invalid("tar from standard input: " + e.path + ": " + why); };
+  copy::ExtentCursor cursor(e.extents);
+  for (;;) {
+    const void* b = nullptr;
+    size_t n = 0;
+    la_int64_t off = 0;
+    int r = archive_read_data_block(a, &b, &n, &off);
+    if (r == ARCHIVE_EOF) break;
+    if (r < ARCHIVE_WARN) return fail(bad(archive_msg(a)));
+    auto next = static_cast<uint64_t>(off);
+    auto sent = cursor.feed(static_cast<const char*>(b), n, [&](uint64_t at, const char* d, size_t k) -> Result<void> {
+      if (at != next) return fail(bad("data outside its sparse map"));
+      next += k;
+      return sink.data(d, k);
+    });
+    if (!sent) return fail(sent.error().kind() == ErrorKind::kProtocol ? bad("data outside its sparse map") : sent.error());
+  }
+  if (!cursor.at_end()) return fail(bad("is cut short"));
+  return {};
+}
 
 // A tar (plain or compressed) from fd as an entry stream; entry names are
 // relative to the destination directory. Devices, fifos and sockets are
@@ -224,7 +322,15 @@ Result<void> read_tar(int fd, copy::EntrySink& sink) {
     } else if (type == AE_IFREG) {
       if (e.path.empty()) return fail(Error::invalid("tar from standard input: a file named \".\""));
       e.kind = copy::Kind::kFile;
+      if (auto x = CUBBY_TRY(sparse_map(ae, e))) {
+        e.sparse = true;
+        e.extents = std::move(*x);
+      }
       CUBBY_TRYV(sink.entry(e));
+      if (e.sparse) {
+        CUBBY_TRYV(send_extents(a.get(), e, sink));
+        continue;
+      }
       uint64_t left = e.size;
       while (left > 0) {
         la_ssize_t n = archive_read_data(a.get(), buf.get(), copy::kDataChunk);
@@ -329,13 +435,14 @@ Result<void> Runtime::copy_from_box(const std::string& ref, const std::string& b
     copy::WriterOptions w;
     w.root = dest_dir.get();
     w.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    w.allow_symlinks = false;
+    w.shown_base = to.dir;
     w.owner = o.archive ? copy::Owner::kEntry : copy::Owner::kCaller;
     w.strip_setid = !o.archive;  // a box must not hand the caller a setuid program
     sink = std::make_unique<copy::TreeWriter>(std::move(w));
     return std::pair<std::string, copy::EntrySink*>{to.name, sink.get()};
   });
-  auto r = copy::receive_frames(conn, rebased);
+  copy::StreamCheck checked(rebased);
+  auto r = copy::receive_frames(conn, checked);
   if (!r) {
     if (r.error().kind() == ErrorKind::kProtocol) return fail(r.error().wrap("copy from box " + b.name));
     return fail(r.error());

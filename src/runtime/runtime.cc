@@ -40,7 +40,9 @@ namespace msg = proto::msg;
 namespace {
 
 constexpr const char* kAgentSocket = "agent.sock";
-constexpr const char* kBoxLog = "box.log";
+// What a ShimConfig adds to its box's spec: a few paths and flags.
+constexpr size_t kShimConfigMargin = 64 * 1024;
+constexpr const char* kSlirpSocket = "slirp.sock";  // shim/network.h's kSlirpApiSocket
 
 std::string random_id() {
   unsigned char b[16];
@@ -142,7 +144,8 @@ void Runtime::release_leftovers(const std::string& id) {
       if (auto r = (*cg)->destroy(); !r) LOG_WARN("box {}: cgroup cleanup: {}", id, r.error().message());
     }
   }
-  ::unlink((box_dir(id) + "/" + kAgentSocket).c_str());
+  // The sockets a dead shim (and its slirp4netns, which dies with it) left.
+  for (const char* sock : {kAgentSocket, kSlirpSocket}) ::unlink((box_dir(id) + "/" + sock).c_str());
 }
 
 Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
@@ -356,11 +359,27 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   else if (*o.pids > 0)
     spec.pids = o.pids;
   spec.userns = userns;
+  if (o.log_max_size) {
+    if (*o.log_max_size < logfile::kMinMaxSize)
+      return fail(Error::invalid("invalid --log-opt max-size " + std::to_string(*o.log_max_size) + ": want at least 4k"));
+    spec.log_max_size = *o.log_max_size;
+  }
+  if (o.log_max_files) {
+    if (*o.log_max_files < 1 || *o.log_max_files > logfile::kMaxMaxFiles)
+      return fail(Error::invalid("invalid --log-opt max-file " + std::to_string(*o.log_max_files) + ": want 1 to " +
+                                 std::to_string(logfile::kMaxMaxFiles)));
+    spec.log_max_files = *o.log_max_files;
+  }
   spec.auto_remove = o.auto_remove;
   spec.interactive = o.interactive;
   spec.tty = o.tty;
   if (o.tty && std::none_of(spec.env.begin(), spec.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; }))
     spec.env.push_back(std::string("TERM=") + (std::getenv("TERM") ? std::getenv("TERM") : "xterm"));
+
+  // Before anything exists: the agent gets argv and env in one frame (the
+  // vm's config, an exec), and execve has bounds of its own.
+  if (auto r = msg::check_command_size(spec.argv, spec.env); !r)
+    return fail(Error::invalid("the box's " + r.error().message()));
 
   BoxRecord b;
   b.id = random_id();
@@ -376,6 +395,12 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   CUBBY_TRYV(images_.with_read_lock([&]() -> Result<void> {
     spec.layers = CUBBY_TRY(images_.layer_dirs(img));
     b.config = spec;
+    // The shim gets the spec in one control frame (see ShimConfig); the
+    // rest of it (paths of its own) is far below this margin.
+    if (size_t n = Json::to_msgpack(b.config).size(); n + kShimConfigMargin > proto::kMaxPayload)
+      return fail(Error::invalid("the box's configuration takes " + std::to_string(n >> 10) + " KiB, over the " +
+                                 std::to_string((proto::kMaxPayload - kShimConfigMargin) >> 10) +
+                                 " KiB a box may have (its command, environment, ports, volumes and layers)"));
     // The record first: if we are killed right after, the box exists as
     // `created` and start()/rm work on it; a directory without a record is
     // an orphan (swept at open).
@@ -398,7 +423,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   return b;
 }
 
-Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
+Result<StartResult> Runtime::start(const std::string& ref, bool hold, bool tether) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
   if (b.status == BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
@@ -409,6 +434,7 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
   cfg.agent_path = bin_dir_ + "/cubby-agent";
   cfg.isolation = b.isolation;
   cfg.hold = hold;
+  cfg.tether = tether;
   if (const char* t = std::getenv("CUBBY_BOOT_TIMEOUT"); t && *t) {
     char* end = nullptr;
     double sec = std::strtod(t, &end);
@@ -433,7 +459,10 @@ Result<StartResult> Runtime::start(const std::string& ref, bool hold) {
       return fail(Error::internal("start box " + b.name + ": " + why));
     }
     const std::string t = f->msg["t"].get<std::string>();
-    if (t == "ready") return StartResult{};
+    if (t == "ready") {
+      if (tether) tethers_[b.id] = std::move(shim.control);  // its hangup stops the box
+      return StartResult{};
+    }
     if (t == "exited") {
       // The box ended during start. Wait for the shim so its record is final.
       CUBBY_TRYV(sys::wait_readable(shim.pidfd.get(), sys::kForever));
@@ -457,6 +486,10 @@ Result<ExecResult> Runtime::attach(const std::string& ref, const StdioFds& io) {
 }
 
 Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io, bool start) {
+  // Held until the box has ended (or the user detached); every early return
+  // drops it, which stops a tethered box: nobody is attached to it any more.
+  proto::Conn tether;
+  if (auto t = tethers_.extract(b.id)) tether = std::move(t.mapped());
   if (b.status != BoxStatus::kRunning || !b.shim_pid) return fail(Error::conflict("box " + b.name + " is not running"));
   auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id);
   auto t = agent_transport(box_dir(b.id));
@@ -472,16 +505,31 @@ Result<ExecResult> Runtime::attach_record(const BoxRecord& b, const StdioFds& io
     }
     CUBBY_TRYV(conn->send(m));
     auto r = stream_session(*conn, io, msg::kKill);
-    if (r && (r->detached || r->interrupted)) return *r;  // the box runs on
+    if (r && r->detached) {
+      if (tether.valid()) (void)tether.send({{"t", msg::kUntether}});  // the box runs on without us
+      return *r;
+    }
+    if (r && r->interrupted) return *r;  // the box runs on, unless tethered
     if (r) res = *r;
   }
   // The shim records the final status after cleanup; wait for it to exit.
   if (shim) CUBBY_TRYV(sys::wait_readable(shim->get(), sys::kForever));
+  // A tethered box's shim sent its end status before it could remove the
+  // record (--rm): the same truth the record holds.
+  std::optional<msg::Ended> ended;
+  if (tether.valid()) {
+    if (auto f = tether.recv(); f && msg::type_of(f->msg) == msg::kEnded) {
+      if (auto e = msg::decode<msg::Ended>(f->msg)) ended = *e;
+    }
+  }
   CUBBY_TRYV(reconcile());
   auto after = CUBBY_TRY(db_.get_box(b.id));
   ExecResult out = res.value_or(ExecResult{});
   if (after && after->exit_code) out.code = *after->exit_code;  // the recorded truth wins
+  else if (ended) out.code = ended->code;
   else if (!res) return fail(Error::internal("box " + b.name + " ended without an exit status"));
+  // cubby ended the box (e.g. its network could not be kept): say why.
+  if (ended && out.code == 125 && out.error.empty()) out.error = ended->msg;
   return out;
 }
 
@@ -499,6 +547,7 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
     std::erase_if(env, [&](const std::string& x) { return x.compare(0, key.size() + 1, key + "=") == 0; });
     env.push_back(e);
   }
+  if (auto r = msg::check_command_size(req.argv, env); !r) return fail(Error::invalid("exec: " + r.error().message()));
   Json m = {{"t", msg::kExec}, {"argv", req.argv}, {"env", env},
             {"cwd", req.cwd.empty() ? spec.cwd : req.cwd}, {"user", req.user.empty() ? spec.user : req.user},
             {"stdin", req.interactive}, {"detach", req.detach}};
@@ -673,46 +722,87 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
 
 Result<void> Runtime::logs(const std::string& ref, bool follow, const LogSink& sink, bool console) {
   auto b = CUBBY_TRY(resolve(ref));
-  std::string path = box_dir(b.id) + "/" + kBoxLog;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd && errno != ENOENT) return sys_fail("open " + path);
+  const std::string dir = box_dir(b.id);
+  UniqueFd dirfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd && errno == ENOENT) return {};
+  if (!dirfd) return sys_fail("open " + dir);
   UniqueFd inotify, shim;
   if (follow && b.status == BoxStatus::kRunning && b.shim_pid) {
     auto s = open_shim(*b.shim_pid, *b.shim_start, b.id);
     if (s) shim = std::move(*s);
     if (shim) {
+      // The directory, not the file: box.log is renamed away when it rotates.
       inotify.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-      if (!fd) {  // not created yet: it appears when the shim starts the box
-        fd.reset(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
-      }
-      ::inotify_add_watch(inotify.get(), path.c_str(), IN_MODIFY);
+      ::inotify_add_watch(inotify.get(), dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
     }
   }
-  if (!fd) return {};
+  // The files, oldest first: box.log.(N-1) ... box.log.1, box.log (the
+  // shim's BoxLog rotates them; proto/logfile.h). A file is opened without
+  // following a symlink and read to its end; a record never spans two files.
+  auto open_log = [&](int i) { return UniqueFd(::openat(dirfd.get(), logfile::file_name(i).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)); };
+  auto inode = [](int fd) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+  };
   std::string buf;
-  size_t pos = 0;
   bool stopped = false;  // the sink wants no more
-  auto pump = [&]() -> Result<void> {
+  auto pump = [&](int fd, const std::string& name) -> Result<void> {
     char tmp[65536];
     for (;;) {
-      ssize_t n = ::read(fd.get(), tmp, sizeof tmp);
+      ssize_t n = ::read(fd, tmp, sizeof tmp);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return sys_fail("read " + path);
+        return sys_fail("read " + dir + "/" + name);
       }
       if (n == 0) return {};
       buf.append(tmp, static_cast<size_t>(n));
+      size_t pos = 0;
       bool ok = logfile::parse_records(buf, pos, [&](int stream, std::string_view d) {
         if (stream == logfile::kConsole && !console) return;
         if (!stopped && !sink(stream == logfile::kStdout ? 1 : 2, d)) stopped = true;
       });
-      if (!ok) return fail(Error::invalid("corrupt box log " + path));
+      if (!ok) return fail(Error::invalid("corrupt box log " + dir + "/" + name));
       if (stopped) return {};
       buf.erase(0, pos);
-      pos = 0;
     }
   };
-  CUBBY_TRYV(pump());
+  // box.log is opened before the rotated files are read, so a rotation
+  // meanwhile makes it one of them: reading rotated files from..1 stops at
+  // it (read as cur), never reading it twice.
+  UniqueFd cur = open_log(0);  // none yet: the shim creates it as it starts the box
+  auto read_rotated = [&](int from) -> Result<void> {
+    for (int i = from; i >= 1 && !stopped; --i) {
+      UniqueFd f = open_log(i);
+      if (!f) continue;
+      if (cur && inode(f.get()) == inode(cur.get())) break;
+      buf.clear();
+      CUBBY_TRYV(pump(f.get(), logfile::file_name(i)));
+    }
+    buf.clear();
+    return cur && !stopped ? pump(cur.get(), logfile::file_name(0)) : Result<void>{};
+  };
+  CUBBY_TRYV(read_rotated(logfile::kMaxMaxFiles));
+  // After a rotation the file we hold is box.log.K (or gone, when we fell
+  // more than max-file files behind): finish it, then everything newer.
+  auto follow_rotation = [&]() -> Result<void> {
+    for (;;) {
+      struct stat now;
+      if (!cur || ::fstatat(dirfd.get(), "box.log", &now, AT_SYMLINK_NOFOLLOW) < 0 || now.st_ino == inode(cur.get())) return {};
+      CUBBY_TRYV(pump(cur.get(), "box.log"));
+      // Renames move a file up one name at a time, top first: scanning
+      // upwards finds it (every name: one may be missing mid-rotation).
+      int k = logfile::kMaxMaxFiles + 1;
+      for (int i = 1; i <= logfile::kMaxMaxFiles; ++i) {
+        struct stat st;
+        if (::fstatat(dirfd.get(), logfile::file_name(i).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == inode(cur.get())) {
+          k = i;
+          break;
+        }
+      }
+      cur = open_log(0);
+      CUBBY_TRYV(read_rotated(std::min(k - 1, logfile::kMaxMaxFiles)));
+    }
+  };
   while (shim && !stopped) {
     int fds[2] = {inotify.get(), shim.get()};
     int which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
@@ -721,7 +811,9 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, const LogSink& s
       while (::read(inotify.get(), ev, sizeof ev) > 0) {
       }
     }
-    CUBBY_TRYV(pump());
+    if (!cur) cur = open_log(0);
+    if (cur) CUBBY_TRYV(pump(cur.get(), "box.log"));
+    CUBBY_TRYV(follow_rotation());
     if (which == 1) break;  // the box ended; everything it wrote is read
   }
   return {};

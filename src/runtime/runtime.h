@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string_view>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include "base/error.h"
 #include "image/image_store.h"
+#include "proto/frame.h"
 #include "runtime/box_spec.h"
 #include "sandbox/cgroup.h"
 #include "store/store.h"
@@ -49,6 +51,9 @@ struct CreateOptions {
   std::optional<int64_t> memory;
   std::optional<double> cpus;
   std::optional<int64_t> pids;  // unset: kDefaultPidsLimit; 0: no limit
+  // --log-opt max-size / max-file (unset: logfile::kDefaultMaxSize/Files).
+  std::optional<int64_t> log_max_size;
+  std::optional<int> log_max_files;
   bool auto_remove = false;
   bool interactive = false;
   bool tty = false;
@@ -139,7 +144,13 @@ class Runtime {
 
   Result<store::BoxRecord> create(const CreateOptions& o);
   // Starts a created or ended box. With hold, the workload waits for attach().
-  Result<StartResult> start(const std::string& ref, bool hold = false);
+  // With tether (for throwaway boxes: `shell`, an attached `run --rm`), the
+  // box is tied to this Runtime: if it goes away before attach_and_wait()
+  // has seen the box end (the process was killed, or never attached), the
+  // shim stops the box, and a --rm box is then removed. A detach releases
+  // the tie. attach_and_wait() also gets the box's exit status over it, so
+  // it reports the real status even when --rm removed the record first.
+  Result<StartResult> start(const std::string& ref, bool hold = false, bool tether = false);
   // Attaches to a held box's workload, starts it, streams its output until it
   // ends and returns its exit code (after the shim recorded it).
   Result<ExecResult> attach_and_wait(const std::string& id, const StdioFds& io);
@@ -220,6 +231,8 @@ class Runtime {
   std::string home_, bin_dir_;
   store::Store db_;
   image::ImageStore images_;
+  // Tethered boxes' control sockets to their shims, by box id (start() to attach).
+  std::map<std::string, proto::Conn> tethers_;
 };
 
 // The default home: $CUBBY_HOME, else /var/lib/cubby for root, else

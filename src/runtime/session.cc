@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -19,6 +20,25 @@ using proto::Json;
 namespace {
 
 constexpr char kCtrlP = 0x10, kCtrlQ = 0x11;
+// Frames for the agent wait here while its socket is full, and stdin is not
+// read while more than this waits: the agent stops reading a session whose
+// process does not read its stdin (backpressure), and a blocking send would
+// then stop us reading the process's output, which may be what it waits on.
+constexpr size_t kMaxPendingSend = 256 * 1024;
+
+// Sends what the socket takes now; false if the agent is gone.
+bool send_some(int fd, std::string& pending) {
+  while (!pending.empty()) {
+    ssize_t n = ::send(fd, pending.data(), pending.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      pending.erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+  return true;
+}
 
 // Blocks SIGINT/SIGTERM/SIGHUP (and SIGWINCH for terminals) for the session
 // and reads them from a signalfd; restores the mask on destruction.
@@ -81,21 +101,27 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
   bool detach_keys = io.tty && io.detach_keys;
   bool held_ctrl_p = false;  // a Ctrl-P that may start the detach sequence
   char buf[65536];
+  std::string pending;  // encoded frames for the agent (kMaxPendingSend)
+  auto queue = [&](const Json& m) { proto::encode_into(pending, m); };
   // Frames that came in with the hello reply (the request was pipelined
   // behind the hello) are already buffered, where poll cannot see them.
   std::optional<proto::Frame> frame = CUBBY_TRY(conn.try_next());
   if (io.in < 0 && io.stdin_data) {
-    // Whole frames of at most 64 KiB, as the terminal path sends.
+    // Whole frames of at most 64 KiB, as the terminal path sends; queued,
+    // so output is read while a large stdin is still being written.
     for (size_t off = 0; off < io.stdin_data->size(); off += sizeof buf) {
       auto part = io.stdin_data->substr(off, sizeof buf);
-      CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(part.begin(), part.end()))}}));
+      queue({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(part.begin(), part.end()))}});
     }
-    CUBBY_TRYV(conn.send({{"t", msg::kInEof}}));
+    queue({{"t", msg::kInEof}});
   }
   bool control_open = io.control >= 0;
   for (;;) {
     if (!frame) {
-      pollfd p[4] = {{conn.fd(), POLLIN, 0}, {in_open ? io.in : -1, POLLIN, 0}, {relay.fd(), POLLIN, 0},
+      const bool read_in = in_open && pending.size() < kMaxPendingSend;
+      pollfd p[4] = {{conn.fd(), static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0},
+                     {read_in ? io.in : -1, POLLIN, 0},
+                     {relay.fd(), POLLIN, 0},
                      {control_open ? io.control : -1, POLLIN, 0}};
       int n = ::poll(p, 4, -1);
       if (n < 0) {
@@ -107,7 +133,7 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
         while (::read(relay.fd(), &si, sizeof si) == sizeof si) {
           if (si.ssi_signo == SIGWINCH) {
             if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out))
-              CUBBY_TRYV(conn.send({{"t", msg::kResize}, {"rows", sz->first}, {"cols", sz->second}}));
+              queue({{"t", msg::kResize}, {"rows", sz->first}, {"cols", sz->second}});
           } else if (io.tty) {
             // A terminal session's own keys arrive as bytes; a signal from
             // outside (the terminal went away, or kill) ends our side only.
@@ -116,7 +142,7 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
             r.code = 128 + static_cast<int>(si.ssi_signo);
             return r;
           } else {
-            CUBBY_TRYV(conn.send({{"t", signal_type}, {"sig", static_cast<int>(si.ssi_signo)}}));
+            queue({{"t", signal_type}, {"sig", static_cast<int>(si.ssi_signo)}});
           }
         }
       }
@@ -124,9 +150,9 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
         ControlRecord c;
         ssize_t r = ::read(io.control, &c, sizeof c);
         if (r == sizeof c && c.kind == ControlRecord::kResize)
-          CUBBY_TRYV(conn.send({{"t", msg::kResize}, {"rows", c.a}, {"cols", c.b}}));
+          queue({{"t", msg::kResize}, {"rows", c.a}, {"cols", c.b}});
         else if (r == sizeof c && c.kind == ControlRecord::kSignal)
-          CUBBY_TRYV(conn.send({{"t", signal_type}, {"sig", c.a}}));
+          queue({{"t", signal_type}, {"sig", c.a}});
         else if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
           control_open = false;
       }
@@ -141,7 +167,8 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
             auto pos = data.find(std::string{kCtrlP, kCtrlQ});
             if (pos != std::string::npos) {
               if (pos > 0)
-                CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.begin() + static_cast<long>(pos)))}}));
+                queue({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.begin() + static_cast<long>(pos)))}});
+              CUBBY_TRYV(conn.send_encoded(pending));  // what the user typed before detaching
               ExecResult res;
               res.detached = true;
               return res;
@@ -151,14 +178,14 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
               data.pop_back();
             }
           }
-          if (!data.empty())
-            CUBBY_TRYV(conn.send({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}}));
+          if (!data.empty()) queue({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(data.begin(), data.end()))}});
         } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-          CUBBY_TRYV(conn.send({{"t", msg::kInEof}}));
+          queue({{"t", msg::kInEof}});
           in_open = false;
         }
       }
-      if (!p[0].revents) continue;
+      if (!pending.empty() && !send_some(conn.fd(), pending)) pending.clear();  // gone: its hangup is read below
+      if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       auto f = conn.recv();
       if (!f) return fail(f.error().wrap("lost the connection to the box"));
       frame = std::move(*f);

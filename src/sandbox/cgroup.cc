@@ -155,6 +155,12 @@ Result<std::vector<UniqueFd>> open_for_writing(const std::vector<std::string>& p
   return fds;
 }
 
+Result<UniqueFd> open_for_reading(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_fail("open " + path);
+  return fd;
+}
+
 Result<bool> read_oom_kill(const std::string& path) {
   auto text = read_file(path);
   if (!text) {

@@ -70,6 +70,11 @@ class Cgroup {
   // ms per exec on this host, against 0.1 ms). v2: `cgroup.procs`
   // (`cgroup.threads` cannot leave a threaded domain).
   virtual Result<std::vector<UniqueFd>> open_self_join(Leaf leaf) = 0;
+  // A read-only fd of the leaf's pids.current (invalid without a pids
+  // controller). The kernel holds fork and clone to pids.max but not a
+  // process moving in (open_self_join), which can take the count past it;
+  // whoever moves processes in reads this to keep to the limit.
+  virtual Result<UniqueFd> open_pids_current(Leaf leaf) = 0;
   // Whether the kernel's OOM killer killed a process of the workload leaf
   // (its memory cgroup's oom_kill count: v1 memory.oom_control, kernel >=
   // 4.13; v2 memory.events). False without a memory controller.

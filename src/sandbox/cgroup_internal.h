@@ -63,6 +63,7 @@ Result<void> make_dir(const std::string& path);
 std::string leaf_dir(const std::string& box_dir, Leaf leaf);
 // Opens each path write-only (O_CLOEXEC): Cgroup::open_self_join.
 Result<std::vector<UniqueFd>> open_for_writing(const std::vector<std::string>& paths);
+Result<UniqueFd> open_for_reading(const std::string& path);
 // The "oom_kill N" line of a memory.oom_control (v1) or memory.events (v2)
 // file: N > 0. A missing file or line is false (no memory controller, or a
 // kernel that does not count OOM kills).

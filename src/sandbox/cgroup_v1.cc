@@ -26,6 +26,7 @@ class CgroupV1 final : public Cgroup {
   // The box directory in controller ctrl's hierarchy.
   void add_dir(const std::string& ctrl, std::string d) {
     if (ctrl == "memory") memory_dir_ = d;
+    if (ctrl == "pids") pids_dir_ = d;
     dirs_.push_back(std::move(d));
   }
 
@@ -43,6 +44,11 @@ class CgroupV1 final : public Cgroup {
     return open_for_writing(files);
   }
 
+  Result<UniqueFd> open_pids_current(Leaf leaf) override {
+    if (pids_dir_.empty()) return UniqueFd();
+    return open_for_reading(leaf_dir(pids_dir_, leaf) + "/pids.current");
+  }
+
   Result<bool> oom_killed() override {
     if (memory_dir_.empty()) return false;
     return read_oom_kill(leaf_dir(memory_dir_, Leaf::kWorkload) + "/memory.oom_control");
@@ -54,7 +60,7 @@ class CgroupV1 final : public Cgroup {
 
  private:
   std::vector<std::string> dirs_;
-  std::string memory_dir_;
+  std::string memory_dir_, pids_dir_;
 };
 
 std::string box_dir(const std::string& root, const std::string& ctrl, const std::string& box_id) {

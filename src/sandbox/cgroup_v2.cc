@@ -72,6 +72,12 @@ class CgroupV2 final : public Cgroup {
     return open_for_writing({leaf_dir(dir_, leaf) + "/cgroup.procs"});
   }
 
+  Result<UniqueFd> open_pids_current(Leaf leaf) override {
+    std::string p = leaf_dir(dir_, leaf) + "/pids.current";
+    if (!file_exists(p)) return UniqueFd();  // no pids controller enabled below us
+    return open_for_reading(p);
+  }
+
   Result<bool> oom_killed() override { return read_oom_kill(leaf_dir(dir_, Leaf::kWorkload) + "/memory.events"); }
 
   Result<void> destroy() override {

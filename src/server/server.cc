@@ -187,6 +187,14 @@ int Server::run() {
   reaper_->rescan();
   std::string sock_path = opts_.socket_path.empty() ? opts_.home + "/cubby.sock" : opts_.socket_path;
   auto unix_acc = bind_unix(io_, sock_path);
+  if (!unix_acc && unix_acc.error().kind() == ErrorKind::kConflict) {
+    // Another server answers there: its readiness is ours, so concurrent
+    // auto-starts (the SDK's) all see a server and none fails.
+    std::fprintf(stderr, "cubby serve: %s; leaving it to serve\n", unix_acc.error().message().c_str());
+    std::printf("cubby serve: listening on unix:%s\n", sock_path.c_str());
+    std::fflush(stdout);
+    return 0;
+  }
   if (!unix_acc) {
     LOG_ERROR("serve: {}", unix_acc.error().message());
     return 1;
@@ -267,6 +275,14 @@ int Server::run() {
     if (!ec) io_.stop();
   });
   std::fprintf(stderr, "cubby serve: listening on %s\n", sock_path.c_str());
+  // The readiness line (api.md "Readiness"): the one thing ever written to
+  // stdout, for a parent waiting on a pipe (EOF before it = failure).
+  if (tcp_acc)
+    std::printf("cubby serve: listening on tcp:%s:%u\n", tcp_acc->local_endpoint().address().to_string().c_str(),
+                tcp_acc->local_endpoint().port());
+  else
+    std::printf("cubby serve: listening on unix:%s\n", sock_path.c_str());
+  std::fflush(stdout);
   arm_idle_timer();
   io_.run();
   // Only our own socket goes; boxes live on in their shims.

@@ -13,6 +13,8 @@
 
 namespace cubby::shim {
 
+class Network;
+
 // A launched box: the supervised process (agent as PID 1, or the VMM) and
 // the resources that must be released when it ends.
 class BoxInstance {
@@ -36,6 +38,15 @@ class BoxInstance {
   // process or an exec) while the box ran. Read after reap(), before
   // cleanup(). The vm backend does not tell yet (the guest's kernel kills).
   virtual bool oom_killed() { return false; }
+  // Where the shim copies the VM console for `cubby logs` (the write end of
+  // a pipe into the box log, shim/box_log.h); invalid if the backend has no
+  // console of its own.
+  virtual Result<UniqueFd> console_log() { return UniqueFd(); }
+  // A line of the shim's own into the box log (the console stream).
+  virtual void note_in_log(const std::string& line) = 0;
+  // The box's --network default helper (nullptr with --network none): the
+  // shim watches it and starts it again if it dies while the box runs.
+  virtual Network* network() { return nullptr; }
   // Releases cgroups, helper processes, sockets. Idempotent.
   virtual void cleanup() = 0;
 };

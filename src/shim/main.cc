@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <vector>
 
 #include "base/fs.h"
 #include "base/log.h"
@@ -28,6 +29,7 @@
 #include "proto/transport.h"
 #include "runtime/box_spec.h"
 #include "shim/backend.h"
+#include "shim/network.h"
 #include "store/store.h"
 
 using namespace cubby;
@@ -158,50 +160,142 @@ Result<Boot> await_agent(shim::BoxInstance& box, const std::string& box_dir, Dia
   }
 }
 
-int supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag, bool& stopped) {
+// How many times the shim starts a box's slirp4netns again after it died
+// (crashed on what the box sent, killed by someone) before it gives up and
+// ends the box: a running box always has the network it was created with.
+constexpr int kMaxNetworkRestarts = 5;
+
+// A note from the shim into the box log (console stream: `cubby logs` shows
+// it on stderr) and shim.log.
+void note_in_box_log(shim::BoxInstance& box, const std::string& text) {
+  LOG_WARN("{}", text);
+  box.note_in_log("cubby: " + text + "\n");  // through the box log's writer: it rotates the file
+}
+
+// How supervision ended, beyond the box's own exit status.
+struct Supervised {
+  bool stopped = false;  // a stop request (or a gone client) ended it
+  std::string error;     // cubby ended the box (its network could not be kept): the reason
+};
+
+// Supervises the running box until its PID 1 (or VMM) exits: stop
+// requests (SIGTERM with the grace as its value), the grace timer, the
+// console, the network helper, and, for a tethered box, its client.
+Result<Supervised> supervise(Shim& sh, shim::BoxInstance& box, DiagTail& diag) {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   UniqueFd sigfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-  for (;;) {
-    int fds[4] = {box.pidfd(), sigfd.get(), timer.get(), box.diag_fd()};
-    int n = box.diag_fd() >= 0 ? 4 : 3;
-    auto which = sys::wait_any_readable(std::span<const int>(fds, n), sys::kForever);
-    if (!which) return -1;
-    if (*which == 0) return 0;
-    if (*which == 3) {
-      diag.drain(box.diag_fd());
-    } else if (*which == 1) {
-      signalfd_siginfo si;
-      while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
-        // stop: SIGTERM to the workload, then SIGKILL after the grace the
-        // runtime passed as the signal's value (sigqueue-style).
-        int grace = si.ssi_code == SI_QUEUE ? si.ssi_int : kDefaultStopGraceMs;
-        stopped = true;
-        LOG_INFO("stop requested (grace {} ms)", grace);
-        if (grace <= 0) {
-          (void)box.kill();
-        } else {
-          (void)box.request_stop(SIGTERM);
-          itimerspec its{};
-          its.it_value.tv_sec = grace / 1000;
-          its.it_value.tv_nsec = (grace % 1000) * 1000000L;
-          ::timerfd_settime(timer.get(), 0, &its, nullptr);
-        }
-      }
-    } else if (*which == 2) {
-      uint64_t ticks;
-      (void)!::read(timer.get(), &ticks, sizeof ticks);
-      LOG_INFO("grace period over: killing the box");
+  Supervised out;
+  int net_restarts = 0;
+  bool stopping = false;
+  // Graceful stop: the signals to the workload now, SIGKILL when the grace is over.
+  auto stop = [&](std::initializer_list<int> sigs, int grace_ms) {
+    out.stopped = true;
+    if (grace_ms <= 0) {
       (void)box.kill();
+      return;
+    }
+    for (int sig : sigs) (void)box.request_stop(sig);
+    if (stopping) return;  // the first grace period stands
+    stopping = true;
+    itimerspec its{};
+    its.it_value.tv_sec = grace_ms / 1000;
+    its.it_value.tv_nsec = (grace_ms % 1000) * 1000000L;
+    ::timerfd_settime(timer.get(), 0, &its, nullptr);
+  };
+  enum Kind { kBox, kSignal, kTimer, kDiag, kNet, kTether };
+  for (;;) {
+    std::vector<int> fds;
+    std::vector<Kind> kinds;
+    auto watch = [&](int fd, Kind k) {
+      if (fd < 0) return;
+      fds.push_back(fd);
+      kinds.push_back(k);
+    };
+    watch(box.pidfd(), kBox);
+    watch(sigfd.get(), kSignal);
+    watch(timer.get(), kTimer);
+    watch(box.diag_fd(), kDiag);
+    if (box.network()) watch(box.network()->pidfd(), kNet);
+    watch(sh.ctl.fd(), kTether);
+    auto which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
+    switch (kinds[static_cast<size_t>(which)]) {
+      case kBox: return out;
+      case kDiag: diag.drain(box.diag_fd()); break;
+      case kSignal: {
+        signalfd_siginfo si;
+        while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+          // stop: SIGTERM to the workload, then SIGKILL after the grace the
+          // runtime passed as the signal's value (sigqueue-style).
+          int grace = si.ssi_code == SI_QUEUE ? si.ssi_int : kDefaultStopGraceMs;
+          LOG_INFO("stop requested (grace {} ms)", grace);
+          stop({SIGTERM}, grace);
+        }
+        break;
+      }
+      case kTimer: {
+        uint64_t ticks;
+        (void)!::read(timer.get(), &ticks, sizeof ticks);
+        LOG_INFO("grace period over: killing the box");
+        (void)box.kill();
+        break;
+      }
+      case kNet: {
+        // Reaped at once (never a zombie), then started again into the
+        // box's namespace, a bounded number of times; past that, or if it
+        // cannot start, the box ends with the reason: never a box that is
+        // `running` without the network it was created with.
+        std::string how = box.network()->reap();
+        if (stopping) break;  // the box is ending anyway
+        std::string why;
+        if (net_restarts < kMaxNetworkRestarts) {
+          ++net_restarts;
+          note_in_box_log(box, "the box's network helper slirp4netns " + how + "; restarting it (" +
+                                              std::to_string(net_restarts) + " of " +
+                                              std::to_string(kMaxNetworkRestarts) + ")");
+          auto r = box.network()->restart();
+          if (r) {
+            note_in_box_log(box, "the box's network is back (connections it had are lost)");
+            break;
+          }
+          why = "the box's network helper slirp4netns " + how + " and could not be restarted: " + r.error().message();
+        } else {
+          why = "the box's network helper slirp4netns " + how + " after " + std::to_string(kMaxNetworkRestarts) +
+                " restarts";
+        }
+        out.error = why + "; the box was stopped";
+        note_in_box_log(box, out.error);
+        stop({SIGTERM}, kDefaultStopGraceMs);
+        break;
+      }
+      case kTether: {
+        // The client that holds this box (`shell`, an attached `run --rm`)
+        // either detached (it says so: the box runs on) or is gone, killed
+        // or crashed: its throwaway box has nobody left and goes too.
+        auto f = sh.ctl.recv();
+        if (f && proto::msg::type_of(f->msg) == proto::msg::kUntether) {
+          LOG_INFO("the client detached: the box runs on without it");
+          sh.ctl.close();
+          break;
+        }
+        sh.ctl.close();
+        LOG_INFO("the client holding this box is gone: stopping the box");
+        // SIGHUP as a terminal hangup would (an interactive shell ignores
+        // SIGTERM but exits on it), SIGTERM as a stop does.
+        stop({SIGHUP, SIGTERM}, kDefaultStopGraceMs);
+        break;
+      }
     }
   }
-  (void)sh;
 }
 
 int run_shim(const std::string& box_id) {
   Shim sh;
+  // dup2 gave us fd 3 without close-on-exec; no process we start may
+  // inherit it (for a tethered box it is the client's tie to the box).
+  ::fcntl(launch::kShimControlFd, F_SETFD, FD_CLOEXEC);
   sh.ctl = proto::Conn(UniqueFd(launch::kShimControlFd));
   auto first = sh.ctl.recv();
   if (!first) return 1;  // the launcher died before sending the config
@@ -268,11 +362,8 @@ int run_shim(const std::string& box_id) {
   }
   auto& box = **launched;
   DiagTail diag;
-  if (sh.cfg.isolation == "vm") {
-    UniqueFd log(::open((sh.cfg.box_dir + "/" + shim::kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-    if (log) diag.copy_to_box_log(std::move(log));
-  }
-  bool stopped = false;
+  if (auto log = box.console_log(); log && *log) diag.copy_to_box_log(std::move(*log));
+  Supervised sup;
 
   auto boot = await_agent(box, sh.cfg.box_dir, diag, sh.cfg.hold, std::chrono::milliseconds(sh.cfg.boot_timeout_ms));
   if (boot && *boot == Boot::kReady) {
@@ -280,8 +371,16 @@ int run_shim(const std::string& box_id) {
       if (auto r = box.allow_start(); !r) LOG_WARN("start workload: {}", r.error().message());
     }
     sh.reply({{"t", "ready"}});
-    sh.ctl.close();  // the launcher may go away now; we are on our own
-    if (supervise(sh, box, diag, stopped) < 0) (void)box.kill();
+    // The launcher may go away now; we are on our own. Unless the box is
+    // tethered to it: then the control socket stays open, its hangup stops
+    // the box, and the box's end status travels back on it.
+    if (!sh.cfg.tether) sh.ctl.close();
+    if (auto r = supervise(sh, box, diag)) {
+      sup = std::move(*r);
+    } else {
+      LOG_ERROR("supervise: {}", r.error().message());
+      (void)box.kill();
+    }
   } else if (!boot) {
     LOG_ERROR("boot: {}", boot.error().message());
     (void)box.kill();
@@ -314,10 +413,16 @@ int run_shim(const std::string& box_id) {
       if (err.empty()) err = "box exited during start";
     }
     sh.reply({{"t", "exited"}, {"code", code}, {"msg", err}});
+  } else if (!sup.error.empty()) {
+    code = 125;  // cubby ended the box, not its workload
+    err = sup.error;
   } else {
     err = box.failure_hint();  // a VMM that died on its own after start says so in inspect
   }
-  record_end(stopped ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err, oom_killed);
+  // A tethered client learns the end before the record can go (--rm), so
+  // it reports the real status, not a missing one.
+  if (sh.ctl.valid()) (void)sh.ctl.send({{"t", proto::msg::kEnded}, {"code", code}, {"msg", err}});
+  record_end(sup.stopped && sup.error.empty() ? store::BoxStatus::kStopped : store::BoxStatus::kExited, code, err, oom_killed);
   return 0;
 }
 

@@ -1,5 +1,7 @@
 #include "shim/network.h"
 
+#include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -10,9 +12,39 @@
 namespace cubby::shim {
 
 Network::~Network() {
-  exit_w_.reset();        // slirp4netns --exit-fd: exits on EOF
+  stop_helper();
+  ::unlink((box_dir_ + "/" + kSlirpApiSocket).c_str());
+}
+
+void Network::stop_helper() {
+  exit_w_.reset();  // slirp4netns --exit-fd: exits on EOF
+  if (!helper_.valid()) return;
   (void)helper_.signal(SIGTERM);
-  (void)helper_.wait();   // scoped: this child only
+  (void)helper_.wait();  // scoped: this child only
+}
+
+std::string Network::reap() {
+  exit_w_.reset();
+  if (!helper_.valid()) return "was gone";
+  auto st = helper_.wait();
+  if (!st) return "could not be reaped (" + st.error().message() + ")";
+  if (st->signaled) return std::string("was killed by signal ") + std::to_string(st->signal) + " (" + ::strsignal(st->signal) + ")";
+  return "exited with code " + std::to_string(st->code);
+}
+
+Result<void> Network::restart() {
+  stop_helper();  // in case it still runs: never two helpers on one namespace
+  return spawn_helper();
+}
+
+Result<NetnsFds> open_netns_of(pid_t pid) {
+  std::string base = "/proc/" + std::to_string(pid) + "/ns/";
+  NetnsFds ns;
+  ns.net.reset(::open((base + "net").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.net) return sys_fail("open " + base + "net");
+  ns.user.reset(::open((base + "user").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.user) return sys_fail("open " + base + "user");
+  return ns;
 }
 
 std::string user_network_helper() {
@@ -23,11 +55,9 @@ std::string user_network_helper() {
 
 namespace {
 
-constexpr const char* kApiSocket = "slirp.sock";
-
 // One request per connection: slirp4netns reads it, answers, and closes.
 Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
-  proto::UnixTransport api(box_dir, kApiSocket);
+  proto::UnixTransport api(box_dir, kSlirpApiSocket);
   auto fd = CUBBY_TRY(api.connect());
   nlohmann::json req = {{"execute", "add_hostfwd"},
                         {"arguments",
@@ -59,34 +89,47 @@ Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
 
 }  // namespace
 
-Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports) {
+Result<void> Network::spawn_helper() {
   std::string helper = user_network_helper();
   if (helper.empty()) return fail(Error::invalid("slirp4netns is not installed (apt-get install slirp4netns)"));
+  // A socket a dead helper left behind would make the new one's bind fail.
+  ::unlink((box_dir_ + "/" + kSlirpApiSocket).c_str());
   auto [ready_r, ready_w] = CUBBY_TRY(sys::make_pipe());
   auto [exit_r, exit_w] = CUBBY_TRY(sys::make_pipe());
   SpawnSpec s;
-  // fds 3 and 4 in the helper: ready and exit pipes.
+  // fds 3 and 4 in the helper: ready and exit pipes; 5 and 6 the namespaces
+  // it joins (--netns-type=path: by our fds, never by a pid that may be gone).
   // The API socket is bound before --enable-sandbox pivots into an empty
   // root, so its relative path is resolved here, in box_dir, once.
   s.argv = {helper, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
-            "--ready-fd=3", "--exit-fd=4", std::string("--api-socket=") + kApiSocket, std::to_string(netns_pid),
-            "tap0"};
-  s.cwd = box_dir;  // a relative API socket path never hits sun_path's 108 bytes
-  s.umask = 077;    // the API socket (it adds port forwards) is the owner's alone
-  s.fds = {-1, -1, 2, ready_w.get(), exit_r.get()};
+            "--ready-fd=3", "--exit-fd=4", std::string("--api-socket=") + kSlirpApiSocket, "--netns-type=path",
+            "--userns-path=/proc/self/fd/6", "/proc/self/fd/5", "tap0"};
+  s.cwd = box_dir_;  // a relative API socket path never hits sun_path's 108 bytes
+  s.umask = 077;     // the API socket (it adds port forwards) is the owner's alone
+  s.fds = {-1, -1, 2, ready_w.get(), exit_r.get(), ns_.net.get(), ns_.user.get()};
   s.die_with_parent = true;
-  auto child = CUBBY_TRY(spawn(s));
+  helper_ = CUBBY_TRY(spawn(s));
+  exit_w_ = std::move(exit_w);
   ready_w.reset();
   exit_r.reset();
   // slirp4netns writes "1" once tap0 is configured; EOF means it failed.
   auto ready = CUBBY_TRY(sys::wait_readable(ready_r.get(), std::chrono::seconds(30)));
   char b = 0;
-  if (!ready || ::read(ready_r.get(), &b, 1) != 1)
-    return fail(Error::internal("slirp4netns did not become ready"));
-  auto net = std::make_unique<Network>(std::move(child), std::move(exit_w));
-  for (const auto& p : ports) CUBBY_TRYV(add_hostfwd(box_dir, p));
+  if (!ready || ::read(ready_r.get(), &b, 1) != 1) return fail(Error::internal("slirp4netns did not become ready"));
+  for (const auto& p : ports_) CUBBY_TRYV(add_hostfwd(box_dir_, p));
+  return {};
+}
+
+Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
+                                                    const std::vector<PortMapping>& ports) {
+  std::unique_ptr<Network> net(new Network(std::move(ns), box_dir, ports));
+  CUBBY_TRYV(net->spawn_helper());
   return net;
+}
+
+Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
+                                                    const std::vector<PortMapping>& ports) {
+  return start_user_network(CUBBY_TRY(open_netns_of(netns_pid)), box_dir, ports);
 }
 
 }  // namespace cubby::shim

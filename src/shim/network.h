@@ -11,9 +11,18 @@
 // before it reads a packet. It dies with the shim (PDEATHSIG, and its exit
 // fd). Published ports (-p) are added through its API socket, so the host
 // side of each is a socket of the helper: it goes when the helper does.
+//
+// The helper joins the namespace through fds the shim opened while the
+// namespace's first process was alive (NetnsFds), never by that process's
+// pid: a box whose agent fails its set-up and exits at once still gets a
+// helper attached, so the agent's own error is what the start reports (the
+// first cause), not the helper's failure to find a namespace that went with
+// it. The same fds let the shim start the helper again, into the same
+// namespace, when it dies while the box runs (Network::restart).
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "base/error.h"
@@ -22,21 +31,55 @@
 
 namespace cubby::shim {
 
+// The API socket's name in the box directory.
+inline constexpr const char* kSlirpApiSocket = "slirp.sock";
+
+// A network namespace and the user namespace that owns it, held open.
+struct NetnsFds {
+  UniqueFd net, user;
+};
+// Opens the namespaces of pid, which must be alive (and not yet reaped).
+Result<NetnsFds> open_netns_of(pid_t pid);
+
 class Network {
  public:
-  explicit Network(ChildProcess helper, UniqueFd exit_w) : helper_(std::move(helper)), exit_w_(std::move(exit_w)) {}
+  // Stops the helper and removes its API socket (it runs in an empty root
+  // of its own, so it cannot remove the socket itself).
   ~Network();
 
+  // Readable when the helper exits.
+  int pidfd() const { return helper_.pidfd(); }
+  // After pidfd() became readable: reaps the helper (so it never lingers as
+  // a zombie) and says how it ended ("was killed by signal 9").
+  std::string reap();
+  // Starts the helper again into the same namespace: it makes and
+  // configures a new tap0 (the old one went with the old helper's fd) and
+  // the ports are published again. Connections the box had are lost.
+  Result<void> restart();
+
  private:
+  friend Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
+                                                             const std::vector<PortMapping>& ports);
+  Network(NetnsFds ns, std::string box_dir, std::vector<PortMapping> ports)
+      : ns_(std::move(ns)), box_dir_(std::move(box_dir)), ports_(std::move(ports)) {}
+  Result<void> spawn_helper();
+  void stop_helper();
+
+  NetnsFds ns_;
+  std::string box_dir_;
+  std::vector<PortMapping> ports_;
   ChildProcess helper_;
   UniqueFd exit_w_;
 };
 
 // Which helper --network default would use here ("" when none is installed).
 std::string user_network_helper();
-// Attaches to the network namespace of netns_pid and publishes ports there
+// Attaches to the network namespace ns and publishes ports there
 // (guest_port is the port in that namespace). The API socket is
 // <box_dir>/slirp.sock.
+Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
+                                                    const std::vector<PortMapping>& ports);
+// The same, for the namespaces of netns_pid (opened at once).
 Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
                                                     const std::vector<PortMapping>& ports);
 

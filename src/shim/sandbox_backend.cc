@@ -20,6 +20,8 @@
 #include "proto/transport.h"
 #include "sandbox/cgroup.h"
 #include "shim/backend.h"
+#include "proto/logfile.h"
+#include "shim/box_log.h"
 #include "shim/box_mounts.h"
 #include "shim/network.h"
 #include "shim/sandbox_child.h"
@@ -59,6 +61,7 @@ class SandboxInstance : public BoxInstance {
  public:
   int pidfd() const override { return pidfd_.get(); }
   int diag_fd() const override { return diag_.get(); }
+  Network* network() override { return net_.get(); }
 
   Result<ExitStatus> reap() override {
     siginfo_t si{};
@@ -87,6 +90,10 @@ class SandboxInstance : public BoxInstance {
 
   Result<void> kill() override { return sys::pidfd_send_signal(pidfd_.get(), SIGKILL); }
 
+  void note_in_log(const std::string& line) override {
+    if (log_) log_->note(logfile::kConsole, line);
+  }
+
   bool oom_killed() override {
     if (!cgroup_) return false;
     auto r = cgroup_->oom_killed();
@@ -99,6 +106,7 @@ class SandboxInstance : public BoxInstance {
       (void)kill();
       (void)reap();
     }
+    if (log_) log_->finish();  // the agent is gone: all it wrote is in the pipe
     net_.reset();
     if (cgroup_) {
       if (auto r = cgroup_->destroy(); !r) LOG_WARN("cgroup cleanup: {}", r.error().message());
@@ -114,6 +122,7 @@ class SandboxInstance : public BoxInstance {
   bool reaped_ = false;
   std::unique_ptr<sandbox::Cgroup> cgroup_;
   std::unique_ptr<Network> net_;
+  std::unique_ptr<BoxLog> log_;
 };
 
 Result<void> write_id_maps(pid_t pid, const std::optional<IdRange>& ids) {
@@ -180,8 +189,9 @@ class SandboxBackend : public Backend {
       for (const char* d : {"upper", "work"})
         if (::chown((cfg.box_dir + "/" + d).c_str(), ids->uid, ids->gid) < 0) return sys_fail("chown " + cfg.box_dir + "/" + d);
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));
-    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-    if (!log) return sys_fail("open box log");
+    inst->log_ = CUBBY_TRY(BoxLog::open(cfg.box_dir, {spec.log_max_size, spec.log_max_files}));
+    auto log = CUBBY_TRY(inst->log_->add_input());  // the agent's records (its fd 5)
+    inst->log_->start();
     auto agent = CUBBY_TRY(sealed_copy(cfg.agent_path));
     UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
     auto [cfg_r, cfg_w] = CUBBY_TRY(sys::make_pipe());
@@ -198,6 +208,9 @@ class SandboxBackend : public Backend {
     if (inst->cgroup_) join = CUBBY_TRY(inst->cgroup_->open_self_join(sandbox::Leaf::kWorkload));
     if (join.size() > static_cast<size_t>(launch::kAgentMaxCgroupFds))
       return fail(Error::internal("more cgroup hierarchies than the agent takes"));
+    UniqueFd pids_current;
+    if (inst->cgroup_ && spec.pids && *spec.pids > 0)
+      pids_current = CUBBY_TRY(inst->cgroup_->open_pids_current(sandbox::Leaf::kWorkload));
 
     static char arg0[] = "cubby-agent", arg1[] = "init";
     char* argv[] = {arg0, arg1, nullptr};
@@ -213,12 +226,20 @@ class SandboxBackend : public Backend {
                           err_w.get(),
                           root};
     for (const auto& fd : join) plan.fds[plan.nfds++] = fd.get();
+    const int ncgroup_fds = plan.nfds - launch::kAgentFdCount;
+    const int pids_fd = pids_current ? plan.nfds : -1;
+    if (pids_current) plan.fds[plan.nfds++] = pids_current.get();
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
     pid_t pid = clone_sandbox_child(plan, flags, &pidfd);
     if (pid < 0) return sys_fail("clone box namespaces");
     inst->pidfd_.reset(pidfd);
     // From here on, inst's destructor kills and reaps the child on any error.
+    // The box's network namespace is held from its birth (the child waits
+    // on sync_r): slirp4netns joins it by these fds even if the agent fails
+    // its set-up and exits first.
+    NetnsFds netns;
+    if (spec.network == "default") netns = CUBBY_TRY(open_netns_of(pid));
     sync_r.reset();
     cfg_r.reset();
     go_r.reset();
@@ -228,6 +249,7 @@ class SandboxBackend : public Backend {
     err_w.reset();
     mounts_r.reset();
     join.clear();
+    pids_current.reset();
     CUBBY_TRYV(write_id_maps(pid, spec.ids));
     if (inst->cgroup_) CUBBY_TRYV(inst->cgroup_->add_process(pid, sandbox::Leaf::kAgent));
     std::vector<std::string> lower(spec.layers.rbegin(), spec.layers.rend());  // overlay wants top first
@@ -251,7 +273,11 @@ class SandboxBackend : public Backend {
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network},
-        {"workload_cgroup_fds", plan.nfds - launch::kAgentFdCount}};
+        {"workload_cgroup_fds", ncgroup_fds}};
+    if (pids_fd >= 0) {
+      agent_cfg["workload_pids_fd"] = pids_fd;
+      agent_cfg["pids_max"] = *spec.pids;
+    }
     agent_cfg["rootfs"] = {{"lower", lower},
                            {"upper", cfg.box_dir + "/upper"},
                            {"work", cfg.box_dir + "/work"},
@@ -274,7 +300,7 @@ class SandboxBackend : public Backend {
     }
     cfg_w.reset();
     if (spec.network == "default" && !agent_gone) {
-      auto net = start_user_network(pid, cfg.box_dir, spec.ports);
+      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
     }

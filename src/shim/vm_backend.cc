@@ -41,6 +41,8 @@
 #include "proto/mux.h"
 #include "proto/transport.h"
 #include "shim/backend.h"
+#include "proto/logfile.h"
+#include "shim/box_log.h"
 #include "shim/network.h"
 #include "shim/vm_disk.h"
 
@@ -268,6 +270,18 @@ class HostMux {
                 break;
               }
               if (!*f) break;
+              if (mux::acts_on_mux((*f)->bytes)) {
+                // The mux's own frames are the shim's and the guest init's,
+                // never a client's: relayed, a client's close would end its
+                // session in the guest behind the agent's back and its ack
+                // would buy the guest credit the client never gave (the
+                // shim then buffers without bound). Answered as the agent
+                // answers a type it does not know; the session goes on.
+                c.out += proto::encode({{"t", proto::msg::kError},
+                                        {"msg", "unknown message type: " +
+                                                    std::string(proto::msg::type_of(*mux::decode((*f)->bytes)))}});
+                continue;
+              }
               mux::set_channel((*f)->bytes, it->first);
               c.in_flight += (*f)->bytes.size();
               vm_out_ += (*f)->bytes;
@@ -339,6 +353,12 @@ class VmInstance : public BoxInstance {
   }
 
   std::string failure_hint() const override { return hint_; }
+  Network* network() override { return net_.get(); }
+
+  Result<UniqueFd> console_log() override { return std::move(console_); }
+  void note_in_log(const std::string& line) override {
+    if (log_) log_->note(logfile::kConsole, line);
+  }
 
   Result<void> allow_start() override {
     mux_->control({{"t", "go"}});
@@ -363,6 +383,7 @@ class VmInstance : public BoxInstance {
       mux_->join(true);
       mux_.reset();
     }
+    if (log_) log_->finish();
     net_.reset();
     ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
   }
@@ -376,6 +397,8 @@ class VmInstance : public BoxInstance {
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
   std::unique_ptr<HostMux> mux_;
+  std::unique_ptr<BoxLog> log_;  // finished in cleanup(), after the mux that feeds it
+  UniqueFd console_;             // until the shim takes it (console_log)
 };
 
 class VmBackend : public Backend {
@@ -411,8 +434,10 @@ class VmBackend : public Backend {
     auto inst = std::make_unique<VmInstance>();
     inst->box_dir_ = cfg.box_dir;
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));  // early bind
-    UniqueFd log(::open((cfg.box_dir + "/" + kBoxLog).c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
-    if (!log) return sys_fail("open box log");
+    inst->log_ = CUBBY_TRY(BoxLog::open(cfg.box_dir, {spec.log_max_size, spec.log_max_files}));
+    auto log = CUBBY_TRY(inst->log_->add_input());  // the guest's log frames, from the mux
+    inst->console_ = CUBBY_TRY(inst->log_->add_input());
+    inst->log_->start();
     auto [host_end, vm_end] = CUBBY_TRY(sys::make_socketpair(SOCK_STREAM));
     auto [diag_r, diag_w] = CUBBY_TRY(sys::make_pipe());
 
@@ -481,15 +506,20 @@ class VmBackend : public Backend {
     vm_end.reset();
     diag_w.reset();
     if (spec.network == "default") {
-      auto net = start_user_network(inst->qemu_.pid(), cfg.box_dir, uplink);
-      if (net) {
+      // QEMU's namespaces are held from here on, so the helper never fails
+      // on a namespace that went with QEMU. Already gone (ENOENT: an
+      // unreaped child loses them as it exits, before its pidfd says so):
+      // QEMU ended first (an option it refused, a kernel it cannot load),
+      // and the shim's start wait reports QEMU's own words, the first cause.
+      auto ns = open_netns_of(inst->qemu_.pid());
+      if (ns) {
+        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink);
+        if (!net) return std::unexpected(net.error().wrap("set up --network default"));
         inst->net_ = std::move(*net);
-      } else if (auto gone = sys::wait_readable(inst->qemu_.pidfd(), std::chrono::milliseconds(0)); !gone || !*gone) {
-        return std::unexpected(net.error().wrap("set up --network default"));
+      } else if (ns.error().sys_errno() != ENOENT ||
+                 !CUBBY_TRY(sys::wait_readable(inst->qemu_.pidfd(), std::chrono::seconds(10)))) {  // backstop
+        return std::unexpected(ns.error().wrap("set up --network default"));
       }
-      // else QEMU ended first (an option it refused, a kernel it cannot
-      // load), taking its namespace along: the shim's start wait reports
-      // QEMU's own words, the first cause, not the helper's.
     }
     inst->diag_ = std::move(diag_r);
     ::fcntl(inst->diag_.get(), F_SETFL, O_NONBLOCK);

@@ -66,6 +66,8 @@ VALID = [
      "size": 3},
     {"t": "cp_entry", "p": "l", "k": "l", "mode": 0o777, "uid": 0, "gid": 0, "mt": 0, "mtn": (1 << 30) - 2,
      "target": "/etc/hosts"},
+    {"t": "cp_entry", "p": "sparse", "k": "f", "mode": 0o644, "uid": 0, "gid": 0, "mt": 0, "size": 1 << 32,
+     "x": [4096, 4096, 1 << 31, 8192]},
     {"t": "cp_data", "d": b"abc"},
     {"t": "error", "msg": "no such file", "missing": True},
     {"t": "started", "id": 1, "pid": 42},

@@ -35,7 +35,8 @@ void decode_all(const Json& m) {
   decode_as<msg::Hello, msg::Ping, msg::Exec, msg::Resize, msg::In, msg::InEof, msg::Signal, msg::ExecStatus,
             msg::Attach, msg::Kill, msg::WatchStart, msg::CpStat, msg::CpPut, msg::CpGet, msg::CpEntry, msg::CpData,
             msg::CpEnd, msg::ErrorReply, msg::Pong, msg::Started, msg::Out, msg::Exit, msg::Running, msg::Ok,
-            msg::CpStatReply, msg::MuxClose, msg::MuxAck, msg::Config, msg::Go, msg::Log, msg::GuestExit>(m);
+            msg::CpStatReply, msg::MuxClose, msg::MuxAck, msg::Config, msg::Go, msg::Log, msg::GuestExit,
+            msg::Untether, msg::Ended>(m);
   (void)msg::error_text(m, "?");
   if (msg::type_of(m) == msg::kCpEntry) (void)copy::from_wire(m);
 }

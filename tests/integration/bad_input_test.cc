@@ -341,6 +341,45 @@ TEST_F(BadArchive, EscapingEntriesAreRefusedAndWriteNothingOutside) {
   EXPECT_EQ(ok.rc, 0) << ok.err;
 }
 
+// Issue 10: `load -i /dev/zero` staged without bound. A tar stream's own end
+// marker ends it (zeros are one), at most 1 MiB may follow, and one load or
+// import stages at most config.json's "image-stage-limit": an entry that
+// declares more fails before its data is read, a gzip bomb once its
+// uncompressed bytes pass the limit. Nothing is left staged (the snapshot).
+TEST_F(BadArchive, LoadAndImportStageWithinBounds) {
+  expect_rejected({"load", "-i", "/dev/zero"}, {"not a docker-archive or OCI archive"});
+  expect_rejected({"import", "/dev/zero", "z:1"}, {"end-of-archive marker"});
+  expect_rejected_with_stdin({"load", "-i", "-"}, "/dev/zero", {"not a docker-archive or OCI archive"});
+
+  std::ofstream(home_ + "/config.json") << R"({"image-stage-limit": "6m"})";
+  // big.tar: one 12 MB file; big-image.tar: a docker-archive whose gzipped
+  // layer (small) is that tar.
+  std::string py =
+      "import gzip, hashlib, io, json, sys, tarfile\n"
+      "d = sys.argv[1]\n"
+      "with tarfile.open(d + '/big.tar', 'w') as t:\n"
+      "    ti = tarfile.TarInfo('big.bin'); ti.size = 12000000; t.addfile(ti, io.BytesIO(bytes(ti.size)))\n"
+      "layer = open(d + '/big.tar', 'rb').read()\n"
+      "cfg = json.dumps({'architecture': 'amd64', 'os': 'linux', 'config': {},\n"
+      "                  'rootfs': {'type': 'layers', 'diff_ids': ['sha256:' + hashlib.sha256(layer).hexdigest()]}}).encode()\n"
+      "man = json.dumps([{'Config': 'c.json', 'RepoTags': ['big:1'], 'Layers': ['l.tar.gz']}]).encode()\n"
+      "with tarfile.open(d + '/big-image.tar', 'w') as t:\n"
+      "    for name, data in (('manifest.json', man), ('c.json', cfg), ('l.tar.gz', gzip.compress(layer))):\n"
+      "        ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))\n";
+  std::string script = scratch_file("mkbig.py", py);
+  ASSERT_EQ(std::system(("python3 '" + script + "' '" + scratch_ + "'").c_str()), 0);
+  const std::string big = scratch_ + "/big.tar";
+  expect_rejected({"import", big, "big:1"}, {"big.bin", "staging limit of 6 MiB", "image-stage-limit"});
+  expect_rejected({"import", gzipped(big), "big:1"}, {"staging limit of 6 MiB"});
+  expect_rejected({"load", "-i", scratch_ + "/big-image.tar"}, {"staging limit of 6 MiB"});
+  // The same archive loads under a limit that holds it.
+  std::ofstream(home_ + "/config.json") << R"({"image-stage-limit": 64000000})";
+  auto ok = cubby({"load", "-i", scratch_ + "/big-image.tar"});
+  EXPECT_EQ(ok.rc, 0) << ok.err;
+  std::ofstream(home_ + "/config.json") << R"({"image-stage-limit": "lots"})";
+  expect_rejected({"import", big, "big:2"}, {"image-stage-limit", "lots"});
+}
+
 // --- flag values --------------------------------------------------------------------
 
 TEST_F(BadInput, BadFlagValues) {
@@ -370,6 +409,11 @@ TEST_F(BadInput, BadFlagValues) {
       {{"run", "--hostname", "-bad", img, "true"}, {"--hostname"}},
       {{"run", "-v", "/tmp:/dev", img, "true"}, {"/dev belongs to the box"}},
       {{"run", "--network", "foo", img, "true"}, {"--network", "foo"}},
+      {{"run", "--log-opt", "max-size=1k", img, "true"}, {"--log-opt max-size", "4k"}},
+      {{"run", "--log-opt", "max-size=lots", img, "true"}, {"--log-opt max-size", "lots"}},
+      {{"create", "--log-opt", "max-file=0", img}, {"--log-opt max-file", "0"}},
+      {{"run", "--log-opt", "max-file=101", img, "true"}, {"--log-opt max-file", "101"}},
+      {{"run", "--log-opt", "max-size=1m,compress=true", img, "true"}, {"--log-opt", "compress=true"}},
       {{"run", "--isolation", "foo", img, "true"}, {"--isolation", "foo"}},
       {{"create", "--isolation", "foo", img}, {"--isolation", "foo"}},
       {{"run", "--name", "bad name", img, "true"}, {"bad name"}},
@@ -433,6 +477,36 @@ TEST_F(BadInput, BadFlagValues) {
   EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
   EXPECT_NE(r.err.find("--home"), std::string::npos) << r.err;
   EXPECT_EQ(status(id), "running") << "a rejected kill/stop/exec touched the box";
+}
+
+// Issue 10: a request over the protocol's 1 MiB frame failed with "send:
+// Broken pipe" and `run -d` left a `created` record. Now the command and
+// environment are checked against a documented limit (512 KiB, counted as
+// execve counts them) before anything exists, for run, create and exec. The
+// CLI's own execve caps one string at 128 KiB, so the cases use many.
+TEST_F(BadInput, OversizedCommandsAreRefusedBeforeAnythingExists) {
+  std::string id = run_detached();
+  const std::string chunk(100 * 1000, 'a');
+  std::vector<std::string> env_flags, words;
+  for (int i = 0; i < 12; ++i) {  // 1.2 MB: over both the limit and a frame
+    env_flags.insert(env_flags.end(), {"-e", "V" + std::to_string(i) + "=" + chunk});
+    words.push_back(chunk);
+  }
+  auto with = [](std::vector<std::string> head, const std::vector<std::string>& tail) {
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  };
+  expect_rejected(with(with({"run", "-d"}, env_flags), {image_, "true"}), {"512 KiB", "environment"});
+  expect_rejected(with({"run", "-d", image_, "echo"}, words), {"512 KiB"});
+  expect_rejected(with({"create", image_, "echo"}, words), {"512 KiB"});
+  expect_rejected(with({"exec", id, "echo"}, words), {"512 KiB"});
+  expect_rejected(with(with({"exec"}, env_flags), {id, "true"}), {"512 KiB"});
+  EXPECT_EQ(status(id), "running");
+  // Just under the limit still runs, and the box sees it all.
+  std::vector<std::string> fits(4, chunk);
+  auto r = cubby(with({"exec", id, "sh", "-c", "echo $#", "sh"}, fits));
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, "4\n");
 }
 
 TEST_F(BadInput, TakenNameIsAConflictAndChangesNothing) {

@@ -6,15 +6,24 @@
 // write nothing. The vm cases share one box per test (each boot costs ~2 s
 // under TCG). A compromised agent's stream (a symlink and then a file
 // through it, "..") is played by an impostor on the box's agent socket.
+#include <archive.h>
+#include <archive_entry.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <random>
+#include <set>
+#include <sstream>
 
 #include "base/fs.h"
 #include "base/sys.h"
@@ -37,6 +46,58 @@ std::string sha256_of(const std::string& data) {
 std::string file_sha256(const std::string& path) {
   auto d = read_file(path, 64u << 20);
   return d ? sha256_of(*d) : "(unreadable: " + d.error().message() + ")";
+}
+
+// A sparse test file: its size and its 4 KiB data blocks (each one letter).
+struct SparseFile {
+  uint64_t size = 0;
+  std::vector<std::pair<uint64_t, char>> blocks;
+};
+
+// Checks that path holds exactly f (the data blocks at their offsets, zeros
+// everywhere else) and that it is stored sparse: its data extents
+// (SEEK_DATA/SEEK_HOLE) are read whole and compared, the holes read as
+// zeros by definition, so 4 GiB compare in a few reads.
+void expect_sparse_file(const std::string& path, const SparseFile& f) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd) << path;
+  struct stat st;
+  ASSERT_EQ(::fstat(fd.get(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), f.size) << path;
+  EXPECT_LE(st.st_blocks * 512, 1 << 20) << path << " was written dense (" << st.st_blocks << " blocks)";
+  auto expected = [&](uint64_t off) {
+    for (const auto& [at, c] : f.blocks)
+      if (off >= at && off < at + 4096) return c;
+    return '\0';
+  };
+  uint64_t covered = 0, pos = 0;
+  std::string buf;
+  while (pos < f.size) {
+    off_t d = ::lseek(fd.get(), static_cast<off_t>(pos), SEEK_DATA);
+    if (d < 0) break;
+    off_t h = ::lseek(fd.get(), d, SEEK_HOLE);
+    ASSERT_GT(h, d);
+    ASSERT_LE(h - d, 1 << 20) << path << ": a data extent of " << (h - d) << " bytes";
+    buf.resize(static_cast<size_t>(h - d));
+    ASSERT_EQ(::pread(fd.get(), buf.data(), buf.size(), d), static_cast<ssize_t>(buf.size()));
+    for (size_t i = 0; i < buf.size(); ++i) {
+      uint64_t off = static_cast<uint64_t>(d) + i;
+      ASSERT_EQ(buf[i], expected(off)) << path << " at offset " << off;
+      if (expected(off) != '\0') ++covered;
+    }
+    pos = static_cast<uint64_t>(h);
+  }
+  EXPECT_EQ(covered, 4096 * f.blocks.size()) << path << ": data blocks missing";
+}
+
+// The box's view of a copied sparse file: size and 512-byte blocks, then
+// each data block's bytes that are not its letter (none) and its length.
+std::string box_sparse_check(const std::string& path, const SparseFile& f) {
+  std::string s = "stat -c '%s %b' " + path;
+  for (const auto& [at, c] : f.blocks)
+    s += " && dd if=" + path + " bs=4096 skip=" + std::to_string(at / 4096) + " count=1 2>/dev/null | tr -d " + c +
+         " | wc -c && dd if=" + path + " bs=4096 skip=" + std::to_string(at / 4096) + " count=1 2>/dev/null | wc -c";
+  return s;
 }
 
 class Cp : public BackendTest {
@@ -216,6 +277,172 @@ TEST_P(Cp, FilesDirectoriesAndTarStreamsBothWays) {
   EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
 }
 
+// Issue 10 item 10: a 4 GiB file with three 4 KiB blocks of data (the last
+// at its very end) and a 1 GiB file of holes only, copied out of the box,
+// back in, and through tars both ways: each copy moves a few blocks (well
+// under a second of the CLI's CPU), lands sparse, and reads back the same.
+TEST_P(Cp, SparseFilesKeepTheirHolesBothWays) {
+  std::string box = run_detached();
+  const SparseFile sparse{4ull << 30, {{1 << 20, 'A'}, {2ull << 30, 'B'}, {(4ull << 30) - 4096, 'C'}}};
+  const SparseFile holes{1ull << 30, {}};
+  std::string mk = "mkdir /data && truncate -s " + std::to_string(sparse.size) + " /data/sparse";
+  for (const auto& [at, c] : sparse.blocks)
+    mk += std::string(" && printf '%4096s' '' | tr ' ' ") + c + " | dd of=/data/sparse bs=4096 seek=" +
+          std::to_string(at / 4096) + " conv=notrunc 2>/dev/null";
+  mk += " && truncate -s " + std::to_string(holes.size) + " /data/holes";
+  in_box(box, mk);
+  auto expect_in_box = [&](const std::string& path, const SparseFile& f) {
+    std::string out = in_box(box, box_sparse_check(path, f));
+    std::istringstream in(out);
+    uint64_t size = 0, blocks = 0;
+    in >> size >> blocks;
+    EXPECT_EQ(size, f.size) << path;
+    EXPECT_LE(blocks * 512, 1u << 20) << path << " was written dense in the box (" << blocks << " blocks)";
+    for (size_t i = 0; i < f.blocks.size(); ++i) {
+      int stray = -1, len = -1;
+      in >> stray >> len;
+      EXPECT_EQ(stray, 0) << path << ": block " << i << " holds other bytes";
+      EXPECT_EQ(len, 4096) << path << ": block " << i;
+    }
+  };
+  expect_in_box("/data/sparse", sparse);
+  // The CLI's own work (the agent's is in the box): a dense copy of these
+  // 5 GiB would cost it tens of seconds of CPU.
+  auto cpu_of = [&](const std::vector<std::string>& args, std::string* out = nullptr) {
+    struct rusage before{}, after{};
+    ::getrusage(RUSAGE_CHILDREN, &before);
+    auto r = cp(args);
+    ::getrusage(RUSAGE_CHILDREN, &after);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    if (out) *out = std::move(r.out);
+    auto us = [](const struct rusage& u) {
+      return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000LL + u.ru_utime.tv_usec + u.ru_stime.tv_usec;
+    };
+    return std::chrono::microseconds(us(after) - us(before));
+  };
+  using std::chrono::milliseconds;
+  // Box -> host.
+  auto t = cpu_of({box + ":/data", host_ + "/out"});
+  EXPECT_LT(t, milliseconds(1000)) << "box -> host took " << t.count() << " us of CPU";
+  expect_sparse_file(host_ + "/out/sparse", sparse);
+  expect_sparse_file(host_ + "/out/holes", holes);
+  // Host -> box.
+  t = cpu_of({host_ + "/out", box + ":/data/back"});
+  EXPECT_LT(t, milliseconds(1000)) << "host -> box took " << t.count() << " us of CPU";
+  expect_in_box("/data/back/sparse", sparse);
+  expect_in_box("/data/back/holes", holes);
+  // Box -> tar on stdout: pax sparse entries, which GNU tar extracts sparse.
+  std::string tar;
+  t = cpu_of({box + ":/data/sparse", "-"}, &tar);
+  EXPECT_LT(t, milliseconds(1000)) << "box -> tar took " << t.count() << " us of CPU";
+  EXPECT_LT(tar.size(), 1u << 20) << "the tar holds the holes";
+  ASSERT_TRUE(write_file(host_ + "/sparse.tar", tar));
+  ASSERT_TRUE(mkdir_p(host_ + "/untar"));
+  std::string untar = "tar -xf '" + host_ + "/sparse.tar' -C '" + host_ + "/untar'";
+  ASSERT_EQ(std::system(untar.c_str()), 0);
+  expect_sparse_file(host_ + "/untar/sparse", sparse);
+  // Tar on stdin -> box (GNU tar's own sparse format too).
+  in_box(box, "mkdir /data/fromtar /data/fromgnu");
+  expect_cp({"-", box + ":/data/fromtar"}, tar);
+  expect_in_box("/data/fromtar/sparse", sparse);
+  std::string gnu = "tar --sparse -cf '" + host_ + "/gnu.tar' -C '" + host_ + "/out' sparse holes";
+  ASSERT_EQ(std::system(gnu.c_str()), 0);
+  auto gnu_tar = read_file(host_ + "/gnu.tar");
+  ASSERT_TRUE(gnu_tar);
+  EXPECT_LT(gnu_tar->size(), 1u << 20);
+  expect_cp({"-", box + ":/data/fromgnu"}, *gnu_tar);
+  expect_in_box("/data/fromgnu/sparse", sparse);
+  expect_in_box("/data/fromgnu/holes", holes);
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
+// Waits for an inotify event on ifd while child runs (a backstop of 120 s);
+// false when the child ended first.
+bool wait_event_while(int ifd, const ChildProcess& child) {
+  pollfd p[2] = {{ifd, POLLIN, 0}, {child.pidfd(), POLLIN, 0}};
+  if (::poll(p, 2, 120000) <= 0 || !(p[0].revents & POLLIN)) return false;
+  return true;
+}
+
+std::set<std::string> names_in(const std::string& dir) {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) out.insert(e.path().filename().string());
+  return out;
+}
+
+// Issue 10 item 10: a SIGKILLed `cp` leaves the destination as it was (the
+// old file, here) and no temporary, whichever side writes. Box -> host: the
+// kill comes at the first write into the destination directory (inotify
+// sees the temporary's IN_MODIFY). Host -> box: a tar on a pipe the test
+// holds open mid-file, so the copy is certainly in its file when killed; on
+// the sandbox inotify on the box's upper directory sees the agent write.
+TEST_P(Cp, KilledCopyLeavesTheOldFileAndNoTemporary) {
+  std::string box = run_detached();
+  const int mib = vm() ? 48 : 256;
+  in_box(box, "mkdir -p /data/in && echo old > /data/in/f && dd if=/dev/zero of=/data/big bs=1M count=" +
+                  std::to_string(mib) + " 2>/dev/null");
+
+  // Box -> host.
+  ASSERT_TRUE(mkdir_p(host_ + "/dst"));
+  ASSERT_TRUE(write_file(host_ + "/dst/f", "old\n"));
+  UniqueFd ifd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  ASSERT_TRUE(ifd);
+  ASSERT_GE(::inotify_add_watch(ifd.get(), (host_ + "/dst").c_str(), IN_MODIFY), 0);
+  {
+    UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    ChildProcess c = spawn_cubby(home_, {"cp", box + ":/data/big", host_ + "/dst/f"}, null.get(), null.get());
+    ASSERT_TRUE(wait_event_while(ifd.get(), c)) << "the copy ended (or hung) before writing anything";
+    ASSERT_TRUE(c.signal(SIGKILL));
+    auto st = c.wait();
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->signaled) << "the copy finished before the kill (exit " << st->code << ")";
+  }
+  std::string f = host_read("dst/f");
+  EXPECT_TRUE(f == "old\n") << "the killed copy left " << f.size() << " bytes in the destination";
+  EXPECT_EQ(names_in(host_ + "/dst"), std::set<std::string>{"f"});
+
+  // Host -> box: a tar with f (64 MiB, replacing the box's f), cut after
+  // 1 MiB of its data and held open.
+  UniqueFd box_watch;
+  if (!vm()) {
+    box_watch.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    ASSERT_GE(::inotify_add_watch(box_watch.get(), (home_ + "/boxes/" + box + "/upper/data/in").c_str(), IN_MODIFY),
+              0);
+  }
+  auto [in_r, in_w] = sys::make_pipe().value();
+  UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  SpawnSpec spec;
+  spec.argv = {cubby_path(), "--home", home_, "cp", "-", box + ":/data/in"};
+  spec.fds = {in_r.get(), null.get(), null.get()};
+  auto child = spawn(spec);
+  ASSERT_TRUE(child) << child.error().message();
+  in_r.reset();
+  std::unique_ptr<struct archive, int (*)(struct archive*)> a(archive_write_new(), archive_write_free);
+  archive_write_set_format_pax_restricted(a.get());
+  ASSERT_EQ(archive_write_open_fd(a.get(), in_w.get()), ARCHIVE_OK);
+  std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(), archive_entry_free);
+  archive_entry_set_pathname(e.get(), "f");
+  archive_entry_set_filetype(e.get(), AE_IFREG);
+  archive_entry_set_perm(e.get(), 0644);
+  archive_entry_set_size(e.get(), 64 << 20);
+  ASSERT_EQ(archive_write_header(a.get(), e.get()), ARCHIVE_OK);
+  // More than a pipe holds: when this returns the copy has taken most of it.
+  std::string mib_of_x(1 << 20, 'x');
+  ASSERT_EQ(archive_write_data(a.get(), mib_of_x.data(), mib_of_x.size()), static_cast<la_ssize_t>(mib_of_x.size()));
+  if (box_watch) ASSERT_TRUE(wait_event_while(box_watch.get(), *child)) << "the agent never wrote the file";
+  ASSERT_TRUE(child->signal(SIGKILL));
+  auto st = child->wait();
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->signaled);
+  archive_write_fail(a.get());  // nothing more to the dead reader
+  in_w.reset();
+  // The agent's worker sees the stream end mid-file and drops the file
+  // (an O_TMPFILE; a named temporary on the vm's overlay, unlinked).
+  EXPECT_EQ(in_box(box, "wc -c < /data/in/f; cat /data/in/f | head -c 4; ls -A /data/in"), "4\nold\nf\n")
+      << "the killed copy left part of its file in the box";
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
 TEST_P(Cp, BoxSymlinksStayInTheBoxAndBadInputWritesNothing) {
   std::string box = run_detached();
   ASSERT_TRUE(write_file(host_ + "/x.txt", "payload\n"));
@@ -270,6 +497,49 @@ TEST_P(Cp, BoxSymlinksStayInTheBoxAndBadInputWritesNothing) {
   EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
 }
 
+// Issue 10: `cp - BOX:/srv` with a tar whose own symlinks or hard links
+// lead out of /srv. Each is refused with one line and writes nothing where
+// the link points; a symlink the box itself has below the destination is
+// not followed either (the destination path itself still resolves in the
+// box, see BoxSymlinksStayInTheBoxAndBadInputWritesNothing).
+TEST_P(Cp, TarStreamsOwnLinksNeverLeadOutOfTheDestination) {
+  std::string box = run_detached();
+  in_box(box, "mkdir -p /srv && echo secret > /srv/secret && ln -s /etc /srv/boxlink");
+  // python3 statements adding members to tarfile t, then the tar's bytes.
+  auto make_tar = [&](const std::string& members) {
+    std::string py = host_ + "/mk.py";
+    EXPECT_TRUE(write_file(py, "import tarfile, io\n"
+                               "t = tarfile.open('" + host_ + "/t.tar', 'w')\n"
+                               "def f(name, data=b'x\\n'):\n"
+                               "    i = tarfile.TarInfo(name); i.size = len(data); t.addfile(i, io.BytesIO(data))\n"
+                               "def l(name, target, kind=tarfile.SYMTYPE):\n"
+                               "    i = tarfile.TarInfo(name); i.type = kind; i.linkname = target; t.addfile(i)\n"
+                               "def d(name):\n"
+                               "    i = tarfile.TarInfo(name); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)\n" +
+                               members + "\nt.close()\n"));
+    EXPECT_EQ(std::system(("python3 " + py).c_str()), 0);
+    auto tar = read_file(host_ + "/t.tar");
+    return tar ? *tar : std::string();
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"l('link', '/etc'); f('link/pwned1')", "below link, a symlink"},
+      {"l('up', '../..'); f('up/etc/pwned2')", "below up, a symlink"},
+      {"l('l2', '/etc'); d('l2'); f('l2/pwned3')", "directory l2 over a symlink"},
+      {"l('s', '/etc'); l('h', 's/passwd', tarfile.LNKTYPE)", "hardlink h to s/passwd"},
+      {"l('h2', 'secret', tarfile.LNKTYPE)", "hardlink h2 to secret"},
+      {"f('boxlink/pwned4')", "refusing to write through a symlink: /srv/boxlink"},
+  };
+  for (const auto& [members, needle] : cases) {
+    auto r = cp({"-", box + ":/srv"}, make_tar(members));
+    EXPECT_EQ(r.rc, 125) << members << ": " << r.err;
+    EXPECT_EQ(r.err_lines().size(), 1u) << members << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << members << ": " << r.err;
+  }
+  EXPECT_EQ(in_box(box, "ls /etc | grep pwned; ls /srv/h /srv/h2 2>&1 >/dev/null | wc -l; cat /srv/secret"),
+            "2\nsecret\n");
+  EXPECT_EQ(cubby({"rm", "-f", box}).rc, 0);
+}
+
 // The host must survive a compromised agent (in a vm, the box's root owns
 // the guest kernel): an impostor serves the box's agent socket and sends
 // a symlink to a host directory followed by a file "through" it, or a name
@@ -302,6 +572,12 @@ TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
       {entry("", "d"), entry("../pwned", "f", 2)},
       {entry("", "d"), entry("/pwned", "f", 2)},
       {entry("", "l", 0, victim)},  // then "SRC/." asks for a directory
+      // A hard link to a host file the stream did not make (copied "SRC/."
+      // into a directory that holds one), a directory over the stream's
+      // own symlink, and a symlink then a file through it into a tar.
+      {entry("", "d"), entry("h", "h", 0, "keep")},
+      {entry("", "d"), entry("l", "l", 0, victim), entry("l", "d"), entry("l/pwned", "f", 2)},
+      {entry("", "d"), entry("link", "l", 0, victim), entry("link/pwned", "f", 2)},
   };
   auto impostor = std::async(std::launch::async, [&] {
     for (auto& frames : streams) {
@@ -319,12 +595,15 @@ TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
       (void)conn.recv();  // until the client hangs up
     }
   });
-  ASSERT_TRUE(mkdir_p(home_ + "/dest"));
+  ASSERT_TRUE(mkdir_p(home_ + "/dest/into"));
+  ASSERT_TRUE(write_file(home_ + "/dest/into/keep", "the host's\n"));
   // One run per stream above, in order: (SRC path in the box, what the error names).
   const std::vector<std::pair<std::string, std::string>> expected = {
-      {"/x", "symlink"}, {"/x", ".."}, {"/x", "absolute"}, {"/x/.", "not a directory"}};
+      {"/x", "symlink"}, {"/x", ".."}, {"/x", "absolute"}, {"/x/.", "not a directory"},
+      {"/x/.", "hardlink h to keep"}, {"/x", "directory l over a symlink"}, {"/x", "below link, a symlink"}};
+  const std::vector<std::string> outs = {"", "", "", "", home_ + "/dest/into", "", "-"};
   for (size_t i = 0; i < expected.size(); ++i) {
-    std::string out = home_ + "/dest/out" + std::to_string(i);
+    std::string out = !outs[i].empty() ? outs[i] : home_ + "/dest/out" + std::to_string(i);
     auto r = cubby({"cp", box + ":" + expected[i].first, out});
     EXPECT_EQ(r.rc, 125) << i << ": " << r.err;
     EXPECT_EQ(r.err_lines().size(), 1u) << i << ": " << r.err;
@@ -338,6 +617,7 @@ TEST_F(CpImpostor, HostNeverWritesThroughABoxsSymlinkOrOutsideTheDestination) {
   EXPECT_NE(::access((home_ + "/pwned").c_str(), F_OK), 0);
   EXPECT_NE(::access("/pwned", F_OK), 0);
   EXPECT_NE(::access((home_ + "/dest/out3").c_str(), F_OK), 0);
+  EXPECT_NE(::access((home_ + "/dest/into/h").c_str(), F_OK), 0) << "a box linked a host file into the copy";
 
   listener.reset();
   ASSERT_EQ(::rename((sock + ".real").c_str(), sock.c_str()), 0);

@@ -330,4 +330,17 @@ std::string BoxTest::status(const std::string& box) {
   return j["status"].get<std::string>();
 }
 
+long rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string k;
+  long v = -1;
+  while (f >> k) {
+    if (k == "VmRSS:") {
+      f >> v;
+      break;
+    }
+  }
+  return v;
+}
+
 }  // namespace cubby::test

@@ -94,5 +94,7 @@ std::vector<std::string> cgroups_of(const std::string& id);
 // cubby processes descended from this process.
 std::set<pid_t> descendant_cubby_processes();
 int count_fds();
+// A process's resident set (VmRSS in /proc/PID/status), in KiB; -1 if gone.
+long rss_kib(pid_t pid);
 
 }  // namespace cubby::test

@@ -8,6 +8,7 @@
 // /proc, the fake agent) are in sandbox_test.cc, vm-only ones in vm_test.cc.
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -564,6 +565,59 @@ TEST_P(Lifecycle, LogsKeepStdoutAndStderrApart) {
   EXPECT_EQ(l.out, "to-out\na\nb\n");
   EXPECT_EQ(l.err, "to-err\n");
   EXPECT_EQ(cubby({"logs", id}).out, l.out) << "the console must never reach stdout";
+}
+
+// Issue 10: box.log grew without bound (341 MB in 2 s of `yes`). It is now
+// rotated as Docker's json-file driver does: with max-size=1m, max-file=3 a
+// box that writes 5 MB (whole lines) leaves at most three files of at most 1 MiB each, and
+// `logs` (from the rotated files, in order) and `logs -f` (following box.log
+// across its renames) end with the latest lines. The default cap is in the
+// spec of a box that asked for none.
+TEST_P(Lifecycle, BoxLogIsRotatedWithinItsCap) {
+  auto def = run_detached();
+  auto cfg = json::parse(cubby({"inspect", def}).out)["config"];
+  EXPECT_EQ(cfg["log_max_size"], 10 << 20);
+  EXPECT_EQ(cfg["log_max_files"], 2);
+
+  auto r = cubby(box_args("run", {"-d", "--log-opt", "max-size=1m", "--log-opt", "max-file=3", image_, "sh", "-c",
+                                  "mkfifo /tmp/go; cat /tmp/go; yes filler | head -c 4999995; echo LAST-LINE"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::string id = r.out.substr(0, 32);
+  auto [out_r, out_w] = sys::make_pipe().value();
+  ChildProcess follower = spawn_cubby(home_, {"logs", "-f", "--no-console", id}, out_w.get(), -1);
+  out_w.reset();
+  ASSERT_EQ(cubby({"exec", id, "sh", "-c", ": > /tmp/go"}).rc, 0);  // the follower runs: let the box write
+  std::string followed = sys::read_all(out_r.get()).value_or("");  // to EOF: the box ended
+  EXPECT_EQ(follower.wait().value().code, 0);
+  EXPECT_EQ(cubby({"wait", id}).out, "0\n");
+
+  const std::string dir = home_ + "/boxes/" + id;
+  uint64_t total = 0;
+  for (const char* f : {"box.log", "box.log.1", "box.log.2"}) {
+    struct stat st;
+    ASSERT_EQ(::stat((dir + "/" + f).c_str(), &st), 0) << f << ": 5 MB in 1 MiB files rotates at least twice";
+    EXPECT_LE(st.st_size, 1 << 20) << f;
+    total += static_cast<uint64_t>(st.st_size);
+  }
+  EXPECT_LE(total, 3u << 20);
+  EXPECT_NE(::access((dir + "/box.log.3").c_str(), F_OK), 0) << "more files kept than max-file";
+
+  // What is kept is the end, whole lines in order.
+  auto logs = cubby({"logs", "--no-console", id});
+  EXPECT_EQ(logs.rc, 0) << logs.err;
+  auto only_filler_then_last = [](const std::string& text) {
+    std::string tail = "LAST-LINE\n";
+    if (text.size() < tail.size() || text.compare(text.size() - tail.size(), tail.size(), tail) != 0) return false;
+    std::string body = text.substr(0, text.size() - tail.size());
+    size_t first = body.find('\n');  // the oldest kept record may start mid-line
+    for (size_t at = first + 1; at < body.size(); at += 7)
+      if (body.compare(at, 7, "filler\n") != 0) return false;
+    return first != std::string::npos;
+  };
+  EXPECT_GT(logs.out.size(), 2u << 20);
+  EXPECT_LE(logs.out.size(), 3u << 20);
+  EXPECT_TRUE(only_filler_then_last(logs.out)) << logs.out.substr(0, 200) << "..." << logs.out.substr(logs.out.size() - std::min<size_t>(200, logs.out.size()));
+  EXPECT_TRUE(only_filler_then_last(followed)) << "logs -f lost its place across a rotation: " << followed.size() << " bytes";
 }
 
 // A bad peer on the agent's socket ends only its own session (on vm the

@@ -7,10 +7,15 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "base/fs.h"
 #include "base/sys.h"
@@ -192,6 +197,117 @@ TEST_P(Ports, PortHeldByAnotherProcessIsOneClearError) {
   EXPECT_EQ(r.rc, 125);
   ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
   EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
+}
+
+// How many lines of the box's shim.log contain `text`.
+int lines_with(const std::string& path, const std::string& text) {
+  std::string log = read_file(path).value_or("");
+  int n = 0;
+  for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+  return n;
+}
+
+// Waits, by inotify, until shim.log has `count` lines containing `text`.
+bool await_lines(const std::string& path, const std::string& text, int count) {
+  UniqueFd in(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (::inotify_add_watch(in.get(), path.c_str(), IN_MODIFY) < 0) return false;
+  while (lines_with(path, text) < count) {
+    if (!sys::wait_readable(in.get(), 60s).value_or(false)) return false;  // backstop
+    char buf[4096];
+    while (::read(in.get(), buf, sizeof buf) > 0) {
+    }
+  }
+  return true;
+}
+
+// Neither running nor left as a zombie.
+bool gone_for_good(pid_t pid) {
+  auto st = process_stat(pid);
+  return !st || st->state != 'Z';  // (a reused pid would not be a zombie of ours)
+}
+
+// A killed slirp4netns is reaped at once and started again into the box's
+// namespace: outbound traffic and the published port work again. Past the
+// bound on restarts, the box ends with the reason (125): a box is never
+// `running` without its network.
+TEST_P(UserNetwork, KilledHelperIsReapedAndStartedAgainThenTheBoxEndsWithTheReason) {
+  TestHost remote_host;
+  ASSERT_TRUE(remote_host.ok());
+  HttpResponder remote(remote_host.listen_tcp(), "hello-from-a-remote-host");
+  std::string out_url = "http://" + remote_host.address() + ":" + std::to_string(remote.port()) + "/";
+  auto run = cubby({"run", "-d", "--isolation", GetParam(), "-p", "127.0.0.1::8080", image_, "sleep", "1000000"});
+  ASSERT_EQ(run.rc, 0) << run.err;
+  std::string id = run.out.substr(0, 32);
+  int host_port = std::stoi(cubby({"port", id, "8080"}).out.substr(10));
+  // busybox httpd forks into the background once it listens.
+  ASSERT_EQ(cubby({"exec", id, "sh", "-c", "mkdir -p /www && echo from-the-box > /www/i && httpd -p 8080 -h /www"}).rc, 0);
+  auto reachable = [&] {
+    auto out = cubby({"exec", id, "timeout", "30", "wget", "-q", "-O", "-", out_url});
+    EXPECT_EQ(out.out, "hello-from-a-remote-host") << out.err;
+    EXPECT_NE(http_get(host_port, "/i").find("from-the-box"), std::string::npos) << "the published port is lost";
+  };
+  reachable();
+  pid_t shim = shim_pid(id);
+  std::string log = home_ + "/boxes/" + id + "/shim.log";
+  for (int round = 1; round <= 6; ++round) {
+    SCOPED_TRACE("kill " + std::to_string(round));
+    pid_t slirp = child_named(shim, "slirp4netns");
+    ASSERT_GT(slirp, 0) << "no slirp4netns under the shim";
+    auto fd = sys::pidfd_open(slirp).value();
+    ASSERT_EQ(::kill(slirp, SIGKILL), 0);
+    ASSERT_TRUE(sys::wait_readable(fd.get(), 10s).value());
+    if (round == 6) break;
+    ASSERT_TRUE(await_lines(log, "network is back", round)) << read_file(log).value_or("");
+    EXPECT_TRUE(gone_for_good(slirp)) << "the killed slirp4netns is a zombie";
+    pid_t again = child_named(shim, "slirp4netns");
+    EXPECT_GT(again, 0);
+    EXPECT_NE(again, slirp);
+    expect_confined("restarted slirp4netns", again, "0000000000000400");
+    if (round == 1) reachable();
+  }
+  // The sixth death is one too many: the box ends, saying why.
+  auto w = cubby({"wait", id});
+  EXPECT_EQ(w.rc, 0) << w.err;
+  auto j = nlohmann::json::parse(cubby({"inspect", id}).out);
+  EXPECT_EQ(j["status"], "exited");
+  EXPECT_EQ(j["exit_code"], 125);
+  EXPECT_NE(j["error"].get<std::string>().find("slirp4netns was killed by signal 9"), std::string::npos) << j["error"];
+  EXPECT_NE(j["error"].get<std::string>().find("after 5 restarts"), std::string::npos) << j["error"];
+  // And `cubby logs` says what happened, on stderr.
+  auto logs = cubby({"logs", id});
+  EXPECT_NE(logs.err.find("cubby: the box's network helper slirp4netns was killed by signal 9"), std::string::npos)
+      << logs.err;
+  reap_adopted();
+  EXPECT_TRUE(port_is_free(host_port)) << "the published port outlived its box";
+  ASSERT_EQ(cubby({"rm", id}).rc, 0);
+}
+
+// slirp4netns' API socket goes with its box: when the box ends, and when
+// a dead shim's box is reconciled (the helper dies with its shim).
+TEST_P(UserNetwork, ApiSocketGoesWithItsBox) {
+  auto ended = cubby({"run", "--name", "ended", "--isolation", GetParam(), image_, "true"});
+  ASSERT_EQ(ended.rc, 0) << ended.err;
+  std::string dir = home_ + "/boxes/" + nlohmann::json::parse(cubby({"inspect", "ended"}).out)["id"].get<std::string>();
+  EXPECT_TRUE(std::filesystem::exists(dir + "/box.log"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/slirp.sock")) << "slirp.sock outlived its box";
+
+  auto run = cubby({"run", "-d", "--isolation", GetParam(), image_, "sleep", "1000000"});
+  ASSERT_EQ(run.rc, 0) << run.err;
+  std::string id = run.out.substr(0, 32);
+  pid_t shim = shim_pid(id);
+  pid_t slirp = child_named(shim, "slirp4netns");
+  ASSERT_GT(slirp, 0);
+  ASSERT_TRUE(std::filesystem::exists(home_ + "/boxes/" + id + "/slirp.sock"));
+  auto slirp_fd = sys::pidfd_open(slirp).value();
+  auto shim_fd = sys::pidfd_open(shim).value();
+  ASSERT_EQ(::kill(shim, SIGKILL), 0);
+  ASSERT_TRUE(sys::wait_readable(shim_fd.get(), 10s).value());
+  ASSERT_TRUE(sys::wait_readable(slirp_fd.get(), 10s).value()) << "slirp4netns outlived its shim";
+  reap_adopted();
+  EXPECT_EQ(status(id), "exited");  // reconciled
+  EXPECT_FALSE(std::filesystem::exists(home_ + "/boxes/" + id + "/slirp.sock")) << "slirp.sock outlived a dead shim";
+  EXPECT_FALSE(std::filesystem::exists(home_ + "/boxes/" + id + "/agent.sock"));
+  ASSERT_EQ(cubby({"rm", "ended", id}).rc, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(BothBackends, Ports, ::testing::Values("sandbox", "vm"),

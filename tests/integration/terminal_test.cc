@@ -223,6 +223,45 @@ TEST_F(Terminals, KilledCliLeavesTheShellReattachable) {
   EXPECT_EQ(j["exit_code"], 5);
 }
 
+// A killed `cubby shell` takes its throwaway box along, and soon: the shim
+// hangs the shell up (SIGHUP; an interactive shell ignores SIGTERM, so a
+// plain stop would wait out its grace period).
+TEST_F(Terminals, KilledShellClientTakesItsBoxAlongAtOnce) {
+  Terminal t(home_, {"shell", "--network", "none"});
+  t.type("echo ready-$((40+2))\r");
+  ASSERT_TRUE(t.expect("ready-42")) << t.screen();
+  auto ls = nlohmann::json::parse(run_cubby(home_, {"ls", "--format", "json"}).out);
+  ASSERT_EQ(ls.size(), 1u);
+  std::string id = ls[0]["id"];
+  auto shim = sys::pidfd_open(ls[0]["pid"].get<pid_t>()).value();
+  ASSERT_TRUE(t.cli().signal(SIGKILL));
+  t.wait();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(sys::wait_readable(shim.get(), 60s).value()) << "the shell's box outlived its killed client";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "the shell was not hung up (it waited out the grace)";
+  reap_adopted();
+  EXPECT_EQ(run_cubby(home_, {"ls", "-a", "-q"}).out, "") << "the temporary box outlived its killed client";
+}
+
+// Detaching (Ctrl-P Ctrl-Q) from an attached `run --rm -it` unties the box
+// from its client: it runs on after the client exits, and --rm still
+// removes it when it ends.
+TEST_F(Terminals, DetachedRunRmBoxOutlivesItsClient) {
+  Terminal t(home_, {"run", "--rm", "-it", "--name", "detached", "--network", "none", image_, "sh"});
+  t.type("echo attached-$((40+3))\r");
+  ASSERT_TRUE(t.expect("attached-43")) << t.screen();
+  auto shim = sys::pidfd_open(shim_pid("detached")).value();
+  t.type("\x10\x11");
+  EXPECT_EQ(t.wait(), 0);
+  // Nothing is to happen: a still tethered box would be stopping within milliseconds.
+  EXPECT_FALSE(sys::wait_readable(shim.get(), 2s).value()) << "the detached box died with its client";
+  EXPECT_EQ(status("detached"), "running");
+  ASSERT_EQ(run_cubby(home_, {"stop", "-t", "0", "detached"}).rc, 0);
+  EXPECT_TRUE(sys::wait_readable(shim.get(), 20s).value());
+  reap_adopted();
+  EXPECT_EQ(run_cubby(home_, {"ls", "-a", "-q"}).out, "") << "--rm did not remove the detached box";
+}
+
 TEST_F(Terminals, DroppedExecTerminalIsHungUp) {
   std::string id = run_detached();
   Terminal t(home_, {"exec", "-it", id, "sh", "-c", "echo $$ > /tmp/shell.pid; exec sh"});

@@ -16,19 +16,6 @@
 namespace cubby::test {
 namespace {
 
-long rss_kib(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string k;
-  long v = -1;
-  while (f >> k) {
-    if (k == "VmRSS:") {
-      f >> v;
-      break;
-    }
-  }
-  return v;
-}
-
 class FlowControl : public BackendTest {};
 
 TEST_P(FlowControl, UnreadOutputStallsOnlyItsSessionAndStaysBounded) {

@@ -162,6 +162,31 @@ TEST_F(Volumes, ImageSymlinksCannotSteerAVolumeOutOfTheRootfs) {
   EXPECT_NE(::access("/cubby-vol-nowhere", F_OK), 0);
 }
 
+// The first cause wins: an agent that fails its set-up (here a -v onto a
+// dangling image symlink) is what `run` prints and `inspect` records, with
+// --network default too, where slirp4netns used to fail on the namespace
+// that went with the agent ("slirp4netns did not become ready").
+TEST_F(Volumes, AgentSetUpErrorIsTheReportedCauseInBothNetworkModes) {
+  if (std::system("command -v python3 >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs python3";
+  if (::access("/usr/bin/slirp4netns", X_OK) != 0) GTEST_SKIP() << "slirp4netns is not installed";
+  import_with_symlinks("evil:1", {{"dangling", "/cubby-vol-nowhere/x"}});
+  for (const std::string net : {"none", "default"}) {
+    SCOPED_TRACE(net);
+    auto r = cubby({"run", "--name", "d-" + net, "--isolation", "sandbox", "--network", net, "-v",
+                    host_ + "/dir:/dangling", "evil:1", "true"});
+    EXPECT_EQ(r.rc, 125);
+    ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+    EXPECT_NE(r.err.find("/dangling is a dangling symlink in the image"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("slirp4netns"), std::string::npos) << r.err;
+    auto j = json::parse(cubby({"inspect", "d-" + net}).out);
+    EXPECT_EQ(j["status"], "exited");
+    EXPECT_EQ(j["exit_code"], 125);
+    EXPECT_NE(j["error"].get<std::string>().find("/dangling is a dangling symlink in the image"), std::string::npos)
+        << j["error"];
+    EXPECT_EQ(cubby({"rm", "d-" + net}).rc, 0);
+  }
+}
+
 TEST_F(Volumes, InspectShowsCanonicalMounts) {
   ASSERT_EQ(::symlink((host_ + "/dir").c_str(), (host_ + "/link").c_str()), 0);
   auto c = cubby({"create", "--isolation", "sandbox", "--network", "none", "-v", host_ + "/link/:/data/./x/:ro", "-v",

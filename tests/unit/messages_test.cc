@@ -141,6 +141,22 @@ std::vector<Case> cases() {
         {"mtn", 1000000000, "\"mtn\" is not a nanosecond count"},
         {"size", absent, "\"size\" is missing"},
         {"p", absent, "\"p\" is missing"}}},
+      // A sparse file's extents: a hostile peer's map must not move the
+      // writer backwards, overlap, or reach beyond the declared size.
+      {"cp_entry sparse", decoder<m::CpEntry>(),
+       {{"t", "cp_entry"}, {"p", "s"}, {"k", "f"}, {"mode", 0644}, {"uid", 0}, {"gid", 0}, {"mt", 1},
+        {"size", 100}, {"x", {0, 10, 50, 10, 90, 10}}},
+       {{"x", "0,10", "\"x\" must be an array of integer pairs, not string"},
+        {"x", {0, 10, 50}, "\"x\" must be an array of integer pairs"},
+        {"x", {0, 10, 5, 10}, "\"x\" has extents out of order or overlapping"},
+        {"x", {50, 10, 0, 10}, "\"x\" has extents out of order or overlapping"},
+        {"x", {0, 0}, "\"x\" has an empty extent"},
+        {"x", {95, 10}, "\"x\" has an extent beyond the file's size"},
+        {"x", {101, 1}, "\"x\" has an extent beyond the file's size"},
+        {"x", {uint64_t{1} << 63, uint64_t{1} << 63}, "\"x\" has an extent beyond the file's size"},
+        {"x", {-1, 5}, "\"x\" must hold non-negative integers only"},
+        {"x", {0, "5"}, "\"x\" must hold non-negative integers only"},
+        {"x", Json(std::vector<uint64_t>(2 * 4097, 1)), "\"x\" has more than 4096 pairs"}}},
       {"cp_data", decoder<m::CpData>(), {{"t", "cp_data"}, {"d", bin({0})}}, {{"d", {0}, "\"d\" must be binary"}}},
       {"cp_end", decoder<m::CpEnd>(), {{"t", "cp_end"}}, {}},
       {"error", decoder<m::ErrorReply>(), {{"t", "error"}, {"msg", "no"}, {"missing", true}},
@@ -175,6 +191,10 @@ std::vector<Case> cases() {
       {"log", decoder<m::Log>(), {{"t", "log"}, {"d", bin({'l'})}}, {{"d", 1, "\"d\" must be binary"}}},
       {"guest exit", decoder<m::GuestExit>(), {{"t", "exit"}, {"code", 3}},
        {{"code", "3", "\"code\" must be an integer"}, {"code", 300, "\"code\" is out of range"}}},
+      {"untether", decoder<m::Untether>(), {{"t", "untether"}}, {}},
+      {"ended", decoder<m::Ended>(), {{"t", "ended"}, {"code", 137}, {"msg", ""}},
+       {{"code", "137", "\"code\" must be an integer"}, {"code", absent, "\"code\" is missing"},
+        {"code", 256, "\"code\" is out of range"}, {"msg", 1, "\"msg\" must be a string"}}},
   };
 }
 

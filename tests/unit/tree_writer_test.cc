@@ -213,3 +213,28 @@ TEST_F(TreeWriterTest, SparseBlocksXattrsAndAtime) {
 
 }  // namespace
 }  // namespace cubby::copy
+
+namespace cubby::copy {
+namespace {
+
+// A hostile layer's sparse map: blocks beyond the declared size, or going
+// back over what was written, are refused rather than growing the file.
+TEST_F(TreeWriterTest, SparseBlocksOutOfOrderOrBeyondTheSizeAreRefused) {
+  struct Case {
+    uint64_t first, second, len;
+  };
+  for (auto c : {Case{0, 5, 10} /* overlap */, Case{100, 50, 10} /* backwards */, Case{0, 8190, 10} /* beyond */}) {
+    TreeWriter w = layer_writer();
+    Entry e = entry(Kind::kFile, "f" + std::to_string(c.second), 0644);
+    e.size = 8192;
+    ASSERT_TRUE(w.entry(e).has_value());
+    ASSERT_TRUE(w.data_at(c.first, "abcdefghij", 10).has_value());
+    auto r = w.data_at(c.second, "abcdefghij", c.len);
+    ASSERT_FALSE(r.has_value()) << c.first << " then " << c.second;
+    EXPECT_NE(r.error().message().find("out of order or beyond the file's size"), std::string::npos)
+        << r.error().message();
+  }
+}
+
+}  // namespace
+}  // namespace cubby::copy
