@@ -164,7 +164,7 @@ Result<void> Runtime::end_dead_box(const BoxRecord& b, const std::string& why) {
 Result<void> Runtime::finish_removal(const BoxRecord& b) {
   CUBBY_TRYV(db_.finish_removal(b.id, box_dir(b.id)));
   // The last box of an untagged image held its layers; they can go now.
-  if (!images_.resolve("sha256:" + b.image_id)) {
+  if (!b.image_id.empty() && !images_.resolve("sha256:" + b.image_id)) {
     if (auto gc = images_.collect_garbage(); !gc) LOG_WARN("image garbage collection: {}", gc.error().message());
   }
   return {};
@@ -265,6 +265,14 @@ Json Runtime::to_json(const BoxRecord& b, bool detailed) {
 // ---------------------------------------------------------------------------
 // create / start
 
+// A bundle rootfs stands in for an image (CreateOptions::rootfs): no layers
+// in the store, no config; the record's image names the directory.
+static image::ImageInfo rootfs_image(const std::string& dir) {
+  image::ImageInfo i;
+  i.ref = "rootfs:" + dir;
+  return i;
+}
+
 Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   const std::string setting = CUBBY_TRY(isolation_setting(o.isolation));
   if (o.network != "none" && o.network != "default")
@@ -304,8 +312,8 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (isolation == "vm")
     CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
 
-  auto found = images_.resolve(o.image);
-  if (!found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
+  auto found = o.rootfs.empty() ? images_.resolve(o.image) : Result<image::ImageInfo>(rootfs_image(o.rootfs));
+  if (o.rootfs.empty() && !found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
       !(o.image.size() == 64 && o.image.find_first_not_of("0123456789abcdef") == std::string::npos)) {
     // Not here: pull it, as Docker does. One line either way: a note on
     // success, a single error (naming both failures) otherwise.
@@ -393,7 +401,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   // lock: its garbage collection (exclusive) runs either before (they are
   // missing: an error here) or after the record names them (kept).
   CUBBY_TRYV(images_.with_read_lock([&]() -> Result<void> {
-    spec.layers = CUBBY_TRY(images_.layer_dirs(img));
+    spec.layers = o.rootfs.empty() ? CUBBY_TRY(images_.layer_dirs(img)) : std::vector<std::string>{o.rootfs};
     b.config = spec;
     // The shim gets the spec in one control frame (see ShimConfig); the
     // rest of it (paths of its own) is far below this margin.

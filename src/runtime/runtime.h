@@ -34,6 +34,10 @@ inline constexpr int64_t kMaxPidsLimit = 4194304;
 
 struct CreateOptions {
   std::string image;
+  // Instead of an image: this directory (an OCI bundle's rootfs, for
+  // cubby-runc) is the box's only layer, under its own upper dir. The
+  // command, env and cwd must then be given (there is no image config).
+  std::string rootfs;
   std::string name;
   std::optional<std::vector<std::string>> entrypoint;  // --entrypoint
   std::vector<std::string> cmd;                        // overrides the image's Cmd

@@ -380,17 +380,9 @@ class AsyncBox:
         """
         argv = _argv(cmd, args)
         if on_stdout is None and on_stderr is None:
-            body: Dict[str, Any] = {"cmd": argv, "encoding": "base64"}
-            if env is not None:
-                body["env"] = _env_list(env)
-            if cwd:
-                body["cwd"] = cwd
-            if user:
-                body["user"] = user
+            body: Dict[str, Any] = {"cmd": argv, "encoding": "base64", **_process_fields(env, cwd, user, timeout)}
             if stdin is not None:
                 body["stdin"] = base64.b64encode(_bytes(stdin)).decode()
-            if timeout is not None:
-                body["timeout_ms"] = max(1, int(timeout * 1000))
             if max_output_bytes is not None:
                 body["max_output_bytes"] = max_output_bytes
             r = await self._c._json("POST", self._path + "/exec", body=body,
@@ -417,19 +409,27 @@ class AsyncBox:
         Output is kept in the handle (and given to the callbacks) as it
         arrives; if the connection drops, the handle re-attaches and gets
         what it missed."""
-        body: Dict[str, Any] = {"cmd": _argv(cmd, args), "tty": tty, "stdin": stdin}
-        if env is not None:
-            body["env"] = _env_list(env)
-        if cwd:
-            body["cwd"] = cwd
-        if user:
-            body["user"] = user
-        if timeout is not None:
-            body["timeout_ms"] = max(1, int(timeout * 1000))
+        body: Dict[str, Any] = {"cmd": _argv(cmd, args), "tty": tty, "stdin": stdin,
+                                **_process_fields(env, cwd, user, timeout)}
         created = await self._c._json("POST", self._path + "/execs", body=body)
         s = AsyncExecStream(self, created["id"], on_stdout, on_stderr)
         await s._attach()
         return s
+
+
+def _process_fields(env: Union[None, Mapping[str, str], Sequence[str]], cwd: Optional[str], user: Optional[str],
+                    timeout: Optional[float]) -> Dict[str, Any]:
+    """The request fields of an exec's process, both forms alike (api.md)."""
+    fields: Dict[str, Any] = {}
+    if env is not None:
+        fields["env"] = _env_list(env)
+    if cwd:
+        fields["cwd"] = cwd
+    if user:
+        fields["user"] = user
+    if timeout is not None:
+        fields["timeout_ms"] = max(1, int(timeout * 1000))
+    return fields
 
 
 def _exec_result(r: Dict[str, Any], out: bytes, err: bytes) -> ExecResult:

@@ -5,8 +5,23 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 
+class _DecodedOutput:
+    """stdout/stderr as text (UTF-8, invalid bytes replaced) beside the exact bytes."""
+
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", errors="replace")
+
+
 @dataclass(frozen=True)
-class ExecResult:
+class ExecResult(_DecodedOutput):
     """How a process in a box ended, and what it wrote.
 
     ``status`` is "exited" (``exit_code`` is its code), "signaled"
@@ -28,32 +43,16 @@ class ExecResult:
     error: Optional[str] = None  # why the command could not start (exit codes 126/127)
 
     @property
-    def stdout(self) -> str:
-        return self.stdout_bytes.decode("utf-8", errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_bytes.decode("utf-8", errors="replace")
-
-    @property
     def ok(self) -> bool:
         return self.status == "exited" and self.exit_code == 0
 
 
 @dataclass(frozen=True)
-class Logs:
+class Logs(_DecodedOutput):
     """A box's output so far."""
 
     stdout_bytes: bytes
     stderr_bytes: bytes
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_bytes.decode("utf-8", errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
