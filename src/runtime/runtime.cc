@@ -313,17 +313,23 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
 
   auto found = o.rootfs.empty() ? images_.resolve(o.image) : Result<image::ImageInfo>(rootfs_image(o.rootfs));
-  if (o.rootfs.empty() && !found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
-      !(o.image.size() == 64 && o.image.find_first_not_of("0123456789abcdef") == std::string::npos)) {
+  bool by_id = o.image.starts_with("sha256:") ||
+               (o.image.size() == 64 && o.image.find_first_not_of("0123456789abcdef") == std::string::npos);
+  bool missing = !found && found.error().kind() == ErrorKind::kNotFound;
+  if (o.rootfs.empty() && !by_id &&
+      ((missing && o.pull == CreateOptions::Pull::kMissing) || o.pull == CreateOptions::Pull::kAlways)) {
     // Not here: pull it, as Docker does. One line either way: a note on
     // success, a single error (naming both failures) otherwise.
     auto pulled = image::pull_image(images_, bin_dir_, home_, o.image);
+    if (!pulled && !missing) return fail(Error(pulled.error().kind(), "pull " + o.image + ": " + pulled.error().message()));
     if (!pulled)
       return fail(Error(pulled.error().kind() == ErrorKind::kNotFound ? ErrorKind::kNotFound : pulled.error().kind(),
                         "no such image: " + o.image + " (not found locally; pull: " + pulled.error().message() + ")"));
-    std::string note = "cubby: unable to find image '" + o.image + "' locally; pulled " + pulled->ref + " (" +
-                       pulled->manifest_digest + ")\n";
-    (void)!::write(2, note.data(), note.size());
+    if (missing) {
+      std::string note = "cubby: unable to find image '" + o.image + "' locally; pulled " + pulled->ref + " (" +
+                         pulled->manifest_digest + ")\n";
+      (void)!::write(2, note.data(), note.size());
+    }
     found = std::move(pulled);
   }
   auto img = CUBBY_TRY(std::move(found));

@@ -38,6 +38,10 @@ struct CreateOptions {
   // cubby-runc) is the box's only layer, under its own upper dir. The
   // command, env and cwd must then be given (there is no image config).
   std::string rootfs;
+  // An image not in the store is pulled (kMissing: `docker run`'s default)
+  // or refused as unknown (kNever); kAlways pulls even when it is there.
+  enum class Pull { kMissing, kNever, kAlways };
+  Pull pull = Pull::kMissing;
   std::string name;
   std::optional<std::vector<std::string>> entrypoint;  // --entrypoint
   std::vector<std::string> cmd;                        // overrides the image's Cmd

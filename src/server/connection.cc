@@ -1,5 +1,7 @@
 #include "server/connection.h"
 
+#include <limits>
+
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <sys/random.h>
@@ -147,7 +149,12 @@ asio::awaitable<void> serve(Server& srv, Stream& s, const std::string& token_sha
   for (;;) {
     http::request_parser<http::string_body> p;
     p.header_limit(kHeaderLimit);
-    p.body_limit(kJsonLimit);
+    // No limit while the header is read: beast refuses a Content-Length over
+    // the limit as soon as it sees the header, before the route (and so its
+    // own limit) is known. The route's limit is applied below. (Not
+    // boost::none: Beast 1.74 compares the length with the optional, and
+    // every length is "greater" than none.)
+    p.body_limit(std::numeric_limits<std::uint64_t>::max());
     lowest(s).expires_after(kIdleTimeout);
     beast::error_code ec;
     co_await http::async_read_header(s, buf, p, asio::redirect_error(asio::use_awaitable, ec));

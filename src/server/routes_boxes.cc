@@ -19,7 +19,7 @@ CreateOptions create_options(const json& b) {
                    {"volumes", Kind::kStrings}, {"cwd", Kind::kString}, {"user", Kind::kString},
                    {"hostname", Kind::kString}, {"network", Kind::kString}, {"isolation", Kind::kString},
                    {"userns", Kind::kString}, {"memory", Kind::kInt}, {"cpus", Kind::kNumber}, {"pids", Kind::kInt},
-                   {"auto_remove", Kind::kBool}, {"start", Kind::kBool}});
+                   {"auto_remove", Kind::kBool}, {"start", Kind::kBool}, {"pull", Kind::kString}});
   CreateOptions o;
   o.image = b["image"].get<std::string>();
   if (o.image.empty()) throw bad_request("field \"image\" must not be empty");
@@ -55,6 +55,11 @@ CreateOptions create_options(const json& b) {
     o.pids = p;
   }
   o.auto_remove = b.value("auto_remove", json(false)).is_boolean() && b.value("auto_remove", false);
+  std::string pull = string_or(b, "pull", "missing");
+  if (pull == "missing") o.pull = CreateOptions::Pull::kMissing;
+  else if (pull == "never") o.pull = CreateOptions::Pull::kNever;
+  else if (pull == "always") o.pull = CreateOptions::Pull::kAlways;
+  else throw bad_request("field \"pull\" must be missing, never or always");
   return o;
 }
 

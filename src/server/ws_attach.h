@@ -17,6 +17,56 @@ namespace cubby::server {
 
 inline constexpr const char* kAttachProtocol = "v5.channel.k8s.io";
 
+// What the attach's reader and writer share.
+struct AttachShared {
+  bool reader_done = false;
+  bool client_gone = false;
+  std::optional<beast::websocket::close_reason> bad;
+};
+
+// The attach's reader: stdin, resize, close. It ends when the client goes
+// or sends garbage (a close with a reason), and wakes the writer. A free
+// function, not a lambda: a coroutine lambda's captures live in the
+// closure, which co_spawn does not keep alive past the first suspension.
+template <class WsStream>
+asio::awaitable<void> attach_reader(WsStream& w, std::shared_ptr<ExecSession> sess, std::shared_ptr<AttachShared> sh) {
+  namespace ws = beast::websocket;
+  beast::flat_buffer b;
+  for (;;) {
+    beast::error_code rec;
+    co_await w.async_read(b, asio::redirect_error(asio::use_awaitable, rec));
+    if (rec) {
+      sh->client_gone = true;
+      break;
+    }
+    std::string m = beast::buffers_to_string(b.data());
+    b.consume(b.size());
+    if (m.empty()) continue;
+    unsigned char ch = static_cast<unsigned char>(m[0]);
+    std::string_view payload = std::string_view(m).substr(1);
+    if (ch == 0) {
+      if (!payload.empty()) co_await sess->write_stdin(payload);
+    } else if (ch == 4) {
+      json j = json::parse(payload, nullptr, false);
+      if (!j.is_object() || !j.contains("Width") || !j.contains("Height") || !j["Width"].is_number_unsigned() ||
+          !j["Height"].is_number_unsigned() || j["Width"].get<uint64_t>() > 65535 || j["Height"].get<uint64_t>() > 65535) {
+        sh->bad = ws::close_reason(ws::close_code::bad_payload, "resize: want {\"Width\":W,\"Height\":H}");
+        break;
+      }
+      sess->control({ControlRecord::kResize, static_cast<int32_t>(j["Height"].get<uint64_t>()),
+                     static_cast<int32_t>(j["Width"].get<uint64_t>())});
+    } else if (ch == 255) {
+      if (payload.size() == 1 && payload[0] == 0) sess->close_stdin();
+    } else {
+      sh->bad = ws::close_reason(ws::close_code::policy_error,
+                                 "unknown channel " + std::to_string(ch) + " (client to server: 0, 4, 255)");
+      break;
+    }
+  }
+  sh->reader_done = true;
+  sess->notify();
+}
+
 template <class Stream>
 asio::awaitable<void> attach_websocket(Server& srv, Stream& s, http::request<http::string_body> req, Reply& rep,
                                        std::string rid) {
@@ -67,53 +117,8 @@ asio::awaitable<void> attach_websocket(Server& srv, Stream& s, http::request<htt
     }
   }
 
-  // The reader: stdin, resize, close. It ends when the client goes or sends
-  // garbage (a close with a reason), and wakes the writer.
-  struct Shared {
-    bool reader_done = false;
-    bool client_gone = false;
-    std::optional<ws::close_reason> bad;
-  };
-  auto sh = std::make_shared<Shared>();
-  asio::co_spawn(
-      co_await asio::this_coro::executor,
-      [&w, sess, sh]() -> asio::awaitable<void> {
-        beast::flat_buffer b;
-        for (;;) {
-          beast::error_code rec;
-          co_await w.async_read(b, asio::redirect_error(asio::use_awaitable, rec));
-          if (rec) {
-            sh->client_gone = true;
-            break;
-          }
-          std::string m = beast::buffers_to_string(b.data());
-          b.consume(b.size());
-          if (m.empty()) continue;
-          unsigned char ch = static_cast<unsigned char>(m[0]);
-          std::string_view payload = std::string_view(m).substr(1);
-          if (ch == 0) {
-            if (!payload.empty()) co_await sess->write_stdin(payload);
-          } else if (ch == 4) {
-            json j = json::parse(payload, nullptr, false);
-            if (!j.is_object() || !j.contains("Width") || !j.contains("Height") || !j["Width"].is_number_unsigned() ||
-                !j["Height"].is_number_unsigned() || j["Width"].get<uint64_t>() > 65535 || j["Height"].get<uint64_t>() > 65535) {
-              sh->bad = ws::close_reason(ws::close_code::bad_payload, "resize: want {\"Width\":W,\"Height\":H}");
-              break;
-            }
-            sess->control({ControlRecord::kResize, static_cast<int32_t>(j["Height"].get<uint64_t>()),
-                           static_cast<int32_t>(j["Width"].get<uint64_t>())});
-          } else if (ch == 255) {
-            if (payload.size() == 1 && payload[0] == 0) sess->close_stdin();
-          } else {
-            sh->bad = ws::close_reason(ws::close_code::policy_error,
-                                       "unknown channel " + std::to_string(ch) + " (client to server: 0, 4, 255)");
-            break;
-          }
-        }
-        sh->reader_done = true;
-        sess->notify();
-      },
-      asio::detached);
+  auto sh = std::make_shared<AttachShared>();
+  asio::co_spawn(co_await asio::this_coro::executor, attach_reader(w, sess, sh), asio::detached);
 
   // The writer: the rings from the client's offsets, then the status.
   for (;;) {
