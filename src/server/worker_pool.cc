@@ -20,10 +20,18 @@ WorkerPool::~WorkerPool() {
 
 bool WorkerPool::submit(Task t) {
   std::unique_lock lk(mu_);
-  if (idle_ == 0 && threads_.size() < max_threads_) {
-    threads_.emplace_back([this] { run(); });
-  } else if (idle_ == 0 && queue_.size() >= max_queued_) {
-    return false;
+  // The threads that will take a queued task: the idle ones and the ones
+  // starting. A woken thread stays counted as idle until it takes its task,
+  // so the queued tasks are set against them: with only idle_ == 0 as the
+  // test, two quick submits to one idle thread left the second queued
+  // behind the first, which may be an exec that runs for hours.
+  if (queue_.size() >= idle_ + starting_) {
+    if (threads_.size() < max_threads_) {
+      ++starting_;
+      threads_.emplace_back([this] { run(); });
+    } else if (queue_.size() >= max_queued_) {
+      return false;
+    }
   }
   queue_.push_back(std::move(t));
   lk.unlock();
@@ -41,6 +49,7 @@ void WorkerPool::run() {
   // Opened at the first task, on this thread, and used only here.
   std::optional<Result<Runtime>> rt;
   std::unique_lock lk(mu_);
+  --starting_;
   for (;;) {
     ++idle_;
     cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });

@@ -75,7 +75,7 @@ class WorkerPool {
   std::condition_variable cv_;
   std::deque<Task> queue_;
   std::vector<std::thread> threads_;
-  size_t idle_ = 0, running_ = 0;
+  size_t idle_ = 0, starting_ = 0, running_ = 0;
   bool stopping_ = false;
 };
 
