@@ -7,7 +7,8 @@ PKGS="build-essential cmake pkg-config libsqlite3-dev nlohmann-json3-dev libcli1
 libarchive-dev libssl-dev
 libacl1-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev zlib1g-dev libxml2-dev libicu-dev nettle-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev busybox-static
 slirp4netns nftables uidmap file procps iproute2 runc crun containerd docker.io podman bubblewrap hyperfine strace
-libcurl4-openssl-dev docker-registry skopeo umoci apache2-utils openssl python3
+libcurl4-openssl-dev libboost-dev docker-registry skopeo umoci apache2-utils openssl python3
+python3-pytest python3-httpx python3-websockets python3-jsonschema
 clang-16 libclang-rt-16-dev"
 missing=""
 for p in $PKGS; do

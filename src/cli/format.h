@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/signals.h"
 #include "image/image_store.h"
 #include "store/store.h"
 
@@ -12,8 +13,6 @@ namespace cubby {
 
 // "512m", "1g", "100k", "1048576" (bytes). Docker's units (binary).
 Result<int64_t> parse_size(const std::string& s);
-// "KILL", "SIGKILL", "9".
-Result<int> parse_signal(const std::string& s);
 
 // Docker's units.HumanDuration: "Less than a second", "5 seconds", "About a
 // minute", "3 hours", "2 days", "3 weeks", "4 months", "2 years".

@@ -1198,12 +1198,26 @@ int cmd_image(const Global& g, const std::vector<std::string>& rest) {
   return 0;
 }
 
+// `cubby serve`: the REST + WebSocket API, in its own binary (cubby-serve,
+// next to cubby-shim) so the CLI stays small; the flags are its own.
+int cmd_serve(const Global& g, const std::vector<std::string>& rest) {
+  auto where = check(Runtime::locate({g.home, ""}));
+  std::string path = where.bin_dir + "/cubby-serve";
+  std::vector<std::string> args = {"cubby serve", "--home", where.home};
+  args.insert(args.end(), rest.begin(), rest.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(path.c_str(), argv.data());
+  die(Error::sys("cannot run " + path));
+}
+
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
     "Boxes:   run create start restart exec exec-status shell attach cp export ls inspect stop kill rm wait logs\n"
     "         port prune\n"
     "Images:  pull load save import commit images rmi image login logout\n"
-    "Host:    info version system\n\n"
+    "Host:    info version system serve\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
 
 using Handler = int (*)(const Global&, const std::vector<std::string>&);
@@ -1218,7 +1232,8 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
       {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
-      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}, {"commit", cmd_commit}};
+      {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}, {"commit", cmd_commit},
+      {"serve", cmd_serve}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

@@ -17,8 +17,7 @@ std::string format_log_time(int64_t ns) {
   return buf;
 }
 
-LogLines::LogLines(const LogsOptions& o, int out_fd, int err_fd)
-    : o_(o), out_(out_fd), err_(err_fd), buffering_(o.tail.has_value()) {}
+LogLines::LogLines(const LogsOptions& o, Sink sink) : o_(o), sink_(std::move(sink)), buffering_(o.tail.has_value()) {}
 
 bool LogLines::wanted(int64_t t) const {
   if (o_.since_ns && t < *o_.since_ns) return false;
@@ -27,7 +26,7 @@ bool LogLines::wanted(int64_t t) const {
 }
 
 void LogLines::emit(int stream, std::string_view bytes) {
-  (void)sys::write_all(stream == logfile::kStdout ? out_ : err_, bytes.data(), bytes.size());
+  if (!stopped_ && !sink_(stream == logfile::kStdout ? 1 : 2, bytes)) stopped_ = true;
 }
 
 void LogLines::record(int stream, int64_t time_ns, std::string_view data) {

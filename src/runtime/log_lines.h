@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,7 +29,11 @@ std::string format_log_time(int64_t ns);
 
 class LogLines {
  public:
-  LogLines(const LogsOptions& o, int out_fd, int err_fd);
+  // Where lines go: stream 1 stdout, 2 stderr (and a vm's console); false
+  // when the reader wants no more.
+  using Sink = std::function<bool(int stream, std::string_view data)>;
+  LogLines(const LogsOptions& o, Sink sink);
+  bool stopped() const { return stopped_; }
   // One record: its stream (logfile::kStdout...), its time (0: unstamped,
   // from an older box.log) and bytes.
   void record(int stream, int64_t time_ns, std::string_view data);
@@ -50,7 +55,8 @@ class LogLines {
   bool wanted(int64_t t) const;
 
   LogsOptions o_;
-  int out_, err_;
+  Sink sink_;
+  bool stopped_ = false;
   bool buffering_;  // --tail: the history is held back to its last N lines
   std::deque<Line> held_;
   uint64_t first_held_ = 0;  // the number of held_.front()

@@ -322,17 +322,23 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     CUBBY_TRYV(hypervisor::choose_accel(hypervisor::probe(home_), std::getenv("CUBBY_VM_ACCEL")));
 
   auto found = o.rootfs.empty() ? images_.resolve(o.image) : Result<image::ImageInfo>(rootfs_image(o.rootfs));
-  if (o.rootfs.empty() && !found && found.error().kind() == ErrorKind::kNotFound && !o.image.starts_with("sha256:") &&
-      !(o.image.size() == 64 && o.image.find_first_not_of("0123456789abcdef") == std::string::npos)) {
+  bool by_id = o.image.starts_with("sha256:") ||
+               (o.image.size() == 64 && o.image.find_first_not_of("0123456789abcdef") == std::string::npos);
+  bool missing = !found && found.error().kind() == ErrorKind::kNotFound;
+  if (o.rootfs.empty() && !by_id &&
+      ((missing && o.pull == CreateOptions::Pull::kMissing) || o.pull == CreateOptions::Pull::kAlways)) {
     // Not here: pull it, as Docker does. One line either way: a note on
     // success, a single error (naming both failures) otherwise.
     auto pulled = image::pull_image(images_, bin_dir_, home_, o.image);
+    if (!pulled && !missing) return fail(Error(pulled.error().kind(), "pull " + o.image + ": " + pulled.error().message()));
     if (!pulled)
       return fail(Error(pulled.error().kind() == ErrorKind::kNotFound ? ErrorKind::kNotFound : pulled.error().kind(),
                         "no such image: " + o.image + " (not found locally; pull: " + pulled.error().message() + ")"));
-    std::string note = "cubby: unable to find image '" + o.image + "' locally; pulled " + pulled->ref + " (" +
-                       pulled->manifest_digest + ")\n";
-    (void)!::write(2, note.data(), note.size());
+    if (missing) {
+      std::string note = "cubby: unable to find image '" + o.image + "' locally; pulled " + pulled->ref + " (" +
+                         pulled->manifest_digest + ")\n";
+      (void)!::write(2, note.data(), note.size());
+    }
     found = std::move(pulled);
   }
   auto img = CUBBY_TRY(std::move(found));
@@ -665,7 +671,7 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   if (req.timeout) m["timeout_ms"] = req.timeout->count();
   if (req.tty) {
     m["tty"] = true;
-    if (auto sz = terminal_size(io.in >= 0 ? io.in : io.out)) {
+    if (auto sz = req.tty_size ? req.tty_size : terminal_size(io.in >= 0 ? io.in : io.out)) {
       m["rows"] = sz->first;
       m["cols"] = sz->second;
     }
@@ -712,8 +718,26 @@ Result<ExecResult> Runtime::exec_status(const std::string& ref, uint64_t exec_id
   ExecResult r;
   r.exec_id = exec_id;
   r.code = e.code;
+  r.signal = e.signal;
   r.timed_out = e.timed_out;
   return r;
+}
+
+Result<Runtime::Captured> Runtime::exec_capture(const std::string& ref, const ExecRequest& req,
+                                                std::string_view stdin_data, size_t max_bytes) {
+  Captured c;
+  StdioFds io{-1, -1, -1};
+  io.detach_keys = false;
+  if (req.interactive) io.stdin_data = stdin_data;
+  io.sink = [&](int stream, std::string_view d) {
+    std::string& into = stream == 2 ? c.err : c.out;
+    bool& cut = stream == 2 ? c.err_truncated : c.out_truncated;
+    size_t room = max_bytes - std::min(max_bytes, into.size());
+    if (d.size() > room) cut = true;
+    into.append(d.substr(0, room));
+  };
+  c.result = CUBBY_TRY(exec(ref, req, io));
+  return c;
 }
 
 // ---------------------------------------------------------------------------
@@ -872,6 +896,14 @@ Result<BoxRecord> Runtime::wait(const std::string& ref) {
   return *after;
 }
 
+Result<sandbox::CgroupStats> Runtime::stats(const std::string& ref) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  auto cg = CUBBY_TRY(sandbox::Cgroup::open_existing(b.id));
+  if (!cg) return sandbox::CgroupStats{};  // no cgroups here (rootless): nothing to report
+  return sandbox::read_stats(*cg);
+}
+
 // ---------------------------------------------------------------------------
 // logs
 
@@ -883,8 +915,22 @@ Result<void> Runtime::logs(const std::string& ref, bool follow, int out_fd, int 
 }
 
 Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out_fd, int err_fd) {
+  return logs(ref, o, [&](int stream, std::string_view d) {
+    (void)sys::write_all(stream == 1 ? out_fd : err_fd, d.data(), d.size());
+    return true;
+  });
+}
+
+Result<void> Runtime::logs(const std::string& ref, bool follow, const LogSink& sink, bool console) {
+  LogsOptions o;
+  o.follow = follow;
+  o.console = console;
+  return logs(ref, o, sink);
+}
+
+Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, const LogSink& sink) {
   const bool follow = o.follow;
-  LogLines lines(o, out_fd, err_fd);
+  LogLines lines(o, sink);
   auto b = CUBBY_TRY(resolve(ref));
   const std::string dir = box_dir(b.id);
   UniqueFd dirfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -909,6 +955,7 @@ Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out
     return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
   };
   std::string buf;
+  bool stopped = false;  // the sink wants no more
   auto pump = [&](int fd, const std::string& name) -> Result<void> {
     char tmp[65536];
     for (;;) {
@@ -920,9 +967,12 @@ Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out
       if (n == 0) return {};
       buf.append(tmp, static_cast<size_t>(n));
       size_t pos = 0;
-      bool ok = logfile::parse_stamped_records(
-          buf, pos, [&](int stream, int64_t t, std::string_view d) { lines.record(stream, t, d); });
+      bool ok = logfile::parse_stamped_records(buf, pos, [&](int stream, int64_t t, std::string_view d) {
+        if (!lines.stopped()) lines.record(stream, t, d);
+      });
+      if (lines.stopped()) stopped = true;
       if (!ok) return fail(Error::invalid("corrupt box log " + dir + "/" + name));
+      if (stopped) return {};
       buf.erase(0, pos);
     }
   };
@@ -931,7 +981,7 @@ Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out
   // it (read as cur), never reading it twice.
   UniqueFd cur = open_log(0);  // none yet: the shim creates it as it starts the box
   auto read_rotated = [&](int from) -> Result<void> {
-    for (int i = from; i >= 1; --i) {
+    for (int i = from; i >= 1 && !stopped; --i) {
       UniqueFd f = open_log(i);
       if (!f) continue;
       if (cur && inode(f.get()) == inode(cur.get())) break;
@@ -939,10 +989,11 @@ Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out
       CUBBY_TRYV(pump(f.get(), logfile::file_name(i)));
     }
     buf.clear();
-    return cur ? pump(cur.get(), logfile::file_name(0)) : Result<void>{};
+    return cur && !stopped ? pump(cur.get(), logfile::file_name(0)) : Result<void>{};
   };
   CUBBY_TRYV(read_rotated(logfile::kMaxMaxFiles));
   lines.end_of_history();
+  if (lines.stopped()) stopped = true;
   // After a rotation the file we hold is box.log.K (or gone, when we fell
   // more than max-file files behind): finish it, then everything newer.
   auto follow_rotation = [&]() -> Result<void> {
@@ -964,7 +1015,7 @@ Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, int out
       CUBBY_TRYV(read_rotated(std::min(k - 1, logfile::kMaxMaxFiles)));
     }
   };
-  while (shim) {
+  while (shim && !stopped) {
     int fds[2] = {inotify.get(), shim.get()};
     int which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
     if (which == 0) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <string_view>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +39,10 @@ struct CreateOptions {
   // cubby-runc) is the box's only layer, under its own upper dir. The
   // command, env and cwd must then be given (there is no image config).
   std::string rootfs;
+  // An image not in the store is pulled (kMissing: `docker run`'s default)
+  // or refused as unknown (kNever); kAlways pulls even when it is there.
+  enum class Pull { kMissing, kNever, kAlways };
+  Pull pull = Pull::kMissing;
   std::string name;
   std::optional<std::vector<std::string>> entrypoint;  // --entrypoint
   std::vector<std::string> cmd;                        // overrides the image's Cmd
@@ -92,6 +97,9 @@ struct ExecRequest {
   bool tty = false;          // run on a pseudo-terminal in the box
   bool detach = false;
   std::optional<std::chrono::milliseconds> timeout;
+  // A tty exec's first size (rows, cols) when the caller's fds are not
+  // terminals (the REST server); else it is read from the caller's terminal.
+  std::optional<std::pair<int, int>> tty_size;
 };
 
 // Where a session's bytes go. -1 disables a stream.
@@ -102,15 +110,33 @@ struct StdioFds {
   // session and is always restored; SIGWINCH becomes a resize; Ctrl-P
   // Ctrl-Q detaches (Docker's detach keys).
   bool tty = false;
-  // Off: every byte goes to the process (an OCI runtime's terminal belongs
-  // to its caller, which has detach keys of its own if any).
+  // With tty: Ctrl-P Ctrl-Q detaches (a terminal user's keys). Off for the
+  // REST server (an API client's bytes are data) and an OCI runtime (its
+  // terminal belongs to its caller, which has detach keys of its own).
   bool detach_keys = true;
+  // Output goes here instead of out/err (stream 1 or 2), called on the
+  // session's thread (Runtime::exec_capture).
+  std::function<void(int stream, std::string_view data)> sink;
+  // Sent as the process's whole stdin (then EOF) when `in` is -1 and the
+  // request streams stdin.
+  std::optional<std::string_view> stdin_data;
+  // Commands from another thread: a stream of ControlRecord (resize, signal).
+  int control = -1;
+};
+
+// One command on StdioFds::control, written whole (12 bytes < PIPE_BUF, so
+// writes from several threads never interleave).
+struct ControlRecord {
+  enum Kind : int32_t { kResize = 1, kSignal = 2 };
+  int32_t kind = 0;
+  int32_t a = 0, b = 0;  // resize: rows, cols; signal: the signal number
 };
 
 // How a process inside a box ended (never "cubby failed": that is an Error).
 struct ExecResult {
   uint64_t exec_id = 0;
   int code = 0;          // exit code, 128+N for signal N, 124 on --timeout
+  int signal = 0;        // the signal that ended it (0: it exited)
   bool timed_out = false;
   bool detached = false;  // the user detached (Ctrl-P Ctrl-Q); the process runs on
   bool interrupted = false;  // a terminal session ended by a signal to the caller (code = 128+N)
@@ -158,6 +184,16 @@ class Runtime {
   // detaches.
   Result<ExecResult> attach(const std::string& ref, const StdioFds& io);
   Result<ExecResult> exec(const std::string& ref, const ExecRequest& req, const StdioFds& io);
+  // exec with its output captured, at most max_bytes per stream (the rest
+  // is read and dropped, so the process never blocks on a full pipe), and
+  // `stdin_data` as its whole stdin when req.interactive.
+  struct Captured {
+    ExecResult result;
+    std::string out, err;
+    bool out_truncated = false, err_truncated = false;
+  };
+  Result<Captured> exec_capture(const std::string& ref, const ExecRequest& req, std::string_view stdin_data,
+                                size_t max_bytes);
   // Reads an exec's status again (it is kept by the agent).
   Result<ExecResult> exec_status(const std::string& ref, uint64_t exec_id);
   Result<void> stop(const std::string& ref, std::chrono::seconds grace);
@@ -177,6 +213,12 @@ class Runtime {
   Result<void> logs(const std::string& ref, bool follow, int out_fd, int err_fd, bool console = true);
   // The same with Docker's --tail, --since/--until and -t (runtime/log_lines.h).
   Result<void> logs(const std::string& ref, const LogsOptions& o, int out_fd, int err_fd);
+  // The same lines to a sink (stream 1 stdout, 2 stderr and console), in
+  // the order they were written; a sink that returns false ends the call.
+  // The one implementation: the fd forms write through it.
+  using LogSink = LogLines::Sink;
+  Result<void> logs(const std::string& ref, const LogsOptions& o, const LogSink& sink);
+  Result<void> logs(const std::string& ref, bool follow, const LogSink& sink, bool console = true);
 
   // `cubby cp` (runtime/copy.cc), with docker cp's rules for files and
   // directories. Host to box: src is a host path, or "-" for a tar stream
@@ -202,6 +244,9 @@ class Runtime {
   // all have a reference, so there are no dangling ones: this is docker
   // image prune -a). Returns the references removed and their sizes.
   Result<Pruned> prune_images();
+  // What a running box's workload uses now (its cgroup); kConflict if it
+  // is not running.
+  Result<sandbox::CgroupStats> stats(const std::string& ref);
 
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);

@@ -98,6 +98,7 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
   SignalRelay relay(io.forward_signals, io.tty);
   RawMode raw(is_tty ? io.in : -1);
   bool in_open = io.in >= 0;
+  bool detach_keys = io.tty && io.detach_keys;
   bool held_ctrl_p = false;  // a Ctrl-P that may start the detach sequence
   char buf[65536];
   std::string pending;  // encoded frames for the agent (kMaxPendingSend)
@@ -105,13 +106,24 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
   // Frames that came in with the hello reply (the request was pipelined
   // behind the hello) are already buffered, where poll cannot see them.
   std::optional<proto::Frame> frame = CUBBY_TRY(conn.try_next());
+  if (io.in < 0 && io.stdin_data) {
+    // Whole frames of at most 64 KiB, as the terminal path sends; queued,
+    // so output is read while a large stdin is still being written.
+    for (size_t off = 0; off < io.stdin_data->size(); off += sizeof buf) {
+      auto part = io.stdin_data->substr(off, sizeof buf);
+      queue({{"t", msg::kIn}, {"d", Json::binary(std::vector<uint8_t>(part.begin(), part.end()))}});
+    }
+    queue({{"t", msg::kInEof}});
+  }
+  bool control_open = io.control >= 0;
   for (;;) {
     if (!frame) {
       const bool read_in = in_open && pending.size() < kMaxPendingSend;
-      pollfd p[3] = {{conn.fd(), static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0},
+      pollfd p[4] = {{conn.fd(), static_cast<short>(POLLIN | (pending.empty() ? 0 : POLLOUT)), 0},
                      {read_in ? io.in : -1, POLLIN, 0},
-                     {relay.fd(), POLLIN, 0}};
-      int n = ::poll(p, 3, -1);
+                     {relay.fd(), POLLIN, 0},
+                     {control_open ? io.control : -1, POLLIN, 0}};
+      int n = ::poll(p, 4, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
         return sys_fail("poll");
@@ -134,6 +146,16 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
           }
         }
       }
+      if (p[3].revents) {
+        ControlRecord c;
+        ssize_t r = ::read(io.control, &c, sizeof c);
+        if (r == sizeof c && c.kind == ControlRecord::kResize)
+          queue({{"t", msg::kResize}, {"rows", c.a}, {"cols", c.b}});
+        else if (r == sizeof c && c.kind == ControlRecord::kSignal)
+          queue({{"t", signal_type}, {"sig", c.a}});
+        else if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+          control_open = false;
+      }
       if (p[1].revents) {
         ssize_t r = ::read(io.in, buf, sizeof buf);
         if (r > 0) {
@@ -141,7 +163,7 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
           if (held_ctrl_p) data.push_back(kCtrlP);
           data.append(buf, static_cast<size_t>(r));
           held_ctrl_p = false;
-          if (io.tty && io.detach_keys) {
+          if (detach_keys) {
             auto pos = data.find(std::string{kCtrlP, kCtrlQ});
             if (pos != std::string::npos) {
               if (pos > 0)
@@ -173,13 +195,18 @@ Result<ExecResult> stream_session(proto::Conn& conn, const StdioFds& io, const c
       const std::string_view t = msg::type_of(m);
       if (t == msg::kOut) {
         auto o = CUBBY_TRY(msg::decode<msg::Out>(m));
-        int fd = o.stream == 2 ? io.err : io.out;
-        if (fd >= 0) (void)sys::write_all(fd, o.data.data(), o.data.size());
+        if (io.sink) {
+          io.sink(o.stream == 2 ? 2 : 1, std::string_view(reinterpret_cast<const char*>(o.data.data()), o.data.size()));
+        } else {
+          int fd = o.stream == 2 ? io.err : io.out;
+          if (fd >= 0) (void)sys::write_all(fd, o.data.data(), o.data.size());
+        }
       } else if (t == msg::kExit) {
         auto e = CUBBY_TRY(msg::decode<msg::Exit>(m));
         ExecResult r;
         r.exec_id = e.id;
         r.code = e.code;
+        r.signal = e.signal;
         r.timed_out = e.timed_out;
         r.error = std::move(e.error);
         return r;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -375,6 +376,100 @@ Result<void> destroy_box_cgroup(const std::string& box_id) {
   auto r = cg->destroy();
   if (!r) return fail(r.error().wrap("destroy cgroup of box " + box_id));
   return {};
+}
+
+namespace {
+
+std::optional<std::string> read_small(const std::string& path) {
+  auto t = read_file(path, 1 << 16);
+  if (!t) return std::nullopt;
+  return *t;
+}
+
+std::optional<int64_t> read_int(const std::string& path) {
+  auto t = read_small(path);
+  if (!t) return std::nullopt;
+  std::string v = *t;
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  if (v == "max") return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end || errno) return std::nullopt;
+  // v1's "no limit" is PAGE_COUNTER_MAX rounded to pages (~2^63).
+  if (n >= (int64_t{1} << 62)) return std::nullopt;
+  return n;
+}
+
+// "key value" lines (cpu.stat); the value of key.
+std::optional<int64_t> keyed(const std::string& text, const std::string& key) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    if (line.rfind(key + " ", 0) == 0) return std::strtoll(line.c_str() + key.size() + 1, nullptr, 10);
+    pos = eol + 1;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+CgroupStats read_stats(const Cgroup& cg) {
+  CgroupStats st;
+  auto set = [](std::optional<int64_t>& into, std::optional<int64_t> v) {
+    if (!into && v) into = v;
+  };
+  for (const auto& dir : cg.paths()) {
+    std::string leaf = dir + "/" + leaf_name(Leaf::kWorkload);
+    set(st.cpu_usage_ns, read_int(leaf + "/cpuacct.usage"));  // v1
+    if (auto t = read_small(leaf + "/cpu.stat"); t && !st.cpu_usage_ns)  // v2
+      if (auto us = keyed(*t, "usage_usec")) st.cpu_usage_ns = *us * 1000;
+    set(st.memory_bytes, read_int(leaf + "/memory.usage_in_bytes"));
+    set(st.memory_bytes, read_int(leaf + "/memory.current"));
+    if (!st.memory_limit_bytes) {
+      if (detail::file_exists(leaf + "/memory.limit_in_bytes")) set(st.memory_limit_bytes, read_int(leaf + "/memory.limit_in_bytes"));
+      else set(st.memory_limit_bytes, read_int(leaf + "/memory.max"));
+    }
+    set(st.pids, read_int(leaf + "/pids.current"));
+    set(st.pids_limit, read_int(leaf + "/pids.max"));
+    // v1 without cpuacct beside cpu (this host mounts it apart): the CPU
+    // time of the leaf's processes and of the children they reaped.
+    if (!st.cpu_usage_ns && detail::file_exists(leaf + "/cpu.shares")) {
+      if (auto procs = read_small(leaf + "/cgroup.procs")) {
+        int64_t ticks = 0;
+        bool any = false;
+        for (const char* p = procs->c_str(); *p;) {
+          char* end = nullptr;
+          long pid = std::strtol(p, &end, 10);
+          if (end == p) break;
+          p = *end ? end + 1 : end;
+          auto stat = read_small("/proc/" + std::to_string(pid) + "/stat");
+          if (!stat) continue;
+          auto rp = stat->rfind(')');
+          if (rp == std::string::npos) continue;
+          // Fields after ")": state(3) ... utime(14) stime(15) cutime(16) cstime(17).
+          const char* f = stat->c_str() + rp + 2;
+          for (int field = 3; field < 14 && *f; ++field) f = std::strchr(f, ' ') ? std::strchr(f, ' ') + 1 : "";
+          for (int k = 0; k < 4 && *f; ++k) {
+            ticks += std::strtoll(f, &end, 10);
+            f = *end ? end + 1 : end;
+          }
+          any = true;
+        }
+        if (any) st.cpu_usage_ns = ticks * (1000000000 / ::sysconf(_SC_CLK_TCK));
+      }
+    }
+    if (auto t = read_small(leaf + "/io.stat")) {  // v2: "MAJ:MIN rbytes=N wbytes=N ..." per device
+      int64_t r = 0, w = 0;
+      for (size_t p = t->find("rbytes="); p != std::string::npos; p = t->find("rbytes=", p + 1)) r += std::strtoll(t->c_str() + p + 7, nullptr, 10);
+      for (size_t p = t->find("wbytes="); p != std::string::npos; p = t->find("wbytes=", p + 1)) w += std::strtoll(t->c_str() + p + 7, nullptr, 10);
+      set(st.io_read_bytes, r);
+      set(st.io_write_bytes, w);
+    }
+  }
+  return st;
 }
 
 }  // namespace cubby::sandbox

@@ -100,6 +100,17 @@ class Cgroup {
   virtual std::vector<std::string> paths() const = 0;
 };
 
+// What a box's workload leaf has used (GET /v1/boxes/{ref}/stats); a value
+// the host's controllers do not report is unset.
+struct CgroupStats {
+  std::optional<int64_t> cpu_usage_ns, memory_bytes, memory_limit_bytes, pids, pids_limit;
+  std::optional<int64_t> io_read_bytes, io_write_bytes;
+};
+// Reads the workload leaf under each of cg.paths() (v1: memory, cpu(acct),
+// pids, blkio where mounted alongside; v2: cpu.stat, memory.*, pids.*,
+// io.stat). "max" (or v1's huge no-limit value) is no limit: unset.
+CgroupStats read_stats(const Cgroup& cg);
+
 // Recovery: destroys whatever exists of a box's cgroup (open_existing +
 // destroy). Nothing there is success.
 Result<void> destroy_box_cgroup(const std::string& box_id);

@@ -31,7 +31,7 @@ import httpx
 import websockets
 import websockets.exceptions
 
-from . import _local
+from . import _local, _uds
 from .errors import (ConnectionFailed, CubbyError, ExecTimeout, BadRequest, from_envelope)
 from .types import BoxInfo, ExecResult, LogChunk, Logs
 from ._tarsafe import extract_tar
@@ -46,7 +46,7 @@ Command = Union[str, Sequence[str]]
 
 # The options `create` passes through; each is one of `cubby run`'s.
 _CREATE_OPTIONS = ("name", "cmd", "entrypoint", "env", "publish", "volumes", "cwd", "user", "hostname",
-                   "network", "isolation", "userns", "memory", "cpus", "pids", "auto_remove", "start")
+                   "network", "isolation", "userns", "memory", "cpus", "pids", "auto_remove", "start", "pull")
 
 
 def _argv(cmd: Command, args: Sequence[str]) -> List[str]:
@@ -104,6 +104,10 @@ class AsyncClient:
         self._token = token
         self._auto_start_home: Optional[str] = None
         self._idle_exit = idle_exit
+        # The pool allows many concurrent calls: 64 execs on one box from one
+        # client is a case the tests run. (A transport takes its own limits;
+        # the client's would apply only to a default transport.)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=32)
         if url is None or url.startswith("unix://"):
             if url is None:
                 home = home or _local.default_home()
@@ -114,7 +118,7 @@ class AsyncClient:
                 self._sock = url[len("unix://"):]
             self._base = "http://cubby"
             self._ws_base = "ws://cubby"
-            transport = httpx.AsyncHTTPTransport(uds=self._sock)
+            transport = _uds.unix_transport(self._sock, limits)
         else:
             parsed = urllib.parse.urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -122,7 +126,7 @@ class AsyncClient:
             self._sock = None
             self._base = url.rstrip("/")
             self._ws_base = ("wss://" if parsed.scheme == "https" else "ws://") + parsed.netloc
-            transport = httpx.AsyncHTTPTransport(verify=verify)
+            transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else None
         if self._ssl is None and self._ws_base.startswith("wss://"):
             self._ssl = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
@@ -130,11 +134,8 @@ class AsyncClient:
                 self._ssl.check_hostname = False
                 self._ssl.verify_mode = ssl.CERT_NONE
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # The pool allows many concurrent calls: 64 execs on one box from one
-        # client is a case the tests run.
         self._http = httpx.AsyncClient(transport=transport, base_url=self._base, headers=headers,
-                                       timeout=request_timeout,
-                                       limits=httpx.Limits(max_connections=256, max_keepalive_connections=32))
+                                       timeout=request_timeout)
         self.images = AsyncImages(self)
         self._started_lock = asyncio.Lock()
 
@@ -250,7 +251,9 @@ class AsyncClient:
 
         Options are `cubby run`'s: name, cmd, entrypoint, env (dict or
         "K=V" list), publish, volumes, cwd, user, hostname, network,
-        isolation, userns, memory (bytes), cpus, pids, auto_remove.
+        isolation, userns, memory (bytes), cpus, pids, auto_remove, pull
+        ("missing", the default, pulls an image not in the store; "never";
+        "always").
         Without a ``cmd`` the image's own runs; give e.g.
         ``cmd=["sleep", "infinity"]`` for a box you exec into.
         """

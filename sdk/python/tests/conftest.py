@@ -50,8 +50,19 @@ def reap_adopted() -> None:
         os.waitpid(info.si_pid, 0)
 
 
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])  # field 4, after the comm's ")"
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def cubby_processes() -> Set[int]:
-    found = set()
+    """cubby's processes descending from this test process. Since it is a
+    subreaper, everything its servers started stays below it even after a
+    server dies; other users of the machine are not counted."""
+    me, found = os.getpid(), set()
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -60,7 +71,12 @@ def cubby_processes() -> Set[int]:
                 argv0 = f.read().split(b"\0", 1)[0].decode(errors="replace")
         except OSError:
             continue
-        if os.path.basename(argv0) in CUBBY_NAMES:
+        if os.path.basename(argv0) not in CUBBY_NAMES:
+            continue
+        p, hops = int(d), 0
+        while p > 1 and p != me and hops < 64:
+            p, hops = _parent(p), hops + 1
+        if p == me:
             found.add(int(d))
     return found
 

@@ -44,7 +44,7 @@ def test_async_client_does_what_the_sync_one_does(server: Server) -> None:
                 assert [(r.exit_code, r.stdout) for r in results] == [(i % 7, f"{i}\n") for i in range(64)]
 
                 await box.stop(timeout=1)
-                assert box.info.status == "exited"
+                assert box.info.status == "stopped"
                 await box.start()
                 assert (await box.refresh()).status == "running"
                 with pytest.raises(cubby.Conflict):

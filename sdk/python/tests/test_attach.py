@@ -55,6 +55,13 @@ def test_shell_session_with_resize_and_ctrl_d(server: Server, box: cubby.Box) ->
         # Ctrl-D on an empty line ends the shell: status Success.
         exec2 = _create_exec(server, box.id, {"cmd": ["sh"], "tty": True, "stdin": True})
         ws = await _connect(server, f"/v1/boxes/{box.id}/execs/{exec2}/attach")
+        # As a person would: at the prompt. Typed earlier, the ^D can be
+        # lost when the shell's line editor switches the tty to raw mode.
+        seen = b""
+        while b"# " not in seen:
+            msg = await ws.recv()
+            if msg[0] == 1:
+                seen += msg[1:]
         await ws.send(b"\x00\x04")
         _, _, status = await _until_status(ws)
         await ws.close()

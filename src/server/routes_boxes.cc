@@ -1,0 +1,240 @@
+// Boxes: create, list, inspect, start, stop, kill, remove, wait, logs, ports.
+#include <cmath>
+#include <thread>
+
+#include "base/signals.h"
+#include "base/sys.h"
+#include "runtime/ports.h"
+#include <tuple>
+
+#include "server/routes.h"
+
+namespace cubby::server {
+
+namespace {
+
+CreateOptions create_options(const json& b) {
+  check_fields(b, {{"image", Kind::kString, true}, {"name", Kind::kString}, {"cmd", Kind::kStrings},
+                   {"entrypoint", Kind::kStrings}, {"env", Kind::kStrings}, {"publish", Kind::kStrings},
+                   {"volumes", Kind::kStrings}, {"cwd", Kind::kString}, {"user", Kind::kString},
+                   {"hostname", Kind::kString}, {"network", Kind::kString}, {"isolation", Kind::kString},
+                   {"userns", Kind::kString}, {"memory", Kind::kInt}, {"cpus", Kind::kNumber}, {"pids", Kind::kInt},
+                   {"auto_remove", Kind::kBool}, {"start", Kind::kBool}, {"pull", Kind::kString}});
+  CreateOptions o;
+  o.image = b["image"].get<std::string>();
+  if (o.image.empty()) throw bad_request("field \"image\" must not be empty");
+  o.name = string_or(b, "name");
+  o.cmd = strings(b, "cmd");
+  if (b.contains("entrypoint") && !b["entrypoint"].is_null()) o.entrypoint = strings(b, "entrypoint");
+  o.env = strings(b, "env");
+  for (const auto& e : o.env)
+    if (e.empty() || e[0] == '=' || e.find('=') == std::string::npos)
+      throw bad_request("env entries are \"KEY=VALUE\": \"" + e.substr(0, 64) + "\"");
+  o.publish = strings(b, "publish");
+  o.volumes = strings(b, "volumes");
+  o.cwd = string_or(b, "cwd");
+  if (!o.cwd.empty() && o.cwd[0] != '/') throw bad_request("field \"cwd\" must be an absolute path");
+  o.user = string_or(b, "user");
+  o.hostname = string_or(b, "hostname");
+  o.network = string_or(b, "network", "default");
+  o.isolation = string_or(b, "isolation");
+  if (!o.isolation.empty() && o.isolation != "auto" && o.isolation != "vm" && o.isolation != "sandbox")
+    throw bad_request("field \"isolation\" must be auto, vm or sandbox");
+  o.userns = string_or(b, "userns");
+  if (!o.userns.empty() && o.userns != "auto" && o.userns != "host")
+    throw bad_request("field \"userns\" must be auto or host");
+  if (b.contains("memory") && !b["memory"].is_null()) o.memory = b["memory"].get<int64_t>();
+  if (b.contains("cpus") && !b["cpus"].is_null()) {
+    double c = b["cpus"].get<double>();
+    if (!std::isfinite(c) || c < 0) throw bad_request("field \"cpus\" must be a positive number");
+    if (c > 0) o.cpus = c;
+  }
+  if (b.contains("pids") && !b["pids"].is_null()) {
+    int64_t p = b["pids"].get<int64_t>();
+    if (p < 0) throw bad_request("field \"pids\" must be 0 (no limit) or more");
+    o.pids = p;
+  }
+  o.auto_remove = b.value("auto_remove", json(false)).is_boolean() && b.value("auto_remove", false);
+  std::string pull = string_or(b, "pull", "missing");
+  if (pull == "missing") o.pull = CreateOptions::Pull::kMissing;
+  else if (pull == "never") o.pull = CreateOptions::Pull::kNever;
+  else if (pull == "always") o.pull = CreateOptions::Pull::kAlways;
+  else throw bad_request("field \"pull\" must be missing, never or always");
+  return o;
+}
+
+asio::awaitable<Reply> box_create(Server& srv, Request& req) {
+  json b = req.json_body();
+  CreateOptions o = create_options(b);
+  bool start = !b.contains("start") || b["start"].is_null() || b["start"].get<bool>();
+  auto work1 = [&](Runtime& rt) {
+    auto box = unwrap(rt.create(o));
+    if (start) {
+      auto s = rt.start(box.id, false);
+      if (!s) {
+        if (o.auto_remove) (void)rt.remove(box.id, true);
+        throw api_error(s.error());
+      }
+    }
+    auto now = rt.resolve(box.id);
+    if (!now) return Runtime::to_json(box, true);  // it ended and removed itself (auto_remove)
+    return Runtime::to_json(*now, true);
+  };
+  json j = co_await srv.blocking(std::move(work1));
+  co_return json_reply(http::status::created, j);
+}
+
+asio::awaitable<Reply> box_list(Server& srv, Request&) {
+  auto work2 = [&](Runtime& rt) {
+    json arr = json::array();
+    for (auto& b : unwrap(rt.list())) arr.push_back(Runtime::to_json(b, false));
+    return arr;
+  };
+  json j = co_await srv.blocking(std::move(work2));
+  co_return json_reply(http::status::ok, j);
+}
+
+asio::awaitable<Reply> box_get(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto work3 = [&](Runtime& rt) { return Runtime::to_json(unwrap(rt.resolve(ref)), true); };
+  json j = co_await srv.blocking(std::move(work3));
+  co_return json_reply(http::status::ok, j);
+}
+
+asio::awaitable<Reply> box_start(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto work4 = [&](Runtime& rt) {
+    auto b = unwrap(rt.resolve(ref));
+    if (b.status == store::BoxStatus::kRunning) throw conflict("box " + b.name + " is already running");
+    unwrap(rt.start(b.id, false));
+    auto now = rt.resolve(b.id);
+    return Runtime::to_json(now ? *now : b, true);
+  };
+  json j = co_await srv.blocking(std::move(work4));
+  co_return json_reply(http::status::ok, j);
+}
+
+asio::awaitable<Reply> box_stop(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto secs = std::chrono::seconds(req.q_int("timeout", 10, 0, 24 * 3600));
+  auto work5 = [&](Runtime& rt) {
+    auto b = unwrap(rt.resolve(ref));
+    unwrap(rt.stop(b.id, secs));
+    auto now = rt.resolve(b.id);
+    if (!now) {  // auto_remove: gone with its end
+      b.status = store::BoxStatus::kExited;
+      return Runtime::to_json(b, true);
+    }
+    return Runtime::to_json(*now, true);
+  };
+  json j = co_await srv.blocking(std::move(work5));
+  co_return json_reply(http::status::ok, j);
+}
+
+asio::awaitable<Reply> box_kill(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto sig = parse_signal(req.q("signal").value_or("KILL"));
+  if (!sig) throw bad_request(sig.error().message());
+  int n = *sig;
+  auto work6 = [&](Runtime& rt) {
+    unwrap(rt.kill(ref, n));
+    return true;
+  };
+  co_await srv.blocking(std::move(work6));
+  co_return no_content();
+}
+
+asio::awaitable<Reply> box_remove(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  bool force = req.q_bool("force", false);
+  auto work7 = [&](Runtime& rt) {
+    unwrap(rt.remove(ref, force));
+    return true;
+  };
+  co_await srv.blocking(std::move(work7));
+  co_return no_content();
+}
+
+asio::awaitable<Reply> box_wait(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto work8 = [&](Runtime& rt) { return Runtime::to_json(unwrap(rt.wait(ref)), true); };
+  json j = co_await srv.blocking(std::move(work8));
+  co_return json_reply(http::status::ok, j);
+}
+
+asio::awaitable<Reply> box_logs(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  bool follow = req.q_bool("follow", false), out = req.q_bool("stdout", true), err = req.q_bool("stderr", true);
+  // Resolved first, so an unknown box is a plain 404.
+  auto work9 = [&](Runtime& rt) { return unwrap(rt.resolve(ref)).id; };
+  std::string id = co_await srv.blocking(std::move(work9));
+  co_return stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::tuple<std::string, bool, bool, bool>>(id, follow, out, err)](Runtime& rt, int fd) {
+    auto& [id, follow, out, err] = *a;
+    unwrap(rt.logs(id, follow, [&](int stream, std::string_view d) {
+      if ((stream == 1 && !out) || (stream == 2 && !err)) return true;
+      std::string line = dump({{"stream", stream == 1 ? "stdout" : "stderr"}, {"data", base64_encode(d)}}) + "\n";
+      return sys::write_all(fd, line.data(), line.size()).has_value();
+    }));
+  });
+}
+
+asio::awaitable<Reply> box_ports(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto work10 = [&](Runtime& rt) {
+    auto b = unwrap(rt.resolve(ref));
+    json arr = json::array();
+    for (const auto& p : b.config.value("ports", std::vector<PortMapping>{}))
+      arr.push_back({{"host_ip", p.host_ip}, {"host_port", p.host_port}, {"guest_port", p.guest_port}, {"protocol", p.proto}});
+    return arr;
+  };
+  json j = co_await srv.blocking(std::move(work10));
+  co_return json_reply(http::status::ok, j);
+}
+
+json stats_json(const sandbox::CgroupStats& s) {
+  auto v = [](const std::optional<int64_t>& x) { return x ? json(*x) : json(nullptr); };
+  return {{"time", now_rfc3339()},         {"cpu_usage_ns", v(s.cpu_usage_ns)}, {"memory_bytes", v(s.memory_bytes)},
+          {"memory_limit_bytes", v(s.memory_limit_bytes)}, {"pids", v(s.pids)}, {"pids_limit", v(s.pids_limit)},
+          {"io_read_bytes", v(s.io_read_bytes)}, {"io_write_bytes", v(s.io_write_bytes)}};
+}
+
+asio::awaitable<Reply> box_stats(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  bool stream = req.q_bool("stream", false);
+  auto work11 = [&](Runtime& rt) { return stats_json(unwrap(rt.stats(ref))); };
+  json first = co_await srv.blocking(std::move(work11));
+  if (!stream) co_return json_reply(http::status::ok, first);
+  Reply r = stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::pair<std::string, json>>(ref, first)](Runtime& rt, int fd) {
+    auto& [ref, first] = *a;
+    json sample = first;
+    for (;;) {
+      std::string line = dump(sample) + "\n";
+      if (!sys::write_all(fd, line.data(), line.size())) return;  // the client left
+      // One sample a second is the contract: a period, not an event wait.
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      auto s = rt.stats(ref);
+      if (!s) return;  // the box ended (or went): the stream ends
+      sample = stats_json(*s);
+    }
+  });
+  r.stream->eager = true;
+  co_return r;
+}
+
+}  // namespace
+
+void add_box_routes(std::vector<Route>& r) {
+  r.push_back({http::verb::post, "/v1/boxes", box_create});
+  r.push_back({http::verb::get, "/v1/boxes", box_list});
+  r.push_back({http::verb::get, "/v1/boxes/{ref}", box_get});
+  r.push_back({http::verb::delete_, "/v1/boxes/{ref}", box_remove});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/start", box_start});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/stop", box_stop});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/kill", box_kill});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/wait", box_wait});
+  r.push_back({http::verb::get, "/v1/boxes/{ref}/logs", box_logs});
+  r.push_back({http::verb::get, "/v1/boxes/{ref}/ports", box_ports});
+  r.push_back({http::verb::get, "/v1/boxes/{ref}/stats", box_stats});
+}
+
+}  // namespace cubby::server
