@@ -220,3 +220,24 @@ def test_stalled_clients_do_not_delay_others(server: Server, box: cubby.Box) -> 
     finally:
         for s in stalled:
             s.close()
+
+
+def test_file_routes_stay_inside_the_box(server: Server, box: cubby.Box, tmp_path) -> None:
+    """A path with .. is refused; a symlink pointing out resolves inside the
+    box's root, as cp's do; the host's files are never read or written."""
+    marker = tmp_path / "host-secret"
+    marker.write_text("host only")
+    for p in ("/../../../../" + str(marker), "/tmp/../../" + str(marker)):
+        with pytest.raises(cubby.BadRequest):
+            box.files.read(p)
+        with pytest.raises(cubby.BadRequest):
+            box.files.write(p, b"x")
+    box.exec("ln", "-s", str(tmp_path), "/tmp/out")  # the host's path, which in the box does not exist
+    with pytest.raises(cubby.NotFound):
+        box.files.read("/tmp/out/host-secret")
+    with pytest.raises(cubby.CubbyError):
+        box.files.write("/tmp/out/written", b"x")
+    assert not (tmp_path / "written").exists() and marker.read_text() == "host only"
+    for bad in ("", "relative/path", "/tmp/\x00nul"):
+        with pytest.raises(cubby.BadRequest):
+            box.files.read(bad)
