@@ -25,7 +25,7 @@ run: build $(BUILD)/busybox-rootfs.tar
 	$(CUBBY) --home $(DEMO_HOME) run --rm --network none busybox sh -c 'echo "hello from box $$(hostname): $$(id)"; ps'
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j 1 --timeout 600
+	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
 
 bench: build $(BUILD)/busybox-rootfs.tar
 	bench/run_vs_peers.sh $(BUILD)

@@ -235,6 +235,10 @@ class AsyncClient:
                 raise ConnectionFailed(f"cannot attach: {e}") from e
             except websockets.exceptions.InvalidStatusCode as e:
                 raise from_envelope(e.status_code, {}) from e
+            except (websockets.exceptions.WebSocketException, EOFError) as e:
+                # A server that dies mid-handshake (its socket still
+                # accepted): no valid answer, the same failure to the caller.
+                raise ConnectionFailed(f"cannot attach: {e}") from e
         raise AssertionError("unreachable")
 
     # -- the API -------------------------------------------------------------
