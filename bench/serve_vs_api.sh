@@ -65,7 +65,7 @@ EOF
 
 curl_json=$TMP/curl.json
 hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$curl_json" \
-  "curl -sf --unix-socket $SOCK -X POST -H Content-Type:application/json -d {\"cmd\":[\"true\"]} http://cubby/v1/boxes/$BOX/exec" \
+  "curl -sf --unix-socket $SOCK -X POST -H Content-Type:application/json -d '{\"cmd\":[\"true\"]}' http://cubby/v1/boxes/$BOX/exec" \
   >/dev/null 2>&1 || die "curl exec failed"
 curl_ms=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"]*1000)' "$curl_json")
 cli_json=$TMP/cli.json
