@@ -19,6 +19,7 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import datetime
 import json
 import os
 import ssl
@@ -44,6 +45,7 @@ WS_SUBPROTOCOL = "v5.channel.k8s.io"
 OutputCallback = Callable[[str], Union[None, Awaitable[None]]]
 Stdin = Union[None, str, bytes]
 Command = Union[str, Sequence[str]]
+LogTime = Union[None, int, float, datetime.datetime]
 
 # The options `create` passes through; each is one of `cubby run`'s.
 _CREATE_OPTIONS = ("name", "cmd", "entrypoint", "env", "publish", "volumes", "cwd", "user", "hostname",
@@ -64,6 +66,15 @@ def _env_list(env: Union[None, Mapping[str, str], Sequence[str]]) -> Optional[Li
     if isinstance(env, Mapping):
         return [f"{k}={v}" for k, v in env.items()]
     return list(env)
+
+
+def _unix_time(t: Union[int, float, datetime.datetime]) -> str:
+    """A logs since/until bound as the API takes it: Unix seconds, with up
+    to nine decimals (a naive datetime is local time, as Python's own)."""
+    secs = t.timestamp() if isinstance(t, datetime.datetime) else float(t)
+    if secs < 0:
+        raise BadRequest("a logs time bound cannot be before 1970")
+    return f"{secs:.9f}".rstrip("0").rstrip(".")
 
 
 def _bytes(data: Union[str, bytes]) -> bytes:
@@ -396,18 +407,31 @@ class AsyncBox:
         async for s in self._c._ndjson("GET", self._path + "/stats", params={"stream": "true"}):
             yield s
 
-    async def logs(self, *, stdout: bool = True, stderr: bool = True) -> Logs:
-        """The box's output so far."""
+    async def logs(self, *, stdout: bool = True, stderr: bool = True, tail: Optional[int] = None,
+                   since: LogTime = None, until: LogTime = None, timestamps: bool = False) -> Logs:
+        """The box's output so far; `tail`, `since`, `until` and
+        `timestamps` as for :meth:`follow_logs`."""
         out, err = bytearray(), bytearray()
-        async for chunk in self.follow_logs(follow=False, stdout=stdout, stderr=stderr):
+        async for chunk in self.follow_logs(follow=False, stdout=stdout, stderr=stderr, tail=tail, since=since,
+                                            until=until, timestamps=timestamps):
             (out if chunk.stream == "stdout" else err).extend(chunk.data)
         return Logs(bytes(out), bytes(err))
 
-    async def follow_logs(self, *, follow: bool = True, stdout: bool = True,
-                          stderr: bool = True) -> AsyncIterator[LogChunk]:
+    async def follow_logs(self, *, follow: bool = True, stdout: bool = True, stderr: bool = True,
+                          tail: Optional[int] = None, since: LogTime = None, until: LogTime = None,
+                          timestamps: bool = False) -> AsyncIterator[LogChunk]:
         """The output as it is written, until the box ends (or, with
-        follow=False, what there is now)."""
-        params = {"follow": str(follow).lower(), "stdout": str(stdout).lower(), "stderr": str(stderr).lower()}
+        follow=False, what there is now). As ``cubby logs``: `tail` only the
+        last N lines of what is there; `since`/`until` (a Unix time in
+        seconds or a datetime) only lines written in [since, until);
+        `timestamps` each line prefixed with its RFC 3339 time."""
+        params = {"follow": str(follow).lower(), "stdout": str(stdout).lower(), "stderr": str(stderr).lower(),
+                  "timestamps": str(timestamps).lower()}
+        if tail is not None:
+            params["tail"] = str(int(tail))
+        for name, t in (("since", since), ("until", until)):
+            if t is not None:
+                params[name] = _unix_time(t)
         async for line in self._c._ndjson("GET", self._path + "/logs", params=params):
             yield LogChunk(line["stream"], base64.b64decode(line["data"]))
 
