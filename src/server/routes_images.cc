@@ -40,7 +40,8 @@ asio::awaitable<Reply> image_pull(Server& srv, Request& req) {
     };
     line({{"status", "pulling"}, {"ref", ref}});
     auto info = rt.info();
-    auto img = image::pull_image(rt.images(), info.value("bin_dir", "."), rt.home(), ref, platform);
+    // cubby-fetch writes its progress lines into the same stream.
+    auto img = image::pull_image(rt.images(), info.value("bin_dir", "."), rt.home(), ref, platform, out);
     if (!img) {
       ApiError e = api_error(img.error());
       line({{"error", {{"code", e.code}, {"message", e.message}, {"request_id", rid}}}});

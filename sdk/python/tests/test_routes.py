@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import tarfile
 import time
 from typing import Any, Dict, Iterator, List
@@ -32,6 +33,12 @@ def _status_kib(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise AssertionError(f"no {field}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _wait_for(events: Iterator[Dict[str, Any]], box_id: str, action: str) -> Dict[str, Any]:
@@ -91,9 +98,7 @@ def test_stats_sample_and_stream(client: cubby.Client) -> None:
 
 
 def test_ports_are_the_published_ones(client: cubby.Client) -> None:
-    with socket.socket() as s:  # a free port (the box binds it through slirp)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()  # the box's forward binds it through slirp
     with client.box(IMAGE, cmd=["sleep", "1000000"], publish=[f"127.0.0.1:{port}:80"]) as b:
         assert b.ports() == [{"host_ip": "127.0.0.1", "host_port": port, "guest_port": 80, "protocol": "tcp"}]
     with client.box(IMAGE, cmd=["sleep", "1000000"], network="none") as b:
@@ -208,3 +213,50 @@ def test_a_stalled_request_gets_a_408(home: str) -> None:
         assert raw(s.sock, req("GET", "/v1/version"))[0] == 200  # and it serves on
     finally:
         s.stop()
+
+
+def test_pull_streams_progress_from_a_local_registry(client: cubby.Client, tmp_path) -> None:
+    """A real registry (Debian's docker-registry) on loopback, the test image
+    pushed to it with skopeo; the pull's progress lines arrive before its result."""
+    for tool in ("/usr/bin/docker-registry", "/usr/bin/skopeo"):
+        if not os.access(tool, os.X_OK):
+            pytest.fail(f"{tool} is missing: run scripts/install-deps.sh")
+    port = _free_port()
+    cfg = tmp_path / "registry.yml"
+    cfg.write_text(f"version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {tmp_path}/data}}\n"
+                   f"http:\n  addr: 127.0.0.1:{port}\n")
+    reg = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert reg.stderr is not None
+        for line in reg.stderr:  # its own word that it listens (EOF: it died)
+            if b"listening on" in line:
+                break
+        else:
+            pytest.fail("docker-registry exited before listening")
+        archive = str(tmp_path / "img.tar")
+        _oci_archive(ROOTFS, archive, "1")
+        ref = f"127.0.0.1:{port}/sdk/busybox:1"
+        subprocess.run(["/usr/bin/skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci-archive:{archive}",
+                        f"docker://{ref}"], check=True, capture_output=True)
+        lines: List[Dict[str, Any]] = []
+        img = client.images.pull(ref, on_progress=lines.append)
+        assert img["ref"] == ref and img["id"].startswith("sha256:"), img
+        assert lines[0] == {"status": "pulling", "ref": ref}, lines[:3]
+        downloading = [ln for ln in lines if ln.get("status") == "downloading"]
+        assert downloading, lines
+        assert downloading[-1]["current"] == downloading[-1]["total"] > 0, downloading
+        assert all(a["current"] <= b["current"] for a, b in zip(downloading, downloading[1:])), downloading
+        with client.box(ref, cmd=["sleep", "1000000"], network="none", pull="never") as b:
+            assert b.exec("true").exit_code == 0
+        # A second pull has nothing to fetch: no downloading line, the same image.
+        again: List[Dict[str, Any]] = []
+        assert client.images.pull(ref, on_progress=again.append)["id"] == img["id"]
+        assert not [ln for ln in again if ln.get("status") == "downloading"], again
+        with pytest.raises(cubby.NotFound):
+            client.images.pull(f"127.0.0.1:{port}/sdk/none:1")
+    finally:
+        reg.terminate()
+        reg.wait()
+        if reg.stderr:
+            reg.stderr.close()
