@@ -22,6 +22,9 @@ struct LogsOptions {
   bool timestamps = false;  // -t: each line prefixed with its time (RFC 3339, ns)
   std::optional<int64_t> tail;  // only the last N lines of what is there (then, following, all new ones)
   std::optional<int64_t> since_ns, until_ns;  // lines from [since, until)
+  // The write end of a pipe the lines go to (or -1): a follow ends as soon
+  // as its reader closes it, not at the box's next output.
+  int reader_fd = -1;
 };
 
 // "2026-12-02T01:43:27.123456789Z": Docker's `logs -t` format (UTC, nine digits).

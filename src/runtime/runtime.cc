@@ -1016,8 +1016,10 @@ Result<void> Runtime::logs(const std::string& ref, const LogsOptions& o, const L
     }
   };
   while (shim && !stopped) {
-    int fds[2] = {inotify.get(), shim.get()};
+    // o.reader_fd: a pipe's write end polls POLLERR once its reader is gone.
+    int fds[3] = {inotify.get(), shim.get(), o.reader_fd};
     int which = CUBBY_TRY(sys::wait_any_readable(fds, sys::kForever));
+    if (which == 2) break;
     if (which == 0) {
       char ev[4096];
       while (::read(inotify.get(), ev, sizeof ev) > 0) {

@@ -1,6 +1,7 @@
 #include "server/connection.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <limits>
@@ -127,7 +128,34 @@ asio::awaitable<bool> write_error(Stream& s, std::chrono::seconds io, const ApiE
 // Writes a streamed reply: see StreamReply.
 template <class Stream>
 asio::awaitable<bool> write_stream(Stream& s, std::chrono::seconds io, Reply& rep, const std::string& rid, unsigned version, bool keep) {
-  asio::posix::stream_descriptor pipe(co_await asio::this_coro::executor, rep.stream->fd.release());
+  auto pipe_owner = std::make_shared<asio::posix::stream_descriptor>(co_await asio::this_coro::executor, rep.stream->fd.release());
+  auto& pipe = *pipe_owner;
+  // A stream may stay quiet for hours (a followed log of an idle box): a
+  // client that leaves meanwhile is seen here as EOF on its socket, and the
+  // pipe is closed at once, so the producer on its worker ends now (a pipe's
+  // write end polls POLLERR without readers) rather than at its next byte.
+  // One network thread: the handler and this coroutine never run at once;
+  // `done` tells a handler that runs after the stream ended to do nothing.
+  auto done = std::make_shared<bool>(false);
+  auto& sock = lowest(s).socket();
+  sock.async_wait(asio::socket_base::wait_read, [pipe_owner, done, fd = sock.native_handle()](beast::error_code e) {
+    if (e || *done) return;
+    char c;
+    if (::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {  // EOF; bytes (a pipelined request) are left alone
+      beast::error_code ignored;
+      pipe_owner->close(ignored);
+    }
+  });
+  using Socket = std::remove_reference_t<decltype(sock)>;
+  struct StopWatching {
+    std::shared_ptr<bool> done;
+    Socket& socket;
+    ~StopWatching() {
+      *done = true;
+      beast::error_code ignored;
+      socket.cancel(ignored);
+    }
+  } stop_watching{done, sock};
   std::vector<char> buf(64 * 1024);
   beast::error_code ec;
   size_t n = 0;

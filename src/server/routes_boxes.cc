@@ -192,6 +192,7 @@ asio::awaitable<Reply> box_logs(Server& srv, Request& req) {
   std::string id = co_await srv.blocking(std::move(work9));
   co_return stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::tuple<std::string, LogsOptions, bool, bool>>(id, o, out, err)](Runtime& rt, int fd) {
     auto& [id, o, out, err] = *a;
+    o.reader_fd = fd;  // a client that leaves ends a follow at once
     unwrap(rt.logs(id, o, [&](int stream, std::string_view d) {
       if ((stream == 1 && !out) || (stream == 2 && !err)) return true;
       std::string line = dump({{"stream", stream == 1 ? "stdout" : "stderr"}, {"data", base64_encode(d)}}) + "\n";

@@ -260,3 +260,19 @@ def test_pull_streams_progress_from_a_local_registry(client: cubby.Client, tmp_p
         reg.wait()
         if reg.stderr:
             reg.stderr.close()
+
+
+def test_a_followed_log_ends_when_its_client_leaves(home: str) -> None:
+    """A quiet box's followed log holds a worker until the box writes again,
+    unless the server notices the client left. With one worker, the next
+    call is served only once that worker is free: its answer is the proof."""
+    s = Server(home, "--max-workers", "1").start()
+    try:
+        with cubby.Client(f"unix://{s.sock}", request_timeout=20) as c, \
+                c.box(IMAGE, cmd=["sh", "-c", "echo hello; exec sleep 1000000"], network="none") as b:
+            for chunk in b.follow_logs():  # the first line; then the box says nothing more
+                assert chunk.data == b"hello\n"
+                break  # closes the stream and its connection
+            assert b.refresh().status == "running"  # ConnectionFailed (timeout) while the worker is held
+    finally:
+        s.stop()
