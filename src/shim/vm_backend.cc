@@ -9,7 +9,10 @@
 //
 // Root filesystem: a cached read-only ext4 of the image's flattened layers
 // plus a per-box writable ext4 (shim/vm_disk.h), both virtio-blk, found in
-// the guest by label and joined there by overlayfs.
+// the guest by label and joined there by overlayfs. `-v` volumes are
+// virtio-fs (shim/virtiofs.h): a virtiofsd per volume, guest RAM a shared
+// memfd (vhost-user maps it), modern virtio-mmio (libvhost-user refuses
+// legacy devices).
 //
 // QEMU parses everything the guest sends, so it runs confined: a uid and gid
 // of its own with no capabilities and no_new_privs, QEMU's seccomp sandbox,
@@ -45,6 +48,7 @@
 #include "shim/box_log.h"
 #include "net/names.h"
 #include "shim/network.h"
+#include "shim/virtiofs.h"
 #include "shim/vm_disk.h"
 
 namespace cubby::shim {
@@ -65,6 +69,9 @@ constexpr uid_t kVmmIdBase = 0x70000000;
 // slirp4netns uplink on this port plus i (unprivileged: QEMU has no
 // CAP_NET_BIND_SERVICE) and QEMU's hostfwd takes it on to the guest.
 constexpr uint16_t kUplinkPortBase = 10000;
+
+// microvm's virtio-mmio slots (24) less the five the box always may use.
+constexpr size_t kMaxVolumes = 16;
 
 // QEMU's seccomp filter: its default deny list plus no obsolete syscalls, no
 // set*id, no fork/exec and no scheduler or priority changes.
@@ -384,6 +391,9 @@ class VmInstance : public BoxInstance {
       mux_->join(true);
       mux_.reset();
     }
+    // After QEMU: each virtiofsd has seen its connection close and is
+    // exiting; the handles reap (or kill) them.
+    volumes_.clear();
     if (log_) log_->finish();
     net_.reset();
     ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
@@ -393,6 +403,7 @@ class VmInstance : public BoxInstance {
   std::string box_dir_;
   ChildProcess qemu_;
   std::unique_ptr<Network> net_;  // --network default: the uplink of QEMU's namespace
+  std::vector<VirtiofsVolume> volumes_;  // -v: their virtiofsd
   UniqueFd diag_;
   bool reaped_ = false;
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
@@ -406,9 +417,9 @@ class VmBackend : public Backend {
  public:
   Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override {
     const BoxSpec& spec = cfg.spec;
-    // create() refuses these already; a record from elsewhere must not boot without its volumes.
-    if (!spec.mounts.empty())
-      return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+    // Each volume is a virtio-mmio device too; microvm has 24 slots, 5 taken.
+    if (spec.mounts.size() > kMaxVolumes)
+      return fail(Error::invalid("--isolation vm takes at most " + std::to_string(kMaxVolumes) + " -v volumes"));
     if (spec.network == "bridge")
       return fail(Error::invalid("--network bridge is not supported on the vm backend yet (use --network default)"));
     std::string accel = CUBBY_TRY(hypervisor::choose_accel(hypervisor::probe(cfg.home), getenv("CUBBY_VM_ACCEL")));
@@ -454,7 +465,13 @@ class VmBackend : public Backend {
     // boot-time code an idle box never runs again: 32 MiB measured no slower
     // to boot here and keeps ~25 MiB less resident per box.
     std::string accel_opt = accel == "tcg" ? "tcg,tb-size=32" : accel;
-    s.argv = {qemu, "-M", "microvm", "-accel", accel_opt};
+    const bool shared_ram = !spec.mounts.empty();
+    // vhost-user (virtiofsd) maps the guest's RAM, so it must be a shared
+    // memfd; only boxes with volumes pay for it.
+    s.argv = {qemu, "-M", shared_ram ? "microvm,memory-backend=mem" : "microvm", "-accel", accel_opt};
+    if (shared_ram)
+      s.argv.insert(s.argv.end(), {"-object", "memory-backend-memfd,id=mem,share=on,size=" + std::to_string(mem_mib) + "M",
+                                   "-global", "virtio-mmio.force-legacy=false"});
     if (accel == "kvm") s.argv.insert(s.argv.end(), {"-cpu", "host"});
     s.argv.insert(s.argv.end(),
                   {"-m", std::to_string(mem_mib), "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config",
@@ -495,6 +512,17 @@ class VmBackend : public Backend {
     }
     s.fds = {-1,          diag_w.get(),     diag_w.get(),        vm_end.get(), disk_fd.get(),
              rw_fd.get(), kernel_fd.get(), initrd_fd.get(), rw_ro_fd.get()};
+    // -v: QEMU's fds 9.. are the vhost-user sockets of the volumes' virtiofsd.
+    inst->volumes_ = CUBBY_TRY(start_virtiofs(cfg.box_dir, spec.mounts, STDERR_FILENO));
+    Json guest_volumes = Json::array();
+    for (size_t i = 0; i < inst->volumes_.size(); ++i) {
+      const VirtiofsVolume& v = inst->volumes_[i];
+      std::string id = "vfs" + std::to_string(i);
+      s.argv.insert(s.argv.end(), {"-chardev", "socket,id=" + id + ",fd=" + std::to_string(s.fds.size()), "-device",
+                                   "vhost-user-fs-device,chardev=" + id + ",tag=" + v.tag});
+      s.fds.push_back(v.qemu_end.get());
+      guest_volumes.push_back({{"tag", v.tag}, {"target", spec.mounts[i].target}, {"read_only", spec.mounts[i].read_only}});
+    }
     s.die_with_parent = true;
     s.new_session = true;
     s.new_netns = true;  // also with --network none: QEMU never needs the host's network
@@ -507,6 +535,7 @@ class VmBackend : public Backend {
     s.no_new_privs = true;
     inst->qemu_ = CUBBY_TRY(spawn(s));
     vm_end.reset();
+    for (auto& v : inst->volumes_) v.qemu_end.reset();  // QEMU's alone: its exit closes virtiofsd's connection
     diag_w.reset();
     if (spec.network == "default") {
       // QEMU's namespaces are held from here on, so the helper never fails
@@ -536,6 +565,7 @@ class VmBackend : public Backend {
     if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
+    if (!guest_volumes.empty()) agent_cfg["volumes"] = guest_volumes;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();
