@@ -167,7 +167,7 @@ TEST_F(VmVolumes, MissingOrFileSourceIsOneClearError) {
   auto c = cubby(box_args("create", {"--name", "g", "-v", host_ + "/gone:/data", image_, "true"}));
   ASSERT_EQ(c.rc, 0) << c.err;
   ASSERT_EQ(::rmdir((host_ + "/gone").c_str()), 0);
-  auto s = cubby({"start", "-a", "g"});
+  auto s = cubby({"start", "g"});
   EXPECT_EQ(s.rc, 125) << s.err;
   EXPECT_EQ(s.err_lines().size(), 1u) << s.err;
   EXPECT_NE(s.err.find(host_ + "/gone"), std::string::npos) << s.err;
