@@ -339,8 +339,17 @@ void run_vm_init() {
   // shim attached none.
   ::mkdir("/lower", 0755);
   ::mkdir("/run", 0755);
-  std::string image = find_disk("cubby-image", std::chrono::seconds(3));
-  if (image.empty() || ::mount(image.c_str(), "/lower", "ext4", MS_RDONLY, nullptr) < 0) {
+  // An OCI bundle's rootfs (cubby-runc) is a virtio-fs tag instead.
+  const std::string root_tag = cfg.value("root_tag", std::string());
+  if (!root_tag.empty()) {
+    load_modules("/modules.fs");
+    if (::mount(root_tag.c_str(), "/lower", "virtiofs", MS_RDONLY | MS_NODEV, nullptr) < 0) {
+      LOG_ERROR("mount the bundle's rootfs (virtio-fs {}): {}", root_tag, std::strerror(errno));
+      power_off(125);
+    }
+  }
+  std::string image = root_tag.empty() ? find_disk("cubby-image", std::chrono::seconds(3)) : "";
+  if (root_tag.empty() && (image.empty() || ::mount(image.c_str(), "/lower", "ext4", MS_RDONLY, nullptr) < 0)) {
     LOG_ERROR("mount the image disk ({}): {}", image.empty() ? "no disk labelled cubby-image" : image,
               std::strerror(errno));
     power_off(125);

@@ -459,6 +459,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   // missing: an error here) or after the record names them (kept).
   CUBBY_TRYV(images_.with_read_lock([&]() -> Result<void> {
     spec.layers = o.rootfs.empty() ? CUBBY_TRY(images_.layer_dirs(img)) : std::vector<std::string>{o.rootfs};
+    spec.rootfs_dir = !o.rootfs.empty();
     b.config = spec;
     // The shim gets the spec in one control frame (see ShimConfig); the
     // rest of it (paths of its own) is far below this margin.

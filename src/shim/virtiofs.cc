@@ -41,10 +41,7 @@ std::string virtiofsd_path() {
   return e && *e ? e : "/usr/lib/qemu/virtiofsd";
 }
 
-Result<std::vector<VirtiofsVolume>> start_virtiofs(const std::string& box_dir, const std::vector<Mount>& mounts,
-                                                   int log_fd) {
-  std::vector<VirtiofsVolume> out;
-  if (mounts.empty()) return out;
+Result<VirtiofsVolume> start_virtiofs(const std::string& box_dir, const Mount& m, const std::string& tag, int log_fd) {
   const std::string daemon = virtiofsd_path();
   if (::access(daemon.c_str(), X_OK) != 0)
     return fail(Error::invalid("-v on the vm backend needs virtiofsd (" + daemon +
@@ -53,17 +50,16 @@ Result<std::vector<VirtiofsVolume>> start_virtiofs(const std::string& box_dir, c
     // virtiofsd must chroot and switch its fsuid to each guest caller's; a
     // user namespace of one id gives it neither for any guest uid but 0.
     return fail(Error::invalid("-v on the vm backend needs root (virtiofsd runs as root)"));
-  for (size_t i = 0; i < mounts.size(); ++i) {
-    const Mount& m = mounts[i];
+  {
     auto tree = CUBBY_TRY(clone_source(m));
-    const std::string sock = "virtiofs-" + std::to_string(i) + ".sock";
+    const std::string sock = "virtiofs-" + tag + ".sock";
     auto listen = CUBBY_TRY(proto::listen_unix(box_dir, sock, 1));
     // Queued in the backlog; virtiofsd accepts it. The path goes at once.
     auto conn = proto::UnixTransport(box_dir, sock).connect();
     ::unlink((box_dir + "/" + sock).c_str());
     if (!conn) return std::unexpected(conn.error().wrap("virtiofsd socket for " + m.source));
     VirtiofsVolume v;
-    v.tag = "cubby" + std::to_string(i);
+    v.tag = tag;
     v.qemu_end = std::move(*conn);
     SpawnSpec s;
     // fd 3: the listening socket; fd 4: the source tree. "/." makes
@@ -79,9 +75,8 @@ Result<std::vector<VirtiofsVolume>> start_virtiofs(const std::string& box_dir, c
     s.new_session = true;
     s.no_new_privs = true;
     v.daemon = CUBBY_TRY(spawn(s));
-    out.push_back(std::move(v));
+    return v;
   }
-  return out;
 }
 
 }  // namespace cubby::shim

@@ -34,11 +34,11 @@ struct VirtiofsVolume {
   UniqueFd qemu_end;    // the connected vhost-user socket, for QEMU's chardev
 };
 
-// Starts the daemons for `mounts` (volume i gets tag "cubby<i>"), their
-// stderr to `log_fd`. Fails with the volume named if a source is gone or
-// is not a directory (virtio-fs shares directories), or virtiofsd is missing.
-Result<std::vector<VirtiofsVolume>> start_virtiofs(const std::string& box_dir, const std::vector<Mount>& mounts,
-                                                   int log_fd);
+// Starts the daemon for `m` (its target is the guest's business) with the
+// mount tag `tag`, its stderr to `log_fd`. Fails with the source named if it
+// is gone or is not a directory (virtio-fs shares directories), or
+// virtiofsd is missing.
+Result<VirtiofsVolume> start_virtiofs(const std::string& box_dir, const Mount& m, const std::string& tag, int log_fd);
 
 // Where Debian's qemu-system-common puts virtiofsd (CUBBY_VIRTIOFSD overrides).
 std::string virtiofsd_path();
