@@ -10,8 +10,11 @@ OUT=${1:?usage: fetch-guest-kernel.sh OUT_DIR}
 # The modules, dependencies first (resolved once from modules.dep; see
 # ../shared/notes/qemu-on-this-machine.md).
 MODS="virtio_ring virtio virtio_mmio virtio_console virtio_blk overlay failover net_failover virtio_net virtio_balloon"
-[ -f "$OUT/kernel.txt" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/modules.order" ] &&
-  [ "$(cat "$OUT/modules.order")" = "$(printf '%s.ko\n' $MODS)" ] && { touch "$OUT/kernel.txt"; exit 0; }
+# Loaded by the guest only when the box has -v volumes (modules.fs): virtio-fs.
+FS_MODS="fuse virtiofs"
+[ -f "$OUT/kernel.txt" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/modules.order" ] && [ -f "$OUT/modules.fs" ] &&
+  [ "$(cat "$OUT/modules.order")" = "$(printf '%s.ko\n' $MODS)" ] &&
+  [ "$(cat "$OUT/modules.fs")" = "$(printf '%s.ko\n' $FS_MODS)" ] && { touch "$OUT/kernel.txt"; exit 0; }
 KVER=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: linux-image-\(.*-cloud-amd64\)$/\1/p' | head -1)
 # Without the kernel the build still succeeds: only --isolation vm (and its
 # tests, which then skip) needs it.
@@ -25,11 +28,12 @@ dpkg-deb -x "$DEB" "$TMP/k"
 mkdir -p "$OUT/modules"
 cp "$TMP/k/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
 : > "$OUT/modules.order.tmp"
-for m in $MODS; do
+: > "$OUT/modules.fs.tmp"
+for m in $MODS $FS_MODS; do
   f=$(find "$TMP/k/lib/modules/$KVER" -name "$m.ko" | head -1)
   [ -n "$f" ] || { echo "module $m not found in $KVER" >&2; exit 1; }
   cp "$f" "$OUT/modules/$m.ko"
-  echo "$m.ko" >> "$OUT/modules.order.tmp"
+  case " $FS_MODS " in *" $m "*) echo "$m.ko" >> "$OUT/modules.fs.tmp" ;; *) echo "$m.ko" >> "$OUT/modules.order.tmp" ;; esac
 done
 {
   echo "package linux-image-$KVER"
@@ -40,4 +44,5 @@ done
 } > "$OUT/kernel.txt.tmp"
 mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 mv "$OUT/modules.order.tmp" "$OUT/modules.order"
+mv "$OUT/modules.fs.tmp" "$OUT/modules.fs"
 mv "$OUT/kernel.txt.tmp" "$OUT/kernel.txt"

@@ -4,7 +4,8 @@
 // loads the virtio modules with finit_module (no kmod in the guest), opens
 // the virtio-serial port named "cubby" once, reads its config from the
 // control channel, mounts the image disk (ext4 labelled cubby-image,
-// read-only) under an overlay whose upper is the box's disk (cubby-rw), and forks the ordinary agent Server into it (a
+// read-only) under an overlay whose upper is the box's disk (cubby-rw), mounts
+// the -v volumes' virtio-fs tags, and forks the ordinary agent Server into it (a
 // child subreaper, in its own mount namespace, switch_root'ed). The Server
 // listens on an abstract Unix socket; PID 1 is the guest half of the
 // multiplexer: a frame on an unknown channel opens a new local session, a
@@ -95,8 +96,8 @@ auto wait_for_device(F probe, std::chrono::milliseconds backstop) -> decltype(pr
   }
 }
 
-void load_modules() {
-  std::ifstream order("/modules.order");
+void load_modules(const char* list = "/modules.order") {
+  std::ifstream order(list);
   std::string m;
   while (std::getline(order, m)) {
     if (m.empty()) continue;
@@ -187,6 +188,30 @@ bool configure_eth0() {
   ::inet_pton(AF_INET, "10.0.2.2", &gw->sin_addr);
   rt.rt_flags = RTF_UP | RTF_GATEWAY;
   return ::ioctl(s.get(), SIOCADDRT, &rt) == 0;
+}
+
+// -v volumes: each is a virtio-fs tag the shim's virtiofsd serves, mounted
+// here (in PID 1's namespace) and bound onto its box path by the Server's
+// rootfs set-up like a sandbox volume (resolved inside the rootfs, :ro
+// remounted read-only; virtiofsd's source is read-only on the host too).
+bool mount_volumes_from(const Json& cfg, RootfsPlan& plan) {
+  const auto& vols = cfg.value("volumes", Json::array());
+  if (vols.empty()) return true;
+  load_modules("/modules.fs");  // fuse, virtiofs: only boxes with volumes load them
+  ::mkdir("/volumes", 0755);
+  for (size_t i = 0; i < vols.size(); ++i) {
+    const std::string tag = vols[i].at("tag").get<std::string>();
+    const bool ro = vols[i].value("read_only", false);
+    const std::string at = "/volumes/" + std::to_string(i);
+    ::mkdir(at.c_str(), 0755);
+    if (::mount(tag.c_str(), at.c_str(), "virtiofs", (ro ? MS_RDONLY : 0) | MS_NODEV, nullptr) < 0) {
+      LOG_ERROR("mount virtio-fs {} for volume {}: {}", tag, vols[i].at("target").get<std::string>(),
+                std::strerror(errno));
+      return false;
+    }
+    plan.volumes.push_back({at, vols[i].at("target").get<std::string>(), ro, UniqueFd()});
+  }
+  return true;
 }
 
 sockaddr_un session_addr(socklen_t& len) {
@@ -303,6 +328,7 @@ void run_vm_init() {
   RootfsPlan plan;
   try {
     read_common_config(cfg, opts, plan);
+    if (!mount_volumes_from(cfg, plan)) power_off(125);
   } catch (const std::exception& e) {
     LOG_ERROR("bad config: {}", e.what());
     power_off(125);
@@ -313,8 +339,17 @@ void run_vm_init() {
   // shim attached none.
   ::mkdir("/lower", 0755);
   ::mkdir("/run", 0755);
-  std::string image = find_disk("cubby-image", std::chrono::seconds(3));
-  if (image.empty() || ::mount(image.c_str(), "/lower", "ext4", MS_RDONLY, nullptr) < 0) {
+  // An OCI bundle's rootfs (cubby-runc) is a virtio-fs tag instead.
+  const std::string root_tag = cfg.value("root_tag", std::string());
+  if (!root_tag.empty()) {
+    load_modules("/modules.fs");
+    if (::mount(root_tag.c_str(), "/lower", "virtiofs", MS_RDONLY | MS_NODEV, nullptr) < 0) {
+      LOG_ERROR("mount the bundle's rootfs (virtio-fs {}): {}", root_tag, std::strerror(errno));
+      power_off(125);
+    }
+  }
+  std::string image = root_tag.empty() ? find_disk("cubby-image", std::chrono::seconds(3)) : "";
+  if (root_tag.empty() && (image.empty() || ::mount(image.c_str(), "/lower", "ext4", MS_RDONLY, nullptr) < 0)) {
     LOG_ERROR("mount the image disk ({}): {}", image.empty() ? "no disk labelled cubby-image" : image,
               std::strerror(errno));
     power_off(125);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -167,7 +168,15 @@ Result<BoxOptions> box_options(const Spec& s) {
   CreateOptions& o = out.create;
   o.rootfs = s.root.path;
   o.fs.read_only = s.root.readonly;
+  // The backend per container: the annotation, else the runtime's
+  // CUBBY_RUNC_ISOLATION (a RuntimeClass's handler can set it in its
+  // options' environment), else the sandbox.
   o.isolation = "sandbox";
+  if (const char* e = std::getenv("CUBBY_RUNC_ISOLATION"); e && *e) o.isolation = e;
+  if (auto it = s.annotations.find("io.cubby.isolation"); it != s.annotations.end() && it->is_string())
+    o.isolation = it->get<std::string>();
+  if (o.isolation != "sandbox" && o.isolation != "vm")
+    return fail(refused("annotations.io.cubby.isolation", "\"" + o.isolation + "\" (want sandbox or vm)"));
   o.network = "none";
   // Box root is a range of host ids of its own (--userns auto, as root):
   // what a container's root reaches on the host it reaches as a stranger.
@@ -177,7 +186,7 @@ Result<BoxOptions> box_options(const Spec& s) {
   // a box keeps the host's ids, as runc without a user namespace does. Said
   // in the log; the box's capabilities, seccomp filter and namespaces stay.
   struct statfs sf;
-  if (::statfs(o.rootfs.c_str(), &sf) == 0 && sf.f_type == OVERLAYFS_SUPER_MAGIC) {
+  if (o.isolation == "sandbox" && ::statfs(o.rootfs.c_str(), &sf) == 0 && sf.f_type == OVERLAYFS_SUPER_MAGIC) {
     o.userns = "host";
     out.warnings.push_back("root.path is an overlayfs mount, which cannot be idmapped: the box's ids are the host's "
                            "(its root is host root with Docker's capability set, as under runc), not a range of its own");

@@ -464,7 +464,7 @@ int cmd_features() {
               {"seccomp", {{"enabled", false}}},
               {"apparmor", {{"enabled", false}}},
               {"selinux", {{"enabled", false}}}}},
-            {"annotations", {{"io.cubby.isolation", "sandbox"}}}};
+            {"annotations", {{"io.cubby.isolation", "sandbox|vm"}}}};
   std::cout << f.dump(2) << "\n";
   return 0;
 }

@@ -36,6 +36,7 @@ struct BoxSpec {
   bool interactive = false;       // -i
   bool tty = false;               // -t
   std::vector<std::string> layers;  // unpacked layer dirs, lowest first
+  bool rootfs_dir = false;          // layers[0] is a given directory (an OCI bundle's rootfs), not the store's
   std::vector<PortMapping> ports;   // -p, host ports fixed at create
   std::vector<Mount> mounts;        // -v, host paths canonical at create
   // --allow-net / --deny-net (net/bridge.h's rules, normalized at create).
@@ -66,6 +67,7 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
        {"tty", s.tty}, {"layers", s.layers}, {"ports", s.ports}, {"mounts", s.mounts}, {"userns", s.userns},
        {"log_max_size", s.log_max_size}, {"log_max_files", s.log_max_files}};
   if (s.ids) j["ids"] = *s.ids;
+  if (s.rootfs_dir) j["rootfs_dir"] = true;
   if (!s.labels.empty()) j["labels"] = s.labels;
   if (s.restart != "no") {
     j["restart"] = s.restart;
@@ -104,6 +106,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.restart = j.value("restart", std::string("no"));
   s.restart_max = j.value("restart_max", 0);
   if (j.contains("ids")) s.ids = j["ids"].get<IdRange>();
+  s.rootfs_dir = j.value("rootfs_dir", false);
   s.allow_net = j.value("allow_net", std::vector<std::string>{});
   s.deny_net = j.value("deny_net", std::vector<std::string>{});
   s.extra_hosts = j.value("extra_hosts", std::vector<std::string>{});

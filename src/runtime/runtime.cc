@@ -312,10 +312,16 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   std::optional<IdPool> id_pool;
   if (userns == "auto" && isolation == "sandbox" && ::geteuid() == 0) id_pool = CUBBY_TRY(load_id_pool());
   auto mounts = CUBBY_TRY(parse_volumes(o.volumes));
-  // virtiofs needs a virtiofsd per box and a modern virtio transport; until
-  // the vm backend has both, refuse here rather than boot a box without them.
-  if (!mounts.empty() && isolation == "vm")
-    return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+  // The vm backend's volumes are virtio-fs (shim/virtiofs.h): directories
+  // only, served by a virtiofsd that must run as root.
+  if (!mounts.empty() && isolation == "vm") {
+    if (::geteuid() != 0)
+      return fail(Error::invalid("-v on the vm backend needs root (its virtiofsd runs as root; use --isolation sandbox)"));
+    for (const auto& m : mounts)
+      if (!std::filesystem::is_directory(m.source))
+        return fail(Error::invalid("-v " + to_string(m) +
+                                   ": the vm backend shares directories only (virtio-fs); bind the file's directory"));
+  }
   // --isolation vm never falls back (SPEC §1): where KVM cannot boot the
   // guest and TCG was not asked for, refuse before anything is created.
   if (isolation == "vm")
@@ -453,6 +459,7 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   // missing: an error here) or after the record names them (kept).
   CUBBY_TRYV(images_.with_read_lock([&]() -> Result<void> {
     spec.layers = o.rootfs.empty() ? CUBBY_TRY(images_.layer_dirs(img)) : std::vector<std::string>{o.rootfs};
+    spec.rootfs_dir = !o.rootfs.empty();
     b.config = spec;
     // The shim gets the spec in one control frame (see ShimConfig); the
     // rest of it (paths of its own) is far below this margin.

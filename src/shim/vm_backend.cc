@@ -9,7 +9,10 @@
 //
 // Root filesystem: a cached read-only ext4 of the image's flattened layers
 // plus a per-box writable ext4 (shim/vm_disk.h), both virtio-blk, found in
-// the guest by label and joined there by overlayfs.
+// the guest by label and joined there by overlayfs. `-v` volumes are
+// virtio-fs (shim/virtiofs.h): a virtiofsd per volume, guest RAM a shared
+// memfd (vhost-user maps it), modern virtio-mmio (libvhost-user refuses
+// legacy devices).
 //
 // QEMU parses everything the guest sends, so it runs confined: a uid and gid
 // of its own with no capabilities and no_new_privs, QEMU's seccomp sandbox,
@@ -45,6 +48,7 @@
 #include "shim/box_log.h"
 #include "net/names.h"
 #include "shim/network.h"
+#include "shim/virtiofs.h"
 #include "shim/vm_disk.h"
 
 namespace cubby::shim {
@@ -65,6 +69,11 @@ constexpr uid_t kVmmIdBase = 0x70000000;
 // slirp4netns uplink on this port plus i (unprivileged: QEMU has no
 // CAP_NET_BIND_SERVICE) and QEMU's hostfwd takes it on to the guest.
 constexpr uint16_t kUplinkPortBase = 10000;
+
+// microvm's virtio-mmio slots (24) less the five the box always may use.
+constexpr size_t kMaxVolumes = 16;
+// The virtio-fs tag of an OCI bundle's rootfs.
+constexpr const char* kRootTag = "cubby-root";
 
 // QEMU's seccomp filter: its default deny list plus no obsolete syscalls, no
 // set*id, no fork/exec and no scheduler or priority changes.
@@ -384,6 +393,9 @@ class VmInstance : public BoxInstance {
       mux_->join(true);
       mux_.reset();
     }
+    // After QEMU: each virtiofsd has seen its connection close and is
+    // exiting; the handles reap (or kill) them.
+    volumes_.clear();
     if (log_) log_->finish();
     net_.reset();
     ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
@@ -393,6 +405,7 @@ class VmInstance : public BoxInstance {
   std::string box_dir_;
   ChildProcess qemu_;
   std::unique_ptr<Network> net_;  // --network default: the uplink of QEMU's namespace
+  std::vector<VirtiofsVolume> volumes_;  // -v: their virtiofsd
   UniqueFd diag_;
   bool reaped_ = false;
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
@@ -406,9 +419,9 @@ class VmBackend : public Backend {
  public:
   Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override {
     const BoxSpec& spec = cfg.spec;
-    // create() refuses these already; a record from elsewhere must not boot without its volumes.
-    if (!spec.mounts.empty())
-      return fail(Error::invalid("-v: volumes are not supported on the vm backend yet (use --isolation sandbox)"));
+    // Each volume is a virtio-mmio device too; microvm has 24 slots, 5 taken.
+    if (spec.mounts.size() > kMaxVolumes)
+      return fail(Error::invalid("--isolation vm takes at most " + std::to_string(kMaxVolumes) + " -v volumes"));
     if (spec.network == "bridge")
       return fail(Error::invalid("--network bridge is not supported on the vm backend yet (use --network default)"));
     std::string accel = CUBBY_TRY(hypervisor::choose_accel(hypervisor::probe(cfg.home), getenv("CUBBY_VM_ACCEL")));
@@ -420,7 +433,9 @@ class VmBackend : public Backend {
     for (auto& f : {kernel, initrd})
       if (::access(f.c_str(), R_OK) != 0)
         return fail(Error::invalid("vm guest asset " + f + " is missing (build the cubby-vm-assets target)"));
-    std::string disk = CUBBY_TRY(image_disk(cfg.home, spec.layers));
+    // An OCI bundle's rootfs (cubby-runc) is shared, not flattened: a disk
+    // cached by its path would go stale when the directory changes.
+    std::string disk = spec.rootfs_dir ? "" : CUBBY_TRY(image_disk(cfg.home, spec.layers));
     std::string rw = CUBBY_TRY(box_disk(cfg.box_dir));
     // QEMU's fds 4-8 (see s.fds). A disk is an fd set (-add-fd: QEMU dups
     // an fd of the set whose access mode matches, never reopens the file;
@@ -428,7 +443,8 @@ class VmBackend : public Backend {
     // set also holds a read-only fd, which QEMU asks for as well. Kernel
     // and initramfs go by /proc/self/fd, which needs only the files' own
     // read bits, not every directory above them.
-    auto disk_fd = CUBBY_TRY(open_for_qemu(disk, O_RDONLY));
+    UniqueFd disk_fd;
+    if (!disk.empty()) disk_fd = CUBBY_TRY(open_for_qemu(disk, O_RDONLY));
     auto rw_fd = CUBBY_TRY(open_for_qemu(rw, O_RDWR));
     auto rw_ro_fd = CUBBY_TRY(open_for_qemu(rw, O_RDONLY));
     auto kernel_fd = CUBBY_TRY(open_for_qemu(kernel, O_RDONLY));
@@ -454,22 +470,30 @@ class VmBackend : public Backend {
     // boot-time code an idle box never runs again: 32 MiB measured no slower
     // to boot here and keeps ~25 MiB less resident per box.
     std::string accel_opt = accel == "tcg" ? "tcg,tb-size=32" : accel;
-    s.argv = {qemu, "-M", "microvm", "-accel", accel_opt};
+    const bool shared_ram = !spec.mounts.empty() || spec.rootfs_dir;
+    // vhost-user (virtiofsd) maps the guest's RAM, so it must be a shared
+    // memfd; only boxes with volumes pay for it.
+    s.argv = {qemu, "-M", shared_ram ? "microvm,memory-backend=mem" : "microvm", "-accel", accel_opt};
+    if (shared_ram)
+      s.argv.insert(s.argv.end(), {"-object", "memory-backend-memfd,id=mem,share=on,size=" + std::to_string(mem_mib) + "M",
+                                   "-global", "virtio-mmio.force-legacy=false"});
     if (accel == "kvm") s.argv.insert(s.argv.end(), {"-cpu", "host"});
     s.argv.insert(s.argv.end(),
                   {"-m", std::to_string(mem_mib), "-smp", std::to_string(cpus), "-nodefaults", "-no-user-config",
                    "-no-reboot", "-nographic", "-sandbox", kQemuSandbox, "-kernel", "/proc/self/fd/6", "-initrd",
                    "/proc/self/fd/7", "-append", append, "-chardev", "socket,id=c0,fd=3", "-device",
                    "virtio-serial-device", "-device", std::string("virtserialport,chardev=c0,name=") + mux::kPortName,
-                   "-serial", "stdio", "-add-fd", "fd=4,set=1,opaque=" + qemu_opt_value(disk), "-drive",
-                   "id=d0,file=/dev/fdset/1,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=d0",
-                   "-add-fd", "fd=5,set=2,opaque=" + qemu_opt_value(rw), "-add-fd",
+                   "-serial", "stdio", "-add-fd", "fd=5,set=2,opaque=" + qemu_opt_value(rw), "-add-fd",
                    "fd=8,set=2,opaque=" + qemu_opt_value(rw), "-drive",
                    "id=d1,file=/dev/fdset/2,format=raw,if=none,discard=unmap", "-device", "virtio-blk-device,drive=d1",
                    // Free page reporting: the guest hands pages it frees back
                    // to QEMU, which discards them, so an idle box's RSS is what
                    // the guest uses rather than everything it ever touched.
                    "-device", "virtio-balloon-device,free-page-reporting=on"});
+    if (!disk.empty())
+      s.argv.insert(s.argv.end(), {"-add-fd", "fd=4,set=1,opaque=" + qemu_opt_value(disk), "-drive",
+                                   "id=d0,file=/dev/fdset/1,format=raw,if=none,readonly=on", "-device",
+                                   "virtio-blk-device,drive=d0"});
     // --network default: QEMU's user networking (slirp) in QEMU's own
     // network namespace. slirp maps the guest's 10.0.2.2 to 127.0.0.1, and
     // there that is the namespace's empty loopback, never the host's (QEMU
@@ -495,6 +519,24 @@ class VmBackend : public Backend {
     }
     s.fds = {-1,          diag_w.get(),     diag_w.get(),        vm_end.get(), disk_fd.get(),
              rw_fd.get(), kernel_fd.get(), initrd_fd.get(), rw_ro_fd.get()};
+    // -v, and a bundle's rootfs (read-only: the overlay's lower, as the
+    // sandbox uses it): QEMU's fds 9.. are the vhost-user sockets of their
+    // virtiofsd.
+    Json guest_volumes = Json::array();
+    auto share = [&](const Mount& m, const std::string& tag) -> Result<void> {
+      inst->volumes_.push_back(CUBBY_TRY(start_virtiofs(cfg.box_dir, m, tag, STDERR_FILENO)));
+      std::string id = "vfs" + std::to_string(inst->volumes_.size() - 1);
+      s.argv.insert(s.argv.end(), {"-chardev", "socket,id=" + id + ",fd=" + std::to_string(s.fds.size()), "-device",
+                                   "vhost-user-fs-device,chardev=" + id + ",tag=" + tag});
+      s.fds.push_back(inst->volumes_.back().qemu_end.get());
+      return {};
+    };
+    if (spec.rootfs_dir) CUBBY_TRYV(share(Mount{spec.layers.at(0), "/", true}, kRootTag));
+    for (size_t i = 0; i < spec.mounts.size(); ++i) {
+      const std::string tag = "cubby" + std::to_string(i);
+      CUBBY_TRYV(share(spec.mounts[i], tag));
+      guest_volumes.push_back({{"tag", tag}, {"target", spec.mounts[i].target}, {"read_only", spec.mounts[i].read_only}});
+    }
     s.die_with_parent = true;
     s.new_session = true;
     s.new_netns = true;  // also with --network none: QEMU never needs the host's network
@@ -507,6 +549,7 @@ class VmBackend : public Backend {
     s.no_new_privs = true;
     inst->qemu_ = CUBBY_TRY(spawn(s));
     vm_end.reset();
+    for (auto& v : inst->volumes_) v.qemu_end.reset();  // QEMU's alone: its exit closes virtiofsd's connection
     diag_w.reset();
     if (spec.network == "default") {
       // QEMU's namespaces are held from here on, so the helper never fails
@@ -536,6 +579,8 @@ class VmBackend : public Backend {
     if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
+    if (!guest_volumes.empty()) agent_cfg["volumes"] = guest_volumes;
+    if (spec.rootfs_dir) agent_cfg["root_tag"] = kRootTag;
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();

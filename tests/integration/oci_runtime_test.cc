@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -647,6 +648,53 @@ TEST_F(OciContainerd, CtrRunDrivesItThroughContainerdsShim) {
   EXPECT_EQ(ctr({"task", "rm", "-f", "t2"}), 0) << last_;
   EXPECT_NE(last_.find("exit code 137"), std::string::npos) << last_;
   EXPECT_EQ(ctr({"container", "rm", "t2"}), 0) << last_;
+}
+
+// The vm row: the annotation io.cubby.isolation=vm puts the container in a
+// micro-VM of its own (TCG here), the bundle's rootfs shared read-only by
+// virtio-fs as the overlay's lower. run's exit code, -d + task exec, kill;
+// then a kill -9 of QEMU under `ctr run -d`: containerd sees the exit, task
+// rm and container rm clean up, no virtiofsd or QEMU is left.
+TEST_F(OciContainerd, CtrRunsAContainerInAVmByAnnotation) {
+  if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0 ||
+      ::access("/usr/lib/qemu/virtiofsd", X_OK) != 0)
+    GTEST_SKIP() << "no vm guest assets or virtiofsd";
+  write_honourable({"sh", "-c", "echo hello-from-$(uname -r); exit 3"});
+  json cfg = json::parse(read_file(bundle_ + "/config.json").value());
+  cfg["root"]["path"] = bundle_ + "/rootfs";
+  cfg["annotations"]["io.cubby.isolation"] = "vm";
+  ASSERT_TRUE(write_file(d_ + "/spec.json", cfg.dump()));
+  const std::string runc_bin = bin_dir() + "/cubby-runc";
+  EXPECT_EQ(ctr({"run", "--rm", "--runc-binary", runc_bin, "--config", d_ + "/spec.json", "v1"}), 3) << last_;
+  EXPECT_NE(last_.find("hello-from-"), std::string::npos) << last_;
+  EXPECT_NE(last_.find("cloud-amd64"), std::string::npos) << "not the guest kernel: " << last_;
+  cfg["process"]["args"] = {"sleep", "1000000"};
+  ASSERT_TRUE(write_file(d_ + "/spec.json", cfg.dump()));
+  EXPECT_EQ(ctr({"run", "-d", "--runc-binary", runc_bin, "--config", d_ + "/spec.json", "v2"}), 0) << last_;
+  EXPECT_EQ(ctr({"task", "exec", "--exec-id", "e1", "v2", "sh", "-c", "echo exec-ok; exit 5"}), 5) << last_;
+  EXPECT_EQ(last_, "exec-ok\n");
+  EXPECT_EQ(ctr({"task", "kill", "-s", "SIGKILL", "v2"}), 0) << last_;
+  EXPECT_EQ(ctr({"task", "rm", "-f", "v2"}), 0) << last_;
+  EXPECT_NE(last_.find("exit code 137"), std::string::npos) << last_;
+  EXPECT_EQ(ctr({"container", "rm", "v2"}), 0) << last_;
+  // kill -9 of the VMM.
+  EXPECT_EQ(ctr({"run", "-d", "--runc-binary", runc_bin, "--config", d_ + "/spec.json", "v3"}), 0) << last_;
+  // This container's QEMU: its command line names its box's disk under cubby-runc's --root.
+  std::vector<pid_t> mine;
+  for (pid_t p : processes_mentioning(runc_root_ + "/.cubby/boxes/"))
+    if (auto a = process_argv(p); a && !a->empty() && a->at(0).find("qemu-system") != std::string::npos)
+      mine.push_back(p);
+  ASSERT_EQ(mine.size(), 1u);
+  ASSERT_EQ(::kill(mine.back(), SIGKILL), 0);
+  // task rm without -f: containerd must have seen the exit by itself.
+  // task rm -f waits for the exit containerd saw: the VM's death is the box's
+  // 137 (a SIGKILL the shim did not send is a cubby error, 125, if QEMU died first).
+  EXPECT_EQ(ctr({"task", "rm", "-f", "v3"}), 0) << last_;
+  EXPECT_EQ(ctr({"container", "rm", "v3"}), 0) << last_;
+  for (pid_t p : processes_mentioning("/usr/lib/qemu/virtiofsd")) {
+    UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, p, 0)));
+    if (fd) EXPECT_TRUE(sys::wait_readable(fd.get(), std::chrono::seconds(10)).value_or(false)) << "virtiofsd " << p << " left";
+  }
 }
 
 // An image imported into containerd, run with ctr's own default spec (no
