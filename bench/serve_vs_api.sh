@@ -1,7 +1,8 @@
 #!/bin/bash
 # Exec round trip of `true` into one running box, side by side in one run:
 #   api    in-process Runtime::exec (bench/exec_api_bench, Google Benchmark)
-#   sdk    the Python SDK (cubby.Client) over the home's Unix socket, in one process
+#   sdk    the Python SDK's sync cubby.Client over the home's Unix socket, in one process
+#   async  the Python SDK's cubby.aio.AsyncClient likewise (httpx on asyncio)
 #   curl   one `curl --unix-socket` process per call (POST /v1/boxes/ID/exec)
 #   cli    one `cubby exec BOX true` process per call
 # and the server's memory: VmRSS of `cubby serve` with 100 idle boxes.
@@ -63,6 +64,24 @@ print(statistics.median(times))
 EOF
 )
 
+async_ms=$(PYTHONPATH=$REPO/sdk/python "$PY" - "$SOCK" "$BOX" "$RUNS" <<'EOF'
+import asyncio, statistics, sys, time
+import cubby.aio
+sock, box, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+async def main():
+    async with cubby.aio.AsyncClient(f"unix://{sock}") as c:
+        b = await c.get(box)
+        for _ in range(10):
+            await b.exec("true")
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter(); r = await b.exec("true"); times.append((time.perf_counter() - t) * 1000)
+            assert r.exit_code == 0
+        return statistics.median(times)
+print(asyncio.run(main()))
+EOF
+)
+
 curl_json=$TMP/curl.json
 hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$curl_json" \
   "curl -sf --unix-socket $SOCK -X POST -H Content-Type:application/json -d '{\"cmd\":[\"true\"]}' http://cubby/v1/boxes/$BOX/exec" \
@@ -85,11 +104,11 @@ with cubby.Client(f"unix://{sys.argv[1]}") as c:
 EOF
 rss_kib=$(awk '/^VmRSS/ {print $2}' /proc/"$SERVER_PID"/status)
 
-"$PY" - "$api_ms" "$sdk_ms" "$curl_ms" "$cli_ms" "$rss_kib" <<'EOF'
+"$PY" - "$api_ms" "$sdk_ms" "$async_ms" "$curl_ms" "$cli_ms" "$rss_kib" <<'EOF'
 import sys
-api, sdk, curl, cli, rss = map(float, sys.argv[1:])
+api, sdk, async_, curl, cli, rss = map(float, sys.argv[1:])
 print(f"{'path':<8}{'median ms':>10}{'x api':>8}")
-for name, v in (("api", api), ("sdk", sdk), ("curl", curl), ("cli", cli)):
+for name, v in (("api", api), ("sdk", sdk), ("async", async_), ("curl", curl), ("cli", cli)):
     print(f"{name:<8}{v:>10.2f}{v / api:>8.2f}")
 print(f"sdk/api = {sdk / api:.2f} (target <= 1.5)")
 print(f"server RSS with 100 idle boxes = {rss / 1024:.1f} MiB (target <= 20)")

@@ -21,11 +21,12 @@ ErrorKind kind_from(const std::string& k) {
   return ErrorKind::kInternal;
 }
 
-Result<json> run_fetch(const std::string& bin_dir, const std::vector<std::string>& args, const std::string& input) {
+Result<json> run_fetch(const std::string& bin_dir, const std::vector<std::string>& args, const std::string& input,
+                       int extra_fd = -1) {
   std::string helper = bin_dir + "/cubby-fetch";
   std::vector<std::string> argv = {helper};
   argv.insert(argv.end(), args.begin(), args.end());
-  HelperOutput r = CUBBY_TRY(run_helper(argv, input, /*merge_stderr=*/false));
+  HelperOutput r = CUBBY_TRY(run_helper(argv, input, /*merge_stderr=*/false, extra_fd));
   const ExitStatus& st = r.status;
   json j = json::parse(r.out, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
@@ -41,11 +42,12 @@ Result<json> run_fetch(const std::string& bin_dir, const std::vector<std::string
 }  // namespace
 
 Result<PulledImage> fetch_image(const std::string& store_root, const std::string& bin_dir, const std::string& home,
-                                const std::string& ref, const std::string& platform) {
+                                const std::string& ref, const std::string& platform, int progress_fd) {
   std::vector<std::string> args = {"pull", "--home", home, "--store", store_root};
   if (!platform.empty()) args.insert(args.end(), {"--platform", platform});
+  if (progress_fd >= 0) args.insert(args.end(), {"--progress-fd", "3"});
   args.push_back(ref);
-  json j = CUBBY_TRY(run_fetch(bin_dir, args, ""));
+  json j = CUBBY_TRY(run_fetch(bin_dir, args, "", progress_fd));
   auto field = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : ""; };
   PulledImage out{field("ref"), field("id"), field("digest")};
   if (out.ref.empty() || out.id.empty() || out.digest.empty())
@@ -54,8 +56,8 @@ Result<PulledImage> fetch_image(const std::string& store_root, const std::string
 }
 
 Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
-                             const std::string& ref, const std::string& platform) {
-  PulledImage pulled = CUBBY_TRY(fetch_image(store.root(), bin_dir, home, ref, platform));
+                             const std::string& ref, const std::string& platform, int progress_fd) {
+  PulledImage pulled = CUBBY_TRY(fetch_image(store.root(), bin_dir, home, ref, platform, progress_fd));
   return store.resolve(pulled.ref);
 }
 

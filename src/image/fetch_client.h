@@ -18,11 +18,12 @@ struct PulledImage {
   std::string ref, id, digest;
 };
 // Pulls into store_root (home: CUBBY_HOME, for config.json and certs.d).
+// progress_fd (>= 0) gets PullOptions::progress_fd's JSON lines.
 Result<PulledImage> fetch_image(const std::string& store_root, const std::string& bin_dir, const std::string& home,
-                                const std::string& ref, const std::string& platform = "");
+                                const std::string& ref, const std::string& platform = "", int progress_fd = -1);
 // fetch_image, then the image as the store has it.
 Result<ImageInfo> pull_image(ImageStore& store, const std::string& bin_dir, const std::string& home,
-                             const std::string& ref, const std::string& platform = "");
+                             const std::string& ref, const std::string& platform = "", int progress_fd = -1);
 // Checks the credentials with the registry (the caller then saves them).
 Result<void> login_check(const std::string& bin_dir, const std::string& home, const std::string& domain,
                          const std::string& username, const std::string& password);

@@ -3,9 +3,10 @@
 // the static cubby binary. Answers with exactly one JSON line on stdout:
 // {"ref":..,"id":..,"digest":..} or {"error":"...","kind":"..."}.
 //
-//   cubby-fetch pull --home HOME --store STORE [--platform P] REF
+//   cubby-fetch pull --home HOME --store STORE [--platform P] [--progress-fd 3] REF
 //   cubby-fetch login --home HOME --username USER DOMAIN   (password on stdin)
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -73,7 +74,7 @@ int main(int argc, char** argv) {
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) return answer_error(Error::internal("curl_global_init failed"));
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return answer_error(Error::invalid("usage: cubby-fetch pull|login ..."));
-  std::string verb = args[0], home, store_root, platform, username;
+  std::string verb = args[0], home, store_root, platform, username, progress_fd;
   std::vector<std::string> pos;
   for (size_t i = 1; i < args.size(); ++i) {
     auto val = [&](std::string& into) {
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
     else if (args[i] == "--store") ok = val(store_root);
     else if (args[i] == "--platform") ok = val(platform);
     else if (args[i] == "--username") ok = val(username);
+    else if (args[i] == "--progress-fd") ok = val(progress_fd);
     else pos.push_back(args[i]);
     if (!ok) return answer_error(Error::invalid(args[i] + " needs a value"));
   }
@@ -99,6 +101,11 @@ int main(int argc, char** argv) {
     o.home = home;
     o.platform = platform;
     o.progress = ::isatty(2) == 1;
+    if (!progress_fd.empty()) {
+      o.progress_fd = progress_fd == "3" ? 3 : -1;  // the one fd the caller passes (helper_process.h)
+      if (o.progress_fd < 0 || ::fcntl(o.progress_fd, F_GETFD) < 0)
+        return answer_error(Error::invalid("--progress-fd: want 3, an fd the caller passed"));
+    }
     auto img = image::pull(*store, pos[0], o);
     if (!img) return answer_error(img.error());
     std::cout << json{{"ref", img->ref}, {"id", "sha256:" + img->id}, {"digest", img->manifest_digest}}.dump()

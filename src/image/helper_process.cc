@@ -9,7 +9,7 @@
 namespace cubby::image {
 
 Result<HelperOutput> run_helper(const std::vector<std::string>& argv, const std::string& input,
-                                bool merge_stderr) {
+                                bool merge_stderr, int extra_fd) {
   auto [out_r, out_w] = CUBBY_TRY(sys::make_pipe());
   UniqueFd in_r, in_w;
   if (!input.empty()) {
@@ -20,6 +20,7 @@ Result<HelperOutput> run_helper(const std::vector<std::string>& argv, const std:
   SpawnSpec s;
   s.argv = argv;
   s.fds = {input.empty() ? -1 : in_r.get(), out_w.get(), merge_stderr ? out_w.get() : 2};
+  if (extra_fd >= 0) s.fds.push_back(extra_fd);
   s.die_with_parent = true;  // a helper never outlives the call that waits for it
   auto child = spawn(s);
   if (!child) return fail(child.error().wrap("run " + argv[0]));

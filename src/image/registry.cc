@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +37,16 @@
 
 namespace cubby::image {
 namespace {
+
+// PullOptions::progress_fd's line. Skipped unless the fd can take it now
+// (poll: a pipe with room for a line under PIPE_BUF takes it whole).
+void progress_line(int fd, uint64_t current, uint64_t total) {
+  if (fd < 0) return;
+  std::string line = "{\"status\":\"downloading\",\"current\":" + std::to_string(current) +
+                     ",\"total\":" + std::to_string(total) + "}\n";
+  pollfd pf{fd, POLLOUT, 0};
+  if (::poll(&pf, 1, 0) == 1 && (pf.revents & POLLOUT)) (void)!::write(fd, line.data(), line.size());
+}
 
 using json = nlohmann::json;
 
@@ -909,9 +920,11 @@ Result<ImageInfo> pull_once(ImageStore& store, const std::string& nref, const Re
         std::string line = "\r" + nref + ": " + human(done_bytes.load()) + " / " + human(total) + "   ";
         (void)!::write(2, line.data(), line.size());
       }
+      if (total > 0) progress_line(o.progress_fd, done_bytes.load(), total);
     }
   }
   for (auto& t : threads) t.join();
+  if (total > 0) progress_line(o.progress_fd, done_bytes.load(), total);  // the last word: where it ended
   if (o.progress && total > 0) (void)!::write(2, "\n", 1);
   {
     std::unique_lock<std::mutex> l(mu);

@@ -20,6 +20,11 @@ struct PullOptions {
   std::string home;      // CUBBY_HOME: config.json and certs.d
   std::string platform;  // "os/arch[/variant]"; empty: this host
   bool progress = false; // progress lines on stderr (a TTY)
+  // Machine-readable progress: one JSON line a tick,
+  // {"status":"downloading","current":BYTES,"total":BYTES}. A line is
+  // skipped when the fd cannot take it at once: a slow reader never stalls
+  // the pull. -1: none.
+  int progress_fd = -1;
   int parallel = 4;      // concurrent layer downloads
 };
 

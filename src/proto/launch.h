@@ -21,7 +21,7 @@ inline constexpr int kAgentFdCount = 8;
 // into the box's workload cgroup (sandbox::Cgroup::open_self_join: one per v1
 // hierarchy); the config's "workload_cgroup_fds" says how many (0: none).
 inline constexpr int kAgentWorkloadCgroupFd = kAgentFdCount;
-inline constexpr int kAgentMaxCgroupFds = 4;  // v1: memory, cpu, pids, freezer
+inline constexpr int kAgentMaxCgroupFds = 6;  // v1: memory, cpu, pids, freezer, cpuacct, blkio
 // After those, when the box has a pids limit: a read-only fd of the workload
 // leaf's pids.current, at the fd the config's "workload_pids_fd" names (with
 // the limit in "pids_max"). Moving a process into a cgroup is not held to

@@ -421,6 +421,7 @@ CgroupStats read_stats(const Cgroup& cg) {
   auto set = [](std::optional<int64_t>& into, std::optional<int64_t> v) {
     if (!into && v) into = v;
   };
+  std::string cpu_leaf;  // v1's cpu hierarchy, for the fallback below
   for (const auto& dir : cg.paths()) {
     std::string leaf = dir + "/" + leaf_name(Leaf::kWorkload);
     set(st.cpu_usage_ns, read_int(leaf + "/cpuacct.usage"));  // v1
@@ -434,32 +435,14 @@ CgroupStats read_stats(const Cgroup& cg) {
     }
     set(st.pids, read_int(leaf + "/pids.current"));
     set(st.pids_limit, read_int(leaf + "/pids.max"));
-    // v1 without cpuacct beside cpu (this host mounts it apart): the CPU
-    // time of the leaf's processes and of the children they reaped.
-    if (!st.cpu_usage_ns && detail::file_exists(leaf + "/cpu.shares")) {
-      if (auto procs = read_small(leaf + "/cgroup.procs")) {
-        int64_t ticks = 0;
-        bool any = false;
-        for (const char* p = procs->c_str(); *p;) {
-          char* end = nullptr;
-          long pid = std::strtol(p, &end, 10);
-          if (end == p) break;
-          p = *end ? end + 1 : end;
-          auto stat = read_small("/proc/" + std::to_string(pid) + "/stat");
-          if (!stat) continue;
-          auto rp = stat->rfind(')');
-          if (rp == std::string::npos) continue;
-          // Fields after ")": state(3) ... utime(14) stime(15) cutime(16) cstime(17).
-          const char* f = stat->c_str() + rp + 2;
-          for (int field = 3; field < 14 && *f; ++field) f = std::strchr(f, ' ') ? std::strchr(f, ' ') + 1 : "";
-          for (int k = 0; k < 4 && *f; ++k) {
-            ticks += std::strtoll(f, &end, 10);
-            f = *end ? end + 1 : end;
-          }
-          any = true;
-        }
-        if (any) st.cpu_usage_ns = ticks * (1000000000 / ::sysconf(_SC_CLK_TCK));
-      }
+    if (detail::file_exists(leaf + "/cpu.shares")) cpu_leaf = leaf;
+    // v1 blkio: "MAJ:MIN Read N" and "MAJ:MIN Write N" per device (and a Total).
+    if (auto t = read_small(leaf + "/blkio.throttle.io_service_bytes"); t && !st.io_read_bytes) {
+      int64_t r = 0, w = 0;
+      for (size_t p = t->find(" Read "); p != std::string::npos; p = t->find(" Read ", p + 1)) r += std::strtoll(t->c_str() + p + 6, nullptr, 10);
+      for (size_t p = t->find(" Write "); p != std::string::npos; p = t->find(" Write ", p + 1)) w += std::strtoll(t->c_str() + p + 7, nullptr, 10);
+      set(st.io_read_bytes, r);
+      set(st.io_write_bytes, w);
     }
     if (auto t = read_small(leaf + "/io.stat")) {  // v2: "MAJ:MIN rbytes=N wbytes=N ..." per device
       int64_t r = 0, w = 0;
@@ -467,6 +450,33 @@ CgroupStats read_stats(const Cgroup& cg) {
       for (size_t p = t->find("wbytes="); p != std::string::npos; p = t->find("wbytes=", p + 1)) w += std::strtoll(t->c_str() + p + 7, nullptr, 10);
       set(st.io_read_bytes, r);
       set(st.io_write_bytes, w);
+    }
+  }
+  // v1 without a cpuacct hierarchy: the CPU time of the leaf's processes
+  // and of the children they reaped (exited execs are not counted).
+  if (!st.cpu_usage_ns && !cpu_leaf.empty()) {
+    if (auto procs = read_small(cpu_leaf + "/cgroup.procs")) {
+      int64_t ticks = 0;
+      bool any = false;
+      for (const char* p = procs->c_str(); *p;) {
+        char* end = nullptr;
+        long pid = std::strtol(p, &end, 10);
+        if (end == p) break;
+        p = *end ? end + 1 : end;
+        auto stat = read_small("/proc/" + std::to_string(pid) + "/stat");
+        if (!stat) continue;
+        auto rp = stat->rfind(')');
+        if (rp == std::string::npos) continue;
+        // Fields after ")": state(3) ... utime(14) stime(15) cutime(16) cstime(17).
+        const char* f = stat->c_str() + rp + 2;
+        for (int field = 3; field < 14 && *f; ++field) f = std::strchr(f, ' ') ? std::strchr(f, ' ') + 1 : "";
+        for (int k = 0; k < 4 && *f; ++k) {
+          ticks += std::strtoll(f, &end, 10);
+          f = *end ? end + 1 : end;
+        }
+        any = true;
+      }
+      if (any) st.cpu_usage_ns = ticks * (1000000000 / ::sysconf(_SC_CLK_TCK));
     }
   }
   return st;

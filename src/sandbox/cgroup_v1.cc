@@ -1,10 +1,12 @@
 // cgroup v1: one directory per controller hierarchy,
-// <root>/<memory|cpu|pids>/cubby/<box_id>, each with the agent and workload
+// <root>/<memory|cpu|pids> (and freezer, cpuacct, blkio where mounted)/cubby/<box_id>, each with the agent and workload
 // leaves (cgroup.h).
 #include <sched.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 
 #include "sandbox/cgroup.h"
 #include "sandbox/cgroup_internal.h"
@@ -22,9 +24,23 @@ Result<void> v1_wait_empty(const std::string&, Clock::time_point) {
   return {};
 }
 
-// Not a limit: a box gets a freezer cgroup (for pause) where the hierarchy
-// is mounted, and none where it is not.
+// Not limits: a box gets a freezer cgroup (for pause) and cpuacct and blkio
+// cgroups (CPU time and I/O bytes for stats, where cpuacct is not mounted
+// with cpu) where those hierarchies are mounted, and none where they are not.
 constexpr const char* kFreezer = "freezer";
+constexpr const char* kOptional[] = {kFreezer, "cpuacct", "blkio"};
+
+// Whether root/ctrl is a hierarchy the box has a directory in already (a
+// co-mounted "cpu,cpuacct" appears under both names).
+bool same_hierarchy_as_one_of(const std::string& root, const std::string& ctrl, const std::vector<std::string>& used) {
+  char here[PATH_MAX];
+  if (!::realpath((root + "/" + ctrl).c_str(), here)) return false;
+  for (const auto& u : used) {
+    char there[PATH_MAX];
+    if (::realpath((root + "/" + u).c_str(), there) && std::string(here) == there) return true;
+  }
+  return false;
+}
 
 class CgroupV1 final : public Cgroup {
  public:
@@ -108,6 +124,7 @@ class CgroupV1 final : public Cgroup {
   }
 
   std::vector<std::string> paths() const override { return dirs_; }
+  const std::vector<std::string>& controllers() const { return ctrl_of_; }
 
  private:
   std::vector<std::string> dirs_, ctrl_of_;
@@ -173,8 +190,9 @@ Result<std::unique_ptr<Cgroup>> create_v1(const std::string& root, const std::st
   }
   if (cg->paths().empty())
     return fail(Error(ErrorKind::kSystem, "no cgroup v1 memory, cpu or pids hierarchy under " + root));
-  if (file_exists(root + "/" + kFreezer + "/cgroup.procs"))
-    if (auto r = make_box_dirs(kFreezer); !r) return rollback(r.error());
+  for (const char* ctrl : kOptional)
+    if (file_exists(root + "/" + ctrl + "/cgroup.procs") && !same_hierarchy_as_one_of(root, ctrl, cg->controllers()))
+      if (auto r = make_box_dirs(ctrl); !r) return rollback(r.error());
   if (auto r = apply_limits(root, box_id, writes); !r) return rollback(r.error());
   return std::unique_ptr<Cgroup>(std::move(cg));
 }
@@ -186,8 +204,10 @@ Result<std::unique_ptr<Cgroup>> open_v1(const std::string& root, const std::stri
     std::string dir = box_dir(root, ctrl, box_id);
     if (file_exists(dir)) cg->add_dir(ctrl, dir);
   }
-  if (!cg->paths().empty() && file_exists(box_dir(root, kFreezer, box_id)))
-    cg->add_dir(kFreezer, box_dir(root, kFreezer, box_id));
+  if (!cg->paths().empty())
+    for (const char* ctrl : kOptional)
+      if (file_exists(box_dir(root, ctrl, box_id)) && !same_hierarchy_as_one_of(root, ctrl, cg->controllers()))
+        cg->add_dir(ctrl, box_dir(root, ctrl, box_id));
   if (cg->paths().empty()) return std::unique_ptr<Cgroup>();
   return std::unique_ptr<Cgroup>(std::move(cg));
 }

@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace cubby::server {
 
@@ -51,6 +52,10 @@ struct Request {
   std::map<std::string, std::string> query;
   std::map<std::string, std::string> params;  // {ref}, {id} of the route
   std::string body;
+  // An upload route's body instead (Route::spool): an unlinked file at
+  // offset 0, body_size bytes.
+  UniqueFd body_file;
+  uint64_t body_size = 0;
   std::string request_id;
 
   const std::string& param(const std::string& name) const { return params.at(name); }

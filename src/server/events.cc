@@ -33,18 +33,24 @@ EventHub::~EventHub() {
 StreamReply EventHub::subscribe() {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) < 0) throw internal_error("pipe: " + std::string(strerror(errno)));
+  UniqueFd read_end(p[0]);
   ::fcntl(p[1], F_SETFL, O_NONBLOCK);
   auto outcome = std::make_shared<Outcome>();
   {
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     subs_.emplace_back(UniqueFd(p[1]), outcome);
     // Started at the first subscriber: a server nobody watches does no work.
     if (!started_) {
       started_ = true;
       thread_ = std::thread([this] { run(); });
     }
+    ready_cv_.wait(lk, [&] { return ready_; });
+    if (failed_) {
+      subs_.clear();
+      throw *failed_;
+    }
   }
-  return StreamReply{UniqueFd(p[0]), outcome, /*eager=*/true};
+  return StreamReply{std::move(read_end), outcome, /*eager=*/true};
 }
 
 void EventHub::publish(const json& ev) {
@@ -64,9 +70,9 @@ void EventHub::run() {
   auto rt = Runtime::open(opts_);
   if (!rt) {
     std::lock_guard lk(mu_);
-    for (auto& s : subs_) s.second->set(api_error(rt.error()));
-    subs_.clear();
-    started_ = false;
+    failed_ = api_error(rt.error());
+    ready_ = true;  // the waiting subscribers get the error
+    ready_cv_.notify_all();
     return;
   }
   UniqueFd in(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
@@ -115,6 +121,11 @@ void EventHub::run() {
             publish({{"time", now_rfc3339()}, {"type", "image"}, {"action", "removed"}, {"id", "sha256:" + k.substr(0, k.find(' '))}, {"name", ref}});
       }
       images = std::move(now);
+    }
+    if (first) {
+      std::lock_guard lk(mu_);
+      ready_ = true;
+      ready_cv_.notify_all();
     }
     first = false;
     pollfd p[2] = {{in.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};

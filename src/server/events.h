@@ -7,8 +7,10 @@
 // stalled client) is dropped, never waited for.
 #pragma once
 
+#include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +24,9 @@ class EventHub {
  public:
   explicit EventHub(Runtime::Options opts);
   ~EventHub();
+  // A new subscriber. Blocks (call it on a worker) until the hub has its
+  // first picture of the home, so every change made after this returns is
+  // an event the subscriber sees.
   StreamReply subscribe();
 
  private:
@@ -34,6 +39,9 @@ class EventHub {
   std::vector<std::pair<UniqueFd, std::shared_ptr<Outcome>>> subs_;
   std::thread thread_;
   bool started_ = false;
+  bool ready_ = false;  // the first picture is taken (or the hub failed)
+  std::optional<ApiError> failed_;  // it could not open the home: every subscriber gets this
+  std::condition_variable ready_cv_;
 };
 
 }  // namespace cubby::server

@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "TLS private key (PEM) for --listen");
   app.add_option("--idle-exit", o.idle_exit, "Exit after this many seconds with no connection and no request (0: never)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--io-timeout", o.io_timeout,
+                 "Seconds a request or reply under way may make no progress before the server gives up (408)")
+      ->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -83,6 +83,16 @@ Reply stream_from_worker(Server& srv, std::string content_type,
   return rep;
 }
 
+Result<UniqueFd> spool_file(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd) return fd;
+  std::string tmpl = dir + "/.spool-XXXXXX";  // no O_TMPFILE on this filesystem
+  fd = UniqueFd(::mkostemp(tmpl.data(), O_CLOEXEC));
+  if (!fd) return sys_fail("creating a spool file in " + dir);
+  ::unlink(tmpl.c_str());
+  return fd;
+}
+
 std::string box_path(const Request& req, const char* name) {
   auto p = req.q(name);
   if (!p || p->empty()) throw bad_request(std::string("query parameter ") + name + " is required");

@@ -16,8 +16,9 @@ using Handler = asio::awaitable<Reply> (*)(Server&, Request&);
 
 // Body limits: JSON bodies are small; uploads (files, trees, images) large.
 inline constexpr size_t kJsonLimit = 1 << 20;
-// Uploads are held in memory (then a memfd) while they arrive: bounded.
-inline constexpr size_t kUploadLimit = size_t{512} << 20;
+// Uploads are spooled to an unlinked file in the home as they arrive (disk,
+// not memory); the bound is a sanity limit, not a memory one.
+inline constexpr size_t kUploadLimit = size_t{64} << 30;
 
 struct Route {
   http::verb method;
@@ -25,6 +26,7 @@ struct Route {
   Handler handler;
   size_t body_limit = kJsonLimit;
   bool websocket = false;  // an upgrade (the attach route)
+  bool spool = false;      // an upload: the body goes to Request::body_file
 };
 
 void add_box_routes(std::vector<Route>& r);
@@ -45,6 +47,10 @@ const Route* match_route(http::verb method, const std::string& path, std::map<st
 // the envelope. Throws 429 when the pool is full.
 Reply stream_from_worker(Server& srv, std::string content_type,
                          UniqueFn<void(Runtime&, int write_fd)> f);
+
+// An unlinked file in `dir` (the server's home: disk, not memory) to hold
+// an upload or a download while it passes through.
+Result<UniqueFd> spool_file(const std::string& dir);
 
 // A box-side path from the query: absolute, no "..", no NUL (400 otherwise).
 std::string box_path(const Request& req, const char* name = "path");

@@ -162,15 +162,37 @@ asio::awaitable<Reply> box_wait(Server& srv, Request& req) {
   co_return json_reply(http::status::ok, j);
 }
 
+// A Unix time in seconds, with an optional fraction ("1764640000.5"), as
+// Docker's API takes logs' since/until; in ns.
+std::optional<int64_t> q_unix_time(const Request& req, const char* name) {
+  auto v = req.q(name);
+  if (!v) return std::nullopt;
+  size_t dot = v->find('.');
+  std::string whole = v->substr(0, dot), frac = dot == std::string::npos ? "" : v->substr(dot + 1);
+  auto digits = [](const std::string& d) { return !d.empty() && d.find_first_not_of("0123456789") == std::string::npos; };
+  if (!digits(whole) || whole.size() > 10 || (dot != std::string::npos && (!digits(frac) || frac.size() > 9)))
+    throw bad_request(std::string("query parameter ") + name + ": want a Unix time in seconds (e.g. 1764640000.5), got \"" +
+                      v->substr(0, 32) + "\"");
+  frac.resize(9, '0');
+  return std::stoll(whole) * 1'000'000'000 + std::stoll(frac);
+}
+
 asio::awaitable<Reply> box_logs(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  bool follow = req.q_bool("follow", false), out = req.q_bool("stdout", true), err = req.q_bool("stderr", true);
+  bool out = req.q_bool("stdout", true), err = req.q_bool("stderr", true);
+  // Docker's logs options: tail (N or "all"), since/until, timestamps.
+  LogsOptions o;
+  o.follow = req.q_bool("follow", false);
+  o.timestamps = req.q_bool("timestamps", false);
+  if (auto t = req.q("tail"); t && *t != "all") o.tail = req.q_int("tail", 0, 0, int64_t{1} << 40);
+  o.since_ns = q_unix_time(req, "since");
+  o.until_ns = q_unix_time(req, "until");
   // Resolved first, so an unknown box is a plain 404.
   auto work9 = [&](Runtime& rt) { return unwrap(rt.resolve(ref)).id; };
   std::string id = co_await srv.blocking(std::move(work9));
-  co_return stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::tuple<std::string, bool, bool, bool>>(id, follow, out, err)](Runtime& rt, int fd) {
-    auto& [id, follow, out, err] = *a;
-    unwrap(rt.logs(id, follow, [&](int stream, std::string_view d) {
+  co_return stream_from_worker(srv, "application/x-ndjson", [a = std::make_shared<std::tuple<std::string, LogsOptions, bool, bool>>(id, o, out, err)](Runtime& rt, int fd) {
+    auto& [id, o, out, err] = *a;
+    unwrap(rt.logs(id, o, [&](int stream, std::string_view d) {
       if ((stream == 1 && !out) || (stream == 2 && !err)) return true;
       std::string line = dump({{"stream", stream == 1 ? "stdout" : "stderr"}, {"data", base64_encode(d)}}) + "\n";
       return sys::write_all(fd, line.data(), line.size()).has_value();

@@ -1,9 +1,9 @@
 // Files: one file's bytes, and tar trees, through the same Runtime calls as
 // `cubby cp` (its rules and safety: nothing lands outside the target, no
-// write through a symlink). Uploaded bodies go to the Runtime as a memfd.
+// write through a symlink). Uploads arrive spooled to an unlinked file of the
+// home (Route::spool); a file read from a box passes through another.
 #include <archive.h>
 #include <archive_entry.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "base/sys.h"
@@ -14,14 +14,6 @@
 namespace cubby::server {
 
 namespace {
-
-UniqueFd memfd_with(std::string_view data) {
-  UniqueFd fd(::memfd_create("cubby-upload", MFD_CLOEXEC));
-  if (!fd) throw internal_error("memfd_create: " + std::string(strerror(errno)));
-  if (!sys::write_all(fd.get(), data.data(), data.size()) || ::lseek(fd.get(), 0, SEEK_SET) < 0)
-    throw internal_error("writing the upload: " + std::string(strerror(errno)));
-  return fd;
-}
 
 std::pair<std::string, std::string> split_parent(const std::string& path) {
   std::string p = path;
@@ -37,8 +29,7 @@ asio::awaitable<Reply> file_get(Server& srv, Request& req) {
   co_return stream_from_worker(srv, "application/octet-stream", [a = std::make_shared<std::pair<std::string, std::string>>(ref, path)](Runtime& rt, int out) {
     auto& [ref, path] = *a;
     // cp BOX:path - gives a tar of one entry; its data is the file.
-    UniqueFd tar(::memfd_create("cubby-download", MFD_CLOEXEC));
-    if (!tar) throw internal_error("memfd_create: " + std::string(strerror(errno)));
+    UniqueFd tar = unwrap(spool_file(rt.home()));
     CopyOptions o;
     o.follow_links = true;
     unwrap(rt.copy_from_box(ref, path, "-", o, tar.get()));
@@ -68,31 +59,33 @@ asio::awaitable<Reply> file_put(Server& srv, Request& req) {
   char* end = nullptr;
   long mode = std::strtol(mode_s.c_str(), &end, 8);
   if (mode_s.empty() || *end || mode < 0 || mode > 07777) throw bad_request("mode must be octal, e.g. 0644: \"" + mode_s.substr(0, 16) + "\"");
-  // A one-entry tar of the body, extracted into the parent as cp - BOX:dir does.
-  std::string tar;
-  {
+  auto work1 = [&](Runtime& rt) {
+    // A one-entry tar of the body, extracted into the parent as cp - BOX:dir does.
+    UniqueFd tar = unwrap(spool_file(rt.home()));
     struct archive* a = archive_write_new();
     std::unique_ptr<struct archive, int (*)(struct archive*)> guard(a, archive_write_free);
     archive_write_set_format_pax_restricted(a);
-    size_t used = 0;
-    tar.resize(req.body.size() + 64 * 1024);
-    if (archive_write_open_memory(a, tar.data(), tar.size(), &used) != ARCHIVE_OK) throw internal_error("tar");
+    if (archive_write_open_fd(a, tar.get()) != ARCHIVE_OK) throw internal_error("tar: " + std::string(archive_error_string(a)));
     struct archive_entry* e = archive_entry_new();
+    std::unique_ptr<struct archive_entry, void (*)(struct archive_entry*)> entry(e, archive_entry_free);
     archive_entry_set_pathname(e, base.c_str());
     archive_entry_set_filetype(e, AE_IFREG);
     archive_entry_set_perm(e, static_cast<mode_t>(mode));
-    archive_entry_set_size(e, static_cast<la_int64_t>(req.body.size()));
+    archive_entry_set_size(e, static_cast<la_int64_t>(req.body_size));
     archive_entry_set_mtime(e, ::time(nullptr), 0);
-    bool ok = archive_write_header(a, e) == ARCHIVE_OK &&
-              archive_write_data(a, req.body.data(), req.body.size()) == static_cast<la_ssize_t>(req.body.size());
-    archive_entry_free(e);
-    if (!ok || archive_write_close(a) != ARCHIVE_OK) throw internal_error(std::string("tar: ") + archive_error_string(a));
-    tar.resize(used);
-  }
-  auto fd = std::make_shared<UniqueFd>(memfd_with(tar));
-  std::string().swap(req.body);
-  auto work1 = [&](Runtime& rt) {
-    unwrap(rt.copy_to_box("-", ref, dir, {}, fd->get()));
+    if (archive_write_header(a, e) != ARCHIVE_OK) throw internal_error("tar: " + std::string(archive_error_string(a)));
+    std::vector<char> buf(256 * 1024);
+    for (uint64_t left = req.body_size; left > 0;) {
+      ssize_t n = ::read(req.body_file.get(), buf.data(), std::min<uint64_t>(left, buf.size()));
+      if (n <= 0) throw internal_error("reading the spooled upload: " + std::string(n < 0 ? strerror(errno) : "short"));
+      if (archive_write_data(a, buf.data(), static_cast<size_t>(n)) != n)
+        throw internal_error("tar: " + std::string(archive_error_string(a)));
+      left -= static_cast<uint64_t>(n);
+    }
+    if (archive_write_close(a) != ARCHIVE_OK) throw internal_error("tar: " + std::string(archive_error_string(a)));
+    req.body_file.reset();
+    if (::lseek(tar.get(), 0, SEEK_SET) < 0) throw internal_error("tar: lseek");
+    unwrap(rt.copy_to_box("-", ref, dir, {}, tar.get()));
     return true;
   };
   co_await srv.blocking(std::move(work1));
@@ -109,10 +102,8 @@ asio::awaitable<Reply> archive_get(Server& srv, Request& req) {
 
 asio::awaitable<Reply> archive_put(Server& srv, Request& req) {
   std::string ref = req.param("ref"), path = box_path(req);
-  auto fd = std::make_shared<UniqueFd>(memfd_with(req.body));
-  std::string().swap(req.body);
   auto work2 = [&](Runtime& rt) {
-    unwrap(rt.copy_to_box("-", ref, path, {}, fd->get()));
+    unwrap(rt.copy_to_box("-", ref, path, {}, req.body_file.get()));
     return true;
   };
   co_await srv.blocking(std::move(work2));
@@ -123,9 +114,9 @@ asio::awaitable<Reply> archive_put(Server& srv, Request& req) {
 
 void add_file_routes(std::vector<Route>& r) {
   r.push_back({http::verb::get, "/v1/boxes/{ref}/files", file_get});
-  r.push_back({http::verb::put, "/v1/boxes/{ref}/files", file_put, kUploadLimit});
+  r.push_back({http::verb::put, "/v1/boxes/{ref}/files", file_put, kUploadLimit, false, true});
   r.push_back({http::verb::get, "/v1/boxes/{ref}/archive", archive_get});
-  r.push_back({http::verb::put, "/v1/boxes/{ref}/archive", archive_put, kUploadLimit});
+  r.push_back({http::verb::put, "/v1/boxes/{ref}/archive", archive_put, kUploadLimit, false, true});
 }
 
 }  // namespace cubby::server

@@ -1,5 +1,4 @@
 // Images: list, pull (progress as ndjson), import, load, remove.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "base/sys.h"
@@ -15,14 +14,6 @@ namespace {
 
 json image_json(const image::ImageInfo& i) {
   return {{"ref", i.ref}, {"id", "sha256:" + i.id}, {"digest", i.manifest_digest}, {"created_at", i.created}, {"size", i.size}};
-}
-
-std::shared_ptr<UniqueFd> body_fd(Request& req) {
-  auto fd = std::make_shared<UniqueFd>(::memfd_create("cubby-upload", MFD_CLOEXEC));
-  if (!*fd || !sys::write_all(fd->get(), req.body.data(), req.body.size()) || ::lseek(fd->get(), 0, SEEK_SET) < 0)
-    throw internal_error("storing the upload: " + std::string(strerror(errno)));
-  std::string().swap(req.body);
-  return fd;
 }
 
 asio::awaitable<Reply> image_list(Server& srv, Request&) {
@@ -49,7 +40,8 @@ asio::awaitable<Reply> image_pull(Server& srv, Request& req) {
     };
     line({{"status", "pulling"}, {"ref", ref}});
     auto info = rt.info();
-    auto img = image::pull_image(rt.images(), info.value("bin_dir", "."), rt.home(), ref, platform);
+    // cubby-fetch writes its progress lines into the same stream.
+    auto img = image::pull_image(rt.images(), info.value("bin_dir", "."), rt.home(), ref, platform, out);
     if (!img) {
       ApiError e = api_error(img.error());
       line({{"error", {{"code", e.code}, {"message", e.message}, {"request_id", rid}}}});
@@ -63,8 +55,7 @@ asio::awaitable<Reply> image_import(Server& srv, Request& req) {
   std::string ref = req.q("ref").value_or("");
   if (ref.empty()) throw bad_request("query parameter ref is required");
   unwrap(image::normalize_ref(ref));
-  auto fd = body_fd(req);
-  auto work2 = [&](Runtime& rt) { return image_json(unwrap(rt.images().import_tarball(fd->get(), ref))); };
+  auto work2 = [&](Runtime& rt) { return image_json(unwrap(rt.images().import_tarball(req.body_file.get(), ref))); };
   json j = co_await srv.blocking(std::move(work2));
   co_return json_reply(http::status::created, j);
 }
@@ -72,10 +63,9 @@ asio::awaitable<Reply> image_import(Server& srv, Request& req) {
 asio::awaitable<Reply> image_load(Server& srv, Request& req) {
   std::string tag = req.q("tag").value_or("");
   if (!tag.empty()) unwrap(image::normalize_ref(tag));
-  auto fd = body_fd(req);
   auto work3 = [&](Runtime& rt) {
     json arr = json::array();
-    for (auto& i : unwrap(image::load_archive(rt.images(), fd->get(), tag))) arr.push_back(image_json(i));
+    for (auto& i : unwrap(image::load_archive(rt.images(), req.body_file.get(), tag))) arr.push_back(image_json(i));
     return arr;
   };
   json j = co_await srv.blocking(std::move(work3));
@@ -100,8 +90,8 @@ asio::awaitable<Reply> image_remove(Server& srv, Request& req) {
 void add_image_routes(std::vector<Route>& r) {
   r.push_back({http::verb::get, "/v1/images", image_list});
   r.push_back({http::verb::post, "/v1/images/pull", image_pull});
-  r.push_back({http::verb::post, "/v1/images/import", image_import, kUploadLimit});
-  r.push_back({http::verb::post, "/v1/images/load", image_load, kUploadLimit});
+  r.push_back({http::verb::post, "/v1/images/import", image_import, kUploadLimit, false, true});
+  r.push_back({http::verb::post, "/v1/images/load", image_load, kUploadLimit, false, true});
   r.push_back({http::verb::delete_, "/v1/images/{ref}", image_remove});
 }
 

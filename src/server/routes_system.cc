@@ -25,7 +25,8 @@ asio::awaitable<Reply> get_info(Server& srv, Request&) {
 asio::awaitable<Reply> get_events(Server& srv, Request&) {
   Reply r;
   r.content_type = "application/x-ndjson";
-  r.stream = srv.events().subscribe();
+  auto work2 = [&](Runtime&) { return srv.events().subscribe(); };  // waits for the hub's first picture
+  r.stream = co_await srv.blocking(std::move(work2));
   co_return r;
 }
 

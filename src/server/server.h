@@ -36,6 +36,9 @@ struct Options {
   std::string token_file;
   std::string tls_cert, tls_key;
   int idle_exit = 0;  // seconds; 0: never
+  // Seconds a read or write under way may make no progress (a stalled
+  // request gets a 408, a stalled reader is cut).
+  int io_timeout = 30;
   size_t max_workers = 512;
 };
 

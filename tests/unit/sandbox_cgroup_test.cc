@@ -11,12 +11,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include <climits>
+#include <cstdlib>
 
 #include "base/fs.h"
 #include "base/sys.h"
@@ -184,8 +188,15 @@ TEST_F(RealCgroup, CreateAppliesLimitsAndDestroyKillsAndRemoves) {
     std::string c = "/sys/fs/cgroup/cpu/cubby/" + id;
     std::string p = "/sys/fs/cgroup/pids/cubby/" + id;
     std::vector<std::string> want = {m, c, p};
-    // A freezer cgroup too (for pause) where the hierarchy is mounted.
-    if (exists("/sys/fs/cgroup/freezer/cgroup.procs")) want.push_back("/sys/fs/cgroup/freezer/cubby/" + id);
+    // Freezer (for pause), cpuacct and blkio (for stats) cgroups too where
+    // those hierarchies are mounted apart from cpu.
+    for (const char* ctrl : {"freezer", "cpuacct", "blkio"}) {
+      std::string h = std::string("/sys/fs/cgroup/") + ctrl;
+      char real[PATH_MAX], cpu_real[PATH_MAX];
+      if (exists(h + "/cgroup.procs") && ::realpath(h.c_str(), real) &&
+          !(::realpath("/sys/fs/cgroup/cpu", cpu_real) && std::string(real) == cpu_real))
+        want.push_back(h + "/cubby/" + id);
+    }
     EXPECT_EQ(paths, want);
     EXPECT_EQ(read_trim(m + "/workload/memory.limit_in_bytes"), "67108864");
     if (exists(m + "/workload/memory.memsw.limit_in_bytes")) {

@@ -19,11 +19,13 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import datetime
 import json
 import os
 import ssl
 import tarfile
 import tempfile
+import threading
 import urllib.parse
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -31,7 +33,7 @@ import httpx
 import websockets
 import websockets.exceptions
 
-from . import _local, _uds
+from . import _local, _sync_http, _uds
 from .errors import (ConnectionFailed, CubbyError, ExecTimeout, BadRequest, from_envelope)
 from .types import BoxInfo, ExecResult, LogChunk, Logs
 from ._tarsafe import extract_tar
@@ -43,6 +45,7 @@ WS_SUBPROTOCOL = "v5.channel.k8s.io"
 OutputCallback = Callable[[str], Union[None, Awaitable[None]]]
 Stdin = Union[None, str, bytes]
 Command = Union[str, Sequence[str]]
+LogTime = Union[None, int, float, datetime.datetime]
 
 # The options `create` passes through; each is one of `cubby run`'s.
 _CREATE_OPTIONS = ("name", "cmd", "entrypoint", "env", "publish", "volumes", "cwd", "user", "hostname",
@@ -63,6 +66,15 @@ def _env_list(env: Union[None, Mapping[str, str], Sequence[str]]) -> Optional[Li
     if isinstance(env, Mapping):
         return [f"{k}={v}" for k, v in env.items()]
     return list(env)
+
+
+def _unix_time(t: Union[int, float, datetime.datetime]) -> str:
+    """A logs since/until bound as the API takes it: Unix seconds, with up
+    to nine decimals (a naive datetime is local time, as Python's own)."""
+    secs = t.timestamp() if isinstance(t, datetime.datetime) else float(t)
+    if secs < 0:
+        raise BadRequest("a logs time bound cannot be before 1970")
+    return f"{secs:.9f}".rstrip("0").rstrip(".")
 
 
 def _bytes(data: Union[str, bytes]) -> bytes:
@@ -138,6 +150,11 @@ class AsyncClient:
                                        timeout=request_timeout)
         self.images = AsyncImages(self)
         self._started_lock = asyncio.Lock()
+        # Set by the sync Client: its calls drive these coroutines in the
+        # caller's thread with no loop running, and then `_content` uses this
+        # blocking transport instead of httpx (client.py says why).
+        self._blocking: Optional[_sync_http.SyncTransport] = None
+        self._blocking_start_lock = threading.Lock()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -147,6 +164,23 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self._http.aclose()
+        if self._blocking is not None:
+            self._blocking.close()
+
+    def _use_blocking_transport(self) -> None:
+        """Gives this client the sync Client's blocking transport (same
+        server, token, TLS settings and request timeout)."""
+        def start_server() -> None:
+            if self._auto_start_home is not None and self._sock is not None:
+                with self._blocking_start_lock:
+                    _local.ensure_server(self._auto_start_home, self._sock, self._idle_exit)
+        ctx = self._ssl
+        if ctx is None and self._base.startswith("https://"):
+            ctx = ssl.create_default_context()
+        self._blocking = _sync_http.SyncTransport(
+            sock=self._sock, base=self._base, token=self._token, ssl_context=ctx,
+            request_timeout=self.request_timeout,
+            on_connect_refused=start_server if self._auto_start_home is not None else None)
 
     # -- plumbing ----------------------------------------------------------
 
@@ -155,11 +189,6 @@ class AsyncClient:
             return
         async with self._started_lock:
             await asyncio.to_thread(_local.ensure_server, self._auto_start_home, self._sock, self._idle_exit)
-
-    def _timeout(self, extra: Optional[float]) -> httpx.Timeout:
-        if extra is None:
-            return httpx.Timeout(self.request_timeout)
-        return httpx.Timeout(self.request_timeout, read=self.request_timeout + extra)
 
     async def _send(self, method: str, path: str, *, params: Optional[Dict[str, Any]] = None, body: Any = None,
                     content: Any = None, headers: Optional[Dict[str, str]] = None,
@@ -170,7 +199,7 @@ class AsyncClient:
         the local server: an auto-started server exits when idle, and nothing
         was sent on a connection that was never made.
         """
-        timeout = httpx.Timeout(self.request_timeout, read=None) if no_read_timeout else self._timeout(wait)
+        timeout = httpx.Timeout(self.request_timeout, read=self._read_timeout(wait, no_read_timeout))
         req = self._http.build_request(method, path, params=params, json=body, content=content, headers=headers,
                                        timeout=timeout)
         for attempt in (0, 1):
@@ -197,12 +226,25 @@ class AsyncClient:
             raise from_envelope(resp.status_code, parsed)
         return resp
 
+    def _read_timeout(self, wait: Optional[float], no_read_timeout: bool) -> Optional[float]:
+        if no_read_timeout:
+            return None
+        return self.request_timeout + (wait or 0)
+
+    async def _content(self, method: str, path: str, *, wait: Optional[float] = None,
+                       no_read_timeout: bool = False, **kw: Any) -> bytes:
+        """One request's whole answer; raises the envelope's error for a non-2xx one."""
+        if self._blocking is not None and not _loop_running():
+            return self._blocking.request(method, path, read_timeout=self._read_timeout(wait, no_read_timeout),
+                                          **kw)[1]
+        return (await self._send(method, path, wait=wait, no_read_timeout=no_read_timeout, **kw)).content
+
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        resp = await self._send(method, path, **kw)
-        if resp.status_code == 204 or not resp.content:
+        raw = await self._content(method, path, **kw)
+        if not raw:
             return None
         try:
-            return resp.json()
+            return json.loads(raw)
         except ValueError as e:
             raise CubbyError(f"{method} {path}: the server sent something that is not JSON") from e
 
@@ -296,6 +338,14 @@ class AsyncClient:
             yield e
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
 def _q(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
@@ -357,18 +407,31 @@ class AsyncBox:
         async for s in self._c._ndjson("GET", self._path + "/stats", params={"stream": "true"}):
             yield s
 
-    async def logs(self, *, stdout: bool = True, stderr: bool = True) -> Logs:
-        """The box's output so far."""
+    async def logs(self, *, stdout: bool = True, stderr: bool = True, tail: Optional[int] = None,
+                   since: LogTime = None, until: LogTime = None, timestamps: bool = False) -> Logs:
+        """The box's output so far; `tail`, `since`, `until` and
+        `timestamps` as for :meth:`follow_logs`."""
         out, err = bytearray(), bytearray()
-        async for chunk in self.follow_logs(follow=False, stdout=stdout, stderr=stderr):
+        async for chunk in self.follow_logs(follow=False, stdout=stdout, stderr=stderr, tail=tail, since=since,
+                                            until=until, timestamps=timestamps):
             (out if chunk.stream == "stdout" else err).extend(chunk.data)
         return Logs(bytes(out), bytes(err))
 
-    async def follow_logs(self, *, follow: bool = True, stdout: bool = True,
-                          stderr: bool = True) -> AsyncIterator[LogChunk]:
+    async def follow_logs(self, *, follow: bool = True, stdout: bool = True, stderr: bool = True,
+                          tail: Optional[int] = None, since: LogTime = None, until: LogTime = None,
+                          timestamps: bool = False) -> AsyncIterator[LogChunk]:
         """The output as it is written, until the box ends (or, with
-        follow=False, what there is now)."""
-        params = {"follow": str(follow).lower(), "stdout": str(stdout).lower(), "stderr": str(stderr).lower()}
+        follow=False, what there is now). As ``cubby logs``: `tail` only the
+        last N lines of what is there; `since`/`until` (a Unix time in
+        seconds or a datetime) only lines written in [since, until);
+        `timestamps` each line prefixed with its RFC 3339 time."""
+        params = {"follow": str(follow).lower(), "stdout": str(stdout).lower(), "stderr": str(stderr).lower(),
+                  "timestamps": str(timestamps).lower()}
+        if tail is not None:
+            params["tail"] = str(int(tail))
+        for name, t in (("since", since), ("until", until)):
+            if t is not None:
+                params[name] = _unix_time(t)
         async for line in self._c._ndjson("GET", self._path + "/logs", params=params):
             yield LogChunk(line["stream"], base64.b64decode(line["data"]))
 
@@ -568,8 +631,7 @@ class AsyncFiles:
         self._box = box
 
     async def read(self, path: str) -> bytes:
-        resp = await self._box._c._send("GET", self._box._path + "/files", params={"path": path}, wait=60)
-        return resp.content
+        return await self._box._c._content("GET", self._box._path + "/files", params={"path": path}, wait=60)
 
     async def write(self, path: str, data: Union[str, bytes], mode: int = 0o644) -> None:
         await self._box._c._json("PUT", self._box._path + "/files", params={"path": path, "mode": f"{mode:04o}"},

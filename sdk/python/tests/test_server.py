@@ -83,11 +83,11 @@ def test_hostile_requests_get_one_envelope_and_the_server_serves_on(server: Serv
              404, "not_found")
     envelope(*raw(sock, req("POST", "/v1/boxes", json.dumps({"image": IMAGE, "pull": "sometimes"}).encode())),
              400, "bad_request")
-    # Too large: a JSON body over 1 MiB, an upload announced at 2 GiB (refused
-    # at the header, before a byte of it is read), headers over 16 KiB.
+    # Too large: a JSON body over 1 MiB, an upload announced past the 64 GiB
+    # limit (refused at the header, before a byte of it is read), headers over 16 KiB.
     envelope(*raw(sock, req("POST", "/v1/boxes", b"[" + b"1," * (600 << 10) + b"1]")), 413, "too_large")
     envelope(*raw(sock, b"PUT /v1/boxes/x/files?path=/tmp/f HTTP/1.1\r\nHost: cubby\r\n"
-                        b"Content-Length: 2147483648\r\n\r\n"), 413, "too_large")
+                        b"Content-Length: 70000000000\r\n\r\n"), 413, "too_large")
     envelope(*raw(sock, req("GET", "/v1/info", extra="X-Big: " + "a" * (20 << 10) + "\r\n")), 413, "too_large")
     # A truncated body: the client hung up mid-request. Nothing to answer, nothing to crash.
     with socket.socket(socket.AF_UNIX) as s:
