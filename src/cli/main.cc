@@ -870,7 +870,7 @@ json stats_row_json(const StatsRow& r, int64_t host_mem) {
 }
 
 // `docker stats`'s table; "--" where the host reports nothing (a vm box has
-// no host cgroup; v1 here mounts no blkio for boxes).
+// no host cgroup).
 std::string stats_table(const std::vector<StatsRow>& rows, int64_t host_mem) {
   std::vector<std::vector<std::string>> t = {{"BOX ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"}};
   char pct[32];
