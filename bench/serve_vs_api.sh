@@ -2,13 +2,14 @@
 # Exec round trip of `true` into one running box, side by side in one run:
 #   api    in-process Runtime::exec (bench/exec_api_bench, Google Benchmark)
 #   sdk    the Python SDK's sync cubby.Client over the home's Unix socket, in one process
-#   async  the Python SDK's cubby.aio.AsyncClient likewise (httpx on asyncio)
+#   async  the Python SDK's cubby.aio.AsyncClient likewise (h11 on asyncio streams)
 #   curl   one `curl --unix-socket` process per call (POST /v1/boxes/ID/exec)
 #   cli    one `cubby exec BOX true` process per call
 # and the server's memory: VmRSS of `cubby serve` with 100 idle boxes.
 # Targets (issue #11): sdk <= 1.5x api; server RSS <= 20 MiB with 100 idle boxes.
 #
-# Usage: bench/serve_vs_api.sh BUILD_DIR     Env: BENCH_RUNS (default 200 calls per client)
+# Usage: bench/serve_vs_api.sh BUILD_DIR     Env: BENCH_RUNS (default 200 calls per client),
+#        BENCH_ROUNDS (default 5 alternating rounds of api, sdk and async)
 # Exit status 0 even when a target is missed (a measurement, not a test).
 set -eu
 set -o pipefail
@@ -45,42 +46,41 @@ SERVER_PID=$!
 read -r ready <&3 || die "cubby serve did not start"
 echo "bench: $ready" >&2
 
-api_ms=$("$BUILD_DIR/bin/exec_api_bench" "$HOME_DIR" "$BOX" --benchmark_filter=BM_ApiExecTrue \
-          --benchmark_format=json 2>/dev/null | "$PY" -c 'import json,sys; b=json.load(sys.stdin)["benchmarks"][0]; print(b["real_time"])')
-
-sdk_ms=$(PYTHONPATH=$REPO/sdk/python "$PY" - "$SOCK" "$BOX" "$RUNS" <<'EOF'
-import statistics, sys, time
-import cubby
+# The in-process API and both SDK clients in alternating rounds (the SDK's
+# two clients call by turns inside one process), so a change of load on
+# this shared machine hits all three alike; each figure is the median of
+# its rounds' medians.
+ROUNDS=${BENCH_ROUNDS:-5}
+api_rounds=(); sdk_rounds=(); async_rounds=()
+for _ in $(seq "$ROUNDS"); do
+  api_rounds+=("$("$BUILD_DIR/bin/exec_api_bench" "$HOME_DIR" "$BOX" --benchmark_filter=BM_ApiExecTrue \
+      --benchmark_min_time=0.5 --benchmark_format=json 2>/dev/null |
+      "$PY" -c 'import json,sys; b=json.load(sys.stdin)["benchmarks"][0]; print(b["real_time"])')")
+  read -r s a < <(PYTHONPATH=$REPO/sdk/python "$PY" - "$SOCK" "$BOX" $(( (RUNS + ROUNDS - 1) / ROUNDS )) <<'EOF'
+import asyncio, statistics, sys, time
+import cubby, cubby.aio
 sock, box, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+loop = asyncio.new_event_loop()
 with cubby.Client(f"unix://{sock}") as c:
     b = c.get(box)
-    for _ in range(10):
-        b.exec("true")
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter(); r = b.exec("true"); times.append((time.perf_counter() - t) * 1000)
-        assert r.exit_code == 0
-print(statistics.median(times))
+    ac = cubby.aio.AsyncClient(f"unix://{sock}")
+    ab = loop.run_until_complete(ac.get(box))
+    sync_t, async_t = [], []
+    for i in range(runs + 10):
+        t = time.perf_counter(); r = b.exec("true"); d1 = time.perf_counter() - t
+        t = time.perf_counter(); r2 = loop.run_until_complete(ab.exec("true")); d2 = time.perf_counter() - t
+        assert r.exit_code == 0 and r2.exit_code == 0
+        if i >= 10:  # warm-up first
+            sync_t.append(d1 * 1000); async_t.append(d2 * 1000)
+    loop.run_until_complete(ac.close())
+print(statistics.median(sync_t), statistics.median(async_t))
 EOF
-)
-
-async_ms=$(PYTHONPATH=$REPO/sdk/python "$PY" - "$SOCK" "$BOX" "$RUNS" <<'EOF'
-import asyncio, statistics, sys, time
-import cubby.aio
-sock, box, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-async def main():
-    async with cubby.aio.AsyncClient(f"unix://{sock}") as c:
-        b = await c.get(box)
-        for _ in range(10):
-            await b.exec("true")
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter(); r = await b.exec("true"); times.append((time.perf_counter() - t) * 1000)
-            assert r.exit_code == 0
-        return statistics.median(times)
-print(asyncio.run(main()))
-EOF
-)
+  )
+  sdk_rounds+=("$s"); async_rounds+=("$a")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+api_ms=$(median "${api_rounds[@]}"); sdk_ms=$(median "${sdk_rounds[@]}"); async_ms=$(median "${async_rounds[@]}")
+echo "bench: rounds api ${api_rounds[*]} / sdk ${sdk_rounds[*]} / async ${async_rounds[*]}" >&2
 
 curl_json=$TMP/curl.json
 hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$curl_json" \

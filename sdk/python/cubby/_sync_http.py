@@ -44,8 +44,17 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+def answer_error(status: int, data: bytes) -> Exception:
+    """The typed error of a non-2xx answer (its envelope, if it has one)."""
+    try:
+        parsed: Any = json.loads(data)
+    except ValueError:
+        parsed = data.decode(errors="replace")
+    return from_envelope(status, parsed)
+
+
 class SyncTransport:
-    """Blocking requests to one server: `request` returns (status, body)."""
+    """Blocking requests to one server."""
 
     def __init__(self, *, sock: Optional[str], base: str, token: Optional[str],
                  ssl_context: Optional[ssl.SSLContext], request_timeout: float,
@@ -96,10 +105,17 @@ class SyncTransport:
         for c in idle:
             c.close()
 
-    def request(self, method: str, path: str, *, params: Optional[Dict[str, Any]] = None, body: Any = None,
-                content: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None,
-                read_timeout: Optional[float]) -> Tuple[int, bytes]:
-        """One call; raises the envelope's error for a non-2xx answer.
+    def request(self, method: str, path: str, **kw: Any) -> bytes:
+        """One call's answer; raises the envelope's error for a non-2xx one."""
+        status, _, data = self.exchange(method, path, **kw)
+        if status >= 400:
+            raise answer_error(status, data)
+        return data
+
+    def exchange(self, method: str, path: str, *, params: Optional[Dict[str, Any]] = None, body: Any = None,
+                 content: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None,
+                 read_timeout: Optional[float]) -> Tuple[int, str, bytes]:
+        """One call: (status, content type, body), whatever the status.
 
         `read_timeout` bounds the wait for the answer once the request is
         sent (None: no bound, for calls that wait on a process). A
@@ -145,11 +161,5 @@ class SyncTransport:
                 conn.close()
             else:
                 self._give_back(conn)
-            if resp.status >= 400:
-                try:
-                    parsed: Any = json.loads(data)
-                except ValueError:
-                    parsed = data.decode(errors="replace")
-                raise from_envelope(resp.status, parsed)
-            return resp.status, data
+            return resp.status, resp.getheader("Content-Type", ""), data
         raise AssertionError("unreachable")

@@ -33,7 +33,7 @@ import httpx
 import websockets
 import websockets.exceptions
 
-from . import _local, _sync_http, _uds
+from . import _async_http, _local, _sync_http, _uds
 from .errors import (ConnectionFailed, CubbyError, ExecTimeout, BadRequest, from_envelope)
 from .types import BoxInfo, ExecResult, LogChunk, Logs
 from ._tarsafe import extract_tar
@@ -150,6 +150,12 @@ class AsyncClient:
                                        timeout=request_timeout)
         self.images = AsyncImages(self)
         self._started_lock = asyncio.Lock()
+        # Whole-answer calls go through h11 on asyncio streams, streams
+        # through httpx (_async_http.py says why).
+        self._requests = _async_http.AsyncTransport(
+            sock=self._sock, base=self._base, token=token, ssl_context=self._tls_context(),
+            request_timeout=request_timeout,
+            on_connect_refused=self._ensure_server if self._auto_start_home is not None else None)
         # Set by the sync Client: its calls drive these coroutines in the
         # caller's thread with no loop running, and then `_content` uses this
         # blocking transport instead of httpx (client.py says why).
@@ -164,8 +170,15 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self._http.aclose()
+        self._requests.close()
         if self._blocking is not None:
             self._blocking.close()
+
+    def _tls_context(self) -> Optional[ssl.SSLContext]:
+        """The TLS settings of `verify`, for an https:// server (None otherwise)."""
+        if not self._base.startswith("https://"):
+            return None
+        return self._ssl or ssl.create_default_context()
 
     def _use_blocking_transport(self) -> None:
         """Gives this client the sync Client's blocking transport (same
@@ -174,11 +187,8 @@ class AsyncClient:
             if self._auto_start_home is not None and self._sock is not None:
                 with self._blocking_start_lock:
                     _local.ensure_server(self._auto_start_home, self._sock, self._idle_exit)
-        ctx = self._ssl
-        if ctx is None and self._base.startswith("https://"):
-            ctx = ssl.create_default_context()
         self._blocking = _sync_http.SyncTransport(
-            sock=self._sock, base=self._base, token=self._token, ssl_context=ctx,
+            sock=self._sock, base=self._base, token=self._token, ssl_context=self._tls_context(),
             request_timeout=self.request_timeout,
             on_connect_refused=start_server if self._auto_start_home is not None else None)
 
@@ -235,9 +245,8 @@ class AsyncClient:
                        no_read_timeout: bool = False, **kw: Any) -> bytes:
         """One request's whole answer; raises the envelope's error for a non-2xx one."""
         if self._blocking is not None and not _loop_running():
-            return self._blocking.request(method, path, read_timeout=self._read_timeout(wait, no_read_timeout),
-                                          **kw)[1]
-        return (await self._send(method, path, wait=wait, no_read_timeout=no_read_timeout, **kw)).content
+            return self._blocking.request(method, path, read_timeout=self._read_timeout(wait, no_read_timeout), **kw)
+        return await self._requests.request(method, path, read_timeout=self._read_timeout(wait, no_read_timeout), **kw)
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
         raw = await self._content(method, path, **kw)

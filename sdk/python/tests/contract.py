@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import httpx
 import jsonschema
 
+from cubby import _async_http, _sync_http
+
 DOC_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "openapi.json")
 
 
@@ -75,7 +77,8 @@ _installed = False
 
 
 def install() -> None:
-    """Wraps httpx's send (sync and async) to record every exchange."""
+    """Wraps httpx's send (sync and async) and the SDK's own transports to
+    record every exchange."""
     global _installed
     if _installed:
         return
@@ -95,6 +98,23 @@ def install() -> None:
 
     httpx.AsyncClient.send = async_send  # type: ignore[method-assign]
     httpx.Client.send = sync_send  # type: ignore[method-assign]
+
+    # The SDK's own request/response transports (http.client and h11).
+    orig_exchange = _sync_http.SyncTransport.exchange
+    orig_aexchange = _async_http.AsyncTransport.exchange
+
+    def exchange(self: Any, method: str, path: str, **kw: Any) -> Tuple[int, str, bytes]:
+        got = orig_exchange(self, method, path, **kw)
+        _recorded.append((method, path, *got))
+        return got
+
+    async def aexchange(self: Any, method: str, path: str, **kw: Any) -> Tuple[int, str, bytes]:
+        got = await orig_aexchange(self, method, path, **kw)
+        _recorded.append((method, path, *got))
+        return got
+
+    _sync_http.SyncTransport.exchange = exchange  # type: ignore[method-assign]
+    _async_http.AsyncTransport.exchange = aexchange  # type: ignore[method-assign]
 
 
 def _record(request: httpx.Request, resp: httpx.Response, streamed: bool) -> None:
