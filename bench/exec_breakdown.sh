@@ -8,8 +8,9 @@
 #        BENCH_RUNS    runs per command per round (default 30; warmup 5)
 #
 # For each build: `cubby --version` (process start), `cubby ls -q` (+ opening
-# the runtime: SQLite, image store, reconcile) and `cubby exec BOX true` on one
-# running sandbox box, next to the floor (/bin/true). Prints medians, p10/p90,
+# the runtime: SQLite, image store, reconcile), `cubby exec NAME true` on one
+# running sandbox box (the direct path: no store) and `cubby exec PREFIX true`
+# (an id prefix: through the store), next to the floor (/bin/true). Prints medians, p10/p90,
 # the ratio to the floor and the differences between the steps; writes
 # BUILD_DIR/bench-exec.json. Exit status: 0 even when the target is missed.
 set -eu
@@ -51,8 +52,10 @@ setup() {
   local c=("$TMP/$n/bin/cubby" --home "$TMP/$n/home")
   "${c[@]}" import "$TMP/busybox.tar" busybox >/dev/null || die "$n: cubby import failed"
   NAMES+=("$n")
-  "${c[@]}" run -d --name bench --network none busybox sleep 1000000 >/dev/null 2>&1 || die "$n: cubby run -d failed"
+  local id
+  id=$("${c[@]}" run -d --name bench --network none busybox sleep 1000000 2>/dev/null) || die "$n: cubby run -d failed"
   "${c[@]}" exec bench true || die "$n: cubby exec failed"
+  echo "${id:0:12}" > "$TMP/$n/prefix"
 }
 setup new "$1"
 [ $# -eq 2 ] && setup base "$2"
@@ -60,7 +63,10 @@ setup new "$1"
 CMDS=("floor=/bin/true")
 for n in "${NAMES[@]}"; do
   c="$TMP/$n/bin/cubby --home $TMP/$n/home"
-  CMDS+=("${n}_version=$TMP/$n/bin/cubby --version" "${n}_ls=$c ls -q" "${n}_exec=$c exec bench true")
+  # exec by name takes the direct path where the build has one (no store
+  # opened); by an id prefix it always goes through the store.
+  CMDS+=("${n}_version=$TMP/$n/bin/cubby --version" "${n}_ls=$c ls -q" "${n}_exec=$c exec bench true"
+         "${n}_exec_prefix=$c exec $(cat "$TMP/$n/prefix") true")
 done
 cat /proc/loadavg > "$TMP/load.before"
 for r in $(seq 0 $((ROUNDS - 1))); do
@@ -100,6 +106,7 @@ for n in ("new", "base"):
     steps[n] = {"process start (version - floor)": m("version") - floor,
                 "runtime open (ls - version)": m("ls") - m("version"),
                 "exec round trip (exec - ls)": m("exec") - m("ls"),
+                "store path (exec by prefix - exec by name)": m("exec_prefix") - m("exec"),
                 "exec / floor (target <= 2.5)": m("exec") / floor}
     print(f"{n}: " + ", ".join(f"{k} {v:.2f}" for k, v in steps[n].items()))
 json.dump({"stats": stats, "steps": steps, "loadavg": load}, open(out, "w"), indent=2)

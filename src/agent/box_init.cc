@@ -221,14 +221,12 @@ Result<void> setup_sandbox_root(const RootfsPlan& p) {
     (void)do_mount(nullptr, r + "/sys", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC);
   }
   CUBBY_TRYV(mask_paths(root.get(), p.fs));
-  // A tmpfs the config puts on /tmp replaces the default one.
-  if (std::none_of(p.fs.tmpfs.begin(), p.fs.tmpfs.end(), [](const TmpfsMount& t) { return t.destination == "/tmp"; })) {
-    ensure_dir(r + "/tmp", 01777);
-    // Its pages are RAM charged to the workload's memory limit: bounded.
-    std::string tmp_opts = "mode=1777";
-    if (p.tmp_size) tmp_opts += ",size=" + std::to_string(*p.tmp_size);
-    CUBBY_TRYV(do_mount("tmpfs", r + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts));
-  }
+  // /tmp is part of the box's filesystem, as in Docker: written to the
+  // box's upper layer (disk, not RAM), kept across stop/start, in `export`
+  // and `commit`. Only `--tmpfs /tmp` (mounted below) makes it a tmpfs. An
+  // image without one gets it, world-writable and sticky (mkdir's mode goes
+  // through the umask, hence the chmod), as most programs expect one.
+  if (::mkdir((r + "/tmp").c_str(), 0700) == 0) (void)::chmod((r + "/tmp").c_str(), 01777);
   ensure_dir(r + "/etc");
   if (!p.hostname.empty()) {
     if (::sethostname(p.hostname.c_str(), p.hostname.size()) < 0) return sys_fail("sethostname");

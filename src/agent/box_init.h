@@ -29,8 +29,6 @@ struct RootfsPlan {
   // so move the new root onto / and chroot, as switch_root does.
   bool switch_root = false;
   std::vector<VolumePlan> volumes;  // -v, mounted last so nothing covers them
-  // Bytes /tmp (a tmpfs) may hold; none: tmpfs's default, half the RAM.
-  std::optional<int64_t> tmp_size;
   BoxFs fs;  // read-only rootfs, tmpfs mounts, /dev/shm size, masked paths
   // As root, the shim opened these for us (shim/box_mounts.h), in the box's
   // mount namespace: the paths above then only name them in messages (with

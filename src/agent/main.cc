@@ -96,7 +96,6 @@ int run_init() {
       plan.upper = r.at("upper").get<std::string>();
       plan.work = r.at("work").get<std::string>();
       plan.target = r.at("target").get<std::string>();
-      if (r.contains("tmp_size")) plan.tmp_size = r.at("tmp_size").get<int64_t>();
       for (const auto& v : r.value("volumes", proto::Json::array()))
         plan.volumes.push_back({v.at("source").get<std::string>(), v.at("target").get<std::string>(),
                                 v.value("read_only", false), UniqueFd()});

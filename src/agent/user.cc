@@ -46,7 +46,8 @@ Result<UserSpec> resolve_user(const std::string& spec) {
     user = spec.substr(0, c);
     group = spec.substr(c + 1);
   }
-  if (user.empty()) user = "0";
+  // assign(1, c), not = "0": GCC 12 warns (-Wrestrict, a false positive, GCC bug 105329) on the latter.
+  if (user.empty()) user.assign(1, '0');
   auto passwd = read_db("/etc/passwd");
   bool found = false;
   unsigned id;

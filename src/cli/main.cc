@@ -10,14 +10,18 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "base/fs.h"
 #include "base/log.h"
@@ -27,6 +31,7 @@
 #include "cli/format.h"
 #include "image/archive.h"
 #include "image/fetch_client.h"
+#include "image/helper_process.h"
 #include "image/registry_config.h"
 #include "proto/messages.h"
 #include "runtime/box_filter.h"
@@ -145,9 +150,9 @@ struct BoxOpts {
   std::string name, workdir, user, network = "default", isolation, userns, memory, hostname, entrypoint;
   std::string cpus, pids;
   std::vector<std::string> env, publish, volumes, log_opts, allow_net, deny_net, add_hosts, dns;
-  std::vector<std::string> env_files, labels;
-  std::string restart;
-  bool detach = false, rm = false, interactive = false, tty = false;
+  std::vector<std::string> env_files, labels, tmpfs;
+  std::string restart, shm_size;
+  bool detach = false, rm = false, interactive = false, tty = false, read_only = false;
 };
 
 const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "-u", "--user", "--name",
@@ -155,7 +160,8 @@ const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "
                                              "--entrypoint", "--hostname", "-h", "--pids-limit",
                                              "-p", "--publish", "-v", "--volume", "--log-opt",
                                              "--env-file", "-l", "--label", "--restart",
-                                             "--allow-net", "--deny-net", "--add-host", "--dns"};
+                                             "--allow-net", "--deny-net", "--add-host", "--dns",
+                                             "--tmpfs", "--shm-size"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -196,6 +202,12 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("--restart", o.restart,
                 "Restart policy, carried out by the box's shim: no (default), always, unless-stopped (as always), "
                 "on-failure[:N]; a stop or kill ends the box for good");
+  c->add_flag("--read-only", o.read_only, "Mount the box's root filesystem read-only (tmpfs mounts and volumes stay writable)");
+  c->add_option("--tmpfs", o.tmpfs,
+                "Mount a tmpfs: PATH[:OPTIONS], options as Docker's (size=64m, mode=1777, exec, ro, uid=, gid=, ...; "
+                "default noexec,nosuid,nodev; repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--shm-size", o.shm_size, "Size of /dev/shm (e.g. 256m; default 64m)");
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
   c->add_flag("-t,--tty", o.tty, "Allocate a terminal (with -i: an interactive session)");
@@ -225,6 +237,36 @@ void check_image_ref(const std::string& ref) {
   bool hex = !ref.empty() && ref.find_first_not_of("0123456789abcdef") == std::string::npos;
   if (hex || ref.rfind("sha256:", 0) == 0) return;
   if (auto n = image::normalize_ref(ref); !n) die(n.error());
+}
+
+// --read-only, --tmpfs, --shm-size onto the runtime's BoxFs (checked again,
+// whole, by Runtime::create; here so each message names its flag).
+BoxFs to_box_fs(const BoxOpts& o) {
+  BoxFs fs;
+  fs.read_only = o.read_only;
+  for (const auto& t : o.tmpfs) {
+    size_t colon = t.find(':');
+    // Docker's defaults for --tmpfs; the options given after them win
+    // (mount(8)'s rule: "exec" undoes "noexec").
+    TmpfsMount m{t.substr(0, colon), {"noexec", "nosuid", "nodev"}};
+    if (colon != std::string::npos)
+      for (size_t at = colon + 1; at <= t.size();) {
+        size_t comma = std::min(t.find(',', at), t.size());
+        std::string word = t.substr(at, comma - at);
+        if (word.empty()) die("--tmpfs: empty option in \"" + cli::one_line(t) + "\"");
+        m.options.push_back(word);
+        at = comma + 1;
+      }
+    fs.tmpfs.push_back(std::move(m));
+    if (auto c = check_box_fs(fs); !c) die("--tmpfs: " + c.error().message());
+  }
+  if (!o.shm_size.empty()) {
+    auto n = parse_size(o.shm_size);
+    if (!n) die("--shm-size: " + n.error().message());
+    if (*n <= 0) die("--shm-size: the size must be positive");
+    fs.shm_size = *n;
+  }
+  return fs;
 }
 
 CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::vector<std::string>& cmd) {
@@ -288,6 +330,7 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
     if (!n || *n < 0) die("--pids-limit: invalid value \"" + o.pids + "\" (want a positive whole number, or 0 for no limit)");
     c.pids = *n;  // 0: no limit; unset: the default (2048)
   }
+  c.fs = to_box_fs(o);
   for (const auto& opt : o.log_opts) {
     for (size_t at = 0; at <= opt.size();) {
       size_t comma = std::min(opt.find(',', at), opt.size());
@@ -480,10 +523,12 @@ int cmd_exec(const Global& g, const std::vector<std::string>& rest) {
   req.interactive = interactive;
   req.detach = detach;
   req.tty = tty;
-  auto rt = open_runtime(g);
   StdioFds io{interactive ? 0 : -1, 1, 2, true};
   io.tty = tty;
-  auto r = check(rt.exec(box, req, io));
+  // The hot path: a running box by full id or name, no store opened; else
+  // (a prefix, a box that is not running) the store says what it is.
+  auto direct = check(Runtime::exec_direct({g.home, ""}, box, req, io));
+  auto r = direct ? std::move(*direct) : check(open_runtime(g).exec(box, req, io));
   if (detach && r.error.empty()) {
     // The exec's id, for `cubby exec-status BOX ID` (docker exec -d prints
     // nothing; its status is only in the API's exec inspect).
@@ -768,18 +813,216 @@ int cmd_cp(const Global& g, const std::vector<std::string>& rest) {
   return 0;
 }
 
-// Docker's units.HumanSize: decimal units, four significant digits ("212B", "16.43MB").
-std::string human_size(uint64_t bytes) {
-  static const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+// Docker's go-units: four significant digits of the largest unit that fits.
+std::string size_in(uint64_t bytes, double base, const char* const (&units)[6]) {
   double v = static_cast<double>(bytes);
   size_t u = 0;
-  while (v >= 1000 && u + 1 < std::size(kUnits)) {
-    v /= 1000;
+  while (v >= base && u + 1 < std::size(units)) {
+    v /= base;
     ++u;
   }
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4g%s", v, kUnits[u]);
+  std::snprintf(buf, sizeof buf, "%.4g%s", v, units[u]);
   return buf;
+}
+// units.HumanSize: decimal ("212B", "16.43MB").
+std::string human_size(uint64_t bytes) {
+  static const char* const kUnits[6] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  return size_in(bytes, 1000, kUnits);
+}
+// units.BytesSize: binary ("1.5MiB").
+std::string binary_size(uint64_t bytes) {
+  static const char* const kUnits[6] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  return size_in(bytes, 1024, kUnits);
+}
+
+// One box's line of `stats`: the sample, and CPU % from the one before it.
+struct StatsRow {
+  std::string id, name;
+  Runtime::BoxStats s;
+  std::optional<double> cpu_percent;
+};
+
+int64_t monotonic_ns() {
+  struct timespec t;
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec;
+}
+
+int64_t host_memory_bytes() {
+  auto m = read_file("/proc/meminfo", 1u << 16);
+  long kb = 0;
+  if (!m || std::sscanf(m->c_str(), "MemTotal: %ld kB", &kb) != 1) return 0;
+  return int64_t{kb} * 1024;
+}
+
+json stats_row_json(const StatsRow& r, int64_t host_mem) {
+  auto v = [](const std::optional<int64_t>& x) { return x ? json(*x) : json(nullptr); };
+  const int64_t limit = r.s.memory_limit_bytes.value_or(host_mem);
+  json j = {{"id", r.id}, {"name", r.name}, {"cpu_percent", r.cpu_percent ? json(*r.cpu_percent) : json(nullptr)},
+            {"cpu_usage_ns", v(r.s.cpu_usage_ns)}, {"memory_bytes", v(r.s.memory_bytes)},
+            {"memory_limit_bytes", r.s.memory_bytes ? json(limit) : json(nullptr)},
+            {"memory_percent", r.s.memory_bytes && limit > 0 ? json(100.0 * *r.s.memory_bytes / limit) : json(nullptr)},
+            {"net_rx_bytes", v(r.s.net_rx_bytes)}, {"net_tx_bytes", v(r.s.net_tx_bytes)},
+            {"block_read_bytes", v(r.s.io_read_bytes)}, {"block_write_bytes", v(r.s.io_write_bytes)},
+            {"pids", v(r.s.pids)}};
+  return j;
+}
+
+// `docker stats`'s table; "--" where the host reports nothing (a vm box has
+// no host cgroup).
+std::string stats_table(const std::vector<StatsRow>& rows, int64_t host_mem) {
+  std::vector<std::vector<std::string>> t = {{"BOX ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"}};
+  char pct[32];
+  for (const auto& r : rows) {
+    const int64_t limit = r.s.memory_limit_bytes.value_or(host_mem);
+    auto pair = [](const std::optional<int64_t>& a, const std::optional<int64_t>& b) {
+      return a && b ? human_size(static_cast<uint64_t>(*a)) + " / " + human_size(static_cast<uint64_t>(*b)) : std::string("--");
+    };
+    std::string cpu = "--", mem = "--", memp = "--";
+    if (r.cpu_percent) std::snprintf(pct, sizeof pct, "%.2f%%", *r.cpu_percent), cpu = pct;
+    if (r.s.memory_bytes) {
+      mem = binary_size(static_cast<uint64_t>(*r.s.memory_bytes)) + " / " + binary_size(static_cast<uint64_t>(limit));
+      if (limit > 0) std::snprintf(pct, sizeof pct, "%.2f%%", 100.0 * *r.s.memory_bytes / limit), memp = pct;
+    }
+    t.push_back({r.id.substr(0, 12), r.name, cpu, mem, memp, pair(r.s.net_rx_bytes, r.s.net_tx_bytes),
+                 pair(r.s.io_read_bytes, r.s.io_write_bytes), r.s.pids ? std::to_string(*r.s.pids) : "--"});
+  }
+  std::vector<size_t> w(t[0].size(), 0);
+  for (const auto& row : t)
+    for (size_t i = 0; i < row.size(); ++i) w[i] = std::max(w[i], row[i].size());
+  std::string out;
+  for (const auto& row : t) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) line += i + 1 < row.size() ? row[i] + std::string(w[i] - row[i].size() + 3, ' ') : row[i];
+    out += line + "\n";
+  }
+  return out;
+}
+
+// Blocks for one sampling period on a timerfd (the period is what `stats`
+// measures over, not a wait for an event).
+void wait_period(std::chrono::milliseconds period) {
+  UniqueFd t(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+  if (!t) die(Error::sys("timerfd_create"));
+  struct itimerspec its = {};
+  its.it_value.tv_sec = period.count() / 1000;
+  its.it_value.tv_nsec = (period.count() % 1000) * 1'000'000;
+  if (::timerfd_settime(t.get(), 0, &its, nullptr) < 0) die(Error::sys("timerfd_settime"));
+  uint64_t n;
+  while (::read(t.get(), &n, sizeof n) < 0 && errno == EINTR) {
+  }
+}
+
+// `docker stats [BOX...] [--no-stream] [--format json]`: every running box
+// (re-listed each period, so new ones appear and ended ones go), or the
+// boxes named (an ended one is dropped; the stream ends when none is left).
+// CPU % is the workload's CPU time over the wall time between two samples
+// (100% = one core, as Docker's), so even --no-stream takes two samples.
+int cmd_stats(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Show running boxes' resource use (CPU, memory, network, block I/O, processes)", "stats [OPTIONS] [BOX...]");
+  std::vector<std::string> boxes;
+  bool no_stream = false;
+  std::string format = "table", interval = "1s";
+  cmd.app.add_option("BOX", boxes, "Box ids, id prefixes or names (default: every running box)");
+  cmd.app.add_flag("--no-stream", no_stream, "Print one sample and exit");
+  cmd.app.add_option("--format", format, "table | json (one JSON object a box a line)");
+  cmd.app.add_option("--interval", interval, "Sampling period (default 1s; --no-stream: the time between its two samples, 500ms)");
+  cmd.parse(rest);
+  check_format(format);
+  auto period_ns = cli::parse_duration_ns(interval);
+  if (!period_ns || *period_ns < 10'000'000 || *period_ns > int64_t{3600} * 1'000'000'000)
+    die("--interval: invalid value \"" + interval + "\" (want a duration from 10ms to 1h, e.g. 1s or 500ms)");
+  std::chrono::milliseconds period(*period_ns / 1'000'000);
+  if (no_stream && !cmd.app.get_option("--interval")->count()) period = std::chrono::milliseconds(500);
+  auto rt = open_runtime(g);
+  std::vector<std::string> named;
+  for (const auto& b : boxes) {
+    auto rec = check(rt.resolve(b));
+    if (rec.status != store::BoxStatus::kRunning) die("box " + rec.name + " is not running");
+    named.push_back(rec.id);
+  }
+  const int64_t host_mem = host_memory_bytes();
+  const bool on_terminal = ::isatty(1) && format == "table";
+  std::map<std::string, std::pair<int64_t, int64_t>> last;  // id -> (cpu ns, monotonic ns)
+  auto sample = [&]() {
+    std::vector<std::pair<std::string, std::string>> targets;  // id, name
+    if (!boxes.empty()) {
+      for (const auto& id : named)
+        if (auto r = rt.resolve(id); r && r->status == store::BoxStatus::kRunning) targets.emplace_back(r->id, r->name);
+    } else {
+      for (const auto& b : check(rt.list()))
+        if (b.status == store::BoxStatus::kRunning) targets.emplace_back(b.id, b.name);
+    }
+    std::vector<StatsRow> rows;
+    for (const auto& [id, name] : targets) {
+      auto s = rt.stats(id);
+      if (!s) continue;  // it ended meanwhile
+      StatsRow r{id, name, *s, std::nullopt};
+      const int64_t now = monotonic_ns();
+      if (auto it = last.find(id); it != last.end() && s->cpu_usage_ns && now > it->second.second)
+        r.cpu_percent = 100.0 * static_cast<double>(*s->cpu_usage_ns - it->second.first) /
+                        static_cast<double>(now - it->second.second);
+      if (s->cpu_usage_ns) last[id] = {*s->cpu_usage_ns, now};
+      rows.push_back(std::move(r));
+    }
+    return rows;
+  };
+  auto print = [&](const std::vector<StatsRow>& rows) {
+    std::string out;
+    if (format == "json") {
+      for (const auto& r : rows) out += stats_row_json(r, host_mem).dump() + "\n";
+    } else {
+      // On a terminal each sample replaces the last (clear, home), as Docker's.
+      if (on_terminal && !no_stream) out += "\033[2J\033[H";
+      out += stats_table(rows, host_mem);
+    }
+    (void)sys::write_all(1, out.data(), out.size());
+  };
+  auto rows = sample();
+  if (!no_stream && on_terminal) print(rows);  // something at once; CPU % follows with the next sample
+  for (;;) {
+    wait_period(period);
+    rows = sample();
+    print(rows);
+    if (no_stream) return 0;
+    if (!boxes.empty() && rows.empty()) return 0;  // every box named has ended
+  }
+}
+
+// `docker top BOX [ps OPTIONS]`: the box's processes, as the host's ps(1)
+// shows them (host pids; default columns `-f`). The workload's processes
+// only: the box's agent (its PID 1, cubby's) is not listed.
+int cmd_top(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Show a running box's processes (host pids, as ps -f shows them)", "top BOX [ps OPTIONS]");
+  std::string box;
+  std::vector<std::string> ps_args;
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.app.add_option("PS_OPTIONS", ps_args, "Options for ps(1) (default: -f)");
+  auto split = cli::split_at_command(rest, {});
+  cmd.parse(split.options);
+  ps_args = split.command.empty() ? std::vector<std::string>{"-f"} : split.command;
+  for (const auto& a : ps_args)
+    if (a == "-p" || a.rfind("--pid", 0) == 0 || a == "-e" || a == "-A" || a == "ax" || a == "-a")
+      die("ps option " + a + " selects processes itself; top lists the box's");
+  auto rt = open_runtime(g);
+  auto pids = check(rt.processes(box));
+  std::string list;
+  for (pid_t p : pids) list += (list.empty() ? "" : ",") + std::to_string(p);
+  if (list.empty()) list = "0";  // none (a box between two execs, its main process gone): the header alone
+  auto ps = image::find_on_path("ps");
+  if (!ps) die("ps(1) is not installed (Debian: apt-get install procps)");
+  SpawnSpec spec;
+  spec.argv = {*ps};
+  spec.argv.insert(spec.argv.end(), ps_args.begin(), ps_args.end());
+  spec.argv.insert(spec.argv.end(), {"-p", list});
+  spec.fds = {-1, 1, 2};
+  auto child = spawn(spec);
+  if (!child) die("run ps: " + child.error().message());
+  auto st = child->wait();
+  if (!st) die(st.error());
+  // ps exits 1 when no pid is there any more: the header is still the answer.
+  return st->code == 1 && pids.empty() ? 0 : st->code;
 }
 
 // Docker's prune prompt; -f skips it. Anything but y/Y is a no.
@@ -958,6 +1201,55 @@ int cmd_info(const Global& g, const std::vector<std::string>& rest) {
   return 0;
 }
 
+// `import FILE` and `load -i FILE` on a terminal: how much of the archive
+// has been read ("import x.tar: 12.3MB / 45.1MB (27%)"), redrawn on stderr
+// every 200 ms from the file's offset (the fd the store reads shares it).
+// Only for a regular file (a pipe has no size) and a terminal on stderr.
+class ReadProgress {
+ public:
+  ReadProgress(int fd, std::string label) : fd_(fd), label_(std::move(label)) {
+    struct stat st;
+    if (!::isatty(2) || ::fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) return;
+    total_ = static_cast<uint64_t>(st.st_size);
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> l(mu_);
+      // The 200 ms is the refresh period of a display, not a wait for an event.
+      while (!cv_.wait_for(l, std::chrono::milliseconds(200), [this] { return done_; })) draw();
+    });
+  }
+  ~ReadProgress() { finish(false); }
+  // Stops the display with its last line: all of it when `complete` (a tar
+  // ends before its file's padding does), else as far as it was read.
+  void finish(bool complete) {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    draw(complete);
+    (void)!::write(2, "\n", 1);
+  }
+
+ private:
+  void draw(bool complete = false) {
+    off_t at = complete ? static_cast<off_t>(total_) : ::lseek(fd_, 0, SEEK_CUR);
+    if (at < 0) return;
+    uint64_t n = std::min<uint64_t>(static_cast<uint64_t>(at), total_);
+    std::string line = "\r" + label_ + ": " + human_size(n) + " / " + human_size(total_) + " (" +
+                       std::to_string(n * 100 / total_) + "%)   ";
+    (void)!::write(2, line.data(), line.size());
+  }
+  int fd_;
+  std::string label_;
+  uint64_t total_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 int cmd_import(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Make an image from a rootfs tarball (like docker import)", "import [OPTIONS] FILE|- REF");
   std::string file, ref;
@@ -983,8 +1275,11 @@ int cmd_import(const Global& g, const std::vector<std::string>& rest) {
     if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) die(file + " is a directory, not a tarball");
   }
   auto rt = open_runtime(g);
-  auto img = check(rt.images().import_tarball(fd.get(), ref, config));
-  std::cout << "sha256:" << img.id << "\n";
+  ReadProgress progress(fd.get(), "import " + file);
+  auto img = rt.images().import_tarball(fd.get(), ref, config);
+  progress.finish(img.has_value());  // its last line before any message
+  if (!img) die(img.error());
+  std::cout << "sha256:" << img->id << "\n";
   return 0;
 }
 
@@ -1133,7 +1428,10 @@ int cmd_load(const Global& g, const std::vector<std::string>& rest) {
     if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode)) die(file + " is a directory, not an archive");
   }
   auto rt = open_runtime(g);
-  auto imgs = check(image::load_archive(rt.images(), fd.get(), tag));
+  ReadProgress progress(fd.get(), "load " + file);
+  auto loaded = image::load_archive(rt.images(), fd.get(), tag);
+  progress.finish(loaded.has_value());
+  auto imgs = check(std::move(loaded));
   for (auto& i : imgs) std::cout << "Loaded image: " << i.ref << "\n";
   return 0;
 }
@@ -1215,7 +1513,7 @@ int cmd_serve(const Global& g, const std::vector<std::string>& rest) {
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
     "Boxes:   run create start restart exec exec-status shell attach cp export ls inspect stop kill rm wait logs\n"
-    "         port prune\n"
+    "         port stats top prune\n"
     "Images:  pull load save import commit images rmi image login logout\n"
     "Host:    info version system serve\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
@@ -1233,7 +1531,7 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
       {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
       {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}, {"commit", cmd_commit},
-      {"serve", cmd_serve}};
+      {"stats", cmd_stats},   {"top", cmd_top},       {"serve", cmd_serve}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

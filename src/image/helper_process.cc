@@ -45,7 +45,7 @@ std::optional<std::string> find_on_path(const std::string& name) {
   for (;;) {
     size_t colon = path.find(':', start);
     std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (dir.empty()) dir = ".";
+    if (dir.empty()) dir.assign(1, '.');  // not = ".": GCC 12's false -Wrestrict (bug 105329)
     std::string full = dir + "/" + name;
     if (::access(full.c_str(), X_OK) == 0) return full;
     if (colon == std::string::npos) return std::nullopt;

@@ -32,6 +32,7 @@
 #include "runtime/ownership.h"
 #include "runtime/session.h"
 #include "runtime/shim_launcher.h"
+#include "store/names.h"
 #include "proto/launch.h"
 #include "sandbox/cgroup.h"
 
@@ -96,6 +97,28 @@ bool valid_hostname(const std::string& h) {
 }
 
 proto::UnixTransport agent_transport(const std::string& box_dir) { return {box_dir, kAgentSocket}; }
+
+// What an exec takes from its box when the request does not say: the box's
+// env (the request's variables replace or add to it), cwd and user. Written
+// next to the box at create (exec.json) so that exec_direct needs no store.
+struct ExecDefaults {
+  std::string name;
+  std::vector<std::string> env;
+  std::string cwd, user;
+};
+
+constexpr const char* kExecDefaults = "exec.json";
+
+Json exec_defaults_json(const std::string& name, const BoxSpec& spec) {
+  return {{"name", name}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}};
+}
+
+using store::name_file;
+
+bool full_id(const std::string& s) {
+  return s.size() == 32 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
 
 }  // namespace
 
@@ -486,7 +509,17 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     });
   }));
   CUBBY_TRYV(mkdir_p(box_dir(b.id), 0700));
+  write_exec_index(b);
   return b;
+}
+
+void Runtime::write_exec_index(const BoxRecord& b) {
+  // Only an aid to exec_direct, which falls back to the store without it:
+  // a failure here is not the box's.
+  (void)write_file(box_dir(b.id) + "/" + kExecDefaults, exec_defaults_json(b.name, b.config.get<BoxSpec>()).dump());
+  const std::string tmp = name_file(home_, "." + b.id);
+  if (mkdir_p(home_ + "/names", 0700) && write_file(tmp, b.id))
+    if (::rename(tmp.c_str(), name_file(home_, b.name).c_str()) < 0) ::unlink(tmp.c_str());
 }
 
 Result<StartResult> Runtime::start(const std::string& ref, bool hold, bool tether) {
@@ -660,12 +693,12 @@ Error Runtime::ended_or(const BoxRecord& b, Error e) {
   return not_running(**now);
 }
 
-Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req, const StdioFds& io) {
-  auto b = CUBBY_TRY(resolve(ref));
-  if (b.status != BoxStatus::kRunning) return fail(not_running(b));
+namespace {
+
+// The exec frame for `req` in a box with these defaults.
+Result<Json> exec_message(const ExecDefaults& d, const ExecRequest& req, const StdioFds& io) {
   if (req.argv.empty()) return fail(Error::invalid("exec: no command given"));
-  BoxSpec spec = b.config.get<BoxSpec>();
-  std::vector<std::string> env = spec.env;
+  std::vector<std::string> env = d.env;
   for (const auto& e : req.env) {
     std::string key = e.substr(0, e.find('='));
     std::erase_if(env, [&](const std::string& x) { return x.compare(0, key.size() + 1, key + "=") == 0; });
@@ -673,7 +706,7 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   }
   if (auto r = msg::check_command_size(req.argv, env); !r) return fail(Error::invalid("exec: " + r.error().message()));
   Json m = {{"t", msg::kExec}, {"argv", req.argv}, {"env", env},
-            {"cwd", req.cwd.empty() ? spec.cwd : req.cwd}, {"user", req.user.empty() ? spec.user : req.user},
+            {"cwd", req.cwd.empty() ? d.cwd : req.cwd}, {"user", req.user.empty() ? d.user : req.user},
             {"stdin", req.interactive}, {"detach", req.detach}};
   if (req.timeout) m["timeout_ms"] = req.timeout->count();
   if (req.tty) {
@@ -686,10 +719,30 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
     bool has_term = std::any_of(req.env.begin(), req.env.end(), [](auto& e) { return e.rfind("TERM=", 0) == 0; });
     if (const char* term = std::getenv("TERM"); term && !has_term) m["env"].push_back(std::string("TERM=") + term);
   }
+  return m;
+}
+
+// A transport whose one stream is already connected (exec_direct connects
+// first, to know the agent took it before anything is sent).
+class ConnectedTransport : public proto::Transport {
+ public:
+  explicit ConnectedTransport(UniqueFd fd) : fd_(std::move(fd)) {}
+  Result<UniqueFd> connect() override {
+    if (!fd_) return fail(Error::internal("the connection was used already"));
+    return std::move(fd_);
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+// The exec's session, from the hello on, over a connected agent session.
+// `lost` explains an error of the session (how the box ended, if it did).
+Result<ExecResult> run_exec(proto::Transport& t, const Json& m, const ExecRequest& req, const StdioFds& io,
+                            const std::function<Error(Error)>& lost) {
   // The request rides behind the hello in one write: one round trip fewer.
-  auto t = agent_transport(box_dir(b.id));
   auto conn = proto::connect_and_hello(t, m);
-  if (!conn) return fail(ended_or(b, conn.error().wrap("exec in box " + b.name)));
+  if (!conn) return fail(lost(conn.error()));
   if (req.detach) {
     auto f = CUBBY_TRY(conn->recv());
     ExecResult r;
@@ -707,8 +760,61 @@ Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req,
   if (!req.interactive) eio.in = -1;
   eio.tty = req.tty;
   auto r = stream_session(*conn, eio, msg::kSignal);
-  if (!r) return fail(ended_or(b, r.error()));
+  if (!r) return fail(lost(r.error()));
   return r;
+}
+
+}  // namespace
+
+Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req, const StdioFds& io) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(not_running(b));
+  BoxSpec spec = b.config.get<BoxSpec>();
+  Json m = CUBBY_TRY(exec_message({b.name, spec.env, spec.cwd, spec.user}, req, io));
+  auto t = agent_transport(box_dir(b.id));
+  return run_exec(t, m, req, io, [&](Error e) { return ended_or(b, e.wrap("exec in box " + b.name)); });
+}
+
+Result<std::optional<ExecResult>> Runtime::exec_direct(const Options& opts, const std::string& ref,
+                                                       const ExecRequest& req, const StdioFds& io) {
+  const std::optional<ExecResult> slow;
+  auto where = CUBBY_TRY(locate(opts));
+  std::string id;
+  // A name file for a 32-hex ref would make it ambiguous: the store decides.
+  const bool named = valid_name(ref) && ::access(name_file(where.home, ref).c_str(), F_OK) == 0;
+  if (named && !full_id(ref)) {
+    auto text = read_file(name_file(where.home, ref), 64);
+    if (!text || !full_id(*text)) return slow;
+    id = *text;
+  } else if (!named && full_id(ref)) {
+    id = ref;
+  } else {
+    return slow;
+  }
+  const std::string dir = where.home + "/boxes/" + id;
+  auto text = read_file(dir + "/" + kExecDefaults, 1u << 20);
+  if (!text) return slow;
+  ExecDefaults d;
+  try {
+    Json j = Json::parse(*text);
+    d = {j.at("name").get<std::string>(), j.at("env").get<std::vector<std::string>>(), j.at("cwd").get<std::string>(),
+         j.at("user").get<std::string>()};
+  } catch (const std::exception&) {
+    return slow;  // torn or foreign: the store has the truth
+  }
+  if (named && d.name != ref) return slow;  // a name file a removed box left, its id reused: not ours
+  Json m = CUBBY_TRY(exec_message(d, req, io));
+  auto fd = agent_transport(dir).connect();
+  if (!fd) return slow;  // not running (or not yet): nothing was sent
+  ConnectedTransport t(std::move(*fd));
+  return run_exec(t, m, req, io, [&](Error e) -> Error {
+    // The session broke: how the box ended is in the store.
+    auto rt = Runtime::open(where);
+    if (!rt) return e.wrap("exec in box " + d.name);
+    auto b = rt->resolve(id);
+    if (!b) return e.wrap("exec in box " + d.name);
+    return rt->ended_or(*b, e.wrap("exec in box " + d.name));
+  });
 }
 
 Result<ExecResult> Runtime::exec_status(const std::string& ref, uint64_t exec_id) {
@@ -901,14 +1007,6 @@ Result<BoxRecord> Runtime::wait(const std::string& ref) {
     return b;
   }
   return *after;
-}
-
-Result<sandbox::CgroupStats> Runtime::stats(const std::string& ref) {
-  auto b = CUBBY_TRY(resolve(ref));
-  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
-  auto cg = CUBBY_TRY(sandbox::Cgroup::open_existing(b.id));
-  if (!cg) return sandbox::CgroupStats{};  // no cgroups here (rootless): nothing to report
-  return sandbox::read_stats(*cg);
 }
 
 // ---------------------------------------------------------------------------

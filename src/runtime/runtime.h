@@ -163,6 +163,18 @@ class Runtime {
     std::string bin_dir;  // where cubby-shim/cubby-agent live; empty: next to this executable
   };
   static Result<Runtime> open(Options opts);
+  // `exec` without opening the store (the CLI's hot path): a box named by
+  // its full id or its exact name is found through files its create wrote
+  // (boxes/<id>/exec.json: the box's name, env, cwd and user; names/<name>:
+  // its id), and the request goes straight to its agent. nullopt when that
+  // cannot be known without the store (an id prefix, a box made by an older
+  // cubby) or when its agent does not take the connection (the box is not
+  // running): then open() and exec() say what is the matter, so nothing is
+  // run twice and no status is guessed. Not reconciling here is safe: only
+  // the box the agent answers for is used, and the next call that opens the
+  // store reconciles every box.
+  static Result<std::optional<ExecResult>> exec_direct(const Options& opts, const std::string& ref,
+                                                       const ExecRequest& req, const StdioFds& io);
   // Where open() would look: an absolute home and the helpers' directory,
   // without opening anything (for commands that need only the image store).
   static Result<Options> locate(Options opts);
@@ -244,9 +256,19 @@ class Runtime {
   // all have a reference, so there are no dangling ones: this is docker
   // image prune -a). Returns the references removed and their sizes.
   Result<Pruned> prune_images();
-  // What a running box's workload uses now (its cgroup); kConflict if it
-  // is not running.
-  Result<sandbox::CgroupStats> stats(const std::string& ref);
+  // What a running box's workload uses now (its cgroup: CPU, memory, pids,
+  // block I/O) and what its network namespace has carried (every interface
+  // but lo, as the box sees them); kConflict if it is not running. Values a
+  // host does not report stay unset: a vm box has no host cgroup (only the
+  // network is unset too: its interfaces are the guest's).
+  struct BoxStats : sandbox::CgroupStats {
+    std::optional<int64_t> net_rx_bytes, net_tx_bytes;
+  };
+  Result<BoxStats> stats(const std::string& ref);
+  // The host pids of a running box's workload processes (`top`): the main
+  // process and every exec, from its cgroup's workload leaf, not the agent.
+  // kConflict for a box without a host cgroup (vm, rootless), saying so.
+  Result<std::vector<pid_t>> processes(const std::string& ref);
 
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);
@@ -279,6 +301,8 @@ class Runtime {
   Result<ExecResult> attach_record(const store::BoxRecord& b, const StdioFds& io, bool start);
   // e, or "box X exited (N)" when the box has ended (an exec cut short).
   Error ended_or(const store::BoxRecord& b, Error e);
+  // The files exec_direct reads (exec.json, names/<name>), at create.
+  void write_exec_index(const store::BoxRecord& b);
   Result<StartResult> start_record(const store::BoxRecord& b, bool hold, bool tether, bool copy_only);
   // `cp` on a box that is not running: starts it with only its agent (no
   // workload, no network; ShimConfig::copy_only) and updates b; false if it

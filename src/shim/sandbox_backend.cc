@@ -315,11 +315,6 @@ class SandboxBackend : public Backend {
                            {"target", cfg.box_dir + "/rootfs"},
                            {"volumes", spec.mounts},
                            {"fds", root}};
-    // /tmp is a RAM tmpfs whose pages count against --memory: half of it,
-    // so filling /tmp leaves the workload room to run (and ends in ENOSPC,
-    // not in an OOM kill). Without a limit the agent keeps tmpfs's own
-    // default, half the RAM (what Docker's --tmpfs gets).
-    if (spec.memory) agent_cfg["rootfs"]["tmp_size"] = *spec.memory / 2;
     std::string text = agent_cfg.dump();
     // An agent that dies before reading its config (a broken image, a
     // stand-in agent) closes the pipe: that is the box ending during start,

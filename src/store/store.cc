@@ -2,10 +2,12 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <utility>
 
 #include "base/fs.h"
+#include "store/names.h"
 
 namespace cubby::store {
 
@@ -381,6 +383,13 @@ Result<void> Store::finish_removal(const std::string& id, const std::string& box
   Stmt st(db_, "DELETE FROM boxes WHERE id=? AND status='removing'");
   st.bind(1, id);
   if (st.step() != SQLITE_DONE) return fail(db_error(db_, "delete box"));
+  // Its name file, unless a box made since has the name (box_dir is
+  // <home>/boxes/<id>). After the record: a crash between leaves a stale
+  // file, which exec_direct checks against exec.json and ignores.
+  if (size_t at = box_dir.rfind("/boxes/"); b && at != std::string::npos) {
+    const std::string f = name_file(box_dir.substr(0, at), b->name);
+    if (read_file(f, 64).value_or("") == id) ::unlink(f.c_str());
+  }
   return {};  // none deleted: a concurrent `rm` finished first
 }
 
