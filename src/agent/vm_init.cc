@@ -10,8 +10,9 @@
 // listens on an abstract Unix socket; PID 1 is the guest half of the
 // multiplexer: a frame on an unknown channel opens a new local session, a
 // {"t":"close"} frame ends one. When the Server exits, PID 1 forwards what is
-// left, sends {"t":"exit","code":N} on the control channel, prints
-// "CUBBY-EXIT N" on the console and powers off.
+// left, sends {"t":"exit","code":N} on the control channel, notes the code
+// in the kernel log (dmesg, not the console: the box's logs show only what
+// the kernel and the workload say) and powers off, quietly.
 #include "agent/vm_init.h"
 
 #include <arpa/inet.h>
@@ -60,9 +61,18 @@ constexpr char kSessionSocket[] = "cubby-agent-sessions";  // abstract
 
 [[noreturn]] void power_off(int code) {
   char line[64];
-  int n = std::snprintf(line, sizeof line, "CUBBY-EXIT %d\n", code);
-  (void)!::write(2, line, static_cast<size_t>(n));
+  int n = std::snprintf(line, sizeof line, "<7>cubby-init: exit %d\n", code);  // KERN_DEBUG: below `quiet`
+  if (int kmsg = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC); kmsg >= 0) {
+    (void)!::write(kmsg, line, static_cast<size_t>(n));
+    ::close(kmsg);
+  }
   ::sync();
+  // The kernel's own "reboot: Power down" is an emergency-level line that
+  // `quiet` keeps; the workload is over, so the console goes silent first.
+  if (int printk = ::open("/proc/sys/kernel/printk", O_WRONLY | O_CLOEXEC); printk >= 0) {
+    (void)!::write(printk, "0", 1);
+    ::close(printk);
+  }
   ::reboot(RB_POWER_OFF);
   for (;;) ::pause();
 }

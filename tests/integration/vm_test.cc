@@ -35,17 +35,23 @@ TEST_F(Vm, UnameIsTheGuestKernel) {
 }
 
 // The guest console (kernel, init and QEMU messages) is part of `cubby logs`
-// for a vm box, on stderr; the workload's stdout stays clean.
+// for a vm box, on stderr (GuestThatCannotBootIsReportedWithItsConsole shows
+// a panic there); the workload's stdout stays clean, and a box that boots and
+// ends normally adds no noise of cubby's or of the machine's.
 TEST_F(Vm, ConsoleIsInTheLogsOnStderr) {
-  auto r = cubby(box_args("run", {"--name", "con", image_, "sh", "-c", "echo out; exit 3"}));
+  auto r = cubby(box_args("run", {"--name", "con", image_, "sh", "-c", "echo out; echo err >&2; exit 3"}));
   EXPECT_EQ(r.rc, 3) << r.err;
   auto logs = cubby({"logs", "con"});
   EXPECT_EQ(logs.rc, 0) << logs.err;
   EXPECT_EQ(logs.out, "out\n");
-  EXPECT_NE(logs.err.find("CUBBY-EXIT 3"), std::string::npos) << logs.err;  // init's last console line
+  EXPECT_NE(logs.err.find("err\n"), std::string::npos) << logs.err;
+  // (Not yet: the kernel's "PCI: Fatal: No config space access function
+  // found", a KERN_ERR line pci=off does not silence on microvm.)
+  for (const char* noise : {"CUBBY-EXIT", "Power down"})
+    EXPECT_EQ(logs.err.find(noise), std::string::npos) << noise << " in: " << logs.err;
   auto quiet = cubby({"logs", "--no-console", "con"});
   EXPECT_EQ(quiet.out, "out\n");
-  EXPECT_EQ(quiet.err, "");
+  EXPECT_EQ(quiet.err, "err\n");
   EXPECT_EQ(cubby({"rm", "con"}).rc, 0);
 }
 
