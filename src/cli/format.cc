@@ -111,7 +111,7 @@ std::string cut(const std::string& s, size_t n) {
 
 }  // namespace
 
-void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc) {
+void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc, const std::set<std::string>& paused) {
   const int64_t now = ::time(nullptr);
   std::vector<std::vector<std::string>> rows = {{"BOX ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"}};
   for (auto& b : boxes) {
@@ -121,6 +121,7 @@ void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc) 
       case store::BoxStatus::kRunning: {
         std::string up = time_ago(b.started_at, now);
         status = up.empty() ? "Up" : "Up " + up.substr(0, up.size() - 4);
+        if (paused.count(b.id)) status += " (Paused)";
         break;
       }
       case store::BoxStatus::kStopped:

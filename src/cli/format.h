@@ -1,6 +1,7 @@
 // CLI helpers: flag value parsing and table output.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,7 +25,9 @@ std::string familiar_ref(const std::string& ref);
 
 // `ls`'s table as `docker ps` lays it out: columns as wide as their widest
 // cell, ids cut to 12 and commands to 20 characters unless no_trunc.
-void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc = false);
+// `paused`: ids of running boxes whose workload is frozen ("Up 5 minutes (Paused)").
+void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc = false,
+                     const std::set<std::string>& paused = {});
 void print_image_table(const std::vector<image::ImageInfo>& images);
 
 }  // namespace cubby

@@ -597,15 +597,22 @@ int cmd_ls(const Global& g, const std::vector<std::string>& rest) {
   });
   if (format == "json") {
     json arr = json::array();
-    for (auto& b : boxes) arr.push_back(Runtime::to_json(b, false));
+    for (auto& b : boxes) {
+      arr.push_back(Runtime::to_json(b, false));
+      if (b.status == store::BoxStatus::kRunning) arr.back()["paused"] = rt.is_paused(b);
+    }
     std::cout << arr.dump() << "\n";
   } else if (quiet) {
     for (auto& b : boxes) std::cout << (no_trunc ? b.id : b.id.substr(0, 12)) << "\n";
   } else {
-    print_box_table(boxes, no_trunc);
+    std::set<std::string> paused;
+    for (auto& b : boxes)
+      if (b.status == store::BoxStatus::kRunning && rt.is_paused(b)) paused.insert(b.id);
+    print_box_table(boxes, no_trunc, paused);
   }
   return 0;
 }
+
 
 int cmd_inspect(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Show a box as JSON", "inspect BOX...");
@@ -692,6 +699,20 @@ int cmd_restart(const Global& g, const std::vector<std::string>& rest) {
     return {};
   });
 }
+
+// `docker pause` / `unpause`: the workload (main process and every exec)
+// frozen through the cgroup freezer, its memory kept; the agent serves on.
+int cmd_pause_or_unpause(const Global& g, const std::vector<std::string>& rest, bool pause) {
+  Command cmd(pause ? "Freeze every process of boxes (memory kept)" : "Thaw paused boxes",
+              pause ? "pause BOX..." : "unpause BOX...");
+  std::vector<std::string> boxes;
+  cmd.positional("BOX", boxes, "Box id, id prefix or name");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  return for_each_box(boxes, [&](const std::string& b) { return rt.set_paused(b, pause); });
+}
+int cmd_pause(const Global& g, const std::vector<std::string>& rest) { return cmd_pause_or_unpause(g, rest, true); }
+int cmd_unpause(const Global& g, const std::vector<std::string>& rest) { return cmd_pause_or_unpause(g, rest, false); }
 
 int cmd_kill(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Send a signal to a box's main process", "kill [OPTIONS] BOX...");
@@ -1525,7 +1546,7 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
   if (verb == "run" || verb == "create") return cmd_run_or_create(g, verb, rest);
   static const std::map<std::string, Handler> kVerbs = {
       {"start", cmd_start}, {"exec", cmd_exec}, {"exec-status", cmd_exec_status},     {"ls", cmd_ls},         {"ps", cmd_ls},
-      {"inspect", cmd_inspect}, {"stop", cmd_stop}, {"restart", cmd_restart}, {"kill", cmd_kill},     {"rm", cmd_rm},
+      {"inspect", cmd_inspect}, {"stop", cmd_stop}, {"restart", cmd_restart}, {"pause", cmd_pause}, {"unpause", cmd_unpause}, {"kill", cmd_kill},     {"rm", cmd_rm},
       {"wait", cmd_wait},   {"logs", cmd_logs},     {"info", cmd_info},     {"import", cmd_import},
       {"images", cmd_images}, {"rmi", cmd_rmi},       {"shell", cmd_shell},   {"attach", cmd_attach},
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},

@@ -764,11 +764,22 @@ Result<ExecResult> run_exec(proto::Transport& t, const Json& m, const ExecReques
   return r;
 }
 
+// An exec into a frozen workload would start a process that cannot run:
+// refused, as Docker and runc refuse it. Only sandbox boxes have a freezer
+// cgroup; a box without one is never paused.
+Result<void> refuse_paused_exec(const std::string& id, const std::string& name) {
+  auto cg = sandbox::Cgroup::open_existing(id);
+  if (cg && *cg && (*cg)->frozen(sandbox::Leaf::kWorkload).value_or(false))
+    return fail(Error::conflict("box " + name + " is paused: unpause it first (cubby unpause " + name + ")"));
+  return {};
+}
+
 }  // namespace
 
 Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req, const StdioFds& io) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status != BoxStatus::kRunning) return fail(not_running(b));
+  CUBBY_TRYV(refuse_paused_exec(b.id, b.name));
   BoxSpec spec = b.config.get<BoxSpec>();
   Json m = CUBBY_TRY(exec_message({b.name, spec.env, spec.cwd, spec.user}, req, io));
   auto t = agent_transport(box_dir(b.id));
@@ -803,6 +814,7 @@ Result<std::optional<ExecResult>> Runtime::exec_direct(const Options& opts, cons
     return slow;  // torn or foreign: the store has the truth
   }
   if (named && d.name != ref) return slow;  // a name file a removed box left, its id reused: not ours
+  CUBBY_TRYV(refuse_paused_exec(id, d.name));
   Json m = CUBBY_TRY(exec_message(d, req, io));
   auto fd = agent_transport(dir).connect();
   if (!fd) return slow;  // not running (or not yet): nothing was sent
@@ -965,6 +977,19 @@ Result<void> Runtime::pause(const std::string& ref, bool paused) {
 Result<bool> Runtime::paused(const std::string& ref) {
   auto cg = CUBBY_TRY(running_cgroup(ref));
   return cg->frozen(sandbox::Leaf::kWorkload);
+}
+
+Result<void> Runtime::set_paused(const std::string& ref, bool pause) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (CUBBY_TRY(paused(b.id)) == pause)
+    return fail(Error::conflict("box " + b.name + (pause ? " is already paused" : " is not paused")));
+  return this->pause(b.id, pause);
+}
+
+bool Runtime::is_paused(const store::BoxRecord& b) {
+  if (b.status != BoxStatus::kRunning || b.isolation != "sandbox") return false;
+  auto cg = sandbox::Cgroup::open_existing(b.id);
+  return cg && *cg && (*cg)->frozen(sandbox::Leaf::kWorkload).value_or(false);
 }
 
 Result<void> Runtime::update_limits(const std::string& ref, const sandbox::CgroupLimits& limits) {

@@ -216,6 +216,11 @@ class Runtime {
   // through the cgroup freezer (sandbox/cgroup.h). vm boxes: not yet.
   Result<void> pause(const std::string& ref, bool paused);
   Result<bool> paused(const std::string& ref);
+  // `cubby pause`/`unpause`: pause() with Docker's rules: pausing a paused
+  // box or unpausing a running one is a conflict, naming the box.
+  Result<void> set_paused(const std::string& ref, bool paused);
+  // Whether a running box's workload is frozen (false where it cannot be).
+  bool is_paused(const store::BoxRecord& b);
   // New limits for a running sandbox box's workload (only those set).
   Result<void> update_limits(const std::string& ref, const sandbox::CgroupLimits& limits);
   // Blocks until the box is no longer running; returns its record.

@@ -184,6 +184,42 @@ TEST_P(Daily, StatsShowTheMemoryLimit) {
   EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
 }
 
+// `docker pause`/`unpause`: the workload freezes with its memory (a shell's
+// counter carries on from where it stood), `ls` says "(Paused)", an exec is
+// refused while paused (it could not run), and pausing twice is a conflict.
+// vm boxes: one clear line (no freezer for a guest yet).
+TEST_P(Daily, PauseFreezesTheWorkloadAndExecIsRefused) {
+  const std::string id = run_detached({"sh", "-c", "n=0; while :; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n; done"});
+  if (vm()) {
+    auto r = cubby({"pause", id});
+    EXPECT_EQ(r.rc, 125);
+    EXPECT_NE(r.err.find("sandbox boxes only"), std::string::npos) << r.err;
+    EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
+    return;
+  }
+  ASSERT_EQ(cubby({"pause", id}).rc, 0);
+  EXPECT_NE(cubby({"ls"}).out.find("(Paused)"), std::string::npos) << cubby({"ls"}).out;
+  auto listed = json::parse(cubby({"ls", "--format", "json"}).out);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["paused"], true);
+  auto e = cubby({"exec", id, "true"});
+  EXPECT_EQ(e.rc, 125);
+  EXPECT_NE(e.err.find("is paused: unpause it first"), std::string::npos) << e.err;
+  auto again = cubby({"pause", id});
+  EXPECT_EQ(again.rc, 125);
+  EXPECT_NE(again.err.find("already paused"), std::string::npos) << again.err;
+  ASSERT_EQ(cubby({"unpause", id}).rc, 0);
+  EXPECT_EQ(cubby({"ls"}).out.find("(Paused)"), std::string::npos);
+  // Running again, and counting on: of two reads, the second is higher.
+  auto a = cubby({"exec", id, "cat", "/tmp/n"});
+  auto b = cubby({"exec", id, "cat", "/tmp/n"});
+  ASSERT_EQ(a.rc, 0) << a.err;
+  ASSERT_EQ(b.rc, 0) << b.err;
+  EXPECT_GT(std::stoll(b.out), std::stoll(a.out));
+  EXPECT_NE(cubby({"unpause", id}).err.find("is not paused"), std::string::npos);
+  EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
+}
+
 // Streaming (not on a terminal: one sample after another, appended) follows
 // the boxes named and ends by itself once they have all ended.
 TEST_P(Daily, StatsStreamEndsWhenItsBoxesEnd) {
