@@ -572,6 +572,14 @@ void check_format(const std::string& format) {
   if (format != "table" && format != "json") die("--format: invalid value \"" + format + "\" (want table or json)");
 }
 
+// A box as `ls --format json` and `inspect` show it: the record, and for a
+// running box whether it is paused (runtime state, not the store's).
+json box_json(Runtime& rt, const store::BoxRecord& b, bool full) {
+  json j = Runtime::to_json(b, full);
+  if (b.status == store::BoxStatus::kRunning) j["paused"] = rt.is_paused(b);
+  return j;
+}
+
 int cmd_ls(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("List boxes", "ls [OPTIONS]");
   bool all = false, quiet = false, no_trunc = false;
@@ -597,10 +605,7 @@ int cmd_ls(const Global& g, const std::vector<std::string>& rest) {
   });
   if (format == "json") {
     json arr = json::array();
-    for (auto& b : boxes) {
-      arr.push_back(Runtime::to_json(b, false));
-      if (b.status == store::BoxStatus::kRunning) arr.back()["paused"] = rt.is_paused(b);
-    }
+    for (auto& b : boxes) arr.push_back(box_json(rt, b, false));
     std::cout << arr.dump() << "\n";
   } else if (quiet) {
     for (auto& b : boxes) std::cout << (no_trunc ? b.id : b.id.substr(0, 12)) << "\n";
@@ -621,11 +626,11 @@ int cmd_inspect(const Global& g, const std::vector<std::string>& rest) {
   cmd.parse(rest);
   auto rt = open_runtime(g);
   if (boxes.size() == 1) {
-    std::cout << Runtime::to_json(check(rt.resolve(boxes[0])), true).dump(2) << "\n";
+    std::cout << box_json(rt, check(rt.resolve(boxes[0])), true).dump(2) << "\n";
     return 0;
   }
   json arr = json::array();
-  for (auto& b : boxes) arr.push_back(Runtime::to_json(check(rt.resolve(b)), true));
+  for (auto& b : boxes) arr.push_back(box_json(rt, check(rt.resolve(b)), true));
   std::cout << arr.dump(2) << "\n";
   return 0;
 }
