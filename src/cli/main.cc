@@ -151,7 +151,7 @@ struct BoxOpts {
   std::string cpus, pids;
   std::vector<std::string> env, publish, volumes, log_opts, allow_net, deny_net, add_hosts, dns;
   std::vector<std::string> env_files, labels, tmpfs;
-  std::string restart, shm_size;
+  std::string restart, shm_size, pull = "missing";
   bool detach = false, rm = false, interactive = false, tty = false, read_only = false;
 };
 
@@ -161,7 +161,7 @@ const std::set<std::string> kBoxValueOpts = {"-e", "--env", "-w", "--workdir", "
                                              "-p", "--publish", "-v", "--volume", "--log-opt",
                                              "--env-file", "-l", "--label", "--restart",
                                              "--allow-net", "--deny-net", "--add-host", "--dns",
-                                             "--tmpfs", "--shm-size"};
+                                             "--tmpfs", "--shm-size", "--pull"};
 
 // Repeatable options (-e) take one value per occurrence: with CLI11's
 // default, "-e A=1 IMAGE" would swallow IMAGE into -e.
@@ -208,6 +208,7 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
                 "default noexec,nosuid,nodev; repeatable)")
       ->allow_extra_args(false);
   c->add_option("--shm-size", o.shm_size, "Size of /dev/shm (e.g. 256m; default 64m)");
+  c->add_option("--pull", o.pull, "missing (default: pull an image not in the store) | never | always (pull first)");
   c->add_flag("--rm", o.rm, "Remove the box when it ends");
   c->add_flag("-i,--interactive", o.interactive, "Keep stdin open");
   c->add_flag("-t,--tty", o.tty, "Allocate a terminal (with -i: an interactive session)");
@@ -276,9 +277,12 @@ CreateOptions to_create(const BoxOpts& o, const std::string& image, const std::v
     die("--isolation: invalid value \"" + o.isolation + "\" (want auto, vm or sandbox)");
   if (!o.userns.empty() && o.userns != "auto" && o.userns != "host")
     die("--userns: invalid value \"" + o.userns + "\" (want auto or host)");
+  auto pull = CreateOptions::parse_pull(o.pull);
+  if (!pull) die("--pull: invalid value \"" + cli::one_line(o.pull) + "\" (want missing, never or always)");
   check_workdir(o.workdir);
   check_image_ref(image);
   CreateOptions c;
+  c.pull = *pull;
   c.image = image;
   c.name = o.name;
   c.cmd = cmd;

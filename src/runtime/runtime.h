@@ -43,6 +43,13 @@ struct CreateOptions {
   // or refused as unknown (kNever); kAlways pulls even when it is there.
   enum class Pull { kMissing, kNever, kAlways };
   Pull pull = Pull::kMissing;
+  // "missing" | "never" | "always" (`run --pull`, the API's "pull").
+  static std::optional<Pull> parse_pull(std::string_view word) {
+    if (word == "missing") return Pull::kMissing;
+    if (word == "never") return Pull::kNever;
+    if (word == "always") return Pull::kAlways;
+    return std::nullopt;
+  }
   std::string name;
   std::optional<std::vector<std::string>> entrypoint;  // --entrypoint
   std::vector<std::string> cmd;                        // overrides the image's Cmd

@@ -55,11 +55,9 @@ CreateOptions create_options(const json& b) {
     o.pids = p;
   }
   o.auto_remove = b.value("auto_remove", json(false)).is_boolean() && b.value("auto_remove", false);
-  std::string pull = string_or(b, "pull", "missing");
-  if (pull == "missing") o.pull = CreateOptions::Pull::kMissing;
-  else if (pull == "never") o.pull = CreateOptions::Pull::kNever;
-  else if (pull == "always") o.pull = CreateOptions::Pull::kAlways;
-  else throw bad_request("field \"pull\" must be missing, never or always");
+  auto pull = CreateOptions::parse_pull(string_or(b, "pull", "missing"));
+  if (!pull) throw bad_request("field \"pull\" must be missing, never or always");
+  o.pull = *pull;
   return o;
 }
 

@@ -392,6 +392,25 @@ class FlagsCli : public BoxTest {
 // docker run --env-file: KEY=VALUE lines, `#` comments and blank lines
 // skipped, KEY alone taken from the caller's environment (dropped when
 // unset), values kept exactly; -e given after wins; a bad file is one line.
+// `run --pull missing|never|always`, Docker's: with never, an image not in
+// the store is one "not found" line and no registry is asked; an image that
+// is there runs; a bad policy names the flag; nothing is left behind. (The
+// registry named is a closed loopback port: were it asked, the error would
+// say so.)
+TEST_F(FlagsCli, PullPolicyNeverRunsOnlyWhatIsThere) {
+  auto r = cubby(box_args("run", {"--rm", "--pull", "never", "127.0.0.1:1/nothing:1", "true"}));
+  EXPECT_EQ(r.rc, 125);
+  EXPECT_NE(r.err.find("no such image: 127.0.0.1:1/nothing:1"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("pull"), std::string::npos) << "never must not pull: " << r.err;
+  auto ok = cubby(box_args("run", {"--rm", "--pull", "never", image_, "echo", "here"}));
+  EXPECT_EQ(ok.rc, 0) << ok.err;
+  EXPECT_EQ(ok.out, "here\n");
+  auto bad = cubby(box_args("run", {"--rm", "--pull", "sometimes", image_, "true"}));
+  EXPECT_EQ(bad.rc, 125);
+  EXPECT_NE(bad.err.find("--pull: invalid value \"sometimes\""), std::string::npos) << bad.err;
+  EXPECT_EQ(ls({"-a"}).size(), 0u);
+}
+
 TEST_F(FlagsCli, EnvFileIsReadAsDockerReadsItAndDashEWins) {
   const std::string f = home_ + "/env.list";
   ASSERT_TRUE(write_file(f, "# a comment\n\n  A=1\nB=two words  \nC='quoted'\nFROM_HOST\nUNSET_HERE\nD=x=y\r\nE=old\n").has_value());

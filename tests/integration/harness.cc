@@ -144,6 +144,19 @@ std::vector<pid_t> processes_mentioning(const std::string& needle) {
   return out;
 }
 
+bool descends_from(pid_t pid, pid_t ancestor) {
+  for (int hops = 0; pid > 1 && hops < 256; ++hops) {
+    auto stat = read_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
+    auto rp = stat.rfind(')');  // the comm may hold spaces and parentheses
+    if (rp == std::string::npos) return false;
+    std::istringstream in(stat.substr(rp + 2));
+    std::string state;
+    in >> state >> pid;  // fields 3 and 4: state, ppid
+    if (pid == ancestor) return true;
+  }
+  return false;
+}
+
 std::vector<pid_t> children_of(pid_t pid) {
   std::vector<pid_t> out;
   std::string dir = "/proc/" + std::to_string(pid) + "/task";

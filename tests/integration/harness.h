@@ -43,6 +43,8 @@ std::set<pid_t> cubby_processes();
 std::vector<pid_t> processes_mentioning(const std::string& needle);
 // Children of pid (from /proc/PID/task/*/children).
 std::vector<pid_t> children_of(pid_t pid);
+// Whether `ancestor` is pid's parent, or its parent's, and so on.
+bool descends_from(pid_t pid, pid_t ancestor);
 // Reaps zombies adopted by this (subreaper) process; returns how many.
 int reap_adopted();
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "base/fs.h"
 #include "base/sys.h"
@@ -27,7 +28,10 @@ std::string virtiofsd_path() {
   return e && *e ? e : "/usr/lib/qemu/virtiofsd";
 }
 
-// Live virtiofsd processes (by their executable), anywhere on the machine.
+// This test's live virtiofsd processes (by their executable): those below
+// this process. It is a child subreaper, so a shim and its virtiofsd stay
+// below it even orphaned; a virtiofsd of a test running beside it under
+// `ctest -j` is below that test's process instead.
 std::set<pid_t> virtiofsd_processes() {
   std::set<pid_t> out;
   std::error_code ec;
@@ -37,7 +41,8 @@ std::set<pid_t> virtiofsd_processes() {
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::error_code ec2;
     auto exe = std::filesystem::read_symlink(e.path() / "exe", ec2);
-    if (!ec2 && exe == want) out.insert(std::stoi(name));
+    if (ec2 || exe != want) continue;
+    if (pid_t p = std::stoi(name); descends_from(p, ::getpid())) out.insert(p);
   }
   return out;
 }
