@@ -767,9 +767,13 @@ Result<ExecResult> run_exec(proto::Transport& t, const Json& m, const ExecReques
 // An exec into a frozen workload would start a process that cannot run:
 // refused, as Docker and runc refuse it. Only sandbox boxes have a freezer
 // cgroup; a box without one is never paused.
-Result<void> refuse_paused_exec(const std::string& id, const std::string& name) {
+bool workload_frozen(const std::string& id) {
   auto cg = sandbox::Cgroup::open_existing(id);
-  if (cg && *cg && (*cg)->frozen(sandbox::Leaf::kWorkload).value_or(false))
+  return cg && *cg && (*cg)->frozen(sandbox::Leaf::kWorkload).value_or(false);
+}
+
+Result<void> refuse_paused_exec(const std::string& id, const std::string& name) {
+  if (workload_frozen(id))
     return fail(Error::conflict("box " + name + " is paused: unpause it first (cubby unpause " + name + ")"));
   return {};
 }
@@ -987,9 +991,7 @@ Result<void> Runtime::set_paused(const std::string& ref, bool pause) {
 }
 
 bool Runtime::is_paused(const store::BoxRecord& b) {
-  if (b.status != BoxStatus::kRunning || b.isolation != "sandbox") return false;
-  auto cg = sandbox::Cgroup::open_existing(b.id);
-  return cg && *cg && (*cg)->frozen(sandbox::Leaf::kWorkload).value_or(false);
+  return b.status == BoxStatus::kRunning && b.isolation == "sandbox" && workload_frozen(b.id);
 }
 
 Result<void> Runtime::update_limits(const std::string& ref, const sandbox::CgroupLimits& limits) {
