@@ -90,6 +90,13 @@ struct SpawnSpec {
   bool die_with_parent = false;  // PR_SET_PDEATHSIG(SIGKILL) + getppid check
   // Confinement, applied in the child before exec, in this order (each step
   // needs the privileges the next one takes away):
+  // Joins these namespaces first (parent fds; -1: stay). A user namespace
+  // must not be the caller's own (setns refuses that: EINVAL).
+  int join_userns = -1, join_netns = -1;
+  // Keeps CAP_NET_ADMIN (of the user namespace joined) across exec, as an
+  // ambient capability: a joiner whose uid is not that namespace's root
+  // (or not mapped there at all) would otherwise lose it at exec.
+  bool keep_net_admin = false;
   bool new_netns = false;  // unshare(CLONE_NEWNET): a namespace holding only a down `lo`
   // With new_netns, for a caller without CAP_SYS_ADMIN: the namespace is
   // owned by a new user namespace (no id mapped in it; the program keeps

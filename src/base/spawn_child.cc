@@ -32,6 +32,9 @@ struct ChildPlan {
   bool new_session;
   bool controlling_tty;
   bool die_with_parent;
+  int join_userns;
+  int join_netns;
+  bool keep_net_admin;
   bool new_netns;
   bool new_userns;
   bool drop_capabilities;
@@ -56,6 +59,17 @@ struct ChildPlan {
 // Confinement, in the order privilege allows: the namespace and the
 // bounding set need capabilities the credential change then removes.
 void confine(const ChildPlan& p) {
+  if (p.join_userns >= 0 && ::setns(p.join_userns, CLONE_NEWUSER) < 0) child_fail(p, 12);
+  if (p.join_netns >= 0 && ::setns(p.join_netns, CLONE_NEWNET) < 0) child_fail(p, 12);
+  if (p.keep_net_admin) {
+    // Ambient needs the capability in the permitted and inheritable sets.
+    __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+    if (::syscall(SYS_capget, &h, d) < 0) child_fail(p, 13);
+    d[CAP_TO_INDEX(CAP_NET_ADMIN)].inheritable |= CAP_TO_MASK(CAP_NET_ADMIN);
+    if (::syscall(SYS_capset, &h, d) < 0) child_fail(p, 13);
+    if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_ADMIN, 0, 0) < 0) child_fail(p, 13);
+  }
   if (p.new_netns && ::unshare(CLONE_NEWNET | (p.new_userns ? CLONE_NEWUSER : 0)) < 0) child_fail(p, 8);
   if (p.drop_capabilities) {
     for (long c = 0; c < 64; ++c)  // past the kernel's last capability: EINVAL
@@ -148,6 +162,9 @@ Result<ChildProcess> spawn(const SpawnSpec& spec) {
                  spec.new_session,
                  spec.controlling_tty,
                  spec.die_with_parent,
+                 spec.join_userns,
+                 spec.join_netns,
+                 spec.keep_net_admin,
                  spec.new_netns,
                  spec.new_userns,
                  spec.drop_capabilities,

@@ -26,7 +26,7 @@ namespace cubby::net {
 namespace {
 
 constexpr const char* kIp = "/sbin/ip";
-constexpr const char* kNft = "/usr/sbin/nft";
+constexpr const char* kNft = kNftPath;
 // Subnets are /24s in 10.200.0.0/13 (2048 of them), first choice by the
 // home's hash, the next free one on a clash with any host address.
 constexpr uint32_t kPoolBase = (10u << 24) | (200u << 16);
@@ -243,46 +243,6 @@ Result<void> configure_box_side(int netns_fd, uint32_t addr, uint32_t gw) {
 
 }  // namespace
 
-Result<EgressRule> parse_egress_rule(const std::string& text) {
-  auto bad = [&](const std::string& why) {
-    return fail(Error::invalid("invalid network rule \"" + text.substr(0, 80) + "\": " + why));
-  };
-  std::string addr = text;
-  EgressRule r;
-  if (auto colon = text.rfind(':'); colon != std::string::npos) {
-    std::string port = text.substr(colon + 1);
-    addr = text.substr(0, colon);
-    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(port) < 1 || std::stoi(port) > 65535)
-      return bad("the port must be 1 to 65535");
-    r.port = static_cast<uint16_t>(std::stoi(port));
-  }
-  int prefix = 32;
-  if (auto slash = addr.find('/'); slash != std::string::npos) {
-    std::string p = addr.substr(slash + 1);
-    addr = addr.substr(0, slash);
-    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos || std::stoi(p) > 32)
-      return bad("the prefix length must be 0 to 32");
-    prefix = std::stoi(p);
-  }
-  if (addr == "host.cubby.internal") {  // the bridge's gateway: known at attach
-    if (prefix != 32) return bad("host.cubby.internal is one address");
-    r.cidr = addr;
-    return r;
-  }
-  in_addr a{};
-  if (::inet_pton(AF_INET, addr.c_str(), &a) != 1) {
-    if (addr.find_first_not_of("0123456789.") != std::string::npos && !addr.empty())
-      return bad("domain names are not supported yet (give an IPv4 address or CIDR)");
-    return bad("want an IPv4 address or CIDR, then optionally :PORT");
-  }
-  uint32_t mask = prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
-  r.cidr = dotted(ntohl(a.s_addr) & mask) + "/" + std::to_string(prefix);
-  return r;
-}
-
-std::string to_string(const EgressRule& r) { return r.cidr + (r.port ? ":" + std::to_string(r.port) : ""); }
-
 Result<void> bridge_available() {
   if (::geteuid() != 0) return fail(Error::invalid("--network bridge needs root (rootless boxes use --network default)"));
   if (::access(kIp, X_OK) != 0) return fail(Error::invalid("--network bridge needs ip (apt-get install iproute2)"));
@@ -341,24 +301,34 @@ Result<BridgeAttachment> attach_bridge(const std::string& home, const std::strin
             std::to_string(p.guest_port) + "\n";
   }
   rules += dnat + "  }\n  chain output { type nat hook output priority -100; policy accept;\n" + dnat + "  }\n";
-  // Before the home's filter chains (priority filter): deny rejects for
-  // good; allow marks, and the home's default refusals pass marked packets.
-  auto match = [&](const EgressRule& r) {
-    // By source address: at these (IP) hooks a box's packets come in on the
-    // bridge, not on its veth port.
-    std::string daddr = r.cidr == "host.cubby.internal" ? out.gateway_ + "/32" : r.cidr;
-    std::string m = "ip saddr " + out.address_ + " ip daddr " + daddr + " ";
-    if (r.port) m += "meta l4proto { tcp, udp } th dport " + std::to_string(r.port) + " ";
-    return m;
-  };
-  std::string filter;
-  for (const auto& r : egress.deny) {
-    filter += "    " + match(r) + "meta l4proto tcp reject with tcp reset\n";
-    filter += "    " + match(r) + "reject\n";
+  // Before the home's filter chains (priority filter), in net/egress.h's
+  // order: a deny rejects for good; an allow marks, and the home's default
+  // refusals pass marked packets. The defaults are in the order too, so a
+  // broad allow does not open what they refuse: link-local everywhere, and
+  // at the input hook (traffic to the host itself) each host address, which
+  // only an allow of that one address (/32) opens.
+  EgressPolicy defaults;
+  defaults.deny.push_back({"169.254.0.0/16", 0});
+  for (const auto& a : host_addresses()) defaults.deny.push_back(a);
+  // By source address: at these (IP) hooks a box's packets come in on the
+  // bridge, not on its veth port.
+  const std::string from = "ip saddr " + out.address_ + " ";
+  // Replies (to -p clients, whom the masquerade may show as the gateway)
+  // belong to connections judged at their first packet.
+  // Marked, as the home's refusals of link-local want to see it.
+  std::string input = "    ct state established,related meta mark set " + std::string(kAllowMark) + " accept\n",
+              forward = input;
+  for (const auto& d : order_egress(egress, defaults, out.gateway_)) {
+    std::string m = "    " + from + nft_match(d.rule);
+    std::string verdict = d.allow ? m + "meta mark set " + kAllowMark + " accept\n"
+                                  : m + "meta l4proto tcp reject with tcp reset\n" + m + "reject\n";
+    // An allow wider than one address never opens the host (an address it
+    // gains later included): the home's input chain refuses what is unmarked.
+    if (!d.allow || d.rule.cidr.ends_with("/32")) input += verdict;
+    forward += verdict;
   }
-  for (const auto& r : egress.allow) filter += "    " + match(r) + "meta mark set " + kAllowMark + "\n";
-  rules += "  chain input { type filter hook input priority filter - 10; policy accept;\n" + filter + "  }\n";
-  rules += "  chain forward { type filter hook forward priority filter - 10; policy accept;\n" + filter + "  }\n}\n";
+  rules += "  chain input { type filter hook input priority filter - 10; policy accept;\n" + input + "  }\n";
+  rules += "  chain forward { type filter hook forward priority filter - 10; policy accept;\n" + forward + "  }\n}\n";
   // Its rules follow its address: the bridge (which sees the port) drops
   // what its veth sends from any other, so a box cannot borrow another's.
   rules += "table bridge " + t + " {}\ndelete table bridge " + t + "\ntable bridge " + t + " {\n";

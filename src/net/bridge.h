@@ -20,7 +20,8 @@
 // reaches the internet through NAT but not the host itself (no input from
 // the bridge but replies; that covers the host's loopback and its own
 // private addresses) nor link-local addresses such as the cloud metadata
-// service 169.254.169.254.
+// service 169.254.169.254. A box's --allow-net / --deny-net compete with
+// those defaults as net/egress.h says (the most specific rule wins).
 #pragma once
 
 #include <cstdint>
@@ -30,24 +31,10 @@
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "net/egress.h"
 #include "runtime/ports.h"
 
 namespace cubby::net {
-
-// An --allow-net / --deny-net rule: an IPv4 address or CIDR, and a port
-// (0: every port) that applies to TCP and UDP alike.
-struct EgressRule {
-  std::string cidr;  // normalized: a.b.c.d/n
-  uint16_t port = 0;
-};
-// Parses "CIDR|ADDRESS[:PORT]"; one clear error otherwise (domain names are
-// not supported yet: they need the box's DNS path).
-Result<EgressRule> parse_egress_rule(const std::string& text);
-std::string to_string(const EgressRule& r);  // back to "a.b.c.d/n[:port]"
-
-struct EgressPolicy {
-  std::vector<EgressRule> allow, deny;  // deny wins where both match
-};
 
 // Whether --network bridge can work here (root, `ip` and `nft` installed);
 // the reason when not.

@@ -402,8 +402,12 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     for (const auto& r : *in) out->push_back(net::to_string(CUBBY_TRY(net::parse_egress_rule(r))));
   for (const auto& h : o.add_hosts) spec.extra_hosts.push_back(CUBBY_TRY(net::parse_add_host(h)));
   for (const auto& d : o.dns) spec.dns.push_back(CUBBY_TRY(net::parse_dns_server(d)));
-  if ((!spec.allow_net.empty() || !spec.deny_net.empty()) && spec.network != "bridge")
-    return fail(Error::invalid("--allow-net and --deny-net need --network bridge for now (not enforced on user-mode networking yet)"));
+  if ((!spec.allow_net.empty() || !spec.deny_net.empty()) && spec.network == "none")
+    return fail(Error::invalid("--allow-net and --deny-net need a network (--network default or bridge)"));
+  if (isolation == "vm" && std::any_of(spec.allow_net.begin(), spec.allow_net.end(), [](const std::string& r) {
+        return r.rfind(net::kHostName, 0) == 0;
+      }))
+    return fail(Error::invalid(std::string("--allow-net ") + net::kHostName + " is not supported on the vm backend yet"));
   if (!spec.ports.empty() && spec.network == "none")
     return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
   CUBBY_TRYV(assign_host_ports(spec.ports));

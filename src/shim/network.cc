@@ -1,6 +1,7 @@
 #include "shim/network.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 
 #include "base/log.h"
 #include "base/sys.h"
+#include "net/egress.h"
 #include "shim/network_tap.h"
 #include "proto/transport.h"
 
@@ -39,6 +41,13 @@ Result<void> Network::restart() {
   return spawn_helper();
 }
 
+int NetnsFds::user_to_join() const {
+  struct stat a, b;
+  bool ours = ::fstat(user.get(), &a) == 0 && ::stat("/proc/self/ns/user", &b) == 0 && a.st_ino == b.st_ino &&
+              a.st_dev == b.st_dev;
+  return ours ? -1 : user.get();
+}
+
 Result<NetnsFds> open_netns_of(pid_t pid) {
   std::string base = "/proc/" + std::to_string(pid) + "/ns/";
   NetnsFds ns;
@@ -56,6 +65,32 @@ std::string user_network_helper() {
 }
 
 namespace {
+
+// Loads an nftables ruleset into the namespaces ns (nft joins them: as the
+// owner of the box's user namespace, the caller has CAP_NET_ADMIN there).
+Result<void> load_ruleset(const NetnsFds& ns, const std::string& ruleset) {
+  auto [in_r, in_w] = CUBBY_TRY(sys::make_pipe());
+  auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
+  SpawnSpec s;
+  s.argv = {net::kNftPath, "-f", "-"};
+  s.fds = {in_r.get(), -1, err_w.get()};
+  s.join_userns = ns.user_to_join();
+  s.join_netns = ns.net.get();
+  s.keep_net_admin = true;
+  auto child = CUBBY_TRY(spawn(s));
+  in_r.reset();
+  err_w.reset();
+  auto w = sys::write_all(in_w.get(), ruleset.data(), ruleset.size());  // a few KiB: the pipe holds it
+  in_w.reset();
+  std::string err = sys::read_all(err_r.get(), 64 * 1024).value_or("");
+  auto st = CUBBY_TRY(child.wait());
+  if (!w) return std::unexpected(w.error().wrap("feed nft"));
+  if (st.signaled || st.code != 0) {
+    if (auto nl = err.find('\n'); nl != std::string::npos) err.resize(nl);
+    return fail(Error::internal("load the egress policy: nft: " + (err.empty() ? "exit " + std::to_string(st.shell_code()) : err)));
+  }
+  return {};
+}
 
 // One request per connection: slirp4netns reads it, answers, and closes.
 Result<void> add_hostfwd(const std::string& box_dir, const PortMapping& p) {
@@ -112,17 +147,22 @@ Result<void> Network::start_helper() {
   // does not wait for the kernel to unregister it. Made once: a helper
   // started again attaches to it as it is, address and routes included
   // (--configure again would fail on the route that exists).
+  // The egress policy needs the tap (its egress hook is tap0's) and is in
+  // place before the helper carries a packet.
   bool configure = true;
   if (!tap_) {
-    if (auto t = make_persistent_tap(ns_, "tap0")) tap_ = true;
-    else LOG_WARN("slirp4netns will make its own tap0 (slower to tear down): {}", t.error().message());
+    auto t = make_persistent_tap(ns_, "tap0");
+    if (!t) return std::unexpected(t.error().wrap("make tap0"));
+    tap_ = true;
+    CUBBY_TRYV(load_ruleset(ns_, policy_.ruleset));
   } else {
     configure = false;
   }
-  s.argv = {helper, "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+  s.argv = {helper, "--mtu=65520", "--enable-sandbox", "--enable-seccomp",
             "--ready-fd=3", "--exit-fd=4", std::string("--api-socket=") + kSlirpApiSocket, "--netns-type=path",
             "--userns-path=/proc/self/fd/6", "/proc/self/fd/5", "tap0"};
   if (configure) s.argv.insert(s.argv.begin() + 1, "--configure");
+  if (!policy_.host_loopback) s.argv.insert(s.argv.begin() + 1, "--disable-host-loopback");
   s.cwd = box_dir_;  // a relative API socket path never hits sun_path's 108 bytes
   s.umask = 077;     // the API socket (it adds port forwards) is the owner's alone
   s.fds = {-1, -1, 2, ready_w.get(), exit_r.get(), ns_.net.get(), ns_.user.get()};
@@ -145,16 +185,21 @@ Result<void> Network::await_ready() {
 }
 
 Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports, bool defer_ready) {
-  std::unique_ptr<Network> net(new Network(std::move(ns), box_dir, ports));
+                                                    const std::vector<PortMapping>& ports, UserNetworkPolicy policy,
+                                                    bool defer_ready) {
+  std::unique_ptr<Network> net(new Network(std::move(ns), box_dir, ports, std::move(policy)));
   CUBBY_TRYV(net->start_helper());
   if (!defer_ready) CUBBY_TRYV(net->await_ready());
   return net;
 }
 
-Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports) {
-  return start_user_network(CUBBY_TRY(open_netns_of(netns_pid)), box_dir, ports, false);
+Result<UserNetworkPolicy> user_network_policy(const std::vector<std::string>& allow,
+                                              const std::vector<std::string>& deny) {
+  auto box = CUBBY_TRY(net::parse_egress_policy(allow, deny));
+  if (::access(net::kNftPath, X_OK) != 0)
+    return fail(Error::invalid("--network default enforces the box's egress policy with nft, which is not installed "
+                               "(apt-get install nftables), or use --network none"));
+  return UserNetworkPolicy{net::user_network_ruleset(box, "tap0", kSlirpHostAlias), net::allows_host_alias(box)};
 }
 
 }  // namespace cubby::shim

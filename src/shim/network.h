@@ -4,6 +4,12 @@
 // backend) or QEMU's (vm backend: QEMU's slirp connects out from there).
 // Either way the host's loopback is refused (--disable-host-loopback): a box
 // reaches the host's 127.0.0.1 services no more than any remote peer would.
+// The box's egress policy (net/egress.h) is an nftables ruleset loaded into
+// that namespace once tap0 exists and before the workload starts; it lives
+// and dies with the namespace, so nothing of it is left on the host. Only
+// a box whose rules allow host.cubby.internal (slirp's 10.0.2.2) gets a
+// helper that maps it to the host's loopback, and the ruleset narrows it to
+// the ports allowed.
 // The helper parses what the box sends, so it runs confined: its own empty
 // root (--enable-sandbox: a new mount namespace, pivot_root, every capability
 // dropped but CAP_NET_BIND_SERVICE) and a seccomp filter (--enable-seccomp).
@@ -31,15 +37,30 @@
 
 namespace cubby::shim {
 
+// slirp4netns's address of the host (host.cubby.internal): its
+// --disable-host-loopback refuses it.
+inline constexpr const char* kSlirpHostAlias = "10.0.2.2";
+
 // The API socket's name in the box directory.
 inline constexpr const char* kSlirpApiSocket = "slirp.sock";
 
 // A network namespace and the user namespace that owns it, held open.
 struct NetnsFds {
   UniqueFd net, user;
+  // The user namespace a process must join to act in net, or -1 when it is
+  // the caller's own (joining that fails with EINVAL: as root, the vm
+  // backend's QEMU namespace is owned by ours).
+  int user_to_join() const;
 };
 // Opens the namespaces of pid, which must be alive (and not yet reaped).
 Result<NetnsFds> open_netns_of(pid_t pid);
+
+// What --network default enforces (net/egress.h): the ruleset for the
+// namespace, and whether slirp4netns maps 10.0.2.2 to the host's loopback.
+struct UserNetworkPolicy {
+  std::string ruleset;
+  bool host_loopback = false;
+};
 
 class Network {
  public:
@@ -62,9 +83,10 @@ class Network {
 
  private:
   friend Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
-                                                             const std::vector<PortMapping>& ports, bool defer_ready);
-  Network(NetnsFds ns, std::string box_dir, std::vector<PortMapping> ports)
-      : ns_(std::move(ns)), box_dir_(std::move(box_dir)), ports_(std::move(ports)) {}
+                                                             const std::vector<PortMapping>& ports,
+                                                             UserNetworkPolicy policy, bool defer_ready);
+  Network(NetnsFds ns, std::string box_dir, std::vector<PortMapping> ports, UserNetworkPolicy policy)
+      : ns_(std::move(ns)), box_dir_(std::move(box_dir)), ports_(std::move(ports)), policy_(std::move(policy)) {}
   Result<void> spawn_helper();  // start_helper + await_ready
   Result<void> start_helper();
   void stop_helper();
@@ -72,6 +94,7 @@ class Network {
   NetnsFds ns_;
   std::string box_dir_;
   std::vector<PortMapping> ports_;
+  UserNetworkPolicy policy_;
   ChildProcess helper_;
   UniqueFd exit_w_;
   UniqueFd ready_r_;  // until the helper said it is ready
@@ -87,9 +110,11 @@ std::string user_network_helper();
 // start-up (~3-4 ms) then overlaps the agent's own, and only the
 // workload's start waits for it.
 Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports, bool defer_ready);
-// The same, for the namespaces of netns_pid (opened at once).
-Result<std::unique_ptr<Network>> start_user_network(pid_t netns_pid, const std::string& box_dir,
-                                                    const std::vector<PortMapping>& ports);
+                                                    const std::vector<PortMapping>& ports, UserNetworkPolicy policy,
+                                                    bool defer_ready);
+// The policy of a box with these --allow-net / --deny-net rules (checked
+// at create) in a namespace whose way out is slirp4netns's tap0.
+Result<UserNetworkPolicy> user_network_policy(const std::vector<std::string>& allow,
+                                              const std::vector<std::string>& deny);
 
 }  // namespace cubby::shim

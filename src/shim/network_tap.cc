@@ -59,20 +59,13 @@ int tap_child_entry(void* p) {
 }
 // --- end of post-fork code
 
-bool same_ns(int fd, const char* self) {
-  struct stat a, b;
-  return ::fstat(fd, &a) == 0 && ::stat(self, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
-}
-
 }  // namespace
 
 Result<void> make_persistent_tap(const NetnsFds& ns, const char* name) {
   ifreq req{};
   req.ifr_flags = IFF_TAP | IFF_NO_PI;
   ::strncpy(req.ifr_name, name, IFNAMSIZ - 1);
-  // setns into the user namespace we are already in fails (EINVAL): as root
-  // the vm backend's QEMU namespace is owned by ours.
-  int user_fd = same_ns(ns.user.get(), "/proc/self/ns/user") ? -1 : ns.user.get();
+  int user_fd = ns.user_to_join();
   auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
   pid_t pid;
   if (user_fd >= 0) {

@@ -287,13 +287,18 @@ class SandboxBackend : public Backend {
     // names the bridge's gateway as host.cubby.internal.
     std::vector<std::string> extra_hosts = spec.extra_hosts;
     if (spec.network == "bridge") {
-      net::EgressPolicy egress;
-      for (auto [in, out] : {std::pair{&spec.allow_net, &egress.allow}, std::pair{&spec.deny_net, &egress.deny}})
-        for (const auto& r : *in) out->push_back(CUBBY_TRY(net::parse_egress_rule(r)));
+      auto egress = CUBBY_TRY(net::parse_egress_policy(spec.allow_net, spec.deny_net));
       auto br = net::attach_bridge(cfg.home, cfg.box_id, netns.net.get(), spec.ports, egress);
       if (!br) return std::unexpected(br.error().wrap("set up --network bridge"));
       inst->bridge_ = std::move(*br);
       extra_hosts.push_back(inst->bridge_.gateway() + "\t" + net::kHostName);
+    }
+    // --network default: slirp's 10.0.2.2, which reaches the host's loopback
+    // only where the box's rules allow it (shim/network.h).
+    UserNetworkPolicy user_net;
+    if (spec.network == "default") {
+      user_net = CUBBY_TRY(user_network_policy(spec.allow_net, spec.deny_net));
+      extra_hosts.push_back(std::string(kSlirpHostAlias) + "\t" + net::kHostName);
     }
     nlohmann::json agent_cfg = {
         {"main", {{"argv", spec.argv}, {"env", spec.env}, {"cwd", spec.cwd}, {"user", spec.user}, {"tty", spec.tty}}},
@@ -326,7 +331,8 @@ class SandboxBackend : public Backend {
     }
     cfg_w.reset();
     if (spec.network == "default" && !agent_gone) {
-      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports, /*defer_ready=*/true);
+      auto net = start_user_network(std::move(netns), cfg.box_dir, spec.ports, std::move(user_net),
+                                    /*defer_ready=*/true);
       if (!net) return std::unexpected(net.error().wrap("set up --network default"));
       inst->net_ = std::move(*net);
     }

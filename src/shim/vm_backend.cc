@@ -559,7 +559,10 @@ class VmBackend : public Backend {
       // and the shim's start wait reports QEMU's own words, the first cause.
       auto ns = open_netns_of(inst->qemu_.pid());
       if (ns) {
-        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink, false);
+        // The egress policy holds QEMU's own connections (made for the
+        // guest's) in QEMU's namespace: the guest never reaches it.
+        auto policy = CUBBY_TRY(user_network_policy(spec.allow_net, spec.deny_net));
+        auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink, std::move(policy), false);
         if (!net) return std::unexpected(net.error().wrap("set up --network default"));
         inst->net_ = std::move(*net);
       } else if (ns.error().sys_errno() != ENOENT ||

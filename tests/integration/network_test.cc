@@ -318,6 +318,116 @@ TEST_P(UserNetwork, AddHostAndDnsReachTheBoxsFiles) {
   }
 }
 
+std::string url(const std::string& ip, int port) { return "http://" + ip + ":" + std::to_string(port) + "/"; }
+
+// "timeout T wget URL; echo ' NAME=$?'": the box's view of one destination
+// (a refused connect fails at once; the timeout is a backstop).
+std::string fetch(const std::string& name, const std::string& u, int timeout = 30) {
+  return "timeout " + std::to_string(timeout) + " wget -q -O - " + u + "; echo \" " + name + "=$?\"; ";
+}
+
+// Whether the host's own network namespace has a table named cubby in
+// `family` (a box's policy loaded in the wrong namespace would be one).
+bool host_has_cubby_table(const std::string& family) {
+  SpawnSpec s;
+  s.argv = {"/usr/sbin/nft", "list", "table", family, "cubby"};
+  s.fds = {-1, -1, -1};
+  auto c = spawn(s);
+  auto st = c ? c->wait() : Result<ExitStatus>(fail(Error::internal("spawn nft")));
+  return st && !st->signaled && st->code == 0;
+}
+
+// By default a box on --network default reaches the internet (a test host
+// of our own) but not the host itself: a service on all of the host's
+// addresses, reached at one of them (slirp4netns would connect to it from
+// the host), nor link-local metadata (a test host standing in for
+// 169.254.169.254, which the host itself does reach).
+TEST_P(UserNetwork, DefaultPolicyRefusesTheHostsAddressesAndMetadata) {
+  TestHost remote_host, metadata_host;
+  ASSERT_TRUE(remote_host.ok() && metadata_host.ok() && metadata_host.also_at("169.254.169.254"));
+  HttpResponder remote(remote_host.listen_tcp(), "hello-from-a-remote-host");
+  HttpResponder host(listen_any_tcp(), "hello-from-the-host");
+  HttpResponder metadata(metadata_host.listen_tcp("169.254.169.254"), "hello-from-metadata");
+  std::string script = fetch("out", url(remote_host.address(), remote.port())) +
+                       fetch("host", url(remote_host.host_side_address(), host.port())) +
+                       fetch("metadata", url("169.254.169.254", metadata.port()));
+  std::vector<std::vector<std::string>> runs = {{}};
+  if (GetParam() == "sandbox" && ::geteuid() == 0) runs.push_back({"--userns", "host"});  // a namespace of ours
+  for (const auto& extra : runs) {
+    std::vector<std::string> args = {"run", "--rm", "--isolation", GetParam()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {image_, "sh", "-c", script});
+    auto r = cubby(args);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_NE(r.out.find("hello-from-a-remote-host out=0"), std::string::npos) << r.out << r.err;
+    EXPECT_EQ(r.out.find("hello-from-the-host"), std::string::npos) << "the box reached the host: " << r.out;
+    EXPECT_NE(r.out.find(" host=1"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("hello-from-metadata"), std::string::npos) << "the box reached metadata: " << r.out;
+    EXPECT_NE(r.out.find(" metadata=1"), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(remote.served(), static_cast<int>(runs.size()));
+  EXPECT_EQ(host.served(), 0);
+  EXPECT_EQ(metadata.served(), 0);
+  EXPECT_FALSE(host_has_cubby_table("inet")) << "a box's policy was loaded into the host's namespace";
+  EXPECT_FALSE(host_has_cubby_table("netdev"));
+}
+
+// --deny-net 0.0.0.0/0 with --allow-net is an allow-list: the most
+// specific rule wins, so the allowed test host and the allowed metadata
+// port pass, another test host does not; both lists show in inspect.
+TEST_P(UserNetwork, AllowListHoldsOutsideTheBox) {
+  TestHost open_host, other_host, metadata_host;
+  ASSERT_TRUE(open_host.ok() && other_host.ok() && metadata_host.ok() && metadata_host.also_at("169.254.169.254"));
+  HttpResponder open(open_host.listen_tcp(), "hello-from-an-allowed-host");
+  HttpResponder other(other_host.listen_tcp(), "hello-from-another-host");
+  HttpResponder metadata(metadata_host.listen_tcp("169.254.169.254"), "hello-from-metadata");
+  std::string md_rule = "169.254.169.254:" + std::to_string(metadata.port());
+  std::string script = fetch("open", url(open_host.address(), open.port())) +
+                       fetch("other", url(other_host.address(), other.port())) +
+                       fetch("metadata", url("169.254.169.254", metadata.port()));
+  auto r = cubby({"run", "--name", "listed", "--isolation", GetParam(), "--deny-net", "0.0.0.0/0", "--allow-net",
+                  open_host.address(), "--allow-net", md_rule, image_, "sh", "-c", script});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("hello-from-an-allowed-host open=0"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(r.out.find("hello-from-another-host"), std::string::npos) << "--deny-net 0.0.0.0/0 let it through: " << r.out;
+  EXPECT_NE(r.out.find(" other=1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hello-from-metadata metadata=0"), std::string::npos) << "--allow-net did not open it: " << r.out;
+  EXPECT_EQ(other.served(), 0);
+  auto j = nlohmann::json::parse(cubby({"inspect", "listed"}).out);
+  EXPECT_EQ(j["config"]["deny_net"], nlohmann::json::array({"0.0.0.0/0"})) << j["config"];
+  EXPECT_EQ(j["config"]["allow_net"], nlohmann::json::array({open_host.address() + "/32", "169.254.169.254/32:" +
+                                                                                            std::to_string(metadata.port())}));
+  ASSERT_EQ(cubby({"rm", "listed"}).rc, 0);
+}
+
+class UserNetworkSandbox : public BoxTest {};
+
+// host.cubby.internal is slirp's 10.0.2.2, the host's loopback: refused
+// unless allowed, and then only on the ports allowed (slirp4netns maps the
+// whole loopback; the box's ruleset narrows it).
+TEST_F(UserNetworkSandbox, HostCubbyInternalReachesTheHostsLoopbackOnlyWhereAllowed) {
+  HttpResponder allowed(listen_loopback_tcp(), "hello-from-an-allowed-port");
+  HttpResponder other(listen_loopback_tcp(), "hello-from-another-port");
+  std::string script = "grep host.cubby.internal /etc/hosts; " +
+                       fetch("allowed", "http://host.cubby.internal:" + std::to_string(allowed.port()) + "/") +
+                       fetch("other", "http://host.cubby.internal:" + std::to_string(other.port()) + "/");
+  auto refused = cubby({"run", "--rm", "--isolation", "sandbox", image_, "sh", "-c", script});
+  EXPECT_EQ(refused.rc, 0) << refused.err;
+  EXPECT_NE(refused.out.find("10.0.2.2\thost.cubby.internal"), std::string::npos) << refused.out;
+  EXPECT_NE(refused.out.find(" allowed=1"), std::string::npos) << "reached the host unasked: " << refused.out;
+  auto r = cubby({"run", "--rm", "--isolation", "sandbox", "--allow-net", "host.cubby.internal:" +
+                  std::to_string(allowed.port()), image_, "sh", "-c", script});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("hello-from-an-allowed-port allowed=0"), std::string::npos) << r.out << r.err;
+  EXPECT_EQ(r.out.find("hello-from-another-port"), std::string::npos) << "an unallowed port of the host: " << r.out;
+  EXPECT_NE(r.out.find(" other=1"), std::string::npos) << r.out;
+  EXPECT_EQ(allowed.served(), 1);
+  EXPECT_EQ(other.served(), 0);
+  auto vm = cubby({"create", "--isolation", "vm", "--allow-net", "host.cubby.internal:80", image_, "true"});
+  EXPECT_EQ(vm.rc, 125);
+  EXPECT_EQ(vm.err_lines().size(), 1u) << vm.err;
+}
+
 // tap0's interface index in the network namespace of pid (0: none).
 int tap_index_in_netns_of(pid_t pid) {
   int index = 0;

@@ -59,7 +59,7 @@ UniqueFd listen_on(const std::string& ip) {
 TestHost::TestHost() {
   unsigned k = g_hosts++;
   uint32_t subnet = (198u << 24 | 18u << 16) + ((static_cast<uint32_t>(::getpid()) % 8192) * 4 + k % 4) * 4;
-  std::string host_ip = dotted(subnet + 1);
+  host_ip_ = dotted(subnet + 1);
   peer_ip_ = dotted(subnet + 2);
   std::string tag = std::to_string(::getpid()) + "-" + std::to_string(k % 100);
   host_if_ = "cbh" + tag;
@@ -76,7 +76,7 @@ TestHost::TestHost() {
              run_ip({"addr", "add", peer_ip_ + "/30", "dev", peer_if}) && run_ip({"link", "set", peer_if, "up"});
   });
   t.join();
-  ok_ = netns_ && inside && run_ip({"addr", "add", host_ip + "/30", "dev", host_if_}) &&
+  ok_ = netns_ && inside && run_ip({"addr", "add", host_ip_ + "/30", "dev", host_if_}) &&
         run_ip({"link", "set", host_if_, "up"});
 }
 
@@ -108,6 +108,7 @@ bool TestHost::also_at(const std::string& ip) {
 }
 
 UniqueFd listen_loopback_tcp() { return listen_on("127.0.0.1"); }
+UniqueFd listen_any_tcp() { return listen_on("0.0.0.0"); }
 
 HttpResponder::HttpResponder(UniqueFd listener, std::string body)
     : listener_(std::move(listener)), body_(std::move(body)) {

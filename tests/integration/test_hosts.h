@@ -24,6 +24,8 @@ class TestHost {
 
   bool ok() const { return ok_; }
   const std::string& address() const { return peer_ip_; }
+  // Our end of the pair: one of this host's own addresses.
+  const std::string& host_side_address() const { return host_ip_; }
   // A TCP socket of the test host's, listening on address() (or on `ip`,
   // one of its also_at() addresses; a kernel-chosen port).
   UniqueFd listen_tcp(const std::string& ip = "");
@@ -34,12 +36,14 @@ class TestHost {
 
  private:
   UniqueFd netns_;
-  std::string host_if_, peer_ip_;
+  std::string host_if_, peer_ip_, host_ip_;
   bool ok_ = false;
 };
 
 // A TCP socket listening on 127.0.0.1 (a kernel-chosen port).
 UniqueFd listen_loopback_tcp();
+// A TCP socket listening on every host address (a kernel-chosen port).
+UniqueFd listen_any_tcp();
 
 // Answers every connection on a listening socket with an HTTP/1.0 200 whose
 // body is `body`, on a thread of its own, until destroyed.

@@ -1,0 +1,181 @@
+#include "net/egress.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+
+#include "base/fs.h"
+#include "net/names.h"
+
+namespace cubby::net {
+namespace {
+
+// The mark of packets the output hook passed (see user_network_ruleset).
+constexpr const char* kEgressPassMark = "0x0c0bb2";
+
+std::string dotted(uint32_t host_order) {
+  in_addr a{htonl(host_order)};
+  char buf[INET_ADDRSTRLEN];
+  return ::inet_ntop(AF_INET, &a, buf, sizeof buf);
+}
+
+int prefix_of(const EgressRule& r) {
+  auto slash = r.cidr.find('/');
+  return slash == std::string::npos ? 32 : std::stoi(r.cidr.substr(slash + 1));
+}
+
+// The IPv4 nameservers of the host's /etc/resolv.conf: where a vm box's
+// DNS goes (QEMU's slirp forwards the guest's queries to them).
+std::vector<std::string> host_nameservers() {
+  std::string in = read_file("/etc/resolv.conf", 64 * 1024).value_or("");
+  std::vector<std::string> out;
+  for (size_t at = 0; at < in.size();) {
+    size_t nl = in.find('\n', at);
+    std::string line = in.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    at = nl == std::string::npos ? in.size() : nl + 1;
+    if (line.rfind("nameserver", 0) != 0) continue;
+    size_t b = line.find_first_not_of(" \t", 10);
+    if (b == std::string::npos) continue;
+    std::string a = line.substr(b, line.find_first_of(" \t", b) - b);
+    in_addr x{};
+    if (::inet_pton(AF_INET, a.c_str(), &x) == 1) out.push_back(a);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<EgressRule> parse_egress_rule(const std::string& text) {
+  auto bad = [&](const std::string& why) {
+    return fail(Error::invalid("invalid network rule \"" + text.substr(0, 80) + "\": " + why));
+  };
+  std::string addr = text;
+  EgressRule r;
+  if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    std::string port = text.substr(colon + 1);
+    addr = text.substr(0, colon);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(port) < 1 || std::stoi(port) > 65535)
+      return bad("the port must be 1 to 65535");
+    r.port = static_cast<uint16_t>(std::stoi(port));
+  }
+  int prefix = 32;
+  if (auto slash = addr.find('/'); slash != std::string::npos) {
+    std::string p = addr.substr(slash + 1);
+    addr = addr.substr(0, slash);
+    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != std::string::npos || std::stoi(p) > 32)
+      return bad("the prefix length must be 0 to 32");
+    prefix = std::stoi(p);
+  }
+  if (addr == kHostName) {  // the network's address of the host: known at attach
+    if (prefix != 32) return bad(std::string(kHostName) + " is one address");
+    r.cidr = addr;
+    return r;
+  }
+  in_addr a{};
+  if (::inet_pton(AF_INET, addr.c_str(), &a) != 1) {
+    if (addr.find_first_not_of("0123456789.") != std::string::npos && !addr.empty())
+      return bad("domain names are not supported yet (give an IPv4 address or CIDR)");
+    return bad("want an IPv4 address or CIDR, then optionally :PORT");
+  }
+  uint32_t mask = prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
+  r.cidr = dotted(ntohl(a.s_addr) & mask) + "/" + std::to_string(prefix);
+  return r;
+}
+
+std::string to_string(const EgressRule& r) { return r.cidr + (r.port ? ":" + std::to_string(r.port) : ""); }
+
+Result<EgressPolicy> parse_egress_policy(const std::vector<std::string>& allow, const std::vector<std::string>& deny) {
+  EgressPolicy p;
+  for (const auto& r : allow) p.allow.push_back(CUBBY_TRY(parse_egress_rule(r)));
+  for (const auto& r : deny) p.deny.push_back(CUBBY_TRY(parse_egress_rule(r)));
+  return p;
+}
+
+std::vector<EgressDecision> order_egress(const EgressPolicy& box, const EgressPolicy& defaults,
+                                         const std::string& host_alias) {
+  std::vector<EgressDecision> out;
+  auto add = [&](const std::vector<EgressRule>& rules, bool allow, bool from_default) {
+    for (EgressRule r : rules) {
+      if (r.cidr == kHostName) r.cidr = host_alias + "/32";
+      out.push_back({std::move(r), allow, from_default});
+    }
+  };
+  add(box.deny, false, false);
+  add(box.allow, true, false);
+  add(defaults.deny, false, true);
+  add(defaults.allow, true, true);
+  // Stable: among equals, the order above (deny before allow).
+  std::stable_sort(out.begin(), out.end(), [](const EgressDecision& a, const EgressDecision& b) {
+    int pa = prefix_of(a.rule), pb = prefix_of(b.rule);
+    if (pa != pb) return pa > pb;
+    if (a.from_default != b.from_default) return !a.from_default;
+    if ((a.rule.port != 0) != (b.rule.port != 0)) return a.rule.port != 0;
+    return false;
+  });
+  return out;
+}
+
+std::vector<EgressRule> host_addresses() {
+  std::vector<EgressRule> out;
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return out;
+  for (ifaddrs* i = all; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    uint32_t a = ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
+    if ((a >> 24) == 127) continue;  // a box's own loopback is its own
+    EgressRule r{dotted(a) + "/32", 0};
+    if (std::none_of(out.begin(), out.end(), [&](const EgressRule& x) { return x.cidr == r.cidr; })) out.push_back(r);
+  }
+  ::freeifaddrs(all);
+  return out;
+}
+
+std::string nft_match(const EgressRule& r) {
+  std::string m = "ip daddr " + r.cidr + " ";
+  if (r.port) m += "meta l4proto { tcp, udp } th dport " + std::to_string(r.port) + " ";
+  return m;
+}
+
+bool allows_host_alias(const EgressPolicy& box) {
+  return std::any_of(box.allow.begin(), box.allow.end(), [](const EgressRule& r) { return r.cidr == kHostName; });
+}
+
+std::string user_network_ruleset(const EgressPolicy& box, const std::string& tap, const std::string& host_alias) {
+  EgressPolicy defaults;
+  defaults.deny = host_addresses();
+  defaults.deny.push_back({host_alias + "/32", 0});   // slirp's alias of the host's loopback
+  defaults.deny.push_back({"169.254.0.0/16", 0});     // link-local: cloud metadata
+  defaults.allow.push_back({"10.0.2.3/32", 53});      // slirp's DNS (the sandbox's resolver)
+  for (const auto& ns : host_nameservers()) defaults.allow.push_back({ns + "/32", 53});  // QEMU's slirp forwards there
+  // What the output hook lets through is marked, and the egress hook lets
+  // marked packets pass: so the egress hook judges only what skipped the
+  // IP stack (a packet socket's frames: no conntrack, no mark; setting a
+  // mark needs CAP_NET_ADMIN, which a box lacks), and replies to connections
+  // made into the box (-p: slirp connects from the host alias) pass there.
+  const std::string mark = "meta mark set " + std::string(kEgressPassMark) + " ";
+  std::string output, egress;
+  for (const auto& d : order_egress(box, defaults, host_alias)) {
+    std::string m = "    " + nft_match(d.rule);
+    if (d.allow) {
+      output += m + mark + "accept\n";
+      egress += m + "accept\n";
+    } else {
+      output += m + "meta l4proto tcp reject with tcp reset\n" + m + "reject\n";
+      egress += m + "drop\n";
+    }
+  }
+  // Re-runs replace the tables whole (a restarted helper never doubles them).
+  std::string t = "table inet cubby {}\ndelete table inet cubby\ntable inet cubby {\n";
+  t += "  chain output { type filter hook output priority filter; policy accept;\n";
+  t += "    oif \"lo\" accept\n    ct state established,related " + mark + "accept\n";
+  t += output + "    " + mark + "\n  }\n}\n";
+  t += "table netdev cubby {}\ndelete table netdev cubby\ntable netdev cubby {\n";
+  t += "  chain egress { type filter hook egress device \"" + tap + "\" priority filter; policy accept;\n";
+  t += "    meta mark " + std::string(kEgressPassMark) + " accept\n    meta protocol ip6 drop\n" + egress + "  }\n}\n";
+  return t;
+}
+
+}  // namespace cubby::net

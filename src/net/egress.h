@@ -1,0 +1,79 @@
+// A box's egress policy: which destinations it may reach, enforced outside
+// the box by nftables (never by anything the box runs), the same rules on
+// every network that has one:
+//  - --network bridge: the host's forward/input hooks (net/bridge.cc);
+//  - --network default: the network namespace whose packets slirp4netns
+//    carries out (the box's own for the sandbox, QEMU's for a vm box), on
+//    its output hook and on tap0's egress hook (shim/network.cc). A box
+//    holds no CAP_NET_ADMIN there, so it cannot change them; the egress
+//    hook also sees frames a box writes to a packet socket, which skip the
+//    IP stack's hooks.
+//
+// The rules: the most specific destination wins (a longer prefix, then
+// one with a port over one without); on a tie the box's own rules beat
+// the defaults and deny beats allow. What no rule matches passes (the
+// internet). The defaults refuse the host itself (its loopback and its
+// own addresses), link-local addresses (169.254.169.254, cloud metadata)
+// and the network's host alias (host.cubby.internal) unless a box's rule
+// at least as specific allows them, so --allow-net 0.0.0.0/0 does not
+// open the host but --allow-net 169.254.169.254:80 does open that port;
+// --deny-net 0.0.0.0/0 --allow-net CIDR[:PORT] is an allow-list.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+
+namespace cubby::net {
+
+inline constexpr const char* kNftPath = "/usr/sbin/nft";
+
+// An --allow-net / --deny-net rule: an IPv4 address or CIDR, and a port
+// (0: every port) that applies to TCP and UDP alike.
+struct EgressRule {
+  std::string cidr;  // normalized: a.b.c.d/n, or "host.cubby.internal" until resolved
+  uint16_t port = 0;
+};
+// Parses "CIDR|ADDRESS|host.cubby.internal[:PORT]"; one clear error
+// otherwise (domain names are not supported yet: they need the box's DNS
+// path).
+Result<EgressRule> parse_egress_rule(const std::string& text);
+std::string to_string(const EgressRule& r);  // back to "a.b.c.d/n[:port]"
+
+struct EgressPolicy {
+  std::vector<EgressRule> allow, deny;
+};
+// A box's --allow-net / --deny-net as stored in its spec (normalized text).
+Result<EgressPolicy> parse_egress_policy(const std::vector<std::string>& allow, const std::vector<std::string>& deny);
+
+// One rule with its verdict, in the order they are tried (first match wins).
+struct EgressDecision {
+  EgressRule rule;
+  bool allow = false;
+  bool from_default = false;
+};
+// Orders the box's rules and the network's defaults as described above.
+// host.cubby.internal in the box's rules becomes host_alias/32.
+std::vector<EgressDecision> order_egress(const EgressPolicy& box, const EgressPolicy& defaults,
+                                         const std::string& host_alias);
+
+// The host's own IPv4 addresses (every interface but loopback), as /32s.
+std::vector<EgressRule> host_addresses();
+
+// nftables match text for a decision's destination ("ip daddr X [meta
+// l4proto { tcp, udp } th dport P] ").
+std::string nft_match(const EgressRule& r);
+
+// The nftables ruleset of --network default's policy, for the network
+// namespace whose device `tap` leads to slirp4netns: an inet table with an
+// output chain (refusals are resets and ICMP errors, so a box learns at
+// once) and a netdev table on tap's egress hook (drops: the backstop for
+// raw frames). host_alias is slirp's address of the host (10.0.2.2).
+std::string user_network_ruleset(const EgressPolicy& box, const std::string& tap, const std::string& host_alias);
+// Whether the box's rules allow some port of host_alias (then slirp4netns
+// must not refuse the host's loopback itself: the ruleset narrows it).
+bool allows_host_alias(const EgressPolicy& box);
+
+}  // namespace cubby::net
