@@ -842,6 +842,12 @@ class OciCri : public OciContainerd {
   }
 
   void TearDown() override {
+    // A test that failed half-way: its pod goes (with its containers) while
+    // containerd is still here; its shims would outlive containerd.
+    if (!pod_id_.empty() && ctrd_.valid()) {
+      (void)cri("StopPodSandbox", {{"pod_sandbox_id", pod_id_}});
+      (void)cri("RemovePodSandbox", {{"pod_sandbox_id", pod_id_}});
+    }
     OciContainerd::TearDown();
     EXPECT_EQ(netns_mounts(), mounts_before_) << "a pod's network namespace outlived it";
   }
@@ -850,14 +856,18 @@ class OciCri : public OciContainerd {
     const std::string cri = "[plugins.\"io.containerd.grpc.v1.cri\"]\n";
     const std::string rt = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.cubby]\n";
     EXPECT_TRUE(mkdir_p(home_ + "/ctrd/cni"));
+    // loopback brings the pod's lo up; pod-lo (tests/cri) reports it as eth0.
+    EXPECT_TRUE(mkdir_p(home_ + "/ctrd/cni-bin"));
+    EXPECT_EQ(::symlink("/usr/lib/cni/loopback", (home_ + "/ctrd/cni-bin/loopback").c_str()), 0);
+    EXPECT_EQ(::symlink((std::string(CUBBY_TEST_SOURCE_DIR) + "/cri/pod-lo").c_str(), (home_ + "/ctrd/cni-bin/pod-lo").c_str()), 0);
     EXPECT_TRUE(write_file(home_ + "/ctrd/cni/10-lo.conflist",
-                           R"({"cniVersion": "1.0.0", "name": "cubby-lo", "plugins": [{"type": "loopback"}]})"));
+                           R"({"cniVersion": "1.0.0", "name": "cubby-lo", "plugins": [{"type": "loopback"}, {"type": "pod-lo"}]})"));
     // restrict_oom_score_adj: the sandbox's -998 needs CAP_SYS_RESOURCE,
     // which root lacks on this host (peers notes). No apparmor, no
     // external network: the streaming server is on loopback.
     return cri + "  sandbox_image = \"registry.k8s.io/pause:3.6\"\n  restrict_oom_score_adj = true\n"
                  "  disable_apparmor = true\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n" +
-           "[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"" + home_ +
+           "[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"" + home_ + "/ctrd/cni-bin\"\n  conf_dir = \"" + home_ +
            "/ctrd/cni\"\n" + "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"cubby\"\n" +
            rt + "  runtime_type = \"io.containerd.runc.v2\"\n" +
            "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.cubby.options]\n  BinaryName = \"" + bin_dir() +
@@ -897,6 +907,7 @@ class OciCri : public OciContainerd {
   }
 
   std::set<std::string> mounts_before_;
+  std::string pod_id_;  // set while a pod exists
 };
 
 TEST_F(OciCri, APodAndItsContainerRunUnderTheCriPlugin) {
@@ -913,6 +924,7 @@ TEST_F(OciCri, APodAndItsContainerRunUnderTheCriPlugin) {
   json run = cri("RunPodSandbox", {{"config", pod}, {"runtime_handler", "cubby"}});
   ASSERT_FALSE(run.is_null()) << last_ << read_file(d_ + "/containerd.log").value_or("");
   const std::string pod_id = run["pod_sandbox_id"];
+  pod_id_ = pod_id;
   json st = cri("PodSandboxStatus", {{"pod_sandbox_id", pod_id}, {"verbose", true}});
   ASSERT_FALSE(st.is_null()) << last_;
   EXPECT_EQ(st["status"].value("state", "SANDBOX_READY"), "SANDBOX_READY");  // the default (0) is omitted
@@ -952,6 +964,7 @@ TEST_F(OciCri, APodAndItsContainerRunUnderTheCriPlugin) {
   ASSERT_FALSE(cri("RemoveContainer", {{"container_id", cid}}).is_null()) << last_;
   ASSERT_FALSE(cri("StopPodSandbox", {{"pod_sandbox_id", pod_id}}).is_null()) << last_;
   ASSERT_FALSE(cri("RemovePodSandbox", {{"pod_sandbox_id", pod_id}}).is_null()) << last_;
+  pod_id_.clear();
   EXPECT_TRUE(cri("PodSandboxStatus", {{"pod_sandbox_id", pod_id}}).is_null());  // gone
   // The images go with the namespace (TearDown removes it).
   for (const char* img : {"registry.k8s.io/pause:3.6", "localhost/busybox:latest"}) EXPECT_EQ(ctr({"images", "rm", img}), 0) << last_;
