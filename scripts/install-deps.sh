@@ -9,6 +9,7 @@ libacl1-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev zlib1g-dev libxml2-dev
 slirp4netns nftables uidmap file procps iproute2 runc crun containerd docker.io podman bubblewrap hyperfine strace
 libcurl4-openssl-dev libboost-dev docker-registry skopeo umoci apache2-utils openssl python3
 python3-pytest python3-httpx python3-websockets python3-jsonschema
+python3-grpcio python3-grpc-tools catatonit containernetworking-plugins
 clang-16 libclang-rt-16-dev"
 missing=""
 for p in $PKGS; do

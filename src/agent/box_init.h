@@ -23,6 +23,7 @@ struct RootfsPlan {
   std::string target;              // where to assemble it before pivot_root
   std::string hostname;
   bool network_default = false;    // write resolv.conf for slirp's DNS
+  bool joined_net = false;         // a joined network namespace: its lo is its owner's
   std::string resolv_conf;         // when set: the box's resolv.conf (--dns, --network bridge)
   std::vector<std::string> extra_hosts;  // --add-host: "IP\tNAME" lines for /etc/hosts
   // vm mode: the old root is the initramfs (rootfs cannot be pivoted away),

@@ -24,6 +24,8 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   opts.cap_drop = cfg.value("cap_drop", uint64_t{0});
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
+  for (const auto& t : cfg.value("joined_ns", std::vector<std::string>{}))
+    if (t == "network") plan.joined_net = true;
   plan.resolv_conf = cfg.value("resolv_conf", std::string());
   plan.extra_hosts = cfg.value("extra_hosts", std::vector<std::string>{});
   if (cfg.contains("fs")) plan.fs = cfg["fs"].get<BoxFs>();

@@ -109,7 +109,9 @@ int run_init() {
         LOG_ERROR("set up rootfs: {}", ok.error().message());
         return 125;
       }
-      if (auto ok = agent::bring_up_loopback(); !ok) {
+      // A joined network namespace is its owner's to configure (and the
+      // box's user namespace has no rights over it).
+      if (auto ok = plan.joined_net ? Result<void>{} : agent::bring_up_loopback(); !ok) {
         LOG_ERROR("{}", ok.error().message());
         return 125;
       }

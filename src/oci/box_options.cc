@@ -211,11 +211,35 @@ Result<BoxOptions> box_options(const Spec& s) {
   o.hostname = s.hostname;
 
   // cubby gives every box new pid, network, ipc, uts and mount namespaces
-  // (and a user namespace); sharing one of the host's is not possible yet.
+  // (and a user namespace); sharing one of the host's is not possible. A
+  // network, ipc or uts namespace may be joined by path (a CRI pod's, which
+  // its containers share; the shim checks the path is such a namespace and
+  // not the host's). pid and mount cannot: the agent must be PID 1 of the
+  // box and assembles the box's rootfs in a mount namespace of its own.
   std::set<std::string> have;
   for (const auto& n : s.linux.namespaces) {
-    if (!n.path.empty()) return fail(refused("linux.namespaces", "joining the " + n.type + " namespace at " + n.path + " is not supported by cubby-runc yet"));
     have.insert(n.type);
+    if (n.path.empty()) continue;
+    if (n.type != "network" && n.type != "ipc" && n.type != "uts")
+      return fail(refused("linux.namespaces", "joining the " + n.type + " namespace at " + n.path +
+                                                  " is not supported by cubby-runc (cubby's agent is PID 1 of the box and "
+                                                  "mounts its rootfs in a namespace of its own; only network, ipc and uts "
+                                                  "can be joined)"));
+    if (o.isolation != "sandbox")
+      return fail(refused("linux.namespaces", "joining the " + n.type + " namespace at " + n.path +
+                                                  " needs the sandbox backend (a vm container has the guest's own)"));
+    o.join_ns[n.type] = n.path;
+  }
+  // What a joined namespace's sysctls would need: rights its owner has,
+  // not the box (the write fails with EPERM in the box).
+  for (const auto& [k, v] : s.linux.sysctl) {
+    const char* ns = k.rfind("net.", 0) == 0                                                    ? "network"
+                     : k.rfind("kernel.shm", 0) == 0 || k.rfind("kernel.msg", 0) == 0 ||
+                               k == "kernel.sem" || k.rfind("fs.mqueue.", 0) == 0 ? "ipc"
+                     : k == "kernel.hostname" || k == "kernel.domainname"                      ? "uts"
+                                                                                                : nullptr;
+    if (ns && o.join_ns.count(ns))
+      return fail(refused("linux.sysctl." + k, std::string("the ") + ns + " namespace is joined: set it where that namespace is made"));
   }
   for (const char* t : {"pid", "network", "ipc", "uts", "mount"})
     if (!have.count(t))

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/ns.h"
 #include "base/sys.h"
 #include "base/unique_fd.h"
 
@@ -70,6 +71,22 @@ int run_relay(const StateDir& dir, const std::string& id, const Spec& spec, cons
     report(report_fd, "error " + started.error().message());
     (void)rt->remove(box->id, true);
     return 1;
+  }
+  // As runc's init is, the pid-file process is in the container's network,
+  // ipc and uts namespaces: containerd's CRI gives a pod's containers the
+  // sandbox's as /proc/<this pid>/ns/*. Its pid and mount namespaces stay
+  // the host's (the box's PID 1 is the agent; the relay reaches agent.sock
+  // by its host path), so a container asking to join those is refused
+  // (box_options.cc) and a path to the host's own is refused by the shim.
+  // Rootless, setns needs rights the relay lacks: those paths stay the
+  // host's and joining them is refused the same way.
+  if (::geteuid() == 0 && o.isolation == "sandbox") {
+    auto entered = [&]() -> Result<void> { return enter_namespaces_of(CUBBY_TRY(rt->init_pid(box->id))); }();
+    if (!entered) {
+      report(report_fd, "error enter the container's namespaces: " + entered.error().message());
+      (void)rt->remove(box->id, true);
+      return 1;
+    }
   }
   report(report_fd, "ok " + box->id);
   ::close(report_fd);

@@ -59,6 +59,10 @@ struct BoxSpec {
   std::string restart = "no";
   int restart_max = 0;
   BoxFs fs;  // read-only rootfs, tmpfs, /dev/shm size, masked paths
+  // Namespaces the box joins instead of making its own (sandbox only):
+  // "network", "ipc" or "uts" -> an nsfs path (/proc/PID/ns/X or a bind
+  // mount of one). cubby-runc's, for a CRI pod's containers.
+  std::map<std::string, std::string> join_ns;
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
@@ -83,6 +87,7 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   if (s.cpu_shares) j["cpu_shares"] = *s.cpu_shares;
   if (s.cap_drop) j["cap_drop"] = s.cap_drop;
   if (!s.fs.empty()) j["fs"] = s.fs;
+  if (!s.join_ns.empty()) j["join_ns"] = s.join_ns;
 }
 
 inline void from_json(const nlohmann::json& j, BoxSpec& s) {
@@ -117,6 +122,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   if (j.contains("cpu_shares")) s.cpu_shares = j["cpu_shares"].get<uint64_t>();
   s.cap_drop = j.value("cap_drop", uint64_t{0});
   if (j.contains("fs")) s.fs = j["fs"].get<BoxFs>();
+  s.join_ns = j.value("join_ns", std::map<std::string, std::string>{});
 }
 
 // What the runtime sends the shim as its first (and only) control message.

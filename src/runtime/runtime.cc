@@ -412,6 +412,18 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
     return fail(Error::invalid("-p needs --network default (a box with --network none has no network to publish from)"));
   CUBBY_TRYV(assign_host_ports(spec.ports));
   spec.mounts = std::move(mounts);
+  for (const auto& [type, path] : o.join_ns) {
+    if (type != "network" && type != "ipc" && type != "uts")
+      return fail(Error::invalid("joining a " + type + " namespace is not supported (only network, ipc and uts)"));
+    if (path.empty() || path[0] != '/') return fail(Error::invalid("the " + type + " namespace to join must be an absolute path"));
+    if (isolation != "sandbox")
+      return fail(Error::invalid("joining a " + type + " namespace needs the sandbox backend (a vm box has the guest's own)"));
+  }
+  if (o.join_ns.count("uts") && !o.hostname.empty())
+    return fail(Error::invalid("a box that joins a uts namespace has its hostname: none can be set"));
+  if (o.join_ns.count("network") && spec.network != "none")
+    return fail(Error::invalid("a box that joins a network namespace takes its network from it: network must be none"));
+  spec.join_ns = o.join_ns;
   CUBBY_TRYV(check_box_fs(o.fs));
   spec.fs = o.fs;
   spec.memory = o.memory;
@@ -476,7 +488,8 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   BoxRecord b;
   b.id = random_id();
   b.name = o.name.empty() ? "box-" + b.id.substr(0, 12) : o.name;
-  spec.hostname = o.hostname.empty() ? b.id.substr(0, 12) : o.hostname;
+  // A joined uts namespace keeps its owner's hostname: none is set.
+  spec.hostname = o.hostname.empty() && !o.join_ns.count("uts") ? b.id.substr(0, 12) : o.hostname;
   b.image = img.ref;
   b.image_id = img.id;
   b.isolation = isolation;

@@ -87,6 +87,10 @@ struct CreateOptions {
   // /dev/shm's size (--shm-size), masked and read-only paths (config.json).
   // Checked at create; both backends apply it.
   BoxFs fs;
+  // Namespaces to join instead of new ones (BoxSpec::join_ns): "network",
+  // "ipc", "uts" -> an nsfs path. Sandbox only; a joined network means
+  // network "none" (the namespace has its own).
+  std::map<std::string, std::string> join_ns;
 };
 
 // What `--isolation auto` picks on this host, and why (SPEC §1): "vm" only
@@ -281,6 +285,8 @@ class Runtime {
   // process and every exec, from its cgroup's workload leaf, not the agent.
   // kConflict for a box without a host cgroup (vm, rootless), saying so.
   Result<std::vector<pid_t>> processes(const std::string& ref);
+  // The host pid of a running sandbox box's PID 1 (its agent), as root.
+  Result<pid_t> init_pid(const std::string& ref);
 
   Result<std::vector<store::BoxRecord>> list();
   Result<store::BoxRecord> resolve(const std::string& ref);

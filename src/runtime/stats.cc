@@ -81,4 +81,24 @@ Result<std::vector<pid_t>> Runtime::processes(const std::string& ref) {
   return leaf_pids(*cg, sandbox::Leaf::kWorkload);
 }
 
+Result<pid_t> Runtime::init_pid(const std::string& ref) {
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (b.isolation != "sandbox") return fail(Error::conflict("box " + b.name + " is a vm box: its PID 1 is the guest's"));
+  auto cg = CUBBY_TRY(sandbox::Cgroup::open_existing(b.id));
+  if (!cg || cg->paths().empty())
+    return fail(Error::conflict("box " + b.name + " has no cgroup on this host (rootless): its PID 1 cannot be found"));
+  // The agent leaf also holds the agent's children until they move to the
+  // workload leaf: PID 1 is the one whose innermost pid is 1.
+  for (pid_t pid : leaf_pids(*cg, sandbox::Leaf::kAgent)) {
+    auto status = read_file("/proc/" + std::to_string(pid) + "/status", 1u << 16);
+    if (!status) continue;
+    auto at = status->find("\nNSpid:");
+    if (at == std::string::npos) continue;
+    std::string line = status->substr(at + 8, status->find('\n', at + 1) - at - 8);
+    if (auto last = line.find_last_of(" \t"); last != std::string::npos && line.substr(last + 1) == "1") return pid;
+  }
+  return fail(Error::not_found("box " + b.name + ": its PID 1 is not in its cgroup"));
+}
+
 }  // namespace cubby

@@ -15,6 +15,7 @@
 
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/ns.h"
 #include "base/sys.h"
 #include "proto/launch.h"
 #include "proto/transport.h"
@@ -246,9 +247,20 @@ class SandboxBackend : public Backend {
     if (pids_current) plan.fds[plan.nfds++] = pids_current.get();
     int pidfd = -1;
     unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
+    // A namespace to join (BoxSpec::join_ns) is entered by this thread for
+    // the clone, which then makes no new one of that type: the child, in a
+    // new user namespace, could not setns into one its owner holds.
+    auto joined = CUBBY_TRY(JoinedNamespaces::open(spec.join_ns));
+    flags &= ~static_cast<unsigned long>(joined.clone_flags());
+    CUBBY_TRYV(joined.enter());
     pid_t pid = clone_sandbox_child(plan, flags, &pidfd);
-    if (pid < 0) return sys_fail("clone box namespaces");
+    if (pid < 0) {
+      auto e = Error::sys("clone box namespaces", errno);
+      (void)joined.leave();
+      return fail(e);
+    }
     inst->pidfd_.reset(pidfd);
+    CUBBY_TRYV(joined.leave());
     // From here on, inst's destructor kills and reaps the child on any error.
     // The box's network namespace is held from its birth (the child waits
     // on sync_r): slirp4netns joins it by these fds even if the agent fails
@@ -306,6 +318,11 @@ class SandboxBackend : public Backend {
         {"hostname", spec.hostname},
         {"network", spec.network},
         {"workload_cgroup_fds", ncgroup_fds}};
+    if (!spec.join_ns.empty()) {
+      std::vector<std::string> types;
+      for (const auto& [t, p] : spec.join_ns) types.push_back(t);
+      agent_cfg["joined_ns"] = types;
+    }
     if (auto rc = net::resolv_conf_for(spec.dns, spec.network == "bridge"); !rc.empty()) agent_cfg["resolv_conf"] = rc;
     if (!extra_hosts.empty()) agent_cfg["extra_hosts"] = extra_hosts;
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;

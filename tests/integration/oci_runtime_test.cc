@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <nlohmann/json.hpp>
 
@@ -460,6 +461,83 @@ TEST_F(OciRuntime, AConfigItCannotHonourIsOneJsonErrorInTheLog) {
   EXPECT_NE(runc({"state", "c2"}).rc, 0);
 }
 
+// A CRI pod's containers share its network, ipc and uts namespaces: the
+// config names them by path (/proc/<sandbox's pid>/ns/*). The pid-file
+// process is in the container's namespaces (as runc's init is), so a
+// second container joining those paths shares the first's; pid and mount
+// cannot be joined (the agent is PID 1 and mounts the rootfs itself), and a
+// path that is not such a namespace, or is the host's own, is refused.
+TEST_F(OciRuntime, AContainerJoinsAnotherContainersNetworkIpcAndUts) {
+  write_honourable({"sleep", "1000000"});
+  json a = json::parse(read_file(bundle_ + "/config.json").value());
+  a["hostname"] = "pod-a";
+  write_config(a);
+  pid_t pod = create("pod");
+  ASSERT_GT(pod, 0);
+  ASSERT_EQ(runc({"start", "pod"}).rc, 0);
+  const std::string ns = "/proc/" + std::to_string(pod) + "/ns/";
+  auto link = [](const std::string& p) { return std::filesystem::read_symlink(p).string(); };
+  for (const char* t : {"net", "ipc", "uts"})
+    EXPECT_NE(link(ns + t), link(std::string("/proc/self/ns/") + t)) << t << ": the pid-file process is in the box's";
+
+  json b = a;
+  b.erase("hostname");
+  b["process"]["args"] = {"sh", "-c", "hostname; for n in net ipc uts; do readlink /proc/self/ns/$n; done"};
+  for (auto& n : b["linux"]["namespaces"]) {
+    std::string t = n["type"];
+    if (t == "network") n["path"] = ns + "net";
+    if (t == "ipc" || t == "uts") n["path"] = ns + t;
+  }
+  write_config(b);
+  std::string out = home_ + "/joined.out";
+  log_ = home_ + "/log.json";
+  pid_t c = create("member", out);
+  ASSERT_GT(c, 0);
+  ASSERT_EQ(runc({"start", "member"}).rc, 0);
+  EXPECT_EQ(wait_init(c), 0);
+  EXPECT_EQ(read_file(out).value_or(""), "pod-a\n" + link(ns + "net") + "\n" + link(ns + "ipc") + "\n" + link(ns + "uts") + "\n");
+  EXPECT_EQ(runc({"delete", "member"}).rc, 0);
+
+  // What cannot be joined: one error each in the --log, nothing created.
+  auto refused = [&](json cfg, const std::string& want) {
+    write_config(cfg);
+    ::unlink(log_.c_str());
+    auto r = runc({"create", "--bundle", bundle_, "--pid-file", bundle_ + "/bad.pid", "bad"});
+    EXPECT_EQ(r.rc, 1) << want;
+    // The error is the last record (warnings come first).
+    std::string text = read_file(log_).value_or(""), last, line;
+    for (std::istringstream in(text); std::getline(in, line);) last = line;
+    auto rec = json::parse(last, nullptr, false);
+    std::string msg = rec.is_object() ? rec.value("msg", std::string()) : text;
+    EXPECT_EQ(rec.is_object() ? rec.value("level", std::string()) : "", "error") << text;
+    EXPECT_NE(msg.find(want), std::string::npos) << msg;
+    EXPECT_FALSE(std::filesystem::exists(bundle_ + "/bad.pid"));
+    EXPECT_NE(runc({"state", "bad"}).rc, 0);
+  };
+  auto with = [&](const std::string& type, const std::string& path) {
+    json cfg = b;
+    for (auto& n : cfg["linux"]["namespaces"])
+      if (n["type"] == type) n["path"] = path;
+    return cfg;
+  };
+  refused(with("pid", ns + "pid"), "joining the pid namespace at " + ns + "pid is not supported by cubby-runc");
+  refused(with("mount", ns + "mnt"), "joining the mount namespace at " + ns + "mnt is not supported by cubby-runc");
+  refused(with("network", "/proc/self/ns/net"), "is the host's own network namespace");
+  refused(with("ipc", ns + "net"), ns + "net is not a namespace of type ipc");
+  refused(with("uts", bundle_ + "/config.json"), bundle_ + "/config.json is not a namespace");
+  json sys = b;
+  sys["linux"]["sysctl"] = {{"net.ipv4.ip_forward", "1"}};
+  refused(sys, "linux.sysctl.net.ipv4.ip_forward: the network namespace is joined");
+  json vm = b;
+  vm["annotations"] = {{"io.cubby.isolation", "vm"}};
+  refused(vm, "needs the sandbox backend");
+  log_ = "/dev/null";
+
+  ASSERT_EQ(runc({"kill", "pod", "KILL"}).rc, 0);
+  EXPECT_EQ(wait_init(pod), 137);
+  EXPECT_EQ(runc({"delete", "pod"}).rc, 0);
+}
+
 // containerd's default spec (`ctr oci spec`, what `ctr run` and the CRI
 // start from) is honoured as it stands: its /run tmpfs, /dev/shm size,
 // masked and read-only paths, device rules, caps, RLIMIT_NOFILE and
@@ -564,7 +642,7 @@ class OciContainerd : public OciRuntime {
     d_ = home_ + "/ctrd";
     ASSERT_TRUE(mkdir_p(d_));
     ASSERT_TRUE(write_file(d_ + "/config.toml", "version = 2\nroot = \"" + d_ + "/root\"\nstate = \"" + d_ +
-                                                    "/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+                                                    "/state\"\n" + plugins_config() +
                                                     "[grpc]\n  address = \"" + d_ + "/containerd.sock\"\n"));
     // The socket's appearance is the readiness event (inotify; the timeout is a backstop).
     UniqueFd watch(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
@@ -585,7 +663,7 @@ class OciContainerd : public OciRuntime {
       ASSERT_TRUE(sys::wait_readable(watch.get(), std::chrono::seconds(60)).value_or(false)) << "containerd did not start";
     // A namespace of its own: the shim keeps runc state in /run/containerd/runc/<ns>,
     // which is cubby-runc's --root.
-    ns_ = "cubby-test-" + std::to_string(::getpid());
+    ns_ = containerd_namespace();
     runc_root_ = "/run/containerd/runc/" + ns_;
     out_ = d_ + "/ctr.out";
   }
@@ -605,6 +683,10 @@ class OciContainerd : public OciRuntime {
     }
     OciRuntime::TearDown();
   }
+
+  // ctr's tests want no CRI plugin; OciCri configures one.
+  virtual std::string plugins_config() { return "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"; }
+  virtual std::string containerd_namespace() { return "cubby-test-" + std::to_string(::getpid()); }
 
   std::vector<std::string> ctr_argv(const std::vector<std::string>& args) const {
     std::vector<std::string> a = {"/usr/bin/ctr", "-a", d_ + "/containerd.sock", "-n", ns_};
@@ -741,6 +823,151 @@ TEST_F(OciContainerd, CtrRunsAnImportedImageWithItsDefaultSpec) {
   EXPECT_EQ(ctr({"task", "rm", "-f", "i4"}), 0) << last_;
   EXPECT_EQ(ctr({"container", "rm", "i4"}), 0) << last_;
   EXPECT_EQ(ctr({"images", "rm", img}), 0) << last_;
+}
+
+// containerd 1.6's CRI plugin with a runtime handler "cubby" (the runc v2
+// shim, BinaryName = cubby-runc), driven by tests/cri/cri_client.py (crictl
+// is not in Debian): a pod sandbox (catatonit -P as the pause image) on a
+// loopback-only CNI network, a container in it that shares the pod's
+// network, ipc and uts namespaces (joined by path: the sandbox's pid-file
+// process is in its box's namespaces), ExecSync, stop and removal of both;
+// nothing is left (no process, no box, no netns mount, no runc state).
+class OciCri : public OciContainerd {
+ protected:
+  void SetUp() override {
+    if (::access("/usr/bin/catatonit", X_OK) != 0 || std::system("/usr/bin/python3 -c 'import grpc, grpc_tools' 2>/dev/null") != 0)
+      GTEST_SKIP() << "catatonit, python3-grpcio and python3-grpc-tools are needed (scripts/install-deps.sh)";
+    mounts_before_ = netns_mounts();
+    OciContainerd::SetUp();
+  }
+
+  void TearDown() override {
+    // A test that failed half-way: its pod goes (with its containers) while
+    // containerd is still here; its shims would outlive containerd.
+    if (!pod_id_.empty() && ctrd_.valid()) {
+      (void)cri("StopPodSandbox", {{"pod_sandbox_id", pod_id_}});
+      (void)cri("RemovePodSandbox", {{"pod_sandbox_id", pod_id_}});
+    }
+    OciContainerd::TearDown();
+    EXPECT_EQ(netns_mounts(), mounts_before_) << "a pod's network namespace outlived it";
+  }
+
+  std::string plugins_config() override {
+    const std::string cri = "[plugins.\"io.containerd.grpc.v1.cri\"]\n";
+    const std::string rt = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.cubby]\n";
+    EXPECT_TRUE(mkdir_p(home_ + "/ctrd/cni"));
+    // loopback brings the pod's lo up; pod-lo (tests/cri) reports it as eth0.
+    EXPECT_TRUE(mkdir_p(home_ + "/ctrd/cni-bin"));
+    EXPECT_EQ(::symlink("/usr/lib/cni/loopback", (home_ + "/ctrd/cni-bin/loopback").c_str()), 0);
+    EXPECT_EQ(::symlink((std::string(CUBBY_TEST_SOURCE_DIR) + "/cri/pod-lo").c_str(), (home_ + "/ctrd/cni-bin/pod-lo").c_str()), 0);
+    EXPECT_TRUE(write_file(home_ + "/ctrd/cni/10-lo.conflist",
+                           R"({"cniVersion": "1.0.0", "name": "cubby-lo", "plugins": [{"type": "loopback"}, {"type": "pod-lo"}]})"));
+    // restrict_oom_score_adj: the sandbox's -998 needs CAP_SYS_RESOURCE,
+    // which root lacks on this host (peers notes). No apparmor, no
+    // external network: the streaming server is on loopback.
+    return cri + "  sandbox_image = \"registry.k8s.io/pause:3.6\"\n  restrict_oom_score_adj = true\n"
+                 "  disable_apparmor = true\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n" +
+           "[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"" + home_ + "/ctrd/cni-bin\"\n  conf_dir = \"" + home_ +
+           "/ctrd/cni\"\n" + "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"cubby\"\n" +
+           rt + "  runtime_type = \"io.containerd.runc.v2\"\n" +
+           "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.cubby.options]\n  BinaryName = \"" + bin_dir() +
+           "/cubby-runc\"\n";
+  }
+  // The CRI plugin's own namespace.
+  std::string containerd_namespace() override { return "k8s.io"; }
+
+  static std::set<std::string> netns_mounts() {
+    std::set<std::string> out;
+    std::istringstream in(read_file("/proc/self/mountinfo").value_or(""));
+    for (std::string line; std::getline(in, line);)
+      if (line.find("/netns/cni-") != std::string::npos) out.insert(line);
+    return out;
+  }
+
+  // One RuntimeService call: the response as JSON, or null (the error in last_).
+  json cri(const std::string& method, const json& request) {
+    int rc = run_to({"/usr/bin/python3", std::string(CUBBY_TEST_SOURCE_DIR) + "/cri/cri_client.py", d_ + "/containerd.sock",
+                     method, request.dump()},
+                    out_);
+    last_ = read_file(out_).value_or("");
+    if (rc != 0) return nullptr;
+    return json::parse(last_, nullptr, false);
+  }
+
+  // catatonit (static) as registry.k8s.io/pause:3.6, as the peers notes build it.
+  std::string pause_archive() {
+    const std::string d = home_ + "/pause";
+    std::string cmd = "set -e; mkdir -p " + d + "; cd " + d +
+                      "; umoci init --layout l; umoci new --image l:3.6; umoci unpack --image l:3.6 b;"
+                      " cp /usr/bin/catatonit b/rootfs/pause; umoci repack --image l:3.6 b;"
+                      " umoci config --image l:3.6 --config.entrypoint /pause --config.entrypoint -P --config.user 65535:65535;"
+                      " skopeo copy -q oci:l:3.6 docker-archive:" + d + "/pause.tar:registry.k8s.io/pause:3.6; rm -rf b l";
+    EXPECT_EQ(sh(cmd + " >" + d + ".log 2>&1"), 0) << read_file(d + ".log").value_or("");
+    return d + "/pause.tar";
+  }
+
+  std::set<std::string> mounts_before_;
+  std::string pod_id_;  // set while a pod exists
+};
+
+TEST_F(OciCri, APodAndItsContainerRunUnderTheCriPlugin) {
+  ASSERT_EQ(ctr({"images", "import", pause_archive()}), 0) << last_;
+  ASSERT_EQ(ctr({"images", "import", image_archive()}), 0) << last_;
+  json v = cri("Version", json::object());
+  ASSERT_FALSE(v.is_null()) << last_;
+  EXPECT_EQ(v["runtime_name"], "containerd");
+
+  json pod = {{"metadata", {{"name", "pod1"}, {"uid", "uid-pod1"}, {"namespace", "default"}}},
+              {"hostname", "cubby-pod"},
+              {"log_directory", d_ + "/logs"},
+              {"linux", json::object()}};
+  json run = cri("RunPodSandbox", {{"config", pod}, {"runtime_handler", "cubby"}});
+  ASSERT_FALSE(run.is_null()) << last_ << read_file(d_ + "/containerd.log").value_or("");
+  const std::string pod_id = run["pod_sandbox_id"];
+  pod_id_ = pod_id;
+  json st = cri("PodSandboxStatus", {{"pod_sandbox_id", pod_id}, {"verbose", true}});
+  ASSERT_FALSE(st.is_null()) << last_;
+  EXPECT_EQ(st["status"].value("state", "SANDBOX_READY"), "SANDBOX_READY");  // the default (0) is omitted
+  EXPECT_EQ(st["status"]["runtime_handler"], "cubby");
+  json info = json::parse(st["info"].value("info", "{}"), nullptr, false);
+  const pid_t sandbox_pid = info.value("pid", 0);
+  ASSERT_GT(sandbox_pid, 0) << st.dump();
+
+  // pid CONTAINER: a pid namespace of its own (joining the pod's is refused:
+  // the agent is PID 1 of every box).
+  json cfg = {{"metadata", {{"name", "c1"}}},
+              {"image", {{"image", "localhost/busybox:latest"}}},
+              {"command", {"sleep", "1000000"}},
+              {"log_path", "c1.log"},
+              {"linux", {{"security_context", {{"namespace_options", {{"pid", "CONTAINER"}}}}}}}};
+  json created = cri("CreateContainer", {{"pod_sandbox_id", pod_id}, {"config", cfg}, {"sandbox_config", pod}});
+  ASSERT_FALSE(created.is_null()) << last_ << read_file(d_ + "/containerd.log").value_or("");
+  const std::string cid = created["container_id"];
+  ASSERT_FALSE(cri("StartContainer", {{"container_id", cid}}).is_null()) << last_;
+
+  json ex = cri("ExecSync", {{"container_id", cid},
+                             {"cmd", {"sh", "-c", "hostname; for n in net ipc uts; do readlink /proc/self/ns/$n; done; "
+                                                  "echo err >&2; exit 3"}},
+                             {"timeout", 60}});
+  ASSERT_FALSE(ex.is_null()) << last_;
+  EXPECT_EQ(ex.value("exit_code", 0), 3);
+  const std::string ns = "/proc/" + std::to_string(sandbox_pid) + "/ns/";
+  auto link = [](const std::string& p) { return std::filesystem::read_symlink(p).string(); };
+  EXPECT_EQ(ex.value("stdout", ""), "cubby-pod\n" + link(ns + "net") + "\n" + link(ns + "ipc") + "\n" + link(ns + "uts") + "\n");
+  EXPECT_EQ(ex.value("stderr", ""), "err\n");
+  EXPECT_NE(link(ns + "net"), link("/proc/self/ns/net"));
+
+  ASSERT_FALSE(cri("StopContainer", {{"container_id", cid}, {"timeout", 10}}).is_null()) << last_;
+  json cs = cri("ContainerStatus", {{"container_id", cid}});
+  ASSERT_FALSE(cs.is_null()) << last_;
+  EXPECT_EQ(cs["status"]["state"], "CONTAINER_EXITED") << cs.dump();
+  ASSERT_FALSE(cri("RemoveContainer", {{"container_id", cid}}).is_null()) << last_;
+  ASSERT_FALSE(cri("StopPodSandbox", {{"pod_sandbox_id", pod_id}}).is_null()) << last_;
+  ASSERT_FALSE(cri("RemovePodSandbox", {{"pod_sandbox_id", pod_id}}).is_null()) << last_;
+  pod_id_.clear();
+  EXPECT_TRUE(cri("PodSandboxStatus", {{"pod_sandbox_id", pod_id}}).is_null());  // gone
+  // The images go with the namespace (TearDown removes it).
+  for (const char* img : {"registry.k8s.io/pause:3.6", "localhost/busybox:latest"}) EXPECT_EQ(ctr({"images", "rm", img}), 0) << last_;
 }
 
 // Docker 20.10 (Debian's dockerd, its own containerd) with cubby-runc as an
