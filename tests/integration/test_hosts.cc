@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -98,6 +99,12 @@ UniqueFd TestHost::listen_tcp(const std::string& ip) {
 }
 
 bool TestHost::also_at(const std::string& ip) {
+  // The host has one route to an address: tests run side by side (ctest -j)
+  // take turns at it, each holding the lock while its route exists.
+  UniqueFd lock(::open(("/run/cubby-test-route-" + ip + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  while (lock && ::flock(lock.get(), LOCK_EX) != 0 && errno == EINTR) {
+  }
+  address_locks_.push_back(std::move(lock));
   bool inside = false;
   std::thread t([&] {  // `ip` forked from a thread inside the namespace runs there
     if (::setns(netns_.get(), CLONE_NEWNET) != 0) return;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/unique_fd.h"
 
@@ -36,6 +37,7 @@ class TestHost {
 
  private:
   UniqueFd netns_;
+  std::vector<UniqueFd> address_locks_;  // released after the destructor removed the routes
   std::string host_if_, peer_ip_, host_ip_;
   bool ok_ = false;
 };
