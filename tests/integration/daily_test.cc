@@ -211,11 +211,17 @@ TEST_P(Daily, PauseFreezesTheWorkloadAndExecIsRefused) {
   ASSERT_EQ(cubby({"unpause", id}).rc, 0);
   EXPECT_EQ(cubby({"ls"}).out.find("(Paused)"), std::string::npos);
   // Running again, and counting on: of two reads, the second is higher.
+  // (A loaded host may run two execs within one step of the counter: the
+  // box's own progress is what is awaited, a bounded number of reads.)
   auto a = cubby({"exec", id, "cat", "/tmp/n"});
-  auto b = cubby({"exec", id, "cat", "/tmp/n"});
   ASSERT_EQ(a.rc, 0) << a.err;
-  ASSERT_EQ(b.rc, 0) << b.err;
-  EXPECT_GT(std::stoll(b.out), std::stoll(a.out));
+  bool advanced = false;
+  for (int i = 0; i < 200 && !advanced; ++i) {
+    auto b = cubby({"exec", id, "cat", "/tmp/n"});
+    ASSERT_EQ(b.rc, 0) << b.err;
+    advanced = std::stoll(b.out) > std::stoll(a.out);
+  }
+  EXPECT_TRUE(advanced) << "the counter did not carry on after unpause";
   EXPECT_NE(cubby({"unpause", id}).err.find("is not paused"), std::string::npos);
   EXPECT_EQ(cubby({"rm", "-f", id}).rc, 0);
 }
