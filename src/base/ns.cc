@@ -7,12 +7,12 @@
 #include <sys/stat.h>
 
 namespace cubby {
-namespace {
-
 bool same_file(int fd, const std::string& path) {
   struct stat a, b;
   return ::fstat(fd, &a) == 0 && ::stat(path.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
 }
+
+namespace {
 
 // The /proc/thread-self/ns name of a type.
 const char* proc_name(int flag) {

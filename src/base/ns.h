@@ -15,6 +15,9 @@ namespace cubby {
 // "mount", "cgroup", "user"), or 0.
 int ns_clone_flag(const std::string& type);
 
+// Whether fd and path are one file (a namespace: one nsfs inode).
+bool same_file(int fd, const std::string& path);
+
 // The namespaces named by `paths` (type -> nsfs path), opened and checked
 // to be namespaces of that type (NS_GET_NSTYPE), never one of the calling
 // process's own (sharing the host's is not what a path asks for; and a

@@ -46,36 +46,16 @@ std::string dotted(uint32_t host_order) {
   return ::inet_ntop(AF_INET, &a, buf, sizeof buf);
 }
 
-// Runs a tool (ip -batch -, nft -f -) with `input` on its stdin; its
-// stderr, trimmed, is the error. extra_fd, when >= 0, is the tool's fd 3.
-Result<void> run_tool(std::vector<std::string> argv, const std::string& input, int extra_fd = -1) {
-  auto [in_r, in_w] = CUBBY_TRY(sys::make_pipe());
-  auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
+Result<void> nft(const std::string& script) {
   SpawnSpec s;
-  s.argv = std::move(argv);
-  s.fds = {in_r.get(), -1, err_w.get()};
-  if (extra_fd >= 0) s.fds.push_back(extra_fd);
-  auto child = CUBBY_TRY(spawn(s));
-  in_r.reset();
-  err_w.reset();
-  // Small inputs (a few rules): the pipe holds them, no deadlock with stderr.
-  auto w = sys::write_all(in_w.get(), input.data(), input.size());
-  in_w.reset();
-  std::string err = sys::read_all(err_r.get(), 64 * 1024).value_or("");
-  auto st = CUBBY_TRY(child.wait());
-  if (!w) return std::unexpected(w.error().wrap("feed " + s.argv[0]));
-  if (st.signaled || st.code != 0) {
-    while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
-    if (auto nl = err.find('\n'); nl != std::string::npos) err = err.substr(0, nl);
-    return fail(Error::internal(s.argv[0].substr(s.argv[0].rfind('/') + 1) + ": " +
-                                (err.empty() ? "exit " + std::to_string(st.shell_code()) : err)));
-  }
-  return {};
+  s.argv = {kNft, "-f", "-"};
+  return run_tool(std::move(s), script);
 }
-
-Result<void> nft(const std::string& script) { return run_tool({kNft, "-f", "-"}, script); }
 Result<void> ip_batch(const std::string& script, int extra_fd = -1) {
-  return run_tool({kIp, "-batch", "-"}, script, extra_fd);
+  SpawnSpec s;
+  s.argv = {kIp, "-batch", "-"};
+  if (extra_fd >= 0) s.fds = {0, 1, 2, extra_fd};  // fds 0 and 2 are run_tool's
+  return run_tool(std::move(s), script);
 }
 
 bool link_exists(const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; }

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "base/fs.h"
+#include "base/sys.h"
 #include "net/names.h"
 
 namespace cubby::net {
@@ -46,6 +47,31 @@ std::vector<std::string> host_nameservers() {
 }
 
 }  // namespace
+
+Result<void> run_tool(SpawnSpec s, const std::string& input) {
+  auto [in_r, in_w] = CUBBY_TRY(sys::make_pipe());
+  auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
+  if (s.fds.size() < 3) s.fds.resize(3, -1);
+  s.fds[0] = in_r.get();
+  s.fds[1] = -1;
+  s.fds[2] = err_w.get();
+  auto child = CUBBY_TRY(spawn(s));
+  in_r.reset();
+  err_w.reset();
+  // Small inputs (a few rules): the pipe holds them, no deadlock with stderr.
+  auto w = sys::write_all(in_w.get(), input.data(), input.size());
+  in_w.reset();
+  std::string err = sys::read_all(err_r.get(), 64 * 1024).value_or("");
+  auto st = CUBBY_TRY(child.wait());
+  if (!w) return std::unexpected(w.error().wrap("feed " + s.argv[0]));
+  if (st.signaled || st.code != 0) {
+    while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
+    if (auto nl = err.find('\n'); nl != std::string::npos) err = err.substr(0, nl);
+    return fail(Error::internal(s.argv[0].substr(s.argv[0].rfind('/') + 1) + ": " +
+                                (err.empty() ? "exit " + std::to_string(st.shell_code()) : err)));
+  }
+  return {};
+}
 
 Result<EgressRule> parse_egress_rule(const std::string& text) {
   auto bad = [&](const std::string& why) {

@@ -25,10 +25,16 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/process.h"
 
 namespace cubby::net {
 
 inline constexpr const char* kNftPath = "/usr/sbin/nft";
+
+// Runs a tool (nft -f -, ip -batch -) as s says, with `input` on its stdin
+// and its stderr, trimmed to a line, as the error. s.fds[0..2] are set here
+// (stdin, /dev/null, the error pipe); fds past them are the caller's.
+Result<void> run_tool(SpawnSpec s, const std::string& input);
 
 // An --allow-net / --deny-net rule: an IPv4 address or CIDR, and a port
 // (0: every port) that applies to TCP and UDP alike.

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "base/ns.h"
 #include "base/sys.h"
 #include "net/egress.h"
 #include "shim/network_tap.h"
@@ -41,12 +42,7 @@ Result<void> Network::restart() {
   return spawn_helper();
 }
 
-int NetnsFds::user_to_join() const {
-  struct stat a, b;
-  bool ours = ::fstat(user.get(), &a) == 0 && ::stat("/proc/self/ns/user", &b) == 0 && a.st_ino == b.st_ino &&
-              a.st_dev == b.st_dev;
-  return ours ? -1 : user.get();
-}
+int NetnsFds::user_to_join() const { return same_file(user.get(), "/proc/self/ns/user") ? -1 : user.get(); }
 
 Result<NetnsFds> open_netns_of(pid_t pid) {
   std::string base = "/proc/" + std::to_string(pid) + "/ns/";
@@ -69,26 +65,13 @@ namespace {
 // Loads an nftables ruleset into the namespaces ns (nft joins them: as the
 // owner of the box's user namespace, the caller has CAP_NET_ADMIN there).
 Result<void> load_ruleset(const NetnsFds& ns, const std::string& ruleset) {
-  auto [in_r, in_w] = CUBBY_TRY(sys::make_pipe());
-  auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
   SpawnSpec s;
   s.argv = {net::kNftPath, "-f", "-"};
-  s.fds = {in_r.get(), -1, err_w.get()};
   s.join_userns = ns.user_to_join();
   s.join_netns = ns.net.get();
   s.keep_net_admin = true;
-  auto child = CUBBY_TRY(spawn(s));
-  in_r.reset();
-  err_w.reset();
-  auto w = sys::write_all(in_w.get(), ruleset.data(), ruleset.size());  // a few KiB: the pipe holds it
-  in_w.reset();
-  std::string err = sys::read_all(err_r.get(), 64 * 1024).value_or("");
-  auto st = CUBBY_TRY(child.wait());
-  if (!w) return std::unexpected(w.error().wrap("feed nft"));
-  if (st.signaled || st.code != 0) {
-    if (auto nl = err.find('\n'); nl != std::string::npos) err.resize(nl);
-    return fail(Error::internal("load the egress policy: nft: " + (err.empty() ? "exit " + std::to_string(st.shell_code()) : err)));
-  }
+  auto r = net::run_tool(std::move(s), ruleset);
+  if (!r) return std::unexpected(r.error().wrap("load the egress policy"));
   return {};
 }
 
