@@ -31,6 +31,8 @@ int cubby_exec(cubby_runtime* rt, const char* box, const char* const* argv, int*
                char** errout, char** err);
 
 int cubby_stop(cubby_runtime* rt, const char* box, int timeout_seconds, char** err);
+/* Pauses (paused != 0) or unpauses a running box, its memory kept (as `cubby pause`). */
+int cubby_pause(cubby_runtime* rt, const char* box, int paused, char** err);
 int cubby_remove(cubby_runtime* rt, const char* box, int force, char** err);
 /* The `cubby ls -a --format json` array. */
 int cubby_list_json(cubby_runtime* rt, char** json_out, char** err);

@@ -24,6 +24,10 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <dirent.h>
+#include <linux/fs.h>
+#include <linux/random.h>
+#include <time.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -237,6 +241,55 @@ void write_port(int fd, const std::string& bytes) {
   if (auto r = sys::write_all(fd, bytes.data(), bytes.size()); !r) LOG_WARN("write port: {}", r.error().message());
 }
 
+// What makes this guest a box of its own, applied before anything reads a
+// disk's label or runs workload code. A VM restored from a template (issue
+// 14) wakes with its siblings' memory: the same kernel RNG state, clock and
+// cached disk blocks. So: the host's seed is mixed into the RNG and the CRNG
+// reseeded from it; a restored guest's clock is set to the host's time; and
+// every virtio disk's buffer cache is dropped, so its superblock and label
+// are read from this box's own disk, not remembered from the template's.
+// (On a cold boot this drops nothing the kernel needs, and the seed only
+// adds to its entropy.)
+void apply_identity(const Json& cfg) {
+  if (auto seed = cfg.find("seed"); seed != cfg.end() && seed->is_string() && seed->get<std::string>().size() == 64) {
+    struct {
+      int entropy_count;
+      int buf_size;
+      unsigned char buf[32];
+    } e{};
+    const std::string hex = seed->get<std::string>();
+    bool ok = true;
+    for (size_t i = 0; i < 32 && ok; ++i) {
+      unsigned v = 0;
+      ok = std::sscanf(hex.c_str() + 2 * i, "%2x", &v) == 1;
+      e.buf[i] = static_cast<unsigned char>(v);
+    }
+    e.entropy_count = 256;
+    e.buf_size = 32;
+    int fd = ::open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (ok && fd >= 0) {
+      if (::ioctl(fd, RNDADDENTROPY, &e) < 0) LOG_WARN("seed the RNG: {}", std::strerror(errno));
+      if (::ioctl(fd, RNDRESEEDCRNG) < 0) LOG_WARN("reseed the CRNG: {}", std::strerror(errno));
+    }
+    if (fd >= 0) ::close(fd);
+  }
+  if (auto now = cfg.find("now_ns"); now != cfg.end() && now->is_number_unsigned()) {
+    uint64_t ns = now->get<uint64_t>();
+    timespec ts{static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
+    if (::clock_settime(CLOCK_REALTIME, &ts) < 0) LOG_WARN("set the clock: {}", std::strerror(errno));
+  }
+  if (DIR* d = ::opendir("/sys/block")) {
+    while (dirent* de = ::readdir(d)) {
+      if (std::strncmp(de->d_name, "vd", 2) != 0) continue;
+      int fd = ::open(("/dev/" + std::string(de->d_name)).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      if (::ioctl(fd, BLKFLSBUF, 0) < 0) LOG_WARN("drop /dev/{}'s cache: {}", de->d_name, std::strerror(errno));
+      ::close(fd);
+    }
+    ::closedir(d);
+  }
+}
+
 struct Local {
   UniqueFd fd;
   mux::RawSplitter split;
@@ -305,6 +358,9 @@ void run_vm_init() {
     power_off(125);
   }
 
+  // Nothing box-specific has been touched yet: the host may snapshot this
+  // VM now as a template (issue 14) and restore it for each box of its key.
+  write_port(io.get(), proto::encode({{"t", proto::msg::kRendezvous}}, mux::kControlChannel));
   // The config comes first, on the control channel.
   mux::RawSplitter split;
   Json cfg;
@@ -334,6 +390,7 @@ void run_vm_init() {
     }
   }
 
+  apply_identity(cfg);
   AgentOptions opts;
   RootfsPlan plan;
   try {

@@ -92,6 +92,11 @@ int cubby_stop(cubby_runtime* rt, const char* box, int timeout_seconds, char** e
   return r ? 0 : set_err(err, r.error());
 }
 
+int cubby_pause(cubby_runtime* rt, const char* box, int paused, char** err) {
+  auto r = rt->rt.set_paused(box ? box : "", paused != 0);
+  return r ? 0 : set_err(err, r.error());
+}
+
 int cubby_remove(cubby_runtime* rt, const char* box, int force, char** err) {
   auto r = rt->rt.remove(box ? box : "", force != 0);
   return r ? 0 : set_err(err, r.error());
@@ -101,7 +106,7 @@ int cubby_list_json(cubby_runtime* rt, char** json_out, char** err) {
   auto boxes = rt->rt.list();
   if (!boxes) return set_err(err, boxes.error());
   nlohmann::json arr = nlohmann::json::array();
-  for (auto& b : *boxes) arr.push_back(cubby::Runtime::to_json(b, false));
+  for (auto& b : *boxes) arr.push_back(rt->rt.describe(b, false));
   *json_out = dup_string(arr.dump());
   return 0;
 }

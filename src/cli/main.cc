@@ -579,9 +579,7 @@ void check_format(const std::string& format) {
 // A box as `ls --format json` and `inspect` show it: the record, and for a
 // running box whether it is paused (runtime state, not the store's).
 json box_json(Runtime& rt, const store::BoxRecord& b, bool full) {
-  json j = Runtime::to_json(b, full);
-  if (b.status == store::BoxStatus::kRunning) j["paused"] = rt.is_paused(b);
-  return j;
+  return rt.describe(b, full);
 }
 
 int cmd_ls(const Global& g, const std::vector<std::string>& rest) {

@@ -107,14 +107,9 @@ int parse_signal(const std::string& s) {
   die("invalid signal \"" + s + "\"");
 }
 
-// Whether a running container's workload is frozen (`pause`): read from its
-// box's cgroup, so `state` and `list` need no runtime.
-bool is_paused(const ContainerState& s) {
-  auto cg = sandbox::Cgroup::open_existing(s.box);
-  if (!cg || !*cg) return false;
-  auto f = (*cg)->frozen(sandbox::Leaf::kWorkload);
-  return f && *f;
-}
+// Whether a running container is paused: read from its box's cgroup or
+// its vm shim's marker, so `state` and `list` need no runtime.
+bool is_paused(const ContainerState& s) { return Runtime::box_paused(StateDir(g.root).home(), s.box); }
 
 // runc's statuses: created, running, paused, stopped.
 std::string oci_status(const ContainerState& s) {
@@ -247,20 +242,13 @@ int cmd_kill(const std::string& id, const std::string& sig_s, bool all) {
     return 0;
   }
   auto rt = open_runtime(dir);
-  // A frozen process keeps a SIGKILL pending until it is thawed (v1's
-  // freezer): thaw it after the signal, as runc does.
-  const bool paused = sig == SIGKILL && is_paused(s);
+  // (A paused container's SIGKILL lands: Runtime::kill and the shim's kill thaw it.)
   if (all) {
     if (sig != SIGKILL) die("kill --all: only SIGKILL is supported by cubby-runc yet");
-    if (paused) {
-      check(rt.kill(s.box, SIGKILL));
-      check(rt.pause(s.box, false));
-    }
     check(rt.stop(s.box, std::chrono::seconds(0)));
     return 0;
   }
   check(rt.kill(s.box, sig));
-  if (paused) check(rt.pause(s.box, false));
   return 0;
 }
 

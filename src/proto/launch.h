@@ -34,6 +34,14 @@ inline constexpr int kAgentMaxFds = kAgentFdCount + kAgentMaxCgroupFds + 1;
 // sandbox/confine.cc asserts it is the set it applies.
 inline constexpr uint64_t kDefaultCapabilityMask = 0xa80425fbull;
 
+// Files of a box's directory that the shim makes and the runtime reads.
+inline constexpr const char* kAgentSocket = "agent.sock";  // the agent's sessions (vm: the shim's mux)
+// A vm box whose vCPUs the shim stopped (`cubby pause`) has this file; the
+// shim makes it before it stops them and removes it once they run again, so
+// an exec that finds no file never waits on a stopped guest (what a sandbox
+// box's freezer state tells, read without the VM).
+inline constexpr const char* kVmPausedFile = "vm.paused";
+
 // The shim's inherited fds.
 inline constexpr int kShimControlFd = 3;  // socketpair to the runtime that launched it
 // A tethered box (ShimConfig::tether: `shell`, an attached `run --rm`) keeps

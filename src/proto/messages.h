@@ -95,9 +95,16 @@ inline constexpr const char* kMuxAck = "mux_ack";
 inline constexpr const char* kConfig = "config";
 inline constexpr const char* kGo = "go";
 inline constexpr const char* kLog = "log";
+// The guest's init, once its port is open and before its config is read:
+// nothing box-specific touched yet (a template may be taken now).
+inline constexpr const char* kRendezvous = "rendezvous";
 // The shim's control socket of a tethered box (ShimConfig::tether), after "ready".
 inline constexpr const char* kUntether = "untether";
 inline constexpr const char* kEnded = "ended";
+// A vm box's shim answers this itself, as the first frame of a session on
+// agent.sock ({"paused": bool}; "ok" or "error"): its vCPUs stop or run on
+// (QMP). It never reaches the guest, which cannot answer while stopped.
+inline constexpr const char* kVmPause = "vm_pause";
 
 // Sizes and ranges the decoders enforce.
 inline constexpr size_t kMaxPath = 4096;    // cwd, cp paths (PATH_MAX)

@@ -24,6 +24,7 @@
 
 #include "copy/tree.h"
 #include "image/unpack.h"
+#include "proto/launch.h"
 #include "proto/messages.h"
 #include "proto/transport.h"
 #include "runtime/runtime.h"
@@ -35,7 +36,7 @@ namespace msg = proto::msg;
 
 namespace {
 
-constexpr const char* kAgentSocket = "agent.sock";  // as runtime.cc's transport
+using launch::kAgentSocket;
 
 enum class Dest { kMissing, kDir, kOther };
 

@@ -45,7 +45,7 @@ namespace msg = proto::msg;
 
 namespace {
 
-constexpr const char* kAgentSocket = "agent.sock";
+using launch::kAgentSocket;
 // What a ShimConfig adds to its box's spec: a few paths and flags.
 constexpr size_t kShimConfigMargin = 64 * 1024;
 constexpr const char* kSlirpSocket = "slirp.sock";  // shim/network.h's kSlirpApiSocket
@@ -781,17 +781,24 @@ Result<ExecResult> run_exec(proto::Transport& t, const Json& m, const ExecReques
   return r;
 }
 
-// An exec into a frozen workload would start a process that cannot run:
-// refused, as Docker and runc refuse it. Only sandbox boxes have a freezer
-// cgroup; a box without one is never paused.
-bool workload_frozen(const std::string& id) {
+// Whether a box's workload is paused: a vm box's shim keeps a marker file
+// while its vCPUs are stopped; a sandbox box's workload cgroup is frozen
+// (a box without a freezer cgroup is never paused). Neither asks the box.
+bool box_paused_in(const std::string& dir, const std::string& id) {
+  if (::access((dir + "/" + launch::kVmPausedFile).c_str(), F_OK) == 0) return true;
   auto cg = sandbox::Cgroup::open_existing(id);
   return cg && *cg && (*cg)->frozen(sandbox::Leaf::kWorkload).value_or(false);
 }
 
-Result<void> refuse_paused_exec(const std::string& id, const std::string& name) {
-  if (workload_frozen(id))
-    return fail(Error::conflict("box " + name + " is paused: unpause it first (cubby unpause " + name + ")"));
+Error paused_error(const std::string& name) {
+  return Error::conflict("box " + name + " is paused: unpause it first (cubby unpause " + name + ")");
+}
+
+// An exec into a paused box would start a process that cannot run (or,
+// in a stopped VM, wait on an agent that cannot answer): refused, as Docker
+// and runc refuse it.
+Result<void> refuse_paused_exec(const std::string& dir, const std::string& id, const std::string& name) {
+  if (box_paused_in(dir, id)) return fail(paused_error(name));
   return {};
 }
 
@@ -800,7 +807,7 @@ Result<void> refuse_paused_exec(const std::string& id, const std::string& name) 
 Result<ExecResult> Runtime::exec(const std::string& ref, const ExecRequest& req, const StdioFds& io) {
   auto b = CUBBY_TRY(resolve(ref));
   if (b.status != BoxStatus::kRunning) return fail(not_running(b));
-  CUBBY_TRYV(refuse_paused_exec(b.id, b.name));
+  CUBBY_TRYV(refuse_paused_exec(box_dir(b.id), b.id, b.name));
   BoxSpec spec = b.config.get<BoxSpec>();
   Json m = CUBBY_TRY(exec_message({b.name, spec.env, spec.cwd, spec.user}, req, io));
   auto t = agent_transport(box_dir(b.id));
@@ -823,7 +830,7 @@ Result<std::optional<ExecResult>> Runtime::exec_direct(const Options& opts, cons
   } else {
     return slow;
   }
-  const std::string dir = where.home + "/boxes/" + id;
+  const std::string dir = box_dir_in(where.home, id);
   auto text = read_file(dir + "/" + kExecDefaults, 1u << 20);
   if (!text) return slow;
   ExecDefaults d;
@@ -835,7 +842,7 @@ Result<std::optional<ExecResult>> Runtime::exec_direct(const Options& opts, cons
     return slow;  // torn or foreign: the store has the truth
   }
   if (named && d.name != ref) return slow;  // a name file a removed box left, its id reused: not ours
-  CUBBY_TRYV(refuse_paused_exec(id, d.name));
+  CUBBY_TRYV(refuse_paused_exec(dir, id, d.name));
   Json m = CUBBY_TRY(exec_message(d, req, io));
   auto fd = agent_transport(dir).connect();
   if (!fd) return slow;  // not running (or not yet): nothing was sent
@@ -927,9 +934,20 @@ Result<void> Runtime::kill(const std::string& ref, int sig) {
   // with a policy are sure to read), then the workload gets the signal.
   if (b.config.value("restart", std::string("no")) != "no" && b.shim_pid && b.shim_start)
     if (auto shim = open_shim(*b.shim_pid, *b.shim_start, b.id)) CUBBY_TRYV(sys::pidfd_send_signal(shim->get(), SIGUSR1));
+  // A paused box: SIGKILL ends it (the kill, then the thaw that lets it
+  // land: a frozen process keeps it pending, as runc does it); a stopped VM
+  // runs again first, its agent being the one that signals. Any other
+  // signal waits in a frozen workload until unpause; a stopped VM cannot
+  // take one at all, so that is refused.
+  const bool paused = is_paused(b);
+  if (paused && b.isolation == "vm") {
+    if (sig != SIGKILL) return fail(paused_error(b.name));
+    CUBBY_TRYV(pause(b.id, false));
+  }
   auto t = agent_transport(box_dir(b.id));
   auto conn = CUBBY_TRY(proto::connect_and_hello(t));
   CUBBY_TRYV(conn.send({{"t", msg::kKill}, {"sig", sig}}));
+  if (paused && b.isolation != "vm" && sig == SIGKILL) CUBBY_TRYV(pause(b.id, false));
   auto f = CUBBY_TRY(conn.recv());
   if (msg::type_of(f.msg) != msg::kOk) return fail(Error::conflict(msg::error_text(f.msg, "kill failed")));
   return {};
@@ -980,24 +998,37 @@ Result<Runtime::Pruned> Runtime::prune_images() {
   return out;
 }
 
-Result<std::unique_ptr<sandbox::Cgroup>> Runtime::running_cgroup(const std::string& ref) {
-  auto b = CUBBY_TRY(resolve(ref));
+Result<std::unique_ptr<sandbox::Cgroup>> Runtime::running_cgroup(const BoxRecord& b) {
   if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
   if (b.isolation != "sandbox")
-    return fail(Error::invalid("box " + b.name + ": pause and update are supported for sandbox boxes only yet"));
+    return fail(Error::invalid("box " + b.name + ": update is supported for sandbox boxes only yet"));
   auto cg = CUBBY_TRY(sandbox::Cgroup::open_existing(b.id));
   if (!cg) return fail(Error(ErrorKind::kSystem, "box " + b.name + " has no cgroup"));
   return cg;
 }
 
+// A sandbox box's workload cgroup is frozen (its agent keeps running: it
+// still answers, and signals queue); a vm box's shim stops the VM's vCPUs
+// over QMP, asked through agent.sock (the shim's mux answers kVmPause).
 Result<void> Runtime::pause(const std::string& ref, bool paused) {
-  auto cg = CUBBY_TRY(running_cgroup(ref));
-  return cg->freeze(sandbox::Leaf::kWorkload, paused);
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (b.isolation != "vm") return CUBBY_TRY(running_cgroup(b))->freeze(sandbox::Leaf::kWorkload, paused);
+  auto fd = CUBBY_TRY(agent_transport(box_dir(b.id)).connect());
+  proto::Conn conn(std::move(fd));
+  CUBBY_TRYV(conn.send({{"t", msg::kVmPause}, {"paused", paused}}));
+  auto f = conn.recv();
+  if (!f) return fail(f.error().wrap((paused ? "pause box " : "unpause box ") + b.name));
+  if (msg::type_of(f->msg) != msg::kOk)
+    return fail(Error(ErrorKind::kSystem, "box " + b.name + ": " + msg::error_text(f->msg, "the shim refused")));
+  return {};
 }
 
 Result<bool> Runtime::paused(const std::string& ref) {
-  auto cg = CUBBY_TRY(running_cgroup(ref));
-  return cg->frozen(sandbox::Leaf::kWorkload);
+  auto b = CUBBY_TRY(resolve(ref));
+  if (b.status != BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is not running"));
+  if (b.isolation != "vm") return CUBBY_TRY(running_cgroup(b))->frozen(sandbox::Leaf::kWorkload);
+  return is_paused(b);
 }
 
 Result<void> Runtime::set_paused(const std::string& ref, bool pause) {
@@ -1008,11 +1039,19 @@ Result<void> Runtime::set_paused(const std::string& ref, bool pause) {
 }
 
 bool Runtime::is_paused(const store::BoxRecord& b) {
-  return b.status == BoxStatus::kRunning && b.isolation == "sandbox" && workload_frozen(b.id);
+  return b.status == BoxStatus::kRunning && box_paused_in(box_dir(b.id), b.id);
 }
 
+nlohmann::json Runtime::describe(const store::BoxRecord& b, bool detailed) {
+  nlohmann::json j = to_json(b, detailed);
+  if (b.status == BoxStatus::kRunning) j["paused"] = is_paused(b);
+  return j;
+}
+
+bool Runtime::box_paused(const std::string& home, const std::string& id) { return box_paused_in(box_dir_in(home, id), id); }
+
 Result<void> Runtime::update_limits(const std::string& ref, const sandbox::CgroupLimits& limits) {
-  auto cg = CUBBY_TRY(running_cgroup(ref));
+  auto cg = CUBBY_TRY(running_cgroup(CUBBY_TRY(resolve(ref))));
   return cg->set_limits(limits);
 }
 

@@ -222,15 +222,17 @@ class Runtime {
   Result<void> stop(const std::string& ref, std::chrono::seconds grace);
   Result<void> kill(const std::string& ref, int sig);
   Result<void> remove(const std::string& ref, bool force);
-  // Freezes or thaws a running sandbox box's workload (its main process and
-  // every exec; the agent keeps serving, so kill and exec status still work)
-  // through the cgroup freezer (sandbox/cgroup.h). vm boxes: not yet.
+  // Pauses or resumes a running box, its memory kept. Sandbox: the cgroup
+  // freezer holds its workload (main process and every exec; the agent
+  // keeps serving, so kill and exec status still work; sandbox/cgroup.h).
+  // vm: the shim stops the VM's vCPUs (QMP, shim/qmp.h). A stop or a kill
+  // of a paused box resumes it to end it.
   Result<void> pause(const std::string& ref, bool paused);
   Result<bool> paused(const std::string& ref);
   // `cubby pause`/`unpause`: pause() with Docker's rules: pausing a paused
   // box or unpausing a running one is a conflict, naming the box.
   Result<void> set_paused(const std::string& ref, bool paused);
-  // Whether a running box's workload is frozen (false where it cannot be).
+  // Whether a running box is paused (false where it cannot be).
   bool is_paused(const store::BoxRecord& b);
   // New limits for a running sandbox box's workload (only those set).
   Result<void> update_limits(const std::string& ref, const sandbox::CgroupLimits& limits);
@@ -294,7 +296,11 @@ class Runtime {
 
   image::ImageStore& images() { return images_; }
   const std::string& home() const { return home_; }
-  std::string box_dir(const std::string& id) const { return home_ + "/boxes/" + id; }
+  std::string box_dir(const std::string& id) const { return box_dir_in(home_, id); }
+  static std::string box_dir_in(const std::string& home, const std::string& id) { return home + "/boxes/" + id; }
+  // Whether box `id` of `home` is paused, read without the store or the box
+  // (exec's refusal, cubby-runc's `state`): see pause().
+  static bool box_paused(const std::string& home, const std::string& id);
   nlohmann::json info();
   // The isolation a box asked for resolves to: `requested` if given, else
   // $CUBBY_ISOLATION, else config.json's "isolation", else "auto". An
@@ -303,11 +309,15 @@ class Runtime {
   IsolationChoice auto_isolation() const;
   // The JSON objects of `ls --format json` / `inspect` (SPEC §4 keys).
   static nlohmann::json to_json(const store::BoxRecord& b, bool detailed);
+  // A box as `ls --format json`, `inspect`, the API and the C API show it:
+  // to_json's record, and for a running box whether it is paused (the
+  // box's state, not the store's).
+  nlohmann::json describe(const store::BoxRecord& b, bool detailed);
 
  private:
   Runtime(std::string home, std::string bin_dir, store::Store db, image::ImageStore images)
       : home_(std::move(home)), bin_dir_(std::move(bin_dir)), db_(std::move(db)), images_(std::move(images)) {}
-  Result<std::unique_ptr<sandbox::Cgroup>> running_cgroup(const std::string& ref);
+  Result<std::unique_ptr<sandbox::Cgroup>> running_cgroup(const store::BoxRecord& b);
   Result<void> end_dead_box(const store::BoxRecord& b, const std::string& why);
   // After a won mark_removing: directory, record, then image GC if the box
   // held the last use of its image's layers.

@@ -84,7 +84,7 @@ Result<LaunchedShim> launch_shim(const std::string& shim_path, const std::string
   std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
   if (const char* l = std::getenv("CUBBY_LOG")) env.push_back(std::string("CUBBY_LOG=") + l);
   // The vm backend's opt-ins (TCG without KVM; another guest asset dir).
-  for (const char* k : {"CUBBY_VM_ACCEL", "CUBBY_VM_ASSETS"})
+  for (const char* k : {"CUBBY_VM_ACCEL", "CUBBY_VM_ASSETS", "CUBBY_VM_TEMPLATES"})
     if (const char* v = std::getenv(k)) env.push_back(std::string(k) + "=" + v);
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());

@@ -75,8 +75,8 @@ asio::awaitable<Reply> box_create(Server& srv, Request& req) {
       }
     }
     auto now = rt.resolve(box.id);
-    if (!now) return Runtime::to_json(box, true);  // it ended and removed itself (auto_remove)
-    return Runtime::to_json(*now, true);
+    if (!now) return rt.describe(box, true);  // it ended and removed itself (auto_remove)
+    return rt.describe(*now, true);
   };
   json j = co_await srv.blocking(std::move(work1));
   co_return json_reply(http::status::created, j);
@@ -85,7 +85,7 @@ asio::awaitable<Reply> box_create(Server& srv, Request& req) {
 asio::awaitable<Reply> box_list(Server& srv, Request&) {
   auto work2 = [&](Runtime& rt) {
     json arr = json::array();
-    for (auto& b : unwrap(rt.list())) arr.push_back(Runtime::to_json(b, false));
+    for (auto& b : unwrap(rt.list())) arr.push_back(rt.describe(b, false));
     return arr;
   };
   json j = co_await srv.blocking(std::move(work2));
@@ -94,7 +94,7 @@ asio::awaitable<Reply> box_list(Server& srv, Request&) {
 
 asio::awaitable<Reply> box_get(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work3 = [&](Runtime& rt) { return Runtime::to_json(unwrap(rt.resolve(ref)), true); };
+  auto work3 = [&](Runtime& rt) { return rt.describe(unwrap(rt.resolve(ref)), true); };
   json j = co_await srv.blocking(std::move(work3));
   co_return json_reply(http::status::ok, j);
 }
@@ -106,7 +106,7 @@ asio::awaitable<Reply> box_start(Server& srv, Request& req) {
     if (b.status == store::BoxStatus::kRunning) throw conflict("box " + b.name + " is already running");
     unwrap(rt.start(b.id, false));
     auto now = rt.resolve(b.id);
-    return Runtime::to_json(now ? *now : b, true);
+    return rt.describe(now ? *now : b, true);
   };
   json j = co_await srv.blocking(std::move(work4));
   co_return json_reply(http::status::ok, j);
@@ -121,9 +121,9 @@ asio::awaitable<Reply> box_stop(Server& srv, Request& req) {
     auto now = rt.resolve(b.id);
     if (!now) {  // auto_remove: gone with its end
       b.status = store::BoxStatus::kExited;
-      return Runtime::to_json(b, true);
+      return rt.describe(b, true);
     }
-    return Runtime::to_json(*now, true);
+    return rt.describe(*now, true);
   };
   json j = co_await srv.blocking(std::move(work5));
   co_return json_reply(http::status::ok, j);
@@ -142,6 +142,20 @@ asio::awaitable<Reply> box_kill(Server& srv, Request& req) {
   co_return no_content();
 }
 
+// Docker's pause/unpause: the box's memory kept, its processes (vm: its
+// vCPUs) stopped; the box as GET shows it.
+asio::awaitable<Reply> box_set_paused(Server& srv, Request& req, bool paused) {
+  std::string ref = req.param("ref");
+  auto work = [&](Runtime& rt) {
+    unwrap(rt.set_paused(ref, paused));
+    return rt.describe(unwrap(rt.resolve(ref)), true);
+  };
+  json j = co_await srv.blocking(std::move(work));
+  co_return json_reply(http::status::ok, j);
+}
+asio::awaitable<Reply> box_pause(Server& srv, Request& req) { return box_set_paused(srv, req, true); }
+asio::awaitable<Reply> box_unpause(Server& srv, Request& req) { return box_set_paused(srv, req, false); }
+
 asio::awaitable<Reply> box_remove(Server& srv, Request& req) {
   std::string ref = req.param("ref");
   bool force = req.q_bool("force", false);
@@ -155,7 +169,7 @@ asio::awaitable<Reply> box_remove(Server& srv, Request& req) {
 
 asio::awaitable<Reply> box_wait(Server& srv, Request& req) {
   std::string ref = req.param("ref");
-  auto work8 = [&](Runtime& rt) { return Runtime::to_json(unwrap(rt.wait(ref)), true); };
+  auto work8 = [&](Runtime& rt) { return rt.describe(unwrap(rt.wait(ref)), true); };
   json j = co_await srv.blocking(std::move(work8));
   co_return json_reply(http::status::ok, j);
 }
@@ -252,6 +266,8 @@ void add_box_routes(std::vector<Route>& r) {
   r.push_back({http::verb::post, "/v1/boxes/{ref}/start", box_start});
   r.push_back({http::verb::post, "/v1/boxes/{ref}/stop", box_stop});
   r.push_back({http::verb::post, "/v1/boxes/{ref}/kill", box_kill});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/pause", box_pause});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/unpause", box_unpause});
   r.push_back({http::verb::post, "/v1/boxes/{ref}/wait", box_wait});
   r.push_back({http::verb::get, "/v1/boxes/{ref}/logs", box_logs});
   r.push_back({http::verb::get, "/v1/boxes/{ref}/ports", box_ports});

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/process.h"
+#include "proto/launch.h"
 #include "runtime/box_spec.h"
 
 namespace cubby::shim {
@@ -61,8 +62,7 @@ std::unique_ptr<Backend> make_sandbox_backend();
 // QEMU microvm with its own guest kernel (vm_backend.cc).
 std::unique_ptr<Backend> make_vm_backend();
 
-// Name of the agent's socket inside the box directory.
-inline constexpr const char* kAgentSocket = "agent.sock";
+using launch::kAgentSocket;
 inline constexpr const char* kBoxLog = "box.log";
 
 }  // namespace cubby::shim

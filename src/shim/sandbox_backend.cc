@@ -95,17 +95,32 @@ class SandboxInstance : public BoxInstance {
   }
 
   Result<void> request_stop(int sig) override {
-    // The agent is PID 1 of the box and forwards this to the workload.
+    // The agent is PID 1 of the box and forwards this to the workload. A
+    // paused box takes its stop: thawed, the workload hears it and has its
+    // grace, as a running one has.
+    thaw_workload();
     return sys::pidfd_send_signal(pidfd_.get(), sig);
   }
 
-  Result<void> kill() override { return sys::pidfd_send_signal(pidfd_.get(), SIGKILL); }
+  Result<void> kill() override {
+    auto r = sys::pidfd_send_signal(pidfd_.get(), SIGKILL);
+    // The agent's end kills every process of the box's pid namespace and
+    // waits for them; under v1's freezer a frozen one keeps its SIGKILL
+    // pending until thawed, and the box would never end.
+    thaw_workload();
+    return r;
+  }
 
   void note_in_log(const std::string& line) override {
     if (log_) log_->note(logfile::kConsole, line);
   }
 
   std::string failure_hint() const override { return hint_; }
+
+  void thaw_workload() {
+    if (!cgroup_ || !cgroup_->frozen(sandbox::Leaf::kWorkload).value_or(false)) return;
+    if (auto r = cgroup_->freeze(sandbox::Leaf::kWorkload, false); !r) LOG_WARN("thaw the box: {}", r.error().message());
+  }
 
   bool oom_killed() override {
     if (!cgroup_) return false;

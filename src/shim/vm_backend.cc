@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -32,8 +33,10 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "base/fs.h"
@@ -48,8 +51,10 @@
 #include "shim/box_log.h"
 #include "net/names.h"
 #include "shim/network.h"
+#include "shim/qmp.h"
 #include "shim/virtiofs.h"
 #include "shim/vm_disk.h"
+#include "shim/vm_template.h"
 
 namespace cubby::shim {
 namespace {
@@ -106,6 +111,24 @@ std::optional<SpawnSpec::Credentials> vmm_credentials(const std::string& accel) 
   return std::nullopt;
 }
 
+// n bytes of the host's CSPRNG, as lowercase hex.
+Result<std::string> random_hex(size_t n) {
+  std::string bytes(n, '\0');
+  for (size_t got = 0; got < n;) {
+    ssize_t r = ::getrandom(bytes.data() + got, n - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return sys_fail("getrandom");
+    got += static_cast<size_t>(r);
+  }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : bytes) {
+    hex += kDigits[c >> 4];
+    hex += kDigits[c & 15];
+  }
+  return hex;
+}
+
 Result<UniqueFd> open_for_qemu(const std::string& path, int flags) {
   UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
   if (!fd) return sys_fail("open " + path);
@@ -126,10 +149,43 @@ std::string host_tsc_khz() {
   return "";
 }
 
+// Until QEMU's MIGRATION event says completed (or failed: an error).
+Result<void> await_migration(Qmp& qmp) {
+  auto status = [](const Json& d) {
+    auto it = d.find("status");
+    return it != d.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  auto ev = CUBBY_TRY(qmp.await_event("MIGRATION", [&](const Json& d) {
+    auto st = status(d);
+    return st == "completed" || st == "failed" || st == "cancelled";
+  }, std::chrono::seconds(120)));
+  if (status(ev) != "completed") return fail(Error(ErrorKind::kSystem, "QEMU's migration " + status(ev)));
+  return {};
+}
+
+// CUBBY_VM_TEMPLATES=0 turns templates off (every vm box boots cold).
+bool templates_enabled() {
+  const char* e = std::getenv("CUBBY_VM_TEMPLATES");
+  return !e || std::string(e) != "0";
+}
+
 // The host half of the session multiplexer (a thread of the shim).
 class HostMux {
  public:
-  HostMux(UniqueFd listen, UniqueFd vm, UniqueFd log) : listen_(std::move(listen)), vm_(std::move(vm)), log_(std::move(log)) {
+  // What a session whose first frame is kVmPause asks for (run on the mux's
+  // thread: the guest's other sessions wait the few ms the vCPUs take).
+  using PauseHandler = std::function<Result<void>(bool paused)>;
+  // Set when this VM becomes a template: run when the guest's init reports
+  // its rendezvous (true), before it gets its config (which waits until
+  // then), or with false if no rendezvous came within kRendezvousBackstop
+  // (an initramfs older than the shim, a boot that stalled): the box then
+  // gets its config and runs, without a template.
+  using RendezvousHandler = std::function<void(bool reached)>;
+  static constexpr std::chrono::seconds kRendezvousBackstop{60};
+
+  HostMux(UniqueFd listen, UniqueFd vm, UniqueFd log, PauseHandler on_pause, RendezvousHandler on_rendezvous = {})
+      : listen_(std::move(listen)), vm_(std::move(vm)), log_(std::move(log)), on_pause_(std::move(on_pause)),
+        on_rendezvous_(std::move(on_rendezvous)), holding_(static_cast<bool>(on_rendezvous_)) {
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK);
     ::fcntl(vm_.get(), F_SETFL, O_NONBLOCK);
@@ -164,6 +220,8 @@ class HostMux {
     mux::RawSplitter split;
     std::string out;
     bool closing = false;
+    bool first = true;       // no frame of it read yet (a kVmPause may come)
+    bool answered = false;   // a kVmPause the shim answered: the guest never saw the channel
     uint64_t in_flight = 0;  // our frames on this channel the guest has not acked
     mux::AckCounter acks;    // its frames we delivered to the client
   };
@@ -197,6 +255,9 @@ class HostMux {
           (void)sys::write_all(log_.get(), l->data.data(), l->data.size());
       } else if (t == proto::msg::kExit) {
         if (auto e = proto::msg::decode<proto::msg::GuestExit>(*m)) exit_code_ = e->code;
+      } else if (t == proto::msg::kRendezvous && holding_) {
+        on_rendezvous_(true);  // the guest waits on its config meanwhile
+        release_hold();
       }
       return;
     }
@@ -214,8 +275,31 @@ class HostMux {
     it->second.out += f.bytes;
   }
 
+  // A session that opens with kVmPause is the runtime's `pause`/`unpause`:
+  // answered here, then closed; the guest never hears of it. Whether it was one.
+  bool answer_pause(const std::string& frame, Client& c) {
+    if (frame.size() > proto::kHeaderSize + 64) return false;
+    auto m = mux::decode(frame);
+    if (!m || proto::msg::type_of(*m) != proto::msg::kVmPause) return false;
+    auto p = m->find("paused");
+    Result<void> r = p == m->end() || !p->is_boolean() ? fail(Error::invalid("vm_pause: \"paused\" must be a boolean"))
+                                                        : on_pause_(p->get<bool>());
+    c.out += r ? proto::encode({{"t", proto::msg::kOk}})
+               : proto::encode({{"t", proto::msg::kError}, {"msg", r.error().message()}});
+    c.closing = c.answered = true;
+    return true;
+  }
+
+  void release_hold() {
+    holding_ = false;
+    std::lock_guard<std::mutex> g(mu_);
+    vm_out_ += pending_;
+    pending_.clear();
+  }
+
   void loop() {
     bool vm_open = true;
+    const auto hold_until = std::chrono::steady_clock::now() + kRendezvousBackstop;
     while (vm_open && !abandon_) {
       std::vector<pollfd> p = {{listen_.get(), POLLIN, 0},
                                {vm_.get(), static_cast<short>(POLLIN | (vm_out_.empty() ? 0 : POLLOUT)), 0},
@@ -224,17 +308,30 @@ class HostMux {
       for (auto& [ch, c] : clients_) {
         // Out of credit: leave the client's bytes in its socket (its
         // writer blocks) until the guest acks; a hangup still shows.
-        short in = c.in_flight < mux::kWindow ? POLLIN : 0;
+        short in = c.in_flight < mux::kWindow && !c.answered ? POLLIN : 0;
         p.push_back({c.fd.get(), static_cast<short>(in | (c.out.empty() ? 0 : POLLOUT)), 0});
         chans.push_back(ch);
       }
-      if (::poll(p.data(), p.size(), -1) < 0) continue;
+      int timeout = -1;
+      if (holding_) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(hold_until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+          LOG_WARN("the guest sent no rendezvous within {} s: no template from this boot", kRendezvousBackstop.count());
+          on_rendezvous_(false);
+          release_hold();
+          continue;
+        }
+        timeout = static_cast<int>(left.count());
+      }
+      if (::poll(p.data(), p.size(), timeout) < 0) continue;
       if (p[2].revents) {
         uint64_t v;
         (void)!::read(wake_.get(), &v, sizeof v);
         std::lock_guard<std::mutex> g(mu_);
-        vm_out_ += pending_;
-        pending_.clear();
+        if (!holding_) {
+          vm_out_ += pending_;
+          pending_.clear();
+        }
       }
       if (p[0].revents) {
         for (;;) {
@@ -280,6 +377,10 @@ class HostMux {
                 break;
               }
               if (!*f) break;
+              if (c.first) {
+                c.first = false;
+                if (answer_pause((*f)->bytes, c)) break;
+              }
               if (mux::acts_on_mux((*f)->bytes)) {
                 // The mux's own frames are the shim's and the guest init's,
                 // never a client's: relayed, a client's close would end its
@@ -301,7 +402,7 @@ class HostMux {
           }
         }
         if (gone) {
-          vm_out_ += proto::encode({{"t", mux::kClose}}, it->first);
+          if (!c.answered) vm_out_ += proto::encode({{"t", mux::kClose}}, it->first);
           clients_.erase(it);
           continue;
         }
@@ -315,7 +416,10 @@ class HostMux {
         else
           ++it;
       }
-      if (vm_open) write_some(vm_.get(), vm_out_);
+      // Nothing reaches a VM that is to become a template before its
+      // rendezvous: the bytes would be in the snapshot's RAM, and every box
+      // restored from it would read a session frame it was never sent.
+      if (vm_open && !holding_) write_some(vm_.get(), vm_out_);
     }
     // The VM is gone: hand clients what they are owed, then hang up.
     for (auto& [ch, c] : clients_) {
@@ -329,6 +433,9 @@ class HostMux {
   }
 
   UniqueFd listen_, vm_, log_, wake_;
+  PauseHandler on_pause_;
+  RendezvousHandler on_rendezvous_;
+  bool holding_;  // control frames wait for the rendezvous (mux thread only, once started)
   std::thread th_;
   std::mutex mu_;
   std::string pending_;
@@ -375,7 +482,38 @@ class VmInstance : public BoxInstance {
     return {};
   }
   Result<void> request_stop(int sig) override {
+    // A paused box takes its stop: the guest runs again to hear it (its
+    // workload gets the grace a running one gets).
+    if (paused_)
+      if (auto r = set_paused(false); !r) LOG_WARN("resume the VM for its stop: {}", r.error().message());
     mux_->control({{"t", "signal"}, {"sig", sig}});
+    return {};
+  }
+
+  // `cubby pause`/`unpause` (the mux's kVmPause): the vCPUs stop; memory,
+  // devices and every session stay as they are (QEMU buffers the guest's
+  // serial port meanwhile). The marker file is there before the stop and
+  // goes only after the vCPUs run again, so the runtime refuses an exec
+  // rather than let it wait on a stopped guest.
+  Result<void> set_paused(bool paused) {
+    std::lock_guard<std::mutex> g(pause_mu_);
+    if (paused == paused_) return fail(Error::conflict(paused ? "the VM is already paused" : "the VM is not paused"));
+    if (!qmp_greeted_) {
+      CUBBY_TRYV(qmp_.handshake(std::chrono::seconds(10)));
+      qmp_greeted_ = true;
+    }
+    const std::string marker = box_dir_ + "/" + launch::kVmPausedFile;
+    if (paused) {
+      CUBBY_TRYV(write_file_atomic(marker, ""));
+      if (auto r = qmp_.execute("stop"); !r) {
+        ::unlink(marker.c_str());
+        return std::unexpected(r.error());
+      }
+    } else {
+      CUBBY_TRY(qmp_.execute("cont"));
+      ::unlink(marker.c_str());
+    }
+    paused_ = paused;
     return {};
   }
   Result<void> kill() override {
@@ -399,6 +537,7 @@ class VmInstance : public BoxInstance {
     if (log_) log_->finish();
     net_.reset();
     ::unlink((box_dir_ + "/" + kAgentSocket).c_str());
+    ::unlink((box_dir_ + "/" + launch::kVmPausedFile).c_str());
   }
   ~VmInstance() override { cleanup(); }
 
@@ -410,14 +549,74 @@ class VmInstance : public BoxInstance {
   bool reaped_ = false;
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
+  // At the guest's rendezvous (mux thread): the VM's migration stream goes
+  // to the template's file, then the VM runs on as this box.
+  void snapshot_as_template(bool reached) {
+    std::lock_guard<std::mutex> g(pause_mu_);
+    if (!reached) {
+      template_stream_.reset();
+      template_->discard();
+      note_start("cold");
+      return;
+    }
+    auto r = [&]() -> Result<void> {
+      if (!qmp_greeted_) {
+        CUBBY_TRYV(qmp_.handshake(std::chrono::seconds(10)));
+        qmp_greeted_ = true;
+      }
+      CUBBY_TRY(qmp_.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}));
+      CUBBY_TRYV(qmp_.pass_fd("template", template_stream_.get()));
+      CUBBY_TRY(qmp_.execute("stop"));
+      CUBBY_TRY(qmp_.execute("migrate", {{"uri", "fd:template"}}));
+      return await_migration(qmp_);
+    }();
+    template_stream_.reset();
+    if (auto c = qmp_.execute("cont"); !c) LOG_WARN("resume the VM after its snapshot: {}", c.error().message());
+    if (r) r = template_->commit();
+    if (!r) {
+      LOG_WARN("vm template {}: not built: {}", template_->dir(), r.error().message());
+      template_->discard();
+      note_start("cold");
+      return;
+    }
+    note_start("cold, template built");
+  }
+
+  // How this box's VM came up, for people and tests: <box_dir>/vm.start.
+  void note_start(const std::string& how) { (void)write_file(box_dir_ + "/vm.start", how + "\n"); }
+
+  Qmp qmp_;  // QEMU's monitor (pause, resume, templates)
+  std::optional<VmTemplate> template_;  // the one this VM is building, or was restored from
+  UniqueFd template_stream_;            // a build: the file its stream goes to
+  std::mutex pause_mu_;
+  bool qmp_greeted_ = false;
+  std::atomic<bool> paused_{false};
   std::unique_ptr<HostMux> mux_;
   std::unique_ptr<BoxLog> log_;  // finished in cleanup(), after the mux that feeds it
   UniqueFd console_;             // until the shim takes it (console_log)
 };
 
+// A restore: QEMU (started with -incoming defer) reads the template's
+// stream from its fd stream_fd, then runs the guest from its rendezvous.
+Result<void> restore_template(VmInstance& vm, int stream_fd) {
+  CUBBY_TRYV(vm.qmp_.handshake(std::chrono::seconds(10)));
+  vm.qmp_greeted_ = true;
+  CUBBY_TRY(vm.qmp_.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}));
+  CUBBY_TRY(vm.qmp_.execute("migrate-incoming", {{"uri", "fd:" + std::to_string(stream_fd)}}));
+  CUBBY_TRYV(await_migration(vm.qmp_));
+  // The template was taken stopped, so the restore stays stopped too.
+  CUBBY_TRY(vm.qmp_.execute("cont"));
+  return {};
+}
+
 class VmBackend : public Backend {
  public:
-  Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override {
+  Result<std::unique_ptr<BoxInstance>> launch(const ShimConfig& cfg) override { return launch_as(cfg, true); }
+
+ private:
+  // may_template false: a cold boot that neither uses nor builds a template
+  // (after a template failed to restore).
+  Result<std::unique_ptr<BoxInstance>> launch_as(const ShimConfig& cfg, bool may_template) {
     const BoxSpec& spec = cfg.spec;
     // Each volume is a virtio-mmio device too; microvm has 24 slots, 5 taken.
     if (spec.mounts.size() > kMaxVolumes)
@@ -437,7 +636,9 @@ class VmBackend : public Backend {
     // cached by its path would go stale when the directory changes.
     std::string disk = spec.rootfs_dir ? "" : CUBBY_TRY(image_disk(cfg.home, spec.layers));
     std::string rw = CUBBY_TRY(box_disk(cfg.box_dir));
-    // QEMU's fds 4-8 (see s.fds). A disk is an fd set (-add-fd: QEMU dups
+    // QEMU's fds 4-8 (see s.fds). (No image locking: each disk is this
+    // box's QEMU's alone, or read-only; the locks only got in the way of a
+    // VM resuming after its template snapshot.) A disk is an fd set (-add-fd: QEMU dups
     // an fd of the set whose access mode matches, never reopens the file;
     // `opaque` names it for people and for leak checks). The writable disk's
     // set also holds a read-only fd, which QEMU asks for as well. Kernel
@@ -452,6 +653,7 @@ class VmBackend : public Backend {
 
     auto inst = std::make_unique<VmInstance>();
     inst->box_dir_ = cfg.box_dir;
+    ::unlink((cfg.box_dir + "/" + launch::kVmPausedFile).c_str());  // a crashed shim's
     auto listen = CUBBY_TRY(proto::listen_unix(cfg.box_dir, kAgentSocket));  // early bind
     inst->log_ = CUBBY_TRY(BoxLog::open(cfg.box_dir, {spec.log_max_size, spec.log_max_files}));
     auto log = CUBBY_TRY(inst->log_->add_input());  // the guest's log frames, from the mux
@@ -471,6 +673,29 @@ class VmBackend : public Backend {
     // to boot here and keeps ~25 MiB less resident per box.
     std::string accel_opt = accel == "tcg" ? "tcg,tb-size=32" : accel;
     const bool shared_ram = !spec.mounts.empty() || spec.rootfs_dir;
+    // A template (shim/vm_template.h) for boxes whose devices are all the
+    // shim's own: virtio-fs needs guest RAM shared with virtiofsd.
+    std::optional<VmTemplate> tmpl;
+    UniqueFd stream;  // restore: the template QEMU reads; build: the file it writes
+    bool restoring = false;
+    if (may_template && !shared_ram && templates_enabled()) {
+      std::string key = "cubby vm template 1\n" + file_identity("/proc/self/exe") + "\n" + file_identity(qemu) + "\n" +
+                        file_identity(kernel) + "\n" + file_identity(initrd) + "\n" + file_identity(disk) + "\n" +
+                        accel_opt + "\n" + std::to_string(mem_mib) + "M " + std::to_string(cpus) + " cpus\n" + append +
+                        "\nnetwork " + spec.network + "\n";
+      tmpl.emplace(cfg.home, disk, std::move(key));
+      if (auto fd = tmpl->open_for_restore()) {
+        stream = std::move(*fd);
+        restoring = true;
+      } else if (auto b = tmpl->begin_build(); !b) {
+        LOG_WARN("vm template: {}", b.error().message());
+        tmpl.reset();
+      } else if (*b) {
+        stream = std::move(**b);
+      } else {
+        tmpl.reset();  // another start is building it: this one boots cold
+      }
+    }
     // vhost-user (virtiofsd) maps the guest's RAM, so it must be a shared
     // memfd; only boxes with volumes pay for it.
     s.argv = {qemu, "-M", shared_ram ? "microvm,memory-backend=mem" : "microvm", "-accel", accel_opt};
@@ -485,14 +710,14 @@ class VmBackend : public Backend {
                    "virtio-serial-device", "-device", std::string("virtserialport,chardev=c0,name=") + mux::kPortName,
                    "-serial", "stdio", "-add-fd", "fd=5,set=2,opaque=" + qemu_opt_value(rw), "-add-fd",
                    "fd=8,set=2,opaque=" + qemu_opt_value(rw), "-drive",
-                   "id=d1,file=/dev/fdset/2,format=raw,if=none,discard=unmap", "-device", "virtio-blk-device,drive=d1",
+                   "id=d1,file=/dev/fdset/2,format=raw,if=none,discard=unmap,file.locking=off", "-device", "virtio-blk-device,drive=d1",
                    // Free page reporting: the guest hands pages it frees back
                    // to QEMU, which discards them, so an idle box's RSS is what
                    // the guest uses rather than everything it ever touched.
                    "-device", "virtio-balloon-device,free-page-reporting=on"});
     if (!disk.empty())
       s.argv.insert(s.argv.end(), {"-add-fd", "fd=4,set=1,opaque=" + qemu_opt_value(disk), "-drive",
-                                   "id=d0,file=/dev/fdset/1,format=raw,if=none,readonly=on", "-device",
+                                   "id=d0,file=/dev/fdset/1,format=raw,if=none,readonly=on,file.locking=off", "-device",
                                    "virtio-blk-device,drive=d0"});
     // --network default: QEMU's user networking (slirp) in QEMU's own
     // network namespace. slirp maps the guest's 10.0.2.2 to 127.0.0.1, and
@@ -537,6 +762,21 @@ class VmBackend : public Backend {
       CUBBY_TRYV(share(spec.mounts[i], tag));
       guest_volumes.push_back({{"tag", tag}, {"target", spec.mounts[i].target}, {"read_only", spec.mounts[i].read_only}});
     }
+    // QEMU's monitor: one end of a socketpair (see shim/qmp.h).
+    auto [qmp_end, qemu_qmp_end] = CUBBY_TRY(sys::make_socketpair(SOCK_STREAM));
+    s.argv.insert(s.argv.end(), {"-chardev", "socket,id=qmp,fd=" + std::to_string(s.fds.size()), "-mon",
+                                 "chardev=qmp,mode=control"});
+    s.fds.push_back(qemu_qmp_end.get());
+    inst->qmp_ = Qmp(std::move(qmp_end));
+    // The template's stream: QEMU's fd stream_fd, read by migrate-incoming
+    // (QEMU waits for it: -incoming defer) or written by migrate.
+    // (A build passes the file by QMP getfd: QEMU 7.2's outgoing migrate
+    // takes only a named fd.)
+    const int stream_fd = restoring ? static_cast<int>(s.fds.size()) : -1;
+    if (restoring) {
+      s.fds.push_back(stream.get());
+      s.argv.insert(s.argv.end(), {"-incoming", "defer"});
+    }
     s.die_with_parent = true;
     s.new_session = true;
     s.new_netns = true;  // also with --network none: QEMU never needs the host's network
@@ -549,6 +789,21 @@ class VmBackend : public Backend {
     s.no_new_privs = true;
     inst->qemu_ = CUBBY_TRY(spawn(s));
     vm_end.reset();
+    qemu_qmp_end.reset();
+    if (restoring) stream.reset();
+    if (restoring) {
+      // A template that does not restore is removed and the box boots cold:
+      // never an error of the box's.
+      if (auto r = restore_template(*inst, stream_fd); !r) {
+        LOG_WARN("vm template {}: restore failed ({}); booting cold", tmpl->dir(), r.error().message());
+        tmpl->discard();
+        inst.reset();  // QEMU killed and reaped, the log closed
+        return launch_as(cfg, false);
+      }
+      inst->note_start("template");
+    } else if (!tmpl) {
+      inst->note_start("cold");
+    }
     for (auto& v : inst->volumes_) v.qemu_end.reset();  // QEMU's alone: its exit closes virtiofsd's connection
     diag_w.reset();
     if (spec.network == "default") {
@@ -578,13 +833,29 @@ class VmBackend : public Backend {
         {"hold", cfg.hold},
         {"hostname", spec.hostname},
         {"network", spec.network}};
+    // The guest's RNG gets the host's seed before anything in it runs (a
+    // restored template's would otherwise repeat its siblings').
+    agent_cfg["seed"] = CUBBY_TRY(random_hex(32));
+    if (restoring) {  // its clock stood still since the template was taken
+      timespec now{};
+      ::clock_gettime(CLOCK_REALTIME, &now);
+      agent_cfg["now_ns"] = static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec);
+    }
     if (auto rc = net::resolv_conf_for(spec.dns, false); !rc.empty()) agent_cfg["resolv_conf"] = rc;
     if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
     if (!guest_volumes.empty()) agent_cfg["volumes"] = guest_volumes;
     if (spec.rootfs_dir) agent_cfg["root_tag"] = kRootTag;
-    inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log));
+    VmInstance* vm = inst.get();  // the mux thread ends (cleanup) before the instance does
+    HostMux::RendezvousHandler on_rendezvous;
+    if (tmpl && !restoring) {
+      inst->template_stream_ = std::move(stream);
+      on_rendezvous = [vm](bool reached) { vm->snapshot_as_template(reached); };
+    }
+    inst->template_ = std::move(tmpl);
+    inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log),
+                                           [vm](bool paused) { return vm->set_paused(paused); }, std::move(on_rendezvous));
     inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
     inst->mux_->start();
     return std::unique_ptr<BoxInstance>(std::move(inst));

@@ -1,4 +1,5 @@
 #include "shim/vm_disk.h"
+#include "shim/vm_template.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -220,6 +221,7 @@ int collect_unused_image_disks(const std::string& home) {
     LOG_INFO("removing image disk {} (its image is gone)", p);
     ::unlink(p.c_str());
     ::unlink((p + ".layers").c_str());
+    remove_templates_of(home, p);
   }
   return static_cast<int>(gone.size());
 }

@@ -34,11 +34,12 @@ std::vector<std::string> CmdResult::err_lines() const {
 std::string bin_dir() { return CUBBY_TEST_BIN_DIR; }
 std::string cubby_path() { return bin_dir() + "/cubby"; }
 
-ChildProcess spawn_cubby(const std::string& home, const std::vector<std::string>& args, int out_fd, int err_fd) {
+ChildProcess spawn_cubby(const std::string& home, const std::vector<std::string>& args, int out_fd, int err_fd,
+                         int in_fd) {
   SpawnSpec s;
   s.argv = {cubby_path(), "--home", home};
   s.argv.insert(s.argv.end(), args.begin(), args.end());
-  s.fds = {-1, out_fd, err_fd};
+  s.fds = {in_fd, out_fd, err_fd};
   auto c = spawn(s);
   EXPECT_TRUE(c.has_value()) << (c ? "" : c.error().message());
   return c ? std::move(*c) : ChildProcess();

@@ -33,9 +33,9 @@ std::string cubby_path();
 // Runs `cubby --home HOME ARGS...`, feeding `input` on stdin (nothing: /dev/null).
 CmdResult run_cubby(const std::string& home, const std::vector<std::string>& args,
                     const std::optional<std::string>& input = std::nullopt);
-// Starts it without waiting; its stdout/stderr go to the given fds.
+// Starts it without waiting; its stdin/stdout/stderr are the given fds (-1: /dev/null).
 ChildProcess spawn_cubby(const std::string& home, const std::vector<std::string>& args, int out_fd = -1,
-                         int err_fd = -1);
+                         int err_fd = -1, int in_fd = -1);
 
 // Processes whose argv[0] is one of cubby's binaries.
 std::set<pid_t> cubby_processes();

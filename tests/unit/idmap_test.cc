@@ -113,7 +113,11 @@ TEST_F(IdMap, ConcurrentClaimsInTheStoreAreDisjoint) {
           ::usleep(2000);
           return nlohmann::json(CUBBY_TRY(pick_id_range(p, held)));
         });
-        if (!r) ::_exit(3);
+        if (!r) {
+          std::string m = "box " + b.id + ": " + r.error().message() + "\n";
+          (void)!::write(2, m.data(), m.size());
+          ::_exit(3);
+        }
       }
       ::_exit(0);
     }

@@ -392,6 +392,14 @@ class AsyncBox:
     async def kill(self, signal: Union[str, int] = "KILL") -> None:
         await self._c._json("POST", self._path + "/kill", params={"signal": str(signal)})
 
+    async def pause(self) -> None:
+        """Stops the box's processes (a vm box: its vCPUs), memory kept (``cubby pause``).
+        An exec into a paused box is refused (409); stop and a SIGKILL end it."""
+        self.info = BoxInfo(await self._c._json("POST", self._path + "/pause"))
+
+    async def unpause(self) -> None:
+        self.info = BoxInfo(await self._c._json("POST", self._path + "/unpause"))
+
     async def remove(self, force: bool = False) -> None:
         await self._c._json("DELETE", self._path, params={"force": "true" if force else "false"}, wait=15)
 

@@ -165,6 +165,12 @@ class Box:
     def kill(self, signal: Any = "KILL") -> None:
         _inline(self._a.kill(signal))
 
+    def pause(self) -> None:
+        _inline(self._a.pause())
+
+    def unpause(self) -> None:
+        _inline(self._a.unpause())
+
     def remove(self, force: bool = False) -> None:
         _inline(self._a.remove(force))
 

@@ -78,6 +78,11 @@ class BoxInfo:
         code = self.raw.get("exit_code")
         return code if isinstance(code, int) else None
 
+    @property
+    def paused(self) -> bool:
+        """Whether a running box is paused (``Box.pause``)."""
+        return self.raw.get("paused") is True
+
     def __getitem__(self, key: str) -> Any:
         return self.raw[key]
 
