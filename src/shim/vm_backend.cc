@@ -163,6 +163,19 @@ Result<void> await_migration(Qmp& qmp) {
   return {};
 }
 
+// `cont` once a migration is over. QEMU sends MIGRATION "completed" just
+// before its migration thread leaves the finish-migrate run state, and no
+// event when it does: until then `cont` says "Migration is not finalized
+// yet", so that one answer is asked again (each try a round trip with QEMU,
+// a bounded number of them).
+Result<void> resume_after_migration(Qmp& qmp) {
+  for (int tries = 0;; ++tries) {
+    auto r = qmp.execute("cont");
+    if (r) return {};
+    if (tries >= 100000 || r.error().message().find("not finalized") == std::string::npos) return std::unexpected(r.error());
+  }
+}
+
 // CUBBY_VM_TEMPLATES=0 turns templates off (every vm box boots cold).
 bool templates_enabled() {
   const char* e = std::getenv("CUBBY_VM_TEMPLATES");
@@ -571,7 +584,11 @@ class VmInstance : public BoxInstance {
       return await_migration(qmp_);
     }();
     template_stream_.reset();
-    if (auto c = qmp_.execute("cont"); !c) LOG_WARN("resume the VM after its snapshot: {}", c.error().message());
+    if (auto c = resume_after_migration(qmp_); !c) {
+      // A VM that cannot run on would hold its box until the boot backstop.
+      LOG_ERROR("resume the VM after its snapshot: {}", c.error().message());
+      (void)qemu_.signal(SIGKILL);
+    }
     if (r) r = template_->commit();
     if (!r) {
       LOG_WARN("vm template {}: not built: {}", template_->dir(), r.error().message());
@@ -605,8 +622,7 @@ Result<void> restore_template(VmInstance& vm, int stream_fd) {
   CUBBY_TRY(vm.qmp_.execute("migrate-incoming", {{"uri", "fd:" + std::to_string(stream_fd)}}));
   CUBBY_TRYV(await_migration(vm.qmp_));
   // The template was taken stopped, so the restore stays stopped too.
-  CUBBY_TRY(vm.qmp_.execute("cont"));
-  return {};
+  return resume_after_migration(vm.qmp_);
 }
 
 class VmBackend : public Backend {
@@ -664,7 +680,10 @@ class VmBackend : public Backend {
 
     long mem_mib = spec.memory ? std::max<long>(static_cast<long>(*spec.memory >> 20), 64) : 256;
     long cpus = spec.cpus ? std::max<long>(1, static_cast<long>(std::ceil(*spec.cpus))) : 1;
-    std::string append = "console=ttyS0 quiet panic=-1 reboot=t";
+    // init_on_free: pages the guest frees are zero, so a template's stream
+    // (QEMU skips zero pages) holds what the guest uses: 58 MB rather than
+    // 95 MB measured at the rendezvous of a 256 MiB guest.
+    std::string append = "console=ttyS0 quiet panic=-1 reboot=t init_on_free=1";
     if (auto khz = host_tsc_khz(); !khz.empty()) append += " tsc_early_khz=" + khz;  // TCG boots hang without it
     append += " cubby.mode=vm";
     SpawnSpec s;

@@ -190,7 +190,8 @@ TEST_P(Daily, StatsShowTheMemoryLimit) {
 // workload's counter carries on from where it stood.
 TEST_P(Daily, PauseFreezesTheWorkloadAndExecIsRefused) {
   const std::string id = run_detached({"sh", "-c", "n=0; while :; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n; done"});
-  auto before = cubby({"exec", id, "cat", "/tmp/n"});
+  // (The box's first count may not be written yet: awaited in the box.)
+  auto before = cubby({"exec", id, "sh", "-c", "while [ ! -s /tmp/n ]; do :; done; cat /tmp/n"});
   ASSERT_EQ(before.rc, 0) << before.err;
   ASSERT_EQ(cubby({"pause", id}).rc, 0);
   EXPECT_NE(cubby({"ls"}).out.find("(Paused)"), std::string::npos) << cubby({"ls"}).out;
@@ -230,7 +231,8 @@ TEST_P(Daily, PauseFreezesTheWorkloadAndExecIsRefused) {
 // reordered by a pause; the workload's in-memory counter survives them all.
 TEST_P(Daily, HundredPauseCyclesKeepAnExecsStreamWholeAndInOrder) {
   const std::string id = run_detached({"sh", "-c", "n=0; while :; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n; done"});
-  auto before = cubby({"exec", id, "cat", "/tmp/n"});
+  // (The box's first count may not be written yet: awaited in the box.)
+  auto before = cubby({"exec", id, "sh", "-c", "while [ ! -s /tmp/n ]; do :; done; cat /tmp/n"});
   ASSERT_EQ(before.rc, 0) << before.err;
   auto [in_r, in_w] = sys::make_pipe().value();
   auto [out_r, out_w] = sys::make_pipe().value();

@@ -3,6 +3,7 @@
 // its own identity; a changed key is not used, a broken template falls back
 // to a cold boot, and a shim killed while building one leaves nothing that
 // keeps the next start from succeeding. Under TCG here.
+#include <dirent.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <unistd.h>
