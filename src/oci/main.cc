@@ -161,7 +161,7 @@ void warn_all(const std::vector<std::string>& failures) {
 // What delete does (and a failed create, so nothing is left): ends the
 // relay (and with it the tethered box) if it lives, removes the box and the
 // state, then runs the poststop hooks (their failures are warnings).
-Result<void> destroy(const StateDir& dir, const ContainerState& s) {
+Result<void> destroy(StateDir& dir, const ContainerState& s) {
   std::string st = status_of(s);
   if (st != "stopped" && is_paused(s)) {
     // Frozen processes would hold their SIGKILL until thawed.
@@ -537,7 +537,7 @@ int cmd_features() {
                              "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"}},
                 {"operators", {"SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                                "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"}},
-                {"supportedFlags", {"SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"}}}}},
+                {"supportedFlags", {"SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"}}}},
               {"apparmor", {{"enabled", false}}},
               {"selinux", {{"enabled", false}}}}},
             {"annotations", {{"io.cubby.isolation", "sandbox|vm"}}}};
