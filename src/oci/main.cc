@@ -158,6 +158,14 @@ void warn_all(const std::vector<std::string>& failures) {
   for (const auto& f : failures) log_line("warning", f);
 }
 
+// Ends the container's relay if it lives (SIGKILL), and so its tethered box.
+void end_relay(const ContainerState& s) {
+  if (auto pfd = sys::pidfd_open(s.pid); pfd && relay_alive(s)) {
+    (void)sys::pidfd_send_signal(pfd->get(), SIGKILL);
+    (void)sys::wait_readable(pfd->get(), std::chrono::seconds(30));  // backstop
+  }
+}
+
 // What delete does (and a failed create, so nothing is left): ends the
 // relay (and with it the tethered box) if it lives, removes the box and the
 // state, then runs the poststop hooks (their failures are warnings).
@@ -167,13 +175,8 @@ Result<void> destroy(StateDir& dir, const ContainerState& s) {
     // Frozen processes would hold their SIGKILL until thawed.
     if (auto cg = sandbox::Cgroup::open_existing(s.box); cg && *cg) (void)(*cg)->freeze(sandbox::Leaf::kWorkload, false);
   }
-  if (st != "stopped") {
-    // created (or running with --force): end the relay, and with it the tether.
-    if (auto pfd = sys::pidfd_open(s.pid); pfd && relay_alive(s)) {
-      (void)sys::pidfd_send_signal(pfd->get(), SIGKILL);
-      (void)sys::wait_readable(pfd->get(), std::chrono::seconds(30));
-    }
-  }
+  // created (or running with --force): end the relay, and with it the tether.
+  if (st != "stopped") end_relay(s);
   auto rt = open_runtime(dir);
   if (auto r = rt.remove(s.box, /*force=*/true); !r && r.error().kind() != ErrorKind::kNotFound) return fail(r.error());
   CUBBY_TRYV(dir.remove(s.id));
@@ -287,10 +290,7 @@ int cmd_start(const std::string& id) {
     if (!hooked) {
       // The spec: start fails and the container is stopped (its relay
       // ended, and the tethered box with it); delete removes it.
-      if (auto pfd = sys::pidfd_open(s.pid); pfd && relay_alive(s)) {
-        (void)sys::pidfd_send_signal(pfd->get(), SIGKILL);
-        (void)sys::wait_readable(pfd->get(), std::chrono::seconds(30));
-      }
+      end_relay(s);
       die(hooked.error().message());
     }
   }

@@ -669,6 +669,26 @@ TEST_F(OciRuntime, TheConfigsSeccompProfileIsTheBoxsFilter) {
   EXPECT_EQ(runc({"delete", "sc1"}).rc, 0);
 }
 
+// The same program reaches a vm container's guest agent (one architecture).
+TEST_F(OciRuntime, AVmContainerHasTheConfigsSeccompProfileToo) {
+  if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0 ||
+      ::access("/usr/lib/qemu/virtiofsd", X_OK) != 0)
+    GTEST_SKIP() << "no vm guest assets or virtiofsd";
+  write_honourable({"sh", "-c", "mkdir /tmp/made 2>&1; echo rc=$?"});
+  json s = json::parse(read_file(bundle_ + "/config.json").value());
+  s["annotations"]["io.cubby.isolation"] = "vm";
+  s["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"},
+                           {"syscalls", {{{"names", {"mkdir", "mkdirat"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 26}}}}};
+  write_config(s);
+  std::string out = home_ + "/container.out";
+  pid_t pid = create("sv1", out);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(runc({"start", "sv1"}).rc, 0);
+  EXPECT_EQ(wait_init(pid), 0);
+  EXPECT_EQ(read_file(out).value_or(""), "mkdir: can't create directory '/tmp/made': Text file busy\nrc=1\n");
+  EXPECT_EQ(runc({"delete", "sv1"}).rc, 0);
+}
+
 // What the compiler cannot honour is one error naming the field, in the
 // --log JSON, and create exits non-zero with nothing left behind.
 TEST_F(OciRuntime, ASeccompProfileItCannotHonourIsOneJsonError) {
