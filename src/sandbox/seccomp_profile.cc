@@ -24,6 +24,9 @@ constexpr uint32_t kMaxErrno = 4095;
 
 // An OCI action name (and its errnoRet) as a libseccomp action.
 Result<uint32_t> action_of(const std::string& field, const std::string& name, std::optional<uint32_t> errno_ret) {
+  if (name == "SCMP_ACT_NOTIFY")
+    return fail(bad(field, "SCMP_ACT_NOTIFY is not supported by cubby (no seccomp agent would answer the "
+                           "notifications: linux.seccomp.listenerPath)"));
   if (errno_ret && *errno_ret > kMaxErrno) return fail(bad(field, "errnoRet " + std::to_string(*errno_ret) + " is above 4095"));
   const uint32_t err = errno_ret.value_or(EPERM);
   if (name == "SCMP_ACT_ERRNO") return SCMP_ACT_ERRNO(err);
@@ -34,9 +37,6 @@ Result<uint32_t> action_of(const std::string& field, const std::string& name, st
   if (name == "SCMP_ACT_KILL_PROCESS") return SCMP_ACT_KILL_PROCESS;
   if (name == "SCMP_ACT_TRAP") return SCMP_ACT_TRAP;
   if (name == "SCMP_ACT_LOG") return SCMP_ACT_LOG;
-  if (name == "SCMP_ACT_NOTIFY")
-    return fail(bad(field, "SCMP_ACT_NOTIFY is not supported by cubby (no seccomp agent would answer the "
-                           "notifications: linux.seccomp.listenerPath)"));
   return fail(bad(field, "unknown action \"" + name + "\""));
 }
 
