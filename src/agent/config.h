@@ -2,6 +2,7 @@
 // control channel): the parts both backends share.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,11 @@ inline void read_common_config(const proto::Json& cfg, AgentOptions& opts, Rootf
   opts.main.tty = m.value("tty", false);
   opts.hold = cfg.value("hold", false);
   opts.cap_drop = cfg.value("cap_drop", uint64_t{0});
+  if (cfg.contains("seccomp")) {
+    auto f = sandbox::SeccompFilter::from_program(cfg["seccomp"].get<SeccompProgram>());
+    if (!f) throw std::runtime_error(f.error().message());
+    opts.box_seccomp = std::move(*f);
+  }
   plan.hostname = cfg.value("hostname", std::string());
   plan.network_default = cfg.value("network", std::string("none")) == "default";
   for (const auto& t : cfg.value("joined_ns", std::vector<std::string>{}))

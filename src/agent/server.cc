@@ -165,8 +165,9 @@ int Server::run() {
   // unprivileged): its processes keep the groups they have, as in rootless
   // podman, rather than fail every exec.
   keep_groups_ = read_file("/proc/self/setgroups").value_or("") == "deny\n";
-  if (opts_.confine) {
-    cap_drops_ = sandbox::bounding_set_drops();
+  if (opts_.confine) cap_drops_ = sandbox::bounding_set_drops();
+  // A box's own filter is loaded by each child instead (AgentOptions::box_seccomp).
+  if (opts_.confine && !opts_.box_seccomp) {
     auto f = sandbox::SeccompFilter::build_default();
     if (!f) {
       LOG_ERROR("build seccomp filter: {}", f.error().message());
@@ -491,7 +492,12 @@ void Server::start_copy_worker(Session& s, const msg::Request& first) {
     send(s, {{"t", msg::kError}, {"msg", std::string("start a copy: fork: ") + std::strerror(errno)}});
     return;
   }
-  if (pid == 0) run_copy_worker(std::move(s.fd), std::move(s.dec), std::move(s.out), first);
+  if (pid == 0) {
+    // It works in the box for the box's client: under the box's filter,
+    // which the agent itself does not have when it is the box's own.
+    if (opts_.confine && opts_.box_seccomp && opts_.box_seccomp->apply() != 0) ::_exit(125);
+    run_copy_worker(std::move(s.fd), std::move(s.dec), std::move(s.out), first);
+  }
   // The worker owns the session now; our copy of its fd goes, and its exit
   // is reaped by reap() like any orphan's.
   close_session(s.id);
@@ -605,7 +611,8 @@ std::optional<std::string> Server::spawn(Exec& e, const ProcessSpec& spec, bool 
                      user->gid,
                      user->groups.data(),
                      user->groups.size(),
-                     nullptr,  // the filter is inherited from the agent (see run())
+                     // The default filter is inherited from the agent (see run()); a box's own is loaded here.
+                     opts_.box_seccomp ? &*opts_.box_seccomp : nullptr,
                      opts_.confine,
                      nullptr};
   ExecFailure f;

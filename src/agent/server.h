@@ -57,6 +57,11 @@ struct AgentOptions {
   // CAP_* bits of Docker's default set that no process of the box gets
   // (CreateOptions::cap_drop).
   uint64_t cap_drop = 0;
+  // The box's own seccomp filter (config "seccomp": BoxSpec::seccomp), in
+  // place of the default one. Unlike the default, it is not loaded into the
+  // agent (a profile may deny what the agent needs to serve): each process
+  // the agent starts loads it just before exec.
+  std::optional<sandbox::SeccompFilter> box_seccomp;
 };
 
 class Server {

@@ -9,6 +9,7 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <unistd.h>
 
 namespace cubby::oci {
 namespace {
@@ -202,11 +203,35 @@ Result<BoxOptions> box_options(const Spec& s) {
   o.interactive = true;
   if (!s.process.no_new_privileges)
     out.warnings.push_back("process.noNewPrivileges is false, but cubby sets no_new_privileges on every box process");
-  if (s.linux.seccomp_default_action)
-    out.warnings.push_back("linux.seccomp: cubby applies its own default filter (Docker's dangerous syscalls denied, "
-                           "in a user namespace), not the config's profile");
-  else
+  if (s.linux.seccomp) {
+    // The config's profile is the box's filter, in place of cubby's default.
+    auto compiled = sandbox::compile_profile(*s.linux.seccomp);
+    if (!compiled) {
+      // Its errors name the field inside the profile ("syscalls[2].action: ...").
+      const auto& e = compiled.error();
+      return fail(Error::invalid("config.json: linux.seccomp" + std::string(e.kind() == ErrorKind::kInvalid ? "." : ": ") + e.message()));
+    }
+    o.seccomp = compiled->filter.program();
+    if (!compiled->unknown_syscalls.empty()) {
+      std::string names;
+      for (const auto& n : compiled->unknown_syscalls) names += (names.empty() ? "" : " ") + n;
+      out.warnings.push_back("linux.seccomp: syscalls unknown to this libseccomp are skipped (as runc does): " + names);
+    }
+  } else {
+    // Docker's seccomp=unconfined: cubby is stricter than asked, and says so.
     out.warnings.push_back("cubby applies its default seccomp filter (config.json has no linux.seccomp)");
+  }
+  // These join the box's namespaces from the host (oci/hooks.h): its PID 1
+  // is found as root, and a vm's namespaces are its guest's.
+  for (const auto& [phase, hooks] : {std::pair{"createContainer", &s.hooks.create_container},
+                                     std::pair{"startContainer", &s.hooks.start_container}}) {
+    if (hooks->empty()) continue;
+    if (o.isolation != "sandbox")
+      return fail(refused(std::string("hooks.") + phase, "runs in the container's namespaces, which a vm container keeps in its guest: "
+                                                         "it needs the sandbox backend"));
+    if (::geteuid() != 0)
+      return fail(refused(std::string("hooks.") + phase, "runs in the container's namespaces, which cubby-runc joins only as root"));
+  }
   o.fs.sysctls = s.linux.sysctl;
   o.hostname = s.hostname;
 

@@ -24,6 +24,7 @@
 #include "base/sys.h"
 #include "oci/box_options.h"
 #include "oci/console.h"
+#include "oci/hooks.h"
 #include "oci/relay.h"
 #include "oci/spec.h"
 #include "oci/state.h"
@@ -117,8 +118,10 @@ std::string oci_status(const ContainerState& s) {
   return st == "running" && is_paused(s) ? "paused" : st;
 }
 
-json state_json(const ContainerState& s) {
-  std::string status = oci_status(s);
+// The OCI state (runtime.md "State"), as `state` prints it and hooks read
+// it on stdin; `status` overrides the one read (create's hooks see "creating").
+json state_json(const ContainerState& s, const std::string& status_override = "") {
+  std::string status = status_override.empty() ? oci_status(s) : status_override;
   json j = {{"ociVersion", "1.0.2"}, {"id", s.id}, {"status", status}, {"bundle", s.bundle},
             {"rootfs", s.bundle + "/rootfs"}, {"created", s.created}, {"owner", ""}};
   j["pid"] = status == "stopped" ? 0 : s.pid;
@@ -129,6 +132,64 @@ json state_json(const ContainerState& s) {
 void write_pid_file(const std::string& path, pid_t pid) {
   if (path.empty()) return;
   check(write_file_atomic(path, std::to_string(pid), 0644));
+}
+
+// The box's PID 1 (its agent), whose namespaces the container-namespace
+// hooks join (hooks.h).
+struct ContainerInitFd {
+  UniqueFd pidfd;
+  pid_t pid = 0;
+  ContainerInit get() const { return {pidfd.get(), pid}; }
+};
+Result<ContainerInitFd> container_init(const StateDir& dir, const ContainerState& s) {
+  auto rt = CUBBY_TRY(Runtime::open({.home = dir.home(), .bin_dir = ""}));
+  ContainerInitFd out;
+  out.pid = CUBBY_TRY(rt.init_pid(s.box));
+  out.pidfd = CUBBY_TRY(sys::pidfd_open(out.pid));
+  return out;
+}
+
+void warn_all(const std::vector<std::string>& failures) {
+  for (const auto& f : failures) log_line("warning", f);
+}
+
+// Ends the container's relay if it lives (SIGKILL), and so its tethered box.
+void end_relay(const ContainerState& s) {
+  if (auto pfd = sys::pidfd_open(s.pid); pfd && relay_alive(s)) {
+    (void)sys::pidfd_send_signal(pfd->get(), SIGKILL);
+    (void)sys::wait_readable(pfd->get(), std::chrono::seconds(30));  // backstop
+  }
+}
+
+// What delete does (and a failed create, so nothing is left): ends the
+// relay (and with it the tethered box) if it lives, removes the box and the
+// state, then runs the poststop hooks (their failures are warnings).
+Result<void> destroy(StateDir& dir, const ContainerState& s) {
+  std::string st = status_of(s);
+  if (st != "stopped" && is_paused(s)) {
+    // Frozen processes would hold their SIGKILL until thawed.
+    if (auto cg = sandbox::Cgroup::open_existing(s.box); cg && *cg) (void)(*cg)->freeze(sandbox::Leaf::kWorkload, false);
+  }
+  // created (or running with --force): end the relay, and with it the tether.
+  if (st != "stopped") end_relay(s);
+  auto rt = open_runtime(dir);
+  if (auto r = rt.remove(s.box, /*force=*/true); !r && r.error().kind() != ErrorKind::kNotFound) return fail(r.error());
+  CUBBY_TRYV(dir.remove(s.id));
+  warn_all(run_hooks_warning("poststop", s.hooks.poststop, state_json(s, "stopped")));
+  return {};
+}
+
+// create's hooks, once the box is up and held (hooks.h): prestart and
+// createRuntime in the runtime's namespaces, createContainer in the box's.
+Result<void> run_create_hooks(const StateDir& dir, const ContainerState& s) {
+  const json state = state_json(s, "creating");
+  CUBBY_TRYV(run_hooks("prestart", s.hooks.prestart, state));
+  CUBBY_TRYV(run_hooks("createRuntime", s.hooks.create_runtime, state));
+  if (!s.hooks.create_container.empty()) {
+    auto in = CUBBY_TRY(container_init(dir, s));
+    CUBBY_TRYV(run_hooks("createContainer", s.hooks.create_container, state, in.get()));
+  }
+  return {};
 }
 
 // ---- verbs ----
@@ -198,7 +259,14 @@ int cmd_create(const std::string& id, std::string bundle, const std::string& pid
   s.pid_start = check(process_start_time(pid));
   s.created = now_rfc3339();
   s.annotations = spec.annotations;
+  s.hooks = spec.hooks;
   check(dir.save(s));
+  if (auto h = run_create_hooks(dir, s); !h) {
+    // The spec: a failing prestart, createRuntime or createContainer hook
+    // fails create, and the container is destroyed as delete would.
+    if (auto d = destroy(dir, s); !d) log_line("warning", "clean up after the failed hook: " + d.error().message());
+    die(h.error().message());
+  }
   write_pid_file(pid_file, pid);
   debug("created " + id + " as box " + s.box + ", relay pid " + std::to_string(pid));
   return 0;
@@ -209,12 +277,27 @@ int cmd_start(const std::string& id) {
   auto s = check(dir.load(id));
   std::string st = status_of(s);
   if (st != "created") die("cannot start a container that is " + st);
+  if (!s.hooks.start_container.empty()) {
+    auto hooked = [&]() -> Result<void> {
+      auto in = CUBBY_TRY(container_init(dir, s));
+      return run_hooks("startContainer", s.hooks.start_container, state_json(s), in.get());
+    }();
+    if (!hooked) {
+      // The spec: start fails and the container is stopped (its relay
+      // ended, and the tethered box with it); delete removes it.
+      end_relay(s);
+      die(hooked.error().message());
+    }
+  }
   s.started = true;
   check(dir.save(s));
   UniqueFd fifo(::open(dir.start_fifo(id).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fifo) die(Error::sys("start " + id + ": its relay is gone").message());
   char b = 's';
   check(sys::write_all(fifo.get(), &b, 1));
+  // The relay releases the workload on that byte; poststart's failures are
+  // warnings (the spec), the container runs on.
+  warn_all(run_hooks_warning("poststart", s.hooks.poststart, state_json(s, "running")));
   return 0;
 }
 
@@ -329,20 +412,7 @@ int cmd_delete(const std::string& id, bool force) {
   auto s = *loaded;
   std::string st = status_of(s);
   if (st == "running" && !force) die("cannot delete container \"" + id + "\" that is running: kill it first or use --force");
-  if (st != "stopped" && is_paused(s)) {
-    // Frozen processes would hold their SIGKILL until thawed.
-    if (auto cg = sandbox::Cgroup::open_existing(s.box); cg && *cg) (void)(*cg)->freeze(sandbox::Leaf::kWorkload, false);
-  }
-  if (st != "stopped") {
-    // created (or running with --force): end the relay, and with it the tether.
-    if (auto pfd = sys::pidfd_open(s.pid); pfd && relay_alive(s)) {
-      (void)sys::pidfd_send_signal(pfd->get(), SIGKILL);
-      (void)sys::wait_readable(pfd->get(), std::chrono::seconds(30));
-    }
-  }
-  auto rt = open_runtime(dir);
-  if (auto r = rt.remove(s.box, /*force=*/true); !r && r.error().kind() != ErrorKind::kNotFound) die(r.error().message());
-  check(dir.remove(id));
+  check(destroy(dir, s));
   return 0;
 }
 
@@ -443,13 +513,19 @@ int cmd_list(const std::string& format, bool quiet) {
 int cmd_features() {
   json f = {{"ociVersionMin", "1.0.0"},
             {"ociVersionMax", "1.0.2"},
-            {"hooks", json::array()},
+            {"hooks", {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}},
             {"mountOptions", {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"}},
             {"linux",
              {{"namespaces", supported_namespaces()},
               {"capabilities", capability_names()},
               {"cgroup", {{"v1", true}, {"v2", true}, {"systemd", false}, {"systemdUser", false}}},
-              {"seccomp", {{"enabled", false}}},
+              {"seccomp",
+               {{"enabled", true},
+                {"actions", {"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                             "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"}},
+                {"operators", {"SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"}},
+                {"supportedFlags", {"SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"}}}},
               {"apparmor", {{"enabled", false}}},
               {"selinux", {{"enabled", false}}}}},
             {"annotations", {{"io.cubby.isolation", "sandbox|vm"}}}};

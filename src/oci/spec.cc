@@ -237,6 +237,62 @@ void decode_resources(const json& j, Resources& r) {
   }
 }
 
+// linux.seccomp as the spec has it; actions, operators and names are
+// judged when it is compiled (sandbox/seccomp_profile.h).
+sandbox::SeccompProfile decode_seccomp(const json& sc) {
+  const std::string p = "linux.seccomp";
+  only_keys(sc, p, {"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls", "listenerPath",
+                    "listenerMetadata"});
+  sandbox::SeccompProfile out;
+  if (sc.contains("listenerPath") && !sc["listenerPath"].is_null() && !str(sc["listenerPath"], p + ".listenerPath").empty())
+    refuse(p + ".listenerPath", "a seccomp agent (SCMP_ACT_NOTIFY) is not supported by cubby-runc");
+  if (sc.contains("listenerMetadata") && !sc["listenerMetadata"].is_null() &&
+      !str(sc["listenerMetadata"], p + ".listenerMetadata").empty())
+    refuse(p + ".listenerMetadata", "a seccomp agent (SCMP_ACT_NOTIFY) is not supported by cubby-runc");
+  if (!sc.contains("defaultAction")) refuse(p + ".defaultAction", "is required");
+  out.default_action = str(sc["defaultAction"], p + ".defaultAction");
+  if (sc.contains("defaultErrnoRet") && !sc["defaultErrnoRet"].is_null())
+    out.default_errno_ret = integer<uint32_t>(sc["defaultErrnoRet"], p + ".defaultErrnoRet");
+  if (sc.contains("architectures") && !sc["architectures"].is_null())
+    out.architectures = strings(sc["architectures"], p + ".architectures");
+  if (sc.contains("flags") && !sc["flags"].is_null()) out.flags = strings(sc["flags"], p + ".flags");
+  if (sc.contains("syscalls") && !sc["syscalls"].is_null()) {
+    const auto& calls = sc["syscalls"];
+    if (!calls.is_array()) refuse(p + ".syscalls", "must be an array");
+    for (size_t i = 0; i < calls.size(); ++i) {
+      const auto& c = calls[i];
+      const std::string cp = p + ".syscalls[" + std::to_string(i) + "]";
+      only_keys(c, cp, {"names", "action", "errnoRet", "args"});
+      sandbox::SeccompRule rule;
+      if (!c.contains("names")) refuse(cp + ".names", "is required");
+      rule.names = strings(c["names"], cp + ".names");
+      if (rule.names.empty()) refuse(cp + ".names", "must not be empty");
+      if (!c.contains("action")) refuse(cp + ".action", "is required");
+      rule.action = str(c["action"], cp + ".action");
+      if (c.contains("errnoRet") && !c["errnoRet"].is_null()) rule.errno_ret = integer<uint32_t>(c["errnoRet"], cp + ".errnoRet");
+      if (c.contains("args") && !c["args"].is_null()) {
+        if (!c["args"].is_array()) refuse(cp + ".args", "must be an array");
+        for (size_t k = 0; k < c["args"].size(); ++k) {
+          const auto& a = c["args"][k];
+          const std::string ap = cp + ".args[" + std::to_string(k) + "]";
+          only_keys(a, ap, {"index", "value", "valueTwo", "op"});
+          sandbox::SeccompArg arg;
+          if (!a.contains("index")) refuse(ap + ".index", "is required");
+          arg.index = integer<uint32_t>(a["index"], ap + ".index");
+          if (!a.contains("value")) refuse(ap + ".value", "is required");
+          arg.value = integer<uint64_t>(a["value"], ap + ".value");
+          if (a.contains("valueTwo") && !a["valueTwo"].is_null()) arg.value_two = integer<uint64_t>(a["valueTwo"], ap + ".valueTwo");
+          if (!a.contains("op")) refuse(ap + ".op", "is required");
+          arg.op = str(a["op"], ap + ".op");
+          rule.args.push_back(std::move(arg));
+        }
+      }
+      out.syscalls.push_back(std::move(rule));
+    }
+  }
+  return out;
+}
+
 Linux decode_linux(const json& j) {
   only_keys(j, "linux", {"namespaces", "maskedPaths", "readonlyPaths", "resources", "cgroupsPath",
                          "rootfsPropagation", "sysctl", "seccomp"});
@@ -245,15 +301,8 @@ Linux decode_linux(const json& j) {
     if (!j["sysctl"].is_object()) refuse("linux.sysctl", "must be an object");
     for (const auto& [k, v] : j["sysctl"].items()) out.sysctl[k] = str(v, "linux.sysctl." + k);
   }
-  if (j.contains("seccomp") && !j["seccomp"].is_null() && !(j["seccomp"].is_object() && j["seccomp"].empty())) {
-    const auto& sc = j["seccomp"];
-    if (!sc.is_object()) refuse("linux.seccomp", "must be an object");
-    std::string a = str(sc.value("defaultAction", json()), "linux.seccomp.defaultAction");
-    if (a != "SCMP_ACT_ERRNO" && a != "SCMP_ACT_KILL" && a != "SCMP_ACT_KILL_PROCESS" && a != "SCMP_ACT_KILL_THREAD" &&
-        a != "SCMP_ACT_TRAP")
-      refuse("linux.seccomp", "a profile whose default action is " + a + " is not supported by cubby-runc yet (only deny-by-default profiles, such as Docker's default)");
-    out.seccomp_default_action = a;
-  }
+  if (j.contains("seccomp") && !j["seccomp"].is_null() && !(j["seccomp"].is_object() && j["seccomp"].empty()))
+    out.seccomp = decode_seccomp(j["seccomp"]);
   if (j.contains("namespaces") && !j["namespaces"].is_null()) {
     if (!j["namespaces"].is_array()) refuse("linux.namespaces", "must be an array");
     std::set<std::string> seen;
@@ -290,6 +339,43 @@ Linux decode_linux(const json& j) {
   return out;
 }
 
+// hooks.<phase>[i]: every key decoded; judged where it runs (main.cc).
+std::vector<Hook> decode_hooks(const json& j, const std::string& p) {
+  if (!j.is_array()) refuse(p, "must be an array");
+  std::vector<Hook> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string hp = p + "[" + std::to_string(i) + "]";
+    only_keys(j[i], hp, {"path", "args", "env", "timeout"});
+    Hook h;
+    if (!j[i].contains("path")) refuse(hp + ".path", "is required");
+    h.path = str(j[i]["path"], hp + ".path");
+    if (h.path.empty() || h.path[0] != '/') refuse(hp + ".path", "must be an absolute path");
+    if (j[i].contains("args") && !j[i]["args"].is_null()) h.args = strings(j[i]["args"], hp + ".args");
+    if (j[i].contains("env") && !j[i]["env"].is_null()) h.env = strings(j[i]["env"], hp + ".env");
+    if (j[i].contains("timeout") && !j[i]["timeout"].is_null()) {
+      h.timeout = integer<int>(j[i]["timeout"], hp + ".timeout");
+      if (*h.timeout <= 0) refuse(hp + ".timeout", "must be greater than zero");
+    }
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+Hooks decode_all_hooks(const json& j) {
+  only_keys(j, "hooks", {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"});
+  Hooks h;
+  auto get = [&](const char* k, std::vector<Hook>& dst) {
+    if (j.contains(k) && !j[k].is_null()) dst = decode_hooks(j[k], std::string("hooks.") + k);
+  };
+  get("prestart", h.prestart);
+  get("createRuntime", h.create_runtime);
+  get("createContainer", h.create_container);
+  get("startContainer", h.start_container);
+  get("poststart", h.poststart);
+  get("poststop", h.poststop);
+  return h;
+}
+
 Mount decode_mount(const json& j, const std::string& p) {
   only_keys(j, p, {"destination", "type", "source", "options"});
   Mount m;
@@ -310,6 +396,31 @@ Mount decode_mount(const json& j, const std::string& p) {
 
 }  // namespace
 
+// state.json keeps the hooks that run after create (start's and delete's),
+// so a bundle changed or gone by then changes nothing.
+void to_json(json& j, const Hook& h) {
+  j = {{"path", h.path}, {"args", h.args}, {"env", h.env}};
+  if (h.timeout) j["timeout"] = *h.timeout;
+}
+void from_json(const json& j, Hook& h) {
+  h.path = j.at("path").get<std::string>();
+  h.args = j.value("args", std::vector<std::string>{});
+  h.env = j.value("env", std::vector<std::string>{});
+  if (j.contains("timeout")) h.timeout = j["timeout"].get<int>();
+}
+void to_json(json& j, const Hooks& h) {
+  j = {{"prestart", h.prestart},         {"createRuntime", h.create_runtime}, {"createContainer", h.create_container},
+       {"startContainer", h.start_container}, {"poststart", h.poststart},         {"poststop", h.poststop}};
+}
+void from_json(const json& j, Hooks& h) {
+  h.prestart = j.value("prestart", std::vector<Hook>{});
+  h.create_runtime = j.value("createRuntime", std::vector<Hook>{});
+  h.create_container = j.value("createContainer", std::vector<Hook>{});
+  h.start_container = j.value("startContainer", std::vector<Hook>{});
+  h.poststart = j.value("poststart", std::vector<Hook>{});
+  h.poststop = j.value("poststop", std::vector<Hook>{});
+}
+
 int capability_number(const std::string& name) {
   auto it = std::find(kCaps.begin(), kCaps.end(), name);
   return it == kCaps.end() ? -1 : static_cast<int>(it - kCaps.begin());
@@ -322,7 +433,7 @@ Result<Spec> parse_spec(const std::string& text, const std::string& bundle) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return fail(Error::invalid("config.json: not valid JSON"));
   try {
-    only_keys(j, "", {"ociVersion", "root", "process", "hostname", "mounts", "linux", "annotations"});
+    only_keys(j, "", {"ociVersion", "root", "process", "hostname", "mounts", "linux", "annotations", "hooks"});
     Spec s;
     s.oci_version = str(j.value("ociVersion", json()), "ociVersion");
     if (s.oci_version.rfind("1.", 0) != 0) refuse("ociVersion", "\"" + s.oci_version + "\" is not a 1.x version");
@@ -342,6 +453,7 @@ Result<Spec> parse_spec(const std::string& text, const std::string& bundle) {
     }
     if (!j.contains("linux")) refuse("linux", "is required (cubby-runc runs Linux containers)");
     s.linux = decode_linux(j["linux"]);
+    if (j.contains("hooks") && !j["hooks"].is_null()) s.hooks = decode_all_hooks(j["hooks"]);
     if (j.contains("annotations") && !j["annotations"].is_null()) {
       if (!j["annotations"].is_object()) refuse("annotations", "must be an object");
       for (const auto& [k, v] : j["annotations"].items()) str(v, "annotations." + k);

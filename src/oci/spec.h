@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "sandbox/seccomp_profile.h"
 
 namespace cubby::oci {
 
@@ -85,14 +86,32 @@ struct Resources {
 struct Linux {
   std::vector<Namespace> namespaces;
   std::map<std::string, std::string> sysctl;
-  // linux.seccomp's defaultAction when a profile is given (only deny-by-
-  // default profiles are taken; see box_options.cc for what applies).
-  std::optional<std::string> seccomp_default_action;
+  // linux.seccomp, decoded whole (compiled and judged in box_options.cc:
+  // it replaces cubby's default filter for this box).
+  std::optional<sandbox::SeccompProfile> seccomp;
   std::vector<std::string> masked_paths, readonly_paths;
   Resources resources;
   std::string cgroups_path;
   std::string rootfs_propagation;
 };
+
+// One OCI hook (config.md "POSIX-platform Hooks"); oci/hooks.h runs them.
+struct Hook {
+  std::string path;               // absolute; resolved in the runtime's namespaces
+  std::vector<std::string> args;  // argv as execv takes it (empty: {path})
+  std::vector<std::string> env;   // the hook's whole environment
+  std::optional<int> timeout;     // seconds (> 0); unset: no limit
+};
+
+struct Hooks {
+  // prestart is deprecated: it runs when createRuntime does, before it.
+  std::vector<Hook> prestart, create_runtime, create_container, start_container, poststart, poststop;
+};
+
+void to_json(nlohmann::json& j, const Hook& h);
+void from_json(const nlohmann::json& j, Hook& h);
+void to_json(nlohmann::json& j, const Hooks& h);
+void from_json(const nlohmann::json& j, Hooks& h);
 
 struct Spec {
   std::string oci_version;
@@ -101,6 +120,7 @@ struct Spec {
   std::string hostname;
   std::vector<Mount> mounts;
   Linux linux;
+  Hooks hooks;
   nlohmann::json annotations = nlohmann::json::object();
 };
 

@@ -33,7 +33,7 @@ Result<void> StateDir::reserve(const std::string& id) {
 Result<void> StateDir::save(const ContainerState& s) {
   json j = {{"id", s.id},           {"box", s.box},         {"bundle", s.bundle}, {"pid", s.pid},
             {"pid_start", s.pid_start}, {"created", s.created}, {"started", s.started},
-            {"annotations", s.annotations}};
+            {"annotations", s.annotations}, {"hooks", s.hooks}};
   return write_file_atomic(dir(s.id) + "/state.json", j.dump());
 }
 
@@ -55,6 +55,7 @@ Result<ContainerState> StateDir::load(const std::string& id) const {
     s.created = j.at("created").get<std::string>();
     s.started = j.at("started").get<bool>();
     s.annotations = j.value("annotations", json::object());
+    if (j.contains("hooks")) s.hooks = j["hooks"].get<Hooks>();
     return s;
   } catch (const json::exception& e) {
     return fail(Error::internal("container \"" + id + "\": corrupt state.json: " + e.what()));

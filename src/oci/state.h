@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "oci/spec.h"
 
 namespace cubby::oci {
 
@@ -29,6 +30,7 @@ struct ContainerState {
   std::string created;
   bool started = false;
   nlohmann::json annotations = nlohmann::json::object();
+  Hooks hooks;  // config.json's, kept for start (startContainer, poststart) and delete (poststop)
 };
 
 class StateDir {

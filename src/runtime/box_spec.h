@@ -14,6 +14,7 @@
 
 #include "proto/box_fs.h"
 #include "proto/logfile.h"
+#include "proto/seccomp_program.h"
 #include "runtime/idmap.h"
 #include "runtime/ports.h"
 #include "runtime/volumes.h"
@@ -63,6 +64,8 @@ struct BoxSpec {
   // "network", "ipc" or "uts" -> an nsfs path (/proc/PID/ns/X or a bind
   // mount of one). cubby-runc's, for a CRI pod's containers.
   std::map<std::string, std::string> join_ns;
+  // The box's own seccomp filter (CreateOptions::seccomp); empty: cubby's default.
+  SeccompProgram seccomp;
 };
 
 inline void to_json(nlohmann::json& j, const BoxSpec& s) {
@@ -88,6 +91,7 @@ inline void to_json(nlohmann::json& j, const BoxSpec& s) {
   if (s.cap_drop) j["cap_drop"] = s.cap_drop;
   if (!s.fs.empty()) j["fs"] = s.fs;
   if (!s.join_ns.empty()) j["join_ns"] = s.join_ns;
+  if (!s.seccomp.empty()) j["seccomp"] = s.seccomp;
 }
 
 inline void from_json(const nlohmann::json& j, BoxSpec& s) {
@@ -123,6 +127,7 @@ inline void from_json(const nlohmann::json& j, BoxSpec& s) {
   s.cap_drop = j.value("cap_drop", uint64_t{0});
   if (j.contains("fs")) s.fs = j["fs"].get<BoxFs>();
   s.join_ns = j.value("join_ns", std::map<std::string, std::string>{});
+  if (j.contains("seccomp")) s.seccomp = j["seccomp"].get<SeccompProgram>();
 }
 
 // What the runtime sends the shim as its first (and only) control message.

@@ -424,6 +424,9 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   if (o.join_ns.count("network") && spec.network != "none")
     return fail(Error::invalid("a box that joins a network namespace takes its network from it: network must be none"));
   spec.join_ns = o.join_ns;
+  if (!o.seccomp.empty() && !o.seccomp.well_formed())
+    return fail(Error::invalid("seccomp: the box's filter is not a BPF program (1 to 4096 instructions, in hex)"));
+  spec.seccomp = o.seccomp;
   CUBBY_TRYV(check_box_fs(o.fs));
   spec.fs = o.fs;
   spec.memory = o.memory;

@@ -21,6 +21,7 @@
 #include "base/error.h"
 #include "image/image_store.h"
 #include "proto/frame.h"
+#include "proto/seccomp_program.h"
 #include "runtime/box_spec.h"
 #include "runtime/log_lines.h"
 #include "sandbox/cgroup.h"
@@ -87,6 +88,10 @@ struct CreateOptions {
   // /dev/shm's size (--shm-size), masked and read-only paths (config.json).
   // Checked at create; both backends apply it.
   BoxFs fs;
+  // The box's own seccomp filter, compiled (cubby-runc: config.json's
+  // linux.seccomp), in place of cubby's default for every process of the
+  // box. Empty: the default filter.
+  SeccompProgram seccomp;
   // Namespaces to join instead of new ones (BoxSpec::join_ns): "network",
   // "ipc", "uts" -> an nsfs path. Sandbox only; a joined network means
   // network "none" (the namespace has its own).

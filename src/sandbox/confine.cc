@@ -124,22 +124,57 @@ Result<SeccompFilter> SeccompFilter::build_default() {
     if (rc < 0) return fail(seccomp_error("block clone3", rc));
   }
 
+  return from_libseccomp(ctx.get(), 0);
+}
+
+Result<SeccompFilter> SeccompFilter::from_libseccomp(void* ctx, uint32_t flags) {
   // libseccomp 2.5.4 exports only to an fd; go through a memfd.
   UniqueFd mem(::memfd_create("cubby-seccomp", MFD_CLOEXEC));
   if (!mem) return sys_fail("memfd_create");
-  if (int rc = seccomp_export_bpf(ctx.get(), mem.get()); rc < 0)
+  if (int rc = seccomp_export_bpf(static_cast<scmp_filter_ctx>(ctx), mem.get()); rc < 0)
     return fail(seccomp_error("export BPF", rc));
-  ctx.reset();
   if (::lseek(mem.get(), 0, SEEK_SET) < 0) return sys_fail("lseek memfd");
   std::string bytes = CUBBY_TRY(sys::read_all(mem.get()));
   if (bytes.empty() || bytes.size() % sizeof(sock_filter) != 0 ||
       bytes.size() / sizeof(sock_filter) > BPF_MAXINSNS)
-    return fail(Error::internal("seccomp: exported BPF has a bad size: " + std::to_string(bytes.size())));
+    return fail(Error::internal("seccomp: exported BPF has a bad size: " + std::to_string(bytes.size()) +
+                                " bytes (at most " + std::to_string(BPF_MAXINSNS) + " instructions)"));
 
   SeccompFilter f;
   f.prog_.resize(bytes.size() / sizeof(sock_filter));
   std::memcpy(f.prog_.data(), bytes.data(), bytes.size());
+  f.flags_ = flags;
   return f;
+}
+
+Result<SeccompFilter> SeccompFilter::from_program(const SeccompProgram& p) {
+  static_assert(sizeof(sock_filter) * 2 == SeccompProgram::kHexPerInstruction);
+  static_assert(SeccompProgram::kMaxInstructions == BPF_MAXINSNS);
+  if (!p.well_formed()) return fail(Error::invalid("seccomp program: not 1 to 4096 BPF instructions in hex"));
+  constexpr uint32_t kKnownFlags = SECCOMP_FILTER_FLAG_TSYNC | SECCOMP_FILTER_FLAG_LOG | SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+  if (p.flags & ~kKnownFlags) return fail(Error::invalid("seccomp program: unknown flags " + std::to_string(p.flags)));
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::string bytes(p.bpf.size() / 2, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<char>(nibble(p.bpf[2 * i]) << 4 | nibble(p.bpf[2 * i + 1]));
+  SeccompFilter f;
+  f.prog_.resize(bytes.size() / sizeof(sock_filter));
+  std::memcpy(f.prog_.data(), bytes.data(), bytes.size());
+  f.flags_ = p.flags;
+  return f;
+}
+
+SeccompProgram SeccompFilter::program() const {
+  static constexpr char kHex[] = "0123456789abcdef";
+  SeccompProgram p;
+  p.flags = flags_;
+  const auto* b = reinterpret_cast<const unsigned char*>(prog_.data());
+  p.bpf.reserve(prog_.size() * sizeof(sock_filter) * 2);
+  for (size_t i = 0; i < prog_.size() * sizeof(sock_filter); ++i) {
+    p.bpf.push_back(kHex[b[i] >> 4]);
+    p.bpf.push_back(kHex[b[i] & 15]);
+  }
+  return p;
 }
 
 int SeccompFilter::apply() const noexcept {
@@ -148,6 +183,10 @@ int SeccompFilter::apply() const noexcept {
   prog.len = static_cast<unsigned short>(prog_.size());
   prog.filter = const_cast<sock_filter*>(prog_.data());
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -errno;
+  if (flags_ != 0) {
+    if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags_, &prog) < 0) return -errno;
+    return 0;
+  }
   if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) return -errno;
   return 0;
 }

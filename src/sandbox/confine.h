@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "proto/seccomp_program.h"
 
 namespace cubby::sandbox {
 
@@ -18,13 +19,21 @@ class SeccompFilter {
   // Docker-like default: the dangerous syscalls (kexec, module loading,
   // mount, ptrace, bpf, keyctl, ...) fail with EPERM; everything else is allowed.
   static Result<SeccompFilter> build_default();
-  // Async-signal-safe. Sets no_new_privs, then installs the filter.
-  // Returns 0 or -errno.
+  // Exports a libseccomp filter context (scmp_filter_ctx) as BPF; `flags`
+  // are the SECCOMP_FILTER_FLAG_* apply() loads it with. The context stays
+  // the caller's.
+  static Result<SeccompFilter> from_libseccomp(void* ctx, uint32_t flags);
+  // A program compiled elsewhere (the agent's config), checked for shape.
+  static Result<SeccompFilter> from_program(const SeccompProgram& p);
+  SeccompProgram program() const;
+  // Async-signal-safe. Sets no_new_privs, then installs the filter (with
+  // seccomp(2) when there are flags, prctl otherwise). Returns 0 or -errno.
   int apply() const noexcept;
   size_t instruction_count() const { return prog_.size(); }
 
  private:
   std::vector<sock_filter> prog_;
+  uint32_t flags_ = 0;
 };
 
 // Docker's default set: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID

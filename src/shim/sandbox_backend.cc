@@ -342,6 +342,7 @@ class SandboxBackend : public Backend {
     if (!extra_hosts.empty()) agent_cfg["extra_hosts"] = extra_hosts;
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
+    if (!spec.seccomp.empty()) agent_cfg["seccomp"] = spec.seccomp;
     if (pids_fd >= 0) {
       agent_cfg["workload_pids_fd"] = pids_fd;
       agent_cfg["pids_max"] = *spec.pids;

@@ -864,6 +864,7 @@ class VmBackend : public Backend {
     if (!spec.extra_hosts.empty()) agent_cfg["extra_hosts"] = spec.extra_hosts;
     if (!spec.fs.empty()) agent_cfg["fs"] = spec.fs;
     if (spec.cap_drop) agent_cfg["cap_drop"] = spec.cap_drop;
+    if (!spec.seccomp.empty()) agent_cfg["seccomp"] = spec.seccomp;
     if (!guest_volumes.empty()) agent_cfg["volumes"] = guest_volumes;
     if (spec.rootfs_dir) agent_cfg["root_tag"] = kRootTag;
     VmInstance* vm = inst.get();  // the mux thread ends (cleanup) before the instance does

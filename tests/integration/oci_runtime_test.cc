@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -623,6 +624,338 @@ TEST_F(OciRuntime, RuncsDefaultSpecAndItsCapabilitySubset) {
   EXPECT_NE(r.err.find("process.capabilities.bounding: CAP_SYS_ADMIN is outside Docker's default set"), std::string::npos) << r.err;
 }
 
+// config.json's linux.seccomp is the box's filter, in place of cubby's
+// default: an allow-by-default profile (as podman and Docker users write
+// them) denying mkdir with a chosen errno, and kill only for SIGUSR1 (an
+// args condition). The workload and an exec both see it; a name this
+// libseccomp does not know is skipped, with a warning.
+TEST_F(OciRuntime, TheConfigsSeccompProfileIsTheBoxsFilter) {
+  write_honourable({"sh", "-c",
+                    "mkdir /tmp/made 2>/dev/null; echo mkdir=$?; mkdir /tmp/made 2>&1 | grep -o 'Text file busy';"
+                    " sleep 1000000 & p=$!; kill -USR1 $p 2>/dev/null; echo usr1=$?; kill -0 $p; echo zero=$?;"
+                    " kill -USR2 $p; wait $p; echo waited=$?; exec sleep 1000000"});
+  json s = json::parse(read_file(bundle_ + "/config.json").value());
+  s["linux"]["seccomp"] = {
+      {"defaultAction", "SCMP_ACT_ALLOW"},
+      {"architectures", {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}},
+      {"syscalls",
+       {{{"names", {"mkdir", "mkdirat", "no_such_syscall_here"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 26}},
+        {{"names", {"kill"}},
+         {"action", "SCMP_ACT_ERRNO"},
+         {"args", {{{"index", 1}, {"value", 10}, {"op", "SCMP_CMP_EQ"}}}}}}}};
+  write_config(s);
+  std::string out = home_ + "/container.out";
+  log_ = home_ + "/log.json";
+  pid_t pid = create("sc1", out);
+  ASSERT_GT(pid, 0);
+  std::string records = read_file(log_).value_or("");
+  EXPECT_NE(records.find("syscalls unknown to this libseccomp are skipped (as runc does): no_such_syscall_here"),
+            std::string::npos)
+      << records;
+  EXPECT_EQ(records.find("default seccomp filter"), std::string::npos) << records;
+  log_ = "/dev/null";
+  ASSERT_EQ(runc({"start", "sc1"}).rc, 0);
+  json proc = s["process"];
+  proc["args"] = {"sh", "-c", "mkdir /tmp/by-exec 2>&1; echo rc=$?"};
+  ASSERT_TRUE(write_file(home_ + "/process.json", proc.dump()));
+  std::string eout = home_ + "/exec.out";
+  auto e = runc({"exec", "--process", home_ + "/process.json", "sc1"}, eout);
+  EXPECT_EQ(e.rc, 0) << e.err;
+  EXPECT_EQ(read_file(eout).value_or(""), "mkdir: can't create directory '/tmp/by-exec': Text file busy\nrc=1\n");
+  ASSERT_EQ(runc({"kill", "sc1", "KILL"}).rc, 0);
+  EXPECT_EQ(wait_init(pid), 137);
+  // SIGUSR1 was denied (EPERM, the default errno), signal 0 and SIGUSR2 were not.
+  EXPECT_EQ(read_file(out).value_or(""), "mkdir=1\nText file busy\nusr1=1\nzero=0\nwaited=140\n");
+  EXPECT_EQ(runc({"delete", "sc1"}).rc, 0);
+}
+
+// The same program reaches a vm container's guest agent (one architecture).
+TEST_F(OciRuntime, AVmContainerHasTheConfigsSeccompProfileToo) {
+  if (::access((bin_dir() + "/../assets/initramfs.cpio.gz").c_str(), R_OK) != 0 ||
+      ::access("/usr/lib/qemu/virtiofsd", X_OK) != 0)
+    GTEST_SKIP() << "no vm guest assets or virtiofsd";
+  // cubby-runc inherits this: TCG where KVM cannot boot the guest, as BoxTest's vm rows do.
+  const bool tcg = !hypervisor::probe("").usable;
+  if (tcg) ::setenv("CUBBY_VM_ACCEL", "tcg", 1);
+  struct Unset {
+    bool on;
+    ~Unset() { if (on) ::unsetenv("CUBBY_VM_ACCEL"); }
+  } unset{tcg};
+  write_honourable({"sh", "-c", "mkdir /tmp/made 2>&1; echo rc=$?"});
+  json s = json::parse(read_file(bundle_ + "/config.json").value());
+  s["annotations"]["io.cubby.isolation"] = "vm";
+  s["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"},
+                           {"syscalls", {{{"names", {"mkdir", "mkdirat"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 26}}}}};
+  write_config(s);
+  std::string out = home_ + "/container.out";
+  pid_t pid = create("sv1", out);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(runc({"start", "sv1"}).rc, 0);
+  EXPECT_EQ(wait_init(pid), 0);
+  EXPECT_EQ(read_file(out).value_or(""), "mkdir: can't create directory '/tmp/made': Text file busy\nrc=1\n");
+  EXPECT_EQ(runc({"delete", "sv1"}).rc, 0);
+}
+
+// What the compiler cannot honour is one error naming the field, in the
+// --log JSON, and create exits non-zero with nothing left behind.
+TEST_F(OciRuntime, ASeccompProfileItCannotHonourIsOneJsonError) {
+  write_honourable({"true"});
+  const json base = json::parse(read_file(bundle_ + "/config.json").value());
+  const std::vector<std::pair<json, std::string>> cases = {
+      {{{"defaultAction", "SCMP_ACT_ALLOW"}, {"syscalls", {{{"names", {"mkdir"}}, {"action", "SCMP_ACT_NOTIFY"}}}}},
+       "config.json: linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported by cubby"},
+      {{{"defaultAction", "SCMP_ACT_FROB"}}, "config.json: linux.seccomp.defaultAction: unknown action \"SCMP_ACT_FROB\""},
+      {{{"defaultAction", "SCMP_ACT_ALLOW"}, {"flags", {"SECCOMP_FILTER_FLAG_NEW_LISTENER"}}},
+       "config.json: linux.seccomp.flags[0]: unknown or unsupported flag \"SECCOMP_FILTER_FLAG_NEW_LISTENER\""},
+      {{{"defaultAction", "SCMP_ACT_ALLOW"}, {"listenerPath", "/run/agent.sock"}},
+       "config.json: linux.seccomp.listenerPath: a seccomp agent (SCMP_ACT_NOTIFY) is not supported by cubby-runc"},
+      {{{"defaultAction", "SCMP_ACT_ALLOW"},
+        {"syscalls", {{{"names", {"kill"}}, {"action", "SCMP_ACT_ERRNO"}, {"args", {{{"index", 7}, {"value", 1}, {"op", "SCMP_CMP_EQ"}}}}}}}},
+       "config.json: linux.seccomp.syscalls[0].args[0].index: must be 0 to 5"},
+      {{{"defaultAction", "SCMP_ACT_ALLOW"}, {"syscalls", {{{"names", {"kill"}}, {"action", "SCMP_ACT_KILL"}, {"errnoRet", 1}}}}},
+       "config.json: linux.seccomp.syscalls[0].action: errnoRet is only taken with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not SCMP_ACT_KILL"},
+      {{{"defaultAction", "SCMP_ACT_ALLOW"}, {"syscalls", {{{"names", {"kill"}}, {"action", "SCMP_ACT_ERRNO"}, {"extra", 1}}}}},
+       "config.json: linux.seccomp.syscalls[0].extra: not supported by cubby-runc yet"},
+  };
+  log_ = home_ + "/log.json";
+  for (const auto& [profile, msg] : cases) {
+    json s = base;
+    s["linux"]["seccomp"] = profile;
+    write_config(s);
+    ::unlink(log_.c_str());
+    auto r = runc({"create", "--bundle", bundle_, "--pid-file", bundle_ + "/init.pid", "sc2"});
+    EXPECT_EQ(r.rc, 1) << msg;
+    auto text = read_file(log_).value_or("");
+    auto line = json::parse(text.substr(0, text.find('\n')), nullptr, false);
+    ASSERT_TRUE(line.is_object()) << text;
+    EXPECT_EQ(line["level"], "error");
+    EXPECT_EQ(line["msg"].get<std::string>().rfind(msg, 0), 0u) << line["msg"];
+    EXPECT_EQ(text.find('\n'), text.size() - 1) << "one record: " << text;
+    EXPECT_FALSE(std::filesystem::exists(bundle_ + "/init.pid"));
+    EXPECT_NE(runc({"state", "sc2"}).rc, 0);
+  }
+}
+
+// The config's hooks (oci/hooks.h): a script that writes one line per run
+// (its phase, the hostname it sees, its env, then the state it got on
+// stdin) to one file. Runtime-namespace hooks write it by its host path;
+// container-namespace ones (createContainer, startContainer) through
+// /hookdir, a bind mount of the same directory: the host has no /hookdir,
+// and they see the box's hostname.
+class OciHooks : public OciRuntime {
+ protected:
+  void SetUp() override {
+    OciRuntime::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    dir_ = home_ + "/hookdir";
+    ASSERT_TRUE(mkdir_p(dir_));
+    // The box's root is a range of host ids of its own: it may write here.
+    ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+    ASSERT_TRUE(write_file(dir_ + "/order", ""));
+    ASSERT_EQ(::chmod((dir_ + "/order").c_str(), 0666), 0);
+    script_ = home_ + "/hook.sh";
+    ASSERT_TRUE(write_file(script_,
+                           "#!/bin/sh\n"
+                           "out=$2; [ \"$3\" = in-box ] && out=/hookdir/order\n"
+                           "printf '%s %s %s ' \"$1\" \"$(hostname)\" \"$HOOKVAR\" >>$out || exit 9\n"
+                           "cat >>$out; echo >>$out\n"
+                           "exit ${4:-0}\n"));
+    ASSERT_EQ(::chmod(script_.c_str(), 0755), 0);
+  }
+
+  json hook(const std::string& phase, bool in_box = false, int code = 0) {
+    return {{"path", script_},
+            {"args", {"hook.sh", phase, dir_ + "/order", in_box ? "in-box" : "host", std::to_string(code)}},
+            {"env", {"HOOKVAR=v-" + phase}}};
+  }
+
+  // runc's default spec as write_honourable makes it, with /hookdir bound
+  // and `hooks`.
+  void write_with_hooks(const std::vector<std::string>& args, const json& hooks) {
+    write_honourable(args);
+    json s = json::parse(read_file(bundle_ + "/config.json").value());
+    s["mounts"].push_back({{"destination", "/hookdir"}, {"type", "bind"}, {"source", dir_}, {"options", {"rbind", "rw"}}});
+    s["hooks"] = hooks;
+    write_config(s);
+  }
+
+  struct Line {
+    std::string phase, hostname, env;
+    json state;
+  };
+  std::vector<Line> lines() {
+    std::vector<Line> out;
+    std::istringstream in(read_file(dir_ + "/order").value_or(""));
+    std::string l;
+    while (std::getline(in, l)) {
+      std::istringstream f(l);
+      Line x;
+      f >> x.phase >> x.hostname >> x.env;
+      std::string rest;
+      std::getline(f, rest);
+      x.state = json::parse(rest, nullptr, false);
+      out.push_back(std::move(x));
+    }
+    return out;
+  }
+
+  std::string dir_, script_;
+};
+
+TEST_F(OciHooks, EachHookRunsAtItsTimeWithTheStateOnStdin) {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  ASSERT_STRNE(host, "runc");
+  write_with_hooks({"sleep", "1000000"}, {{"prestart", {hook("prestart")}},
+                                          {"createRuntime", {hook("createRuntime")}},
+                                          {"createContainer", {hook("createContainer", true)}},
+                                          {"startContainer", {hook("startContainer", true)}},
+                                          {"poststart", {hook("poststart")}},
+                                          {"poststop", {hook("poststop")}}});
+  pid_t pid = create("h1");
+  ASSERT_GT(pid, 0);
+  auto l = lines();
+  ASSERT_EQ(l.size(), 3u) << read_file(dir_ + "/order").value_or("");
+  EXPECT_EQ(l[0].phase, "prestart");
+  EXPECT_EQ(l[1].phase, "createRuntime");
+  EXPECT_EQ(l[2].phase, "createContainer");
+  for (const auto& x : l) {
+    EXPECT_EQ(x.env, "v-" + x.phase);
+    EXPECT_EQ(x.state["status"], "creating") << x.phase;
+    EXPECT_EQ(x.state["id"], "h1");
+    EXPECT_EQ(x.state["pid"], pid);
+    EXPECT_EQ(x.state["bundle"], bundle_);
+    EXPECT_EQ(x.state["ociVersion"], "1.0.2");
+  }
+  EXPECT_EQ(l[0].hostname, host);
+  EXPECT_EQ(l[1].hostname, host);
+  EXPECT_EQ(l[2].hostname, "runc");  // the box's uts namespace (and its mount namespace: /hookdir)
+  auto st = runc({"start", "h1"});
+  ASSERT_EQ(st.rc, 0) << st.err;
+  l = lines();
+  ASSERT_EQ(l.size(), 5u) << read_file(dir_ + "/order").value_or("");
+  EXPECT_EQ(l[3].phase, "startContainer");
+  EXPECT_EQ(l[3].hostname, "runc");
+  EXPECT_EQ(l[3].state["status"], "created");
+  EXPECT_EQ(l[4].phase, "poststart");
+  EXPECT_EQ(l[4].hostname, host);
+  EXPECT_EQ(l[4].state["status"], "running");
+  EXPECT_EQ(l[4].state["pid"], pid);
+  ASSERT_EQ(runc({"kill", "h1", "KILL"}).rc, 0);
+  EXPECT_EQ(wait_init(pid), 137);
+  EXPECT_EQ(lines().size(), 5u);  // poststop is delete's
+  ASSERT_EQ(runc({"delete", "h1"}).rc, 0);
+  l = lines();
+  ASSERT_EQ(l.size(), 6u);
+  EXPECT_EQ(l[5].phase, "poststop");
+  EXPECT_EQ(l[5].state["status"], "stopped");
+  EXPECT_EQ(l[5].state["id"], "h1");
+}
+
+// A failing createRuntime hook fails create with the hook's words, and
+// nothing is left (delete's semantics: poststop runs, its own failure a
+// warning); createContainer's likewise. A failing startContainer fails
+// start and stops the container; a failing poststart is a warning.
+TEST_F(OciHooks, FailingHooksFailTheirVerbOrWarn) {
+  log_ = home_ + "/log.json";
+  write_with_hooks({"sleep", "1000000"}, {{"createRuntime", {hook("createRuntime", false, 3)}},
+                                          {"createContainer", {hook("createContainer", true)}},
+                                          {"poststop", {hook("poststop", false, 1), hook("poststop2")}}});
+  auto r = runc({"create", "--bundle", bundle_, "--pid-file", bundle_ + "/init.pid", "h2"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.err.rfind("cubby-runc: createRuntime hook 0 (" + script_ + "): exited with status 3", 0), 0u) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(bundle_ + "/init.pid"));
+  EXPECT_NE(runc({"state", "h2"}).rc, 0);
+  auto l = lines();
+  ASSERT_EQ(l.size(), 3u) << read_file(dir_ + "/order").value_or("");
+  EXPECT_EQ(l[0].phase, "createRuntime");
+  EXPECT_EQ(l[1].phase, "poststop");  // createContainer never ran
+  EXPECT_EQ(l[2].phase, "poststop2");  // the first poststop's failure did not stop the second
+  std::string records = read_file(log_).value_or("");
+  EXPECT_NE(records.find("\"level\":\"warning\",\"msg\":\"poststop hook 0 (" + script_ + "): exited with status 1"),
+            std::string::npos)
+      << records;
+  EXPECT_NE(records.find("\"level\":\"error\",\"msg\":\"createRuntime hook 0"), std::string::npos) << records;
+  for (const auto& n : list_dir(root_ + "/.cubby/boxes")) ADD_FAILURE() << "box left behind: " << n;
+
+  // createContainer in the box: its failure is create's too.
+  ASSERT_TRUE(write_file(dir_ + "/order", ""));
+  json bad = hook("createContainer", true, 4);
+  write_with_hooks({"sleep", "1000000"}, {{"createContainer", {bad}}});
+  r = runc({"create", "--bundle", bundle_, "h3"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("createContainer hook 0 (" + script_ + "): exited with status 4"), std::string::npos) << r.err;
+  EXPECT_NE(runc({"state", "h3"}).rc, 0);
+
+  // startContainer: start fails, the container is stopped, delete removes it.
+  write_with_hooks({"sleep", "1000000"}, {{"startContainer", {hook("startContainer", true, 5)}}});
+  pid_t pid = create("h4");
+  ASSERT_GT(pid, 0);
+  r = runc({"start", "h4"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("startContainer hook 0 (" + script_ + "): exited with status 5"), std::string::npos) << r.err;
+  EXPECT_EQ(wait_init(pid), 137);
+  EXPECT_EQ(state("h4")["status"], "stopped");
+  EXPECT_EQ(runc({"delete", "h4"}).rc, 0);
+
+  // poststart: a warning; the container runs on.
+  ::unlink(log_.c_str());
+  write_with_hooks({"sh", "-c", "echo ran"}, {{"poststart", {hook("poststart", false, 6)}}});
+  std::string out = home_ + "/container.out";
+  pid = create("h5", out);
+  ASSERT_GT(pid, 0);
+  r = runc({"start", "h5"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(wait_init(pid), 0);
+  EXPECT_EQ(read_file(out).value_or(""), "ran\n");
+  records = read_file(log_).value_or("");
+  EXPECT_NE(records.find("\"level\":\"warning\",\"msg\":\"poststart hook 0 (" + script_ + "): exited with status 6"),
+            std::string::npos)
+      << records;
+  EXPECT_EQ(runc({"delete", "h5"}).rc, 0);
+}
+
+// A hook past its timeout is killed with what it started (its process
+// group), and create fails saying so, promptly.
+TEST_F(OciHooks, AHookPastItsTimeoutIsKilled) {
+  ASSERT_TRUE(write_file(home_ + "/slow.sh", "#!/bin/sh\necho started\nsleep 987654 &\nwait\n"));
+  ASSERT_EQ(::chmod((home_ + "/slow.sh").c_str(), 0755), 0);
+  write_with_hooks({"true"}, {{"createRuntime", {{{"path", home_ + "/slow.sh"}, {"timeout", 1}}}}});
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = runc({"create", "--bundle", bundle_, "h6"});
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("createRuntime hook 0 (" + home_ + "/slow.sh): timed out after 1 s (killed): started"), std::string::npos)
+      << r.err;
+  EXPECT_LT(took, std::chrono::seconds(20));
+  reap_adopted();
+  EXPECT_TRUE(processes_mentioning("987654").empty()) << "the hook's child outlived it";
+  EXPECT_NE(runc({"state", "h6"}).rc, 0);
+  // Hooks a vm container cannot run, and a bad hook, are refused by name.
+  json s = json::parse(read_file(bundle_ + "/config.json").value());
+  s["hooks"] = {{"startContainer", {hook("startContainer", true)}}};
+  s["annotations"] = {{"io.cubby.isolation", "vm"}};
+  write_config(s);
+  r = runc({"create", "--bundle", bundle_, "h7"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("config.json: hooks.startContainer: runs in the container's namespaces, which a vm container keeps in its guest"),
+            std::string::npos)
+      << r.err;
+  s["annotations"] = json::object();
+  s["hooks"] = {{"poststop", {{{"path", "relative/hook"}}}}};
+  write_config(s);
+  r = runc({"create", "--bundle", bundle_, "h7"});
+  EXPECT_EQ(r.err, "cubby-runc: config.json: hooks.poststop[0].path: must be an absolute path\n");
+  s["hooks"] = {{"poststop", {{{"path", "/bin/true"}, {"timeout", 0}}}}};
+  write_config(s);
+  r = runc({"create", "--bundle", bundle_, "h7"});
+  EXPECT_EQ(r.err, "cubby-runc: config.json: hooks.poststop[0].timeout: must be greater than zero\n");
+  s["hooks"] = {{"postmortem", {{{"path", "/bin/true"}}}}};
+  write_config(s);
+  r = runc({"create", "--bundle", bundle_, "h7"});
+  EXPECT_EQ(r.err, "cubby-runc: config.json: hooks.postmortem: not supported by cubby-runc yet\n");
+}
+
 TEST_F(OciRuntime, SystemdCgroupIsRefusedClearly) {
   auto r = runc({"--systemd-cgroup", "list"});
   EXPECT_EQ(r.rc, 1);
@@ -1046,6 +1379,17 @@ TEST_F(OciDocker, DockerRunsContainersInCubbyBoxes) {
   EXPECT_EQ(docker({"run", "--rm", "-it", "--runtime", "cubby", img, "sh"}, true,
                    "tty >/dev/null && echo it-$((6*7)); exit 5\n"), 5) << last_;
   EXPECT_NE(last_.find("it-42"), std::string::npos) << last_;
+  // The runs above had Docker's default profile as the box's filter (Docker
+  // sends it in config.json); a profile of one's own replaces it, and
+  // seccomp=unconfined sends none (cubby's default filter, which allows mkdir).
+  ASSERT_TRUE(write_file(d_ + "/no-mkdir.json",
+                         R"({"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]})"));
+  EXPECT_EQ(docker({"run", "--rm", "--runtime", "cubby", "--security-opt", "seccomp=" + d_ + "/no-mkdir.json", img, "sh", "-c",
+                    "mkdir /tmp/d 2>&1; echo rc=$?"}), 0) << last_;
+  EXPECT_EQ(last_, "mkdir: can't create directory '/tmp/d': Operation not permitted\nrc=1\n");
+  EXPECT_EQ(docker({"run", "--rm", "--runtime", "cubby", "--security-opt", "seccomp=unconfined", img, "sh", "-c",
+                    "mkdir /tmp/d && echo made"}), 0) << last_;
+  EXPECT_EQ(last_, "made\n");
   EXPECT_EQ(docker({"rmi", img}), 0) << last_;
 }
 

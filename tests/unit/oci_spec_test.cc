@@ -59,12 +59,17 @@ TEST(OciSpec, DecodesTheFieldsItHonours) {
 
 TEST(OciSpec, RefusesUnhonouredKeysByName) {
   auto j = base();
-  j["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"}};
-  EXPECT_EQ(error_of(j), "config.json: linux.seccomp: a profile whose default action is SCMP_ACT_ALLOW is not supported by "
-                         "cubby-runc yet (only deny-by-default profiles, such as Docker's default)");
+  j["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"}, {"syscalls", {{{"names", {"kill"}}}}}};
+  EXPECT_EQ(error_of(j), "config.json: linux.seccomp.syscalls[0].action: is required");
   j = base();
-  j["hooks"] = {{"prestart", {{{"path", "/bin/true"}}}}};
-  EXPECT_EQ(error_of(j), "config.json: hooks: not supported by cubby-runc yet");
+  j["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"}, {"listenerPath", "/run/a.sock"}};
+  EXPECT_EQ(error_of(j), "config.json: linux.seccomp.listenerPath: a seccomp agent (SCMP_ACT_NOTIFY) is not supported by cubby-runc");
+  j = base();
+  j["hooks"] = {{"prestart", {{{"path", "bin/true"}}}}};
+  EXPECT_EQ(error_of(j), "config.json: hooks.prestart[0].path: must be an absolute path");
+  j = base();
+  j["hooks"] = {{"poststop", {{{"path", "/bin/true"}, {"timeout", -1}}}}};
+  EXPECT_EQ(error_of(j), "config.json: hooks.poststop[0].timeout: must be greater than zero");
   j = base();
   j["linux"]["sysctl"] = {{"net.ipv4.ip_forward", 1}};
   EXPECT_EQ(error_of(j), "config.json: linux.sysctl.net.ipv4.ip_forward: must be a string");
@@ -123,13 +128,47 @@ TEST(OciSpec, DecodesWhatDockersSpecAdds) {
   auto s = parse_spec(j.dump(), "/b");
   ASSERT_TRUE(s) << s.error().message();
   EXPECT_EQ(s->linux.sysctl.at("net.ipv4.ping_group_range"), "0 2147483647");
-  EXPECT_EQ(s->linux.seccomp_default_action, "SCMP_ACT_ERRNO");
+  ASSERT_TRUE(s->linux.seccomp);
+  EXPECT_EQ(s->linux.seccomp->default_action, "SCMP_ACT_ERRNO");
+  ASSERT_EQ(s->linux.seccomp->syscalls.size(), 1u);
+  EXPECT_EQ(s->linux.seccomp->syscalls[0].names, std::vector<std::string>{"read"});
   // podman's umask (0022, what every box process has); others refused.
   j["process"]["user"]["umask"] = 18;
   EXPECT_TRUE(parse_spec(j.dump(), "/b"));
   j["process"]["user"]["umask"] = 63;
   EXPECT_EQ(error_of(j), "config.json: process.user.umask: a umask other than 0022 is not supported by cubby-runc yet");
   EXPECT_FALSE(s->linux.resources.cpu_shares);
+}
+
+// The whole profile and every hook key are decoded (compiled and run elsewhere).
+TEST(OciSpec, DecodesSeccompProfilesAndHooks) {
+  auto j = base();
+  j["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"},
+                           {"defaultErrnoRet", 38},
+                           {"flags", {"SECCOMP_FILTER_FLAG_LOG"}},
+                           {"syscalls", {{{"names", {"kill", "tkill"}},
+                                          {"action", "SCMP_ACT_ERRNO"},
+                                          {"errnoRet", 1},
+                                          {"args", {{{"index", 1}, {"value", 7}, {"valueTwo", 3}, {"op", "SCMP_CMP_MASKED_EQ"}}}}}}}};
+  j["hooks"] = {{"createRuntime", {{{"path", "/bin/h"}, {"args", {"h", "x"}}, {"env", {"A=1"}}, {"timeout", 5}}}},
+                {"poststop", {{{"path", "/bin/p"}}}}};
+  auto s = parse_spec(j.dump(), "/b");
+  ASSERT_TRUE(s) << s.error().message();
+  const auto& p = *s->linux.seccomp;
+  EXPECT_EQ(p.default_errno_ret, 38u);
+  EXPECT_EQ(p.flags, std::vector<std::string>{"SECCOMP_FILTER_FLAG_LOG"});
+  ASSERT_EQ(p.syscalls[0].args.size(), 1u);
+  EXPECT_EQ(p.syscalls[0].args[0].index, 1u);
+  EXPECT_EQ(p.syscalls[0].args[0].value, 7u);
+  EXPECT_EQ(p.syscalls[0].args[0].value_two, 3u);
+  EXPECT_EQ(p.syscalls[0].args[0].op, "SCMP_CMP_MASKED_EQ");
+  EXPECT_EQ(p.syscalls[0].errno_ret, 1u);
+  ASSERT_EQ(s->hooks.create_runtime.size(), 1u);
+  EXPECT_EQ(s->hooks.create_runtime[0].args, (std::vector<std::string>{"h", "x"}));
+  EXPECT_EQ(s->hooks.create_runtime[0].env, std::vector<std::string>{"A=1"});
+  EXPECT_EQ(s->hooks.create_runtime[0].timeout, 5);
+  EXPECT_EQ(s->hooks.poststop[0].path, "/bin/p");
+  EXPECT_FALSE(s->hooks.poststop[0].timeout);
 }
 
 TEST(OciSpec, EmptyOrNullKeysAreAbsent) {

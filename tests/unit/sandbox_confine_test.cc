@@ -24,6 +24,7 @@
 #include "base/fs.h"
 #include "base/sys.h"
 #include "sandbox/confine.h"
+#include "sandbox/seccomp_profile.h"
 
 using cubby::sandbox::SeccompFilter;
 using cubby::sandbox::apply_default_capabilities;
@@ -197,4 +198,67 @@ TEST(Capabilities, WorksAfterSetuidWithKeepCaps) {
   EXPECT_EQ(status_field(status, "CapBnd") & ~kDockerCaps, 0u);
   EXPECT_EQ(status_field(status, "CapEff"), 0u);
   EXPECT_EQ(status_field(status, "CapPrm"), 0u);
+}
+
+// ---- A box's own profile (sandbox/seccomp_profile.h) ----
+namespace {
+using cubby::sandbox::SeccompProfile;
+
+SeccompProfile deny_getpgid_of(uint64_t pid, uint32_t err) {
+  SeccompProfile p;
+  p.default_action = "SCMP_ACT_ALLOW";
+  p.architectures = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+  p.syscalls.push_back({{"getpgid", "not_a_syscall"}, "SCMP_ACT_ERRNO", err, {{0, pid, 0, "SCMP_CMP_EQ"}}});
+  return p;
+}
+}  // namespace
+
+// Compiled on the host, carried as hex (proto/seccomp_program.h), loaded by
+// the agent: the args condition and the chosen errno hold after the trip.
+TEST(SeccompProfile, ACompiledProfileSurvivesTheTripAndDeniesWhatItSays) {
+  auto c = cubby::sandbox::compile_profile(deny_getpgid_of(424242, 42));
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->unknown_syscalls, std::vector<std::string>{"not_a_syscall"});
+  auto program = c->filter.program();
+  ASSERT_TRUE(program.well_formed());
+  auto f = SeccompFilter::from_program(program);
+  ASSERT_TRUE(f) << f.error().message();
+  EXPECT_EQ(f->instruction_count(), c->filter.instruction_count());
+  int status = run_in_child([&](int) {
+    if (f->apply() != 0) return 10;
+    if (!fails_with(::getpgid(424242), 42)) return 11;  // the condition holds: the chosen errno
+    if (!fails_with(::getpgid(424243), ESRCH)) return 12;  // another pid: the kernel's own answer
+    return ::getpgid(0) == ::getpgrp() ? 0 : 13;
+  });
+  EXPECT_EQ(exit_code(status), 0);
+  // A malformed program never loads.
+  program.bpf.pop_back();
+  EXPECT_FALSE(SeccompFilter::from_program(program));
+}
+
+TEST(SeccompProfile, WhatCannotBeHonouredIsAnErrorNamingTheField) {
+  auto err = [](SeccompProfile p) {
+    auto c = cubby::sandbox::compile_profile(p);
+    return c ? std::string("compiled") : c.error().message();
+  };
+  auto p = deny_getpgid_of(1, 1);
+  p.syscalls[0].action = "SCMP_ACT_NOTIFY";
+  EXPECT_EQ(err(p).rfind("syscalls[0].action: SCMP_ACT_NOTIFY is not supported by cubby", 0), 0u) << err(p);
+  p = deny_getpgid_of(1, 1);
+  p.syscalls[0].args[0].op = "SCMP_CMP_SOMETIMES";
+  EXPECT_EQ(err(p), "syscalls[0].args[0].op: unknown operator \"SCMP_CMP_SOMETIMES\"");
+  p = deny_getpgid_of(1, 5000);
+  EXPECT_EQ(err(p), "syscalls[0].action: errnoRet 5000 is above 4095");
+  p = deny_getpgid_of(1, 1);
+  p.architectures.push_back("SCMP_ARCH_Z80");
+  EXPECT_EQ(err(p), "architectures[3]: unknown architecture \"SCMP_ARCH_Z80\"");
+  p = deny_getpgid_of(1, 1);
+  p.flags = {"SECCOMP_FILTER_FLAG_NEW_LISTENER"};
+  EXPECT_EQ(err(p), "flags[0]: unknown or unsupported flag \"SECCOMP_FILTER_FLAG_NEW_LISTENER\"");
+  p = deny_getpgid_of(1, 1);
+  p.default_action = "SCMP_ACT_ERRNO";  // deny by default, with an errno of its own
+  p.default_errno_ret = 38;
+  p.syscalls[0].action = "SCMP_ACT_ALLOW";
+  p.syscalls[0].errno_ret.reset();
+  EXPECT_EQ(err(p), "compiled");
 }
