@@ -313,11 +313,15 @@ std::string user_network_ruleset(const EgressPolicy& box, const std::string& tap
     // Every DNS packet goes to the proxy, whichever server it names (the
     // box's resolv.conf, a server of its own choosing, QEMU's slirp
     // forwarding a guest's query): no name resolves around the policy.
-    t += "  chain dns { type nat hook output priority dstnat; policy accept;\n";
+    t += "  chain dns { type nat hook output priority -100; policy accept;\n";
     t += "    meta l4proto { tcp, udp } th dport 53 dnat ip to " + std::string(kDnsProxyAddress) + "\n  }\n";
   }
   t += "  chain output { type filter hook output priority filter; policy accept;\n";
   t += "    oif \"lo\" accept\n    ct state established,related " + mark + "accept\n";
+  // A packet the dns chain sent to the proxy still shows the device its
+  // first route chose (tap0) in this hook, so it is let through by address.
+  if (names)
+    t += "    ip daddr " + std::string(kDnsProxyAddress) + " meta l4proto { tcp, udp } th dport 53 accept\n";
   t += output + "    " + mark + "\n  }\n}\n";
   t += "table netdev cubby {}\ndelete table netdev cubby\ntable netdev cubby {\n";
   t += "  chain egress { type filter hook egress device \"" + tap + "\" priority filter; policy accept;\n";

@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,11 +32,12 @@ constexpr size_t kMaxPending = 64;       // queries in flight; past it a query g
 constexpr auto kUpstreamWait = 3s;       // per upstream, then the next one, then SERVFAIL
 
 // Which step the socket maker failed at.
-enum Step { kJoinUser = 1, kJoinNet, kSocket, kFreebind, kBind, kSend };
+enum Step { kJoinUser = 1, kJoinNet, kLoUp, kSocket, kFreebind, kBind, kSend };
 const char* step_name(int s) {
   switch (s) {
     case kJoinUser: return "join the user namespace";
     case kJoinNet: return "join the network namespace";
+    case kLoUp: return "bring lo up";
     case kSocket: return "make a UDP socket";
     case kFreebind: return "set IP_FREEBIND";
     case kBind: return "bind 127.0.0.53:53";
@@ -46,7 +49,7 @@ const char* step_name(int s) {
 // --- post-fork: runs in a forked child of the multi-threaded shim. Only raw
 // syscalls on values prepared before (no allocation, no lock, no logging).
 // A failure is {step, errno} on err_w, then exit 1.
-[[noreturn]] void socket_child(int user_fd, int net_fd, const sockaddr_in* addr, int back, int err_w) {
+[[noreturn]] void socket_child(int user_fd, int net_fd, const sockaddr_in* addr, const ifreq* lo, int back, int err_w) {
   auto die = [err_w](int step) {
     int rec[2] = {step, errno};
     (void)!::write(err_w, rec, sizeof rec);
@@ -56,8 +59,13 @@ const char* step_name(int s) {
   if (::setns(net_fd, CLONE_NEWNET) != 0) die(kJoinNet);
   int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) die(kSocket);
-  // The namespace's lo may not be up yet (the agent brings it up): the
-  // address need not exist to be bound.
+  // The proxy's address is on lo: up it goes (QEMU's namespace has it down;
+  // in the box's, the agent would bring it up later).
+  ifreq ifr = *lo;
+  if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) die(kLoUp);
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0) die(kLoUp);
+  // The address need not be there yet to be bound (lo gets 127.0.0.1/8 as it comes up).
   int one = 1;
   if (::setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof one) != 0) die(kFreebind);
   if (::bind(s, reinterpret_cast<const sockaddr*>(addr), sizeof *addr) != 0) die(kBind);
@@ -87,11 +95,13 @@ Result<UniqueFd> open_proxy_socket(const NetnsFds& ns) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(53);
   ::inet_pton(AF_INET, net::kDnsProxyAddress, &addr.sin_addr);
+  ifreq lo{};
+  ::strncpy(lo.ifr_name, "lo", IFNAMSIZ - 1);
   int user_fd = ns.user_to_join();
   auto [err_r, err_w] = CUBBY_TRY(sys::make_pipe());
   auto [back_r, back_w] = CUBBY_TRY(sys::make_socketpair(SOCK_DGRAM));
   pid_t pid = ::fork();
-  if (pid == 0) socket_child(user_fd, ns.net.get(), &addr, back_w.get(), err_w.get());
+  if (pid == 0) socket_child(user_fd, ns.net.get(), &addr, &lo, back_w.get(), err_w.get());
   if (pid < 0) return sys_fail("fork to make the DNS proxy's socket");
   err_w.reset();
   back_w.reset();

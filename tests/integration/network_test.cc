@@ -514,6 +514,35 @@ TEST_F(UserNetworkSandbox, DnsProxyIsTheShimsAloneAndGoesWithACrash) {
   ASSERT_EQ(cubby({"rm", id}).rc, 0);
 }
 
+// The egress policy lives in the box's own network namespace (sandbox,
+// --network default), so it holds only while the box lacks CAP_NET_ADMIN
+// there: its root has none (not in the bounding set, so no exec gets it),
+// changing the network fails, and the policy still refuses afterwards.
+// cubby has no --cap-add to give it (Docker's default set excludes it, and
+// cubby-runc refuses a bounding set beyond that), so the combination of a
+// policy and a box that may rewrite it cannot be asked for.
+TEST_F(UserNetworkSandbox, BoxCannotUndoItsEgressPolicy) {
+  TestHost denied_host;
+  ASSERT_TRUE(denied_host.ok());
+  HttpResponder denied(denied_host.listen_tcp(), "hello-from-a-denied-host");
+  auto r = cubby({"run", "--rm", "--isolation", "sandbox", "--deny-net", denied_host.address(), image_, "sh", "-c",
+                  "grep CapBnd /proc/self/status; ip link set tap0 down || echo ' down-refused'; "
+                  "ip route del default || echo ' route-refused'; ip link add cbx0 type dummy || echo ' add-refused'; " +
+                      fetch("denied", url(denied_host.address(), denied.port()))});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  auto at = r.out.find("CapBnd:");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  uint64_t bounding = std::stoull(r.out.substr(at + 7), nullptr, 16);
+  EXPECT_EQ(bounding & (1ull << 12), 0u) << "the box holds CAP_NET_ADMIN: " << r.out;
+  for (const char* refused : {" down-refused", " route-refused", " add-refused"})
+    EXPECT_NE(r.out.find(refused), std::string::npos) << refused << ": " << r.out;
+  EXPECT_NE(r.out.find(" denied=1"), std::string::npos) << r.out;
+  EXPECT_EQ(denied.served(), 0);
+  auto cap_add = cubby({"create", "--cap-add", "NET_ADMIN", image_, "true"});
+  EXPECT_EQ(cap_add.rc, 125);
+  EXPECT_EQ(cap_add.err_lines().size(), 1u) << cap_add.err;
+}
+
 // Bad domain rules are one clear line each, at create.
 TEST_F(UserNetworkSandbox, BadDomainRulesAreOneClearErrorEach) {
   std::vector<std::vector<std::string>> bad = {{"--allow-net", "bad_name!.test"}, {"--allow-net", "*.test/8"},
