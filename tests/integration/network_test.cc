@@ -416,24 +416,29 @@ TEST_P(UserNetwork, DomainRulesResolveThroughTheBoxsDnsProxy) {
   DnsServer upstream(dns_host, {{"allowed.test", allowed_host.address()}, {"denied.test", denied_host.address()}});
   ASSERT_TRUE(upstream.ok());
   auto on = [](int port) { return ":" + std::to_string(port) + "/"; };
-  std::string script = "nslookup allowed.test >/dev/null; echo \" lookup-allowed=$?\"; " +
+  // (nslookup asks for A and AAAA; dnsmasq has no AAAA for these names, so
+  // its status is not the verdict: what it prints is.)
+  std::string script = "nslookup -type=a allowed.test; " +
                        fetch("allowed", "http://allowed.test" + on(allowed.port())) +
                        fetch("other-port", "http://allowed.test" + on(other_port.port())) +
-                       "nslookup denied.test >/dev/null; echo \" lookup-denied=$?\"; " +
+                       "nslookup -type=a denied.test; " +
                        fetch("denied-name", "http://denied.test" + on(denied.port())) +
                        fetch("denied-ip", url(denied_host.address(), denied.port())) +
-                       "nslookup denied.test " + dns_host.address() + " >/dev/null; echo \" direct=$?\"";
+                       "echo direct:; nslookup -type=a denied.test " + dns_host.address() + "; true";
   auto r = cubby({"run", "--name", "named", "--isolation", GetParam(), "--dns", dns_host.address(), "--deny-net",
                   "0.0.0.0/0", "--allow-net", "allowed.test:" + std::to_string(allowed.port()), "--deny-net",
                   "denied.test", image_, "sh", "-c", script});
   EXPECT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.out.find(" lookup-allowed=0"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("Address: " + allowed_host.address()), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("hello-from-an-allowed-name allowed=0"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find(" other-port=1"), std::string::npos) << "the rule's port was not kept: " << r.out;
-  EXPECT_NE(r.out.find(" lookup-denied=1"), std::string::npos) << "a denied name resolved: " << r.out;
+  EXPECT_EQ(r.out.find(denied_host.address() + "\n"), std::string::npos) << "a denied name resolved: " << r.out;
+  EXPECT_NE(r.out.find("can't find denied.test: REFUSED"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(" denied-name=1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(" denied-ip=1"), std::string::npos) << "a denied name's address was reachable: " << r.out;
-  EXPECT_NE(r.out.find(" direct=1"), std::string::npos) << "DNS to another server went around the proxy: " << r.out;
+  auto direct = r.out.substr(r.out.find("direct:"));
+  EXPECT_NE(direct.find("can't find denied.test: REFUSED"), std::string::npos)
+      << "DNS to another server went around the proxy: " << r.out;
   EXPECT_EQ(denied.served(), 0);
   EXPECT_EQ(other_port.served(), 0);
   EXPECT_EQ(allowed.served(), 1);
