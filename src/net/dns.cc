@@ -163,15 +163,24 @@ std::optional<Response> parse_response(std::span<const uint8_t> m, const Questio
   return r;
 }
 
-void cap_ttls(std::span<uint8_t> m, const std::vector<size_t>& offsets, uint32_t max_ttl) {
-  for (size_t at : offsets) {
-    if (at + 4 > m.size()) continue;
+bool cap_ttls(std::span<uint8_t> m, const Question& asked, const Response& r, uint32_t max_ttl) {
+  bool changed = false;
+  for (size_t at : r.ttl_offsets) {
+    if (at + 4 > m.size()) return false;
     if (u32(m, at) <= max_ttl) continue;
     m[at] = static_cast<uint8_t>(max_ttl >> 24);
     m[at + 1] = static_cast<uint8_t>(max_ttl >> 16);
     m[at + 2] = static_cast<uint8_t>(max_ttl >> 8);
     m[at + 3] = static_cast<uint8_t>(max_ttl);
+    changed = true;
   }
+  if (!changed) return true;
+  auto again = parse_response(m, asked);
+  if (!again || again->rcode != r.rcode || again->addresses.size() != r.addresses.size()) return false;
+  for (size_t i = 0; i < r.addresses.size(); ++i)
+    if (again->addresses[i].ip != r.addresses[i].ip || again->addresses[i].ttl != std::min(r.addresses[i].ttl, max_ttl))
+      return false;
+  return true;
 }
 
 void set_id(std::span<uint8_t> m, uint16_t id) {

@@ -63,8 +63,11 @@ struct ParseError {
 };
 std::optional<Response> parse_response(std::span<const uint8_t> msg, const Question& asked, ParseError* err = nullptr);
 
-// Lowers every TTL at `offsets` to at most `max_ttl` (in place).
-void cap_ttls(std::span<uint8_t> msg, const std::vector<size_t>& offsets, uint32_t max_ttl);
+// Lowers every TTL of `r` (parse_response's reading of msg, a reply to
+// `asked`) to at most `max_ttl`, in place. A compression pointer may point
+// into a TTL field, so the capped message is read again: false (msg then
+// unusable) when it no longer says what r says, addresses and all.
+bool cap_ttls(std::span<uint8_t> msg, const Question& asked, const Response& r, uint32_t max_ttl);
 // Writes the ID field.
 void set_id(std::span<uint8_t> msg, uint16_t id);
 

@@ -296,11 +296,13 @@ void DnsProxy::on_reply(Pending& p) {
     if (!r || r->id != p.upstream_id) continue;  // not the answer to this query (a late or forged one)
     std::vector<std::pair<uint32_t, uint32_t>> addresses;
     for (const auto& a : r->addresses) addresses.emplace_back(a.ip, a.ttl);
-    if (!p.verdict.ports.empty() && r->rcode == 0 && !addresses.empty() &&
-        !open_elements(p.verdict.ports, addresses)) {
+    // Capped first: a reply whose capped form reads differently (a name
+    // pointing into a TTL) opens nothing and reaches the box as SERVFAIL.
+    bool capped = net::dns::cap_ttls(msg, p.parsed.question, *r, kMaxTtl);
+    if (!capped || (!p.verdict.ports.empty() && r->rcode == 0 && !addresses.empty() &&
+                    !open_elements(p.verdict.ports, addresses))) {
       reply(net::dns::reply_with_rcode(p.query, p.parsed, net::dns::kRcodeServfail), p.from, p.from_len);
     } else {
-      net::dns::cap_ttls(msg, r->ttl_offsets, kMaxTtl);
       net::dns::set_id(msg, p.parsed.id);
       reply(std::vector<uint8_t>(msg.begin(), msg.end()), p.from, p.from_len);
     }

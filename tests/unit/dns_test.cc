@@ -74,7 +74,7 @@ TEST(DnsWire, ReplyAddressesFollowTheCnameChainOnly) {
   ASSERT_EQ(r->addresses.size(), 1u);
   EXPECT_EQ(r->addresses[0].ip, (198u << 24) | (18u << 16) | 2u);
   EXPECT_EQ(r->addresses[0].ttl, 7200u);
-  dns::cap_ttls(m, r->ttl_offsets, 3600);
+  EXPECT_TRUE(dns::cap_ttls(m, q, *r, 3600));
   auto capped = dns::parse_response(m, q);
   ASSERT_TRUE(capped);
   EXPECT_EQ(capped->addresses[0].ttl, 3600u);
@@ -94,6 +94,22 @@ TEST(DnsWire, CompressionLoopsAndForwardPointersAreRefused) {
   EXPECT_FALSE(dns::parse_response(forward, q));
   auto long_rdata = reply_to(q, 1, 1, bytes({0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 1, 0, 1, 2, 3, 4}));
   EXPECT_FALSE(dns::parse_response(long_rdata, q));
+}
+
+// Found by the fuzz target (tests/fuzz/corpus/dns/9f791e84...): a record
+// whose owner name points into another record's TTL field reads differently
+// once that TTL is capped; cap_ttls must say so (the proxy then answers
+// SERVFAIL rather than pass on a reply it did not check as sent).
+TEST(DnsWire, CappingATtlANamePointsIntoIsRefused) {
+  auto m = bytes({0x00, 0x07, 0x81, 0x80, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x07, 0x61, 0x6c, 0x6c,
+                  0x6f, 0x77, 0x65, 0x64, 0x04, 0x74, 0x65, 0x4a, 0x74, 0x00, 0x00, 0x01, 0x00, 0x01, 0xc0, 0x0c,
+                  0x00, 0x64, 0x04, 0x74, 0x65, 0x73, 0x74, 0x00, 0x00, 0x01, 0x00, 0x01, 0xc0, 0x0c, 0x00, 0x01,
+                  0x00, 0x01, 0x12, 0x00, 0x04, 0x74, 0x65, 0x73, 0x74, 0x00, 0xc0, 0x22, 0x00, 0x01, 0x00, 0x01,
+                  0x00, 0x00, 0x00, 0x1e, 0x00, 0x04, 0xc6, 0x12, 0x00, 0x06});
+  Question q{"allowed.tejt", dns::kTypeA, dns::kClassIn};
+  auto r = dns::parse_response(m, q);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(dns::cap_ttls(m, q, *r, 60));
 }
 
 TEST(DnsNames, WildcardCoversSubdomainsOnly) {
