@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/process.h"
 #include "base/sys.h"
+#include "base/raw_fd_passing.h"
 #include "net/dns.h"
 #include "shim/network.h"
 
@@ -69,20 +70,10 @@ const char* step_name(int s) {
   int one = 1;
   if (::setsockopt(s, IPPROTO_IP, IP_FREEBIND, &one, sizeof one) != 0) die(kFreebind);
   if (::bind(s, reinterpret_cast<const sockaddr*>(addr), sizeof *addr) != 0) die(kBind);
-  char byte = 'S';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctrl;
-  msg.msg_controllen = sizeof ctrl;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  ::memcpy(CMSG_DATA(c), &s, sizeof(int));
-  if (::sendmsg(back, &msg, MSG_NOSIGNAL) < 0) die(kSend);
+  if (int e = sys::send_fd_raw(back, s); e != 0) {
+    errno = e;
+    die(kSend);
+  }
   ::_exit(0);
 }
 // --- end of post-fork code
