@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs what cubby needs to build, test and benchmark on Debian 12.
-# (clang-16: the protocol fuzz target, tests/fuzz; the build itself is gcc.)
+# (clang-16: the fuzz targets, tests/fuzz; the build itself is gcc. dnsmasq-base:
+# the upstream DNS server of the network tests.)
 # Quick when everything is already there (dpkg-query only).
 set -eu
 PKGS="build-essential cmake pkg-config libsqlite3-dev nlohmann-json3-dev libcli11-dev libseccomp-dev
 libarchive-dev libssl-dev
 libacl1-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev zlib1g-dev libxml2-dev libicu-dev nettle-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev busybox-static
-slirp4netns nftables uidmap file procps iproute2 runc crun containerd docker.io podman bubblewrap hyperfine strace
+slirp4netns nftables dnsmasq-base uidmap file procps iproute2 runc crun containerd docker.io podman bubblewrap hyperfine strace
 libcurl4-openssl-dev libboost-dev docker-registry skopeo umoci apache2-utils openssl python3
 python3-pytest python3-httpx python3-websockets python3-jsonschema
 python3-grpcio python3-grpc-tools catatonit containernetworking-plugins

@@ -1,5 +1,7 @@
 #include "base/sys.h"
 
+#include "base/raw_fd_passing.h"
+
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
@@ -104,6 +106,14 @@ Result<std::string> read_all(int fd, size_t limit) {
 }
 
 Result<void> send_fd(int sock, int fd) {
+  if (int e = send_fd_raw(sock, fd); e != 0) {
+    errno = e;
+    return sys_fail("sendmsg(SCM_RIGHTS)");
+  }
+  return {};
+}
+
+int send_fd_raw(int sock, int fd) noexcept {
   char byte = 'F';
   iovec iov{&byte, 1};
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
@@ -118,8 +128,8 @@ Result<void> send_fd(int sock, int fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   for (;;) {
-    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return {};
-    if (errno != EINTR) return sys_fail("sendmsg(SCM_RIGHTS)");
+    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return 0;
+    if (errno != EINTR) return errno;
   }
 }
 

@@ -176,11 +176,11 @@ void add_box_options(CLI::App* c, BoxOpts& o, bool with_detach) {
   c->add_option("--pids-limit", o.pids, "Maximum number of processes (default 2048; 0: no limit)");
   c->add_option("--network", o.network,
                 "none | default (outbound through user-mode networking) | bridge (root: veth, bridge, NAT)");
-  c->add_option("--allow-net", o.allow_net, "Let the box reach CIDR[:PORT] (--network bridge; repeatable)")
+  c->add_option("--allow-net", o.allow_net, "Let the box reach CIDR|NAME|*.NAME[:PORT] (names: --network default; repeatable)")
       ->allow_extra_args(false);
   c->add_option("--add-host", o.add_hosts, "Add NAME:IP to the box's /etc/hosts (repeatable)")->allow_extra_args(false);
   c->add_option("--dns", o.dns, "A DNS server for the box's /etc/resolv.conf (repeatable)")->allow_extra_args(false);
-  c->add_option("--deny-net", o.deny_net, "Refuse the box CIDR[:PORT] (--network bridge; repeatable; wins over --allow-net)")
+  c->add_option("--deny-net", o.deny_net, "Refuse the box CIDR[:PORT] or NAME|*.NAME (repeatable; the most specific rule wins)")
       ->allow_extra_args(false);
   c->add_option("--isolation", o.isolation, "auto | vm | sandbox (default: $CUBBY_ISOLATION, else config.json's \"isolation\", else auto)");
   c->add_option("--userns", o.userns,

@@ -5,9 +5,12 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 
 #include "base/fs.h"
 #include "base/sys.h"
+#include "net/dns.h"
 #include "net/names.h"
 
 namespace cubby::net {
@@ -27,8 +30,8 @@ int prefix_of(const EgressRule& r) {
   return slash == std::string::npos ? 32 : std::stoi(r.cidr.substr(slash + 1));
 }
 
-// The IPv4 nameservers of the host's /etc/resolv.conf: where a vm box's
-// DNS goes (QEMU's slirp forwards the guest's queries to them).
+}  // namespace
+
 std::vector<std::string> host_nameservers() {
   std::string in = read_file("/etc/resolv.conf", 64 * 1024).value_or("");
   std::vector<std::string> out;
@@ -44,6 +47,43 @@ std::vector<std::string> host_nameservers() {
     if (::inet_pton(AF_INET, a.c_str(), &x) == 1) out.push_back(a);
   }
   return out;
+}
+
+namespace {
+
+// A domain rule's name: dot-separated labels of [a-z0-9-_] (1-63 bytes, no
+// '-' at either end, 253 in all), optionally "*." first; lowercased, a
+// trailing dot dropped.
+std::optional<std::string> domain_pattern(std::string n) {
+  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!n.empty() && n.back() == '.') n.pop_back();
+  std::string body = n.rfind("*.", 0) == 0 ? n.substr(2) : n;
+  if (body.empty() || body.size() > 253 || body.front() == '.' || body.back() == '.') return std::nullopt;
+  size_t label = 0;
+  char prev = '.';
+  for (char c : body) {
+    if (c == '.') {
+      if (label == 0 || prev == '-') return std::nullopt;  // no empty label, none ending in '-'
+      label = 0;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || (c == '-' && prev != '.')) {
+      if (++label > 63) return std::nullopt;
+    } else {
+      return std::nullopt;
+    }
+    prev = c;
+  }
+  if (prev == '-') return std::nullopt;
+  // The last label is a top-level domain, never all digits (1.2.3 is a
+  // mistyped address, not a name).
+  std::string last = body.substr(body.rfind('.') == std::string::npos ? 0 : body.rfind('.') + 1);
+  if (last.find_first_not_of("0123456789") == std::string::npos) return std::nullopt;
+  return n;
+}
+
+// How specific a name rule is: an exact name beats every wildcard, a
+// longer wildcard a shorter one.
+size_t name_specificity(const std::string& pattern) {
+  return pattern.rfind("*.", 0) == 0 ? pattern.size() : 1000 + pattern.size();
 }
 
 }  // namespace
@@ -102,22 +142,81 @@ Result<EgressRule> parse_egress_rule(const std::string& text) {
   }
   in_addr a{};
   if (::inet_pton(AF_INET, addr.c_str(), &a) != 1) {
-    if (addr.find_first_not_of("0123456789.") != std::string::npos && !addr.empty())
-      return bad("domain names are not supported yet (give an IPv4 address or CIDR)");
-    return bad("want an IPv4 address or CIDR, then optionally :PORT");
+    auto name = domain_pattern(addr);
+    if (!name) return bad("want an IPv4 address, CIDR or domain name (*.NAME for its subdomains), then optionally :PORT");
+    if (text.find('/') != std::string::npos) return bad("a domain name takes no prefix length");
+    r.name = *name;
+    return r;
   }
   uint32_t mask = prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
   r.cidr = dotted(ntohl(a.s_addr) & mask) + "/" + std::to_string(prefix);
   return r;
 }
 
-std::string to_string(const EgressRule& r) { return r.cidr + (r.port ? ":" + std::to_string(r.port) : ""); }
+std::string to_string(const EgressRule& r) {
+  return (r.name.empty() ? r.cidr : r.name) + (r.port ? ":" + std::to_string(r.port) : "");
+}
 
 Result<EgressPolicy> parse_egress_policy(const std::vector<std::string>& allow, const std::vector<std::string>& deny) {
   EgressPolicy p;
   for (const auto& r : allow) p.allow.push_back(CUBBY_TRY(parse_egress_rule(r)));
-  for (const auto& r : deny) p.deny.push_back(CUBBY_TRY(parse_egress_rule(r)));
+  for (const auto& r : deny) {
+    auto rule = CUBBY_TRY(parse_egress_rule(r));
+    // A denied name is never answered, so there are no addresses of it to
+    // refuse one port of; a port here would promise what is not enforced.
+    if (!rule.name.empty() && rule.port)
+      return fail(Error::invalid("invalid network rule \"" + r.substr(0, 80) +
+                                 "\": --deny-net takes a domain name without a port (the name does not resolve at all)"));
+    p.deny.push_back(std::move(rule));
+  }
   return p;
+}
+
+bool has_name_rules(const EgressPolicy& p) {
+  auto named = [](const EgressRule& r) { return !r.name.empty(); };
+  return std::any_of(p.allow.begin(), p.allow.end(), named) || std::any_of(p.deny.begin(), p.deny.end(), named);
+}
+
+NameVerdict judge_name(const EgressPolicy& box, const std::string& name) {
+  size_t best = 0;
+  bool denied = false;
+  std::vector<uint16_t> ports;
+  auto consider = [&](const EgressRule& r, bool allow) {
+    if (r.name.empty() || !dns::name_matches(r.name, name)) return;
+    size_t s = name_specificity(r.name);
+    if (s < best) return;
+    if (s > best) {
+      best = s;
+      denied = false;
+      ports.clear();
+    }
+    if (allow) {
+      if (std::find(ports.begin(), ports.end(), r.port) == ports.end()) ports.push_back(r.port);
+    } else {
+      denied = true;
+    }
+  };
+  for (const auto& r : box.deny) consider(r, false);
+  for (const auto& r : box.allow) consider(r, true);
+  if (best == 0) {
+    bool deny_all = std::any_of(box.deny.begin(), box.deny.end(),
+                                [](const EgressRule& r) { return r.cidr == "0.0.0.0/0" && r.port == 0; });
+    return {!deny_all, {}};
+  }
+  if (denied) return {false, {}};
+  // Every port already: the per-port elements would add nothing.
+  if (std::find(ports.begin(), ports.end(), 0) != ports.end()) ports = {0};
+  return {true, ports};
+}
+
+std::string name_element_commands(uint32_t ip, uint16_t port, uint32_t seconds) {
+  std::string key = dotted(ip) + (port ? " . " + std::to_string(port) : "");
+  std::string set = std::string("inet cubby ") + (port ? kNamesPortSet : kNamesAnySet);
+  std::string t = " timeout " + std::to_string(seconds) + "s";
+  // add (a no-op when it is there), delete, add: one transaction that
+  // leaves the element with the new timeout either way.
+  return "add element " + set + " { " + key + t + " }\ndelete element " + set + " { " + key + " }\nadd element " +
+         set + " { " + key + t + " }\n";
 }
 
 std::vector<EgressDecision> order_egress(const EgressPolicy& box, const EgressPolicy& defaults,
@@ -125,6 +224,7 @@ std::vector<EgressDecision> order_egress(const EgressPolicy& box, const EgressPo
   std::vector<EgressDecision> out;
   auto add = [&](const std::vector<EgressRule>& rules, bool allow, bool from_default) {
     for (EgressRule r : rules) {
+      if (!r.name.empty()) continue;  // the DNS proxy's sets stand for these
       if (r.cidr == kHostName) r.cidr = host_alias + "/32";
       out.push_back({std::move(r), allow, from_default});
     }
@@ -183,7 +283,17 @@ std::string user_network_ruleset(const EgressPolicy& box, const std::string& tap
   // made into the box (-p: slirp connects from the host alias) pass there.
   const std::string mark = "meta mark set " + std::string(kEgressPassMark) + " ";
   std::string output, egress;
+  bool names = has_name_rules(box), names_placed = !names;
+  // The addresses allowed names resolved to: after every refusal more
+  // specific than /0 (see the header), so placed before the first /0 rule.
+  auto place_names = [&] {
+    if (names_placed) return;
+    names_placed = true;
+    output += "    ip daddr @" + std::string(kNamesAnySet) + " " + mark + "accept\n";
+    output += "    meta l4proto { tcp, udp } ip daddr . th dport @" + std::string(kNamesPortSet) + " " + mark + "accept\n";
+  };
   for (const auto& d : order_egress(box, defaults, host_alias)) {
+    if (prefix_of(d.rule) == 0) place_names();
     std::string m = "    " + nft_match(d.rule);
     if (d.allow) {
       output += m + mark + "accept\n";
@@ -194,9 +304,24 @@ std::string user_network_ruleset(const EgressPolicy& box, const std::string& tap
     }
   }
   // Re-runs replace the tables whole (a restarted helper never doubles them).
+  place_names();
   std::string t = "table inet cubby {}\ndelete table inet cubby\ntable inet cubby {\n";
+  if (names) {
+    // Elements time out on their own (flags timeout); the proxy adds them.
+    t += "  set " + std::string(kNamesAnySet) + " { type ipv4_addr; flags timeout; }\n";
+    t += "  set " + std::string(kNamesPortSet) + " { type ipv4_addr . inet_service; flags timeout; }\n";
+    // Every DNS packet goes to the proxy, whichever server it names (the
+    // box's resolv.conf, a server of its own choosing, QEMU's slirp
+    // forwarding a guest's query): no name resolves around the policy.
+    t += "  chain dns { type nat hook output priority -100; policy accept;\n";
+    t += "    meta l4proto { tcp, udp } th dport 53 dnat ip to " + std::string(kDnsProxyAddress) + "\n  }\n";
+  }
   t += "  chain output { type filter hook output priority filter; policy accept;\n";
   t += "    oif \"lo\" accept\n    ct state established,related " + mark + "accept\n";
+  // A packet the dns chain sent to the proxy still shows the device its
+  // first route chose (tap0) in this hook, so it is let through by address.
+  if (names)
+    t += "    ip daddr " + std::string(kDnsProxyAddress) + " meta l4proto { tcp, udp } th dport 53 accept\n";
   t += output + "    " + mark + "\n  }\n}\n";
   t += "table netdev cubby {}\ndelete table netdev cubby\ntable netdev cubby {\n";
   t += "  chain egress { type filter hook egress device \"" + tap + "\" priority filter; policy accept;\n";

@@ -400,10 +400,15 @@ Result<BoxRecord> Runtime::create(const CreateOptions& o) {
   }
   for (auto [in, out] : {std::pair{&o.allow_net, &spec.allow_net}, std::pair{&o.deny_net, &spec.deny_net}})
     for (const auto& r : *in) out->push_back(net::to_string(CUBBY_TRY(net::parse_egress_rule(r))));
+  CUBBY_TRYV(net::parse_egress_policy(spec.allow_net, spec.deny_net));  // the checks across rules (a denied name's port)
   for (const auto& h : o.add_hosts) spec.extra_hosts.push_back(CUBBY_TRY(net::parse_add_host(h)));
   for (const auto& d : o.dns) spec.dns.push_back(CUBBY_TRY(net::parse_dns_server(d)));
   if ((!spec.allow_net.empty() || !spec.deny_net.empty()) && spec.network == "none")
     return fail(Error::invalid("--allow-net and --deny-net need a network (--network default or bridge)"));
+  // Domain rules need the box's DNS proxy, which --network default has.
+  if (spec.network == "bridge" && net::has_name_rules(CUBBY_TRY(net::parse_egress_policy(spec.allow_net, spec.deny_net))))
+    return fail(Error::invalid("--allow-net/--deny-net with a domain name needs --network default (its DNS proxy); "
+                               "--network bridge takes addresses and CIDRs only"));
   if (isolation == "vm" && std::any_of(spec.allow_net.begin(), spec.allow_net.end(), [](const std::string& r) {
         return r.rfind(net::kHostName, 0) == 0;
       }))

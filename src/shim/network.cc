@@ -138,6 +138,11 @@ Result<void> Network::start_helper() {
     if (!t) return std::unexpected(t.error().wrap("make tap0"));
     tap_ = true;
     CUBBY_TRYV(load_ruleset(ns_, policy_.ruleset));
+    if (policy_.dns_proxy) {
+      auto proxy = DnsProxy::start(ns_, policy_.rules, policy_.upstreams);
+      if (!proxy) return std::unexpected(proxy.error().wrap("start the box's DNS proxy"));
+      dns_ = std::move(*proxy);
+    }
   } else {
     configure = false;
   }
@@ -177,12 +182,19 @@ Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::stri
 }
 
 Result<UserNetworkPolicy> user_network_policy(const std::vector<std::string>& allow,
-                                              const std::vector<std::string>& deny) {
+                                              const std::vector<std::string>& deny,
+                                              const std::vector<std::string>& dns) {
   auto box = CUBBY_TRY(net::parse_egress_policy(allow, deny));
   if (::access(net::kNftPath, X_OK) != 0)
     return fail(Error::invalid("--network default enforces the box's egress policy with nft, which is not installed "
                                "(apt-get install nftables), or use --network none"));
-  return UserNetworkPolicy{net::user_network_ruleset(box, "tap0", kSlirpHostAlias), net::allows_host_alias(box)};
+  UserNetworkPolicy p{net::user_network_ruleset(box, "tap0", kSlirpHostAlias), net::allows_host_alias(box)};
+  if (net::has_name_rules(box)) {
+    p.dns_proxy = true;
+    p.upstreams = dns_upstreams(dns);
+    p.rules = std::move(box);
+  }
+  return p;
 }
 
 }  // namespace cubby::shim

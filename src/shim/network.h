@@ -33,7 +33,9 @@
 
 #include "base/error.h"
 #include "base/process.h"
+#include "net/egress.h"
 #include "runtime/ports.h"
+#include "shim/network_dns.h"
 
 namespace cubby::shim {
 
@@ -57,9 +59,13 @@ Result<NetnsFds> open_netns_of(pid_t pid);
 
 // What --network default enforces (net/egress.h): the ruleset for the
 // namespace, and whether slirp4netns maps 10.0.2.2 to the host's loopback.
+// With domain rules, the box's DNS proxy (shim/network_dns.h) too.
 struct UserNetworkPolicy {
   std::string ruleset;
   bool host_loopback = false;
+  bool dns_proxy = false;
+  net::EgressPolicy rules;             // the box's, for the proxy's judgement
+  std::vector<std::string> upstreams;  // where the proxy forwards
 };
 
 class Network {
@@ -99,6 +105,9 @@ class Network {
   UniqueFd exit_w_;
   UniqueFd ready_r_;  // until the helper said it is ready
   bool tap_ = false;  // tap0 is made, persistent and configured (by the first helper)
+  // Started with the ruleset, once; a restarted helper keeps it (it is
+  // the shim's, not the helper's).
+  std::unique_ptr<DnsProxy> dns_;
 };
 
 // Which helper --network default would use here ("" when none is installed).
@@ -113,8 +122,10 @@ Result<std::unique_ptr<Network>> start_user_network(NetnsFds ns, const std::stri
                                                     const std::vector<PortMapping>& ports, UserNetworkPolicy policy,
                                                     bool defer_ready);
 // The policy of a box with these --allow-net / --deny-net rules (checked
-// at create) in a namespace whose way out is slirp4netns's tap0.
+// at create) in a namespace whose way out is slirp4netns's tap0; dns is the
+// box's --dns (the DNS proxy's upstreams, if it has domain rules).
 Result<UserNetworkPolicy> user_network_policy(const std::vector<std::string>& allow,
-                                              const std::vector<std::string>& deny);
+                                              const std::vector<std::string>& deny,
+                                              const std::vector<std::string>& dns);
 
 }  // namespace cubby::shim

@@ -324,7 +324,7 @@ class SandboxBackend : public Backend {
     // only where the box's rules allow it (shim/network.h).
     UserNetworkPolicy user_net;
     if (spec.network == "default") {
-      user_net = CUBBY_TRY(user_network_policy(spec.allow_net, spec.deny_net));
+      user_net = CUBBY_TRY(user_network_policy(spec.allow_net, spec.deny_net, spec.dns));
       extra_hosts.push_back(std::string(kSlirpHostAlias) + "\t" + net::kHostName);
     }
     nlohmann::json agent_cfg = {

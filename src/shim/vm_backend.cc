@@ -835,7 +835,7 @@ class VmBackend : public Backend {
       if (ns) {
         // The egress policy holds QEMU's own connections (made for the
         // guest's) in QEMU's namespace: the guest never reaches it.
-        auto policy = CUBBY_TRY(user_network_policy(spec.allow_net, spec.deny_net));
+        auto policy = CUBBY_TRY(user_network_policy(spec.allow_net, spec.deny_net, spec.dns));
         auto net = start_user_network(std::move(*ns), cfg.box_dir, uplink, std::move(policy), false);
         if (!net) return std::unexpected(net.error().wrap("set up --network default"));
         inst->net_ = std::move(*net);

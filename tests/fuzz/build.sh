@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds the protocol fuzz target with clang's libFuzzer: build.sh OUT_DIR.
-# Prints the binary's path. Exit 77 (ctest's "skipped") when no clang here
+# Builds a fuzz target with clang's libFuzzer: build.sh OUT_DIR [TARGET],
+# TARGET proto (the default: the agent protocol's decoders) or dns (the box's
+# DNS proxy's decoders). Prints the binary's path. Exit 77 (ctest's "skipped") when no clang here
 # can build it, or 0 with a note if CUBBY_FUZZ_OPTIONAL=1 (the CMake build);
 # any other failure is a real build error.
 #
@@ -14,7 +15,8 @@
 # still reports 201907L, so the macro is raised for it; clang 14 (Debian's
 # default) lacks P0848 and cannot compile std::expected at all.
 set -eu
-out=${1:?usage: build.sh OUT_DIR}
+out=${1:?usage: build.sh OUT_DIR [proto|dns]}
+target=${2:-proto}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 cxx=""
 for c in ${CUBBY_FUZZ_CXX:-} clang++-19 clang++-18 clang++-17 clang++-16 clang++; do
@@ -31,12 +33,19 @@ unavailable() {
 }
 [ -n "$cxx" ] || unavailable "no clang++ >= 16 (apt-get install clang-16 libclang-rt-16-dev)"
 mkdir -p "$out"
-bin="$out/proto_fuzz"
-sources="tests/fuzz/proto_fuzz.cc src/proto/frame.cc src/proto/messages.cc src/proto/mux.cc src/copy/entry.cc
+bin="$out/${target}_fuzz"
+case $target in
+proto)
+  sources="tests/fuzz/proto_fuzz.cc src/proto/frame.cc src/proto/messages.cc src/proto/mux.cc src/copy/entry.cc
 src/base/fs.cc src/base/sys.cc"
+  headers="src/proto src/base src/copy/entry.h" ;;
+dns)
+  sources="tests/fuzz/dns_fuzz.cc src/net/dns.cc"
+  headers="src/net/dns.h" ;;
+*) echo "build.sh: unknown target $target (proto or dns)" >&2; exit 2 ;;
+esac
 # Rebuild only when a source or header it reads changed.
-newer=$(cd "$src" && find $sources src/proto src/base src/copy/entry.h tests/fuzz/build.sh -newer "$bin" 2>/dev/null |
-  head -1)
+newer=$(cd "$src" && find $sources $headers tests/fuzz/build.sh -newer "$bin" 2>/dev/null | head -1)
 if [ -x "$bin" ] && [ -z "$newer" ]; then
   echo "$bin"
   exit 0
@@ -57,7 +66,7 @@ rm -f "$out/probe"
 objs=""
 pids=""
 for s in $sources; do
-  o="$out/$(echo "$s" | tr / _).o"
+  o="$out/$target-$(echo "$s" | tr / _).o"
   objs="$objs $o"
   (cd "$src" && "$cxx" $flags -c "$s" -o "$o") &
   pids="$pids $!"

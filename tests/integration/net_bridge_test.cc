@@ -227,7 +227,7 @@ TEST_F(Bridge, HostCubbyInternalReachesTheHostOnlyWhereAllowed) {
 
 TEST_F(Bridge, BadRulesAreOneClearErrorEach) {
   for (const auto& [flag, rule, why] : std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"--allow-net", "example.com", "domain names are not supported yet"},
+           {"--allow-net", "example.com", "needs --network default"},  // names need the box's DNS proxy
            {"--deny-net", "10.0.0.0/33", "prefix length"},
            {"--deny-net", "10.0.0.1:0", "port"},
            {"--allow-net", "10.0.0.1:70000", "port"},

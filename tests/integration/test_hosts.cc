@@ -5,15 +5,19 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "base/fs.h"
 #include "base/process.h"
 #include "base/sys.h"
 
@@ -113,6 +117,48 @@ bool TestHost::also_at(const std::string& ip) {
   t.join();
   return inside && run_ip({"route", "add", ip + "/32", "via", peer_ip_, "dev", host_if_});
 }
+
+DnsServer::DnsServer(TestHost& host, const std::vector<std::pair<std::string, std::string>>& records) {
+  char tmpl[] = "/tmp/cubby-test-dns.XXXXXX";
+  if (!::mkdtemp(tmpl)) {
+    ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
+    return;
+  }
+  dir_ = tmpl;
+  SpawnSpec s;
+  s.argv = {"/usr/sbin/dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            "--listen-address=" + host.address(), "--port=53", "--user=root", "--local-ttl=7200",
+            "--pid-file=" + dir_ + "/pid", "--log-facility=" + dir_ + "/log", "--log-queries"};
+  for (const auto& [name, ip] : records) s.argv.push_back("--address=/" + name + "/" + ip);
+  s.join_netns = host.netns();
+  // Without --keep-in-foreground dnsmasq forks, and its first process exits
+  // (0) only once the daemon is listening: that exit is the readiness event.
+  auto child = spawn(s);
+  if (!child) {
+    ADD_FAILURE() << child.error().message();
+    return;
+  }
+  auto st = child->wait();
+  if (!st || st->signaled || st->code != 0) {
+    ADD_FAILURE() << "dnsmasq did not start: " << read_file(dir_ + "/log").value_or("");
+    return;
+  }
+  pid_ = std::atoi(read_file(dir_ + "/pid").value_or("-1").c_str());
+}
+
+DnsServer::~DnsServer() {
+  if (pid_ > 0) {
+    if (auto fd = sys::pidfd_open(pid_)) {
+      (void)sys::pidfd_send_signal(fd->get(), SIGTERM);
+      (void)sys::wait_readable(fd->get(), 10s);  // backstop
+      int status;
+      (void)::waitpid(pid_, &status, WNOHANG);  // adopted by the harness (a subreaper), else init reaps it
+    }
+  }
+  if (!dir_.empty()) std::filesystem::remove_all(dir_);
+}
+
+std::string DnsServer::queries() const { return read_file(dir_ + "/log").value_or(""); }
 
 UniqueFd listen_loopback_tcp() { return listen_on("127.0.0.1"); }
 UniqueFd listen_any_tcp() { return listen_on("0.0.0.0"); }

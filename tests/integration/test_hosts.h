@@ -34,12 +34,34 @@ class TestHost {
   // there from ours, e.g. to stand in for 169.254.169.254, the cloud metadata
   // service. The route goes with the veth pair.
   bool also_at(const std::string& ip);
+  int netns() const { return netns_.get(); }
 
  private:
   UniqueFd netns_;
   std::vector<UniqueFd> address_locks_;  // released after the destructor removed the routes
   std::string host_if_, peer_ip_, host_ip_;
   bool ok_ = false;
+};
+
+// A DNS server on a test host's address, port 53: Debian's dnsmasq (a real
+// resolver, not ours), answering `records` (name -> IPv4 address: the name
+// and its subdomains, dnsmasq's --address, with a TTL of 7200 s) and REFUSED
+// for every other name (it has no upstream). It logs every query it gets,
+// so a test can tell which names ever reached it.
+class DnsServer {
+ public:
+  DnsServer(TestHost& host, const std::vector<std::pair<std::string, std::string>>& records);
+  ~DnsServer();  // stops the daemon and removes its files
+  DnsServer(const DnsServer&) = delete;
+  DnsServer& operator=(const DnsServer&) = delete;
+
+  bool ok() const { return pid_ > 0; }
+  // Its query log so far ("query[A] allowed.test from 198.18.0.1" lines).
+  std::string queries() const;
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
 };
 
 // A TCP socket listening on 127.0.0.1 (a kernel-chosen port).
