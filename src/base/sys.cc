@@ -114,8 +114,12 @@ Result<void> send_fd(int sock, int fd) {
 }
 
 int send_fd_raw(int sock, int fd) noexcept {
-  char byte = 'F';
-  iovec iov{&byte, 1};
+  const char byte = 'F';
+  return send_fd_raw(sock, fd, &byte, 1);
+}
+
+int send_fd_raw(int sock, int fd, const void* data, size_t len) noexcept {
+  iovec iov{const_cast<void*>(data), len};
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -128,7 +132,8 @@ int send_fd_raw(int sock, int fd) noexcept {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   for (;;) {
-    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return 0;
+    ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<size_t>(n) == len ? 0 : EMSGSIZE;
     if (errno != EINTR) return errno;
   }
 }

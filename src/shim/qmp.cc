@@ -4,8 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstring>
-
+#include "base/raw_fd_passing.h"
 #include "base/sys.h"
 
 namespace cubby::shim {
@@ -58,23 +57,7 @@ Result<nlohmann::json> Qmp::execute(const std::string& command, const nlohmann::
 Result<void> Qmp::pass_fd(const std::string& name, int fd) {
   if (!fd_) return fail(Error::internal("qmp: no monitor"));
   std::string line = nlohmann::json({{"execute", "getfd"}, {"arguments", {{"fdname", name}}}}).dump() + "\n";
-  iovec iov{line.data(), line.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control;
-  mh.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  ssize_t n;
-  do n = ::sendmsg(fd_.get(), &mh, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) return sys_fail("qmp: send getfd");
-  if (static_cast<size_t>(n) != line.size()) return fail(Error::protocol("qmp: getfd sent short"));  // a small line: never in practice
+  if (int e = sys::send_fd_raw(fd_.get(), fd, line.data(), line.size()); e != 0) return sys_fail("qmp: send getfd", e);
   CUBBY_TRY(await_reply("getfd", std::chrono::seconds(10)));
   return {};
 }
