@@ -26,12 +26,14 @@
 #include <sys/ioctl.h>
 #include <dirent.h>
 #include <linux/fs.h>
+#include <linux/openat2.h>
 #include <linux/random.h>
 #include <time.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -42,6 +44,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
+#include <functional>
+#include <iterator>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -51,15 +56,18 @@
 #include "agent/box_init.h"
 #include "agent/config.h"
 #include "agent/server.h"
+#include "base/fs.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "proto/mux.h"
+#include "proto/vm_snapshot.h"
 
 namespace cubby::agent {
 namespace {
 
 using proto::Json;
 namespace mux = proto::mux;
+namespace vm_snapshot = proto::vm_snapshot;
 
 constexpr char kSessionSocket[] = "cubby-agent-sessions";  // abstract
 
@@ -250,7 +258,9 @@ void write_port(int fd, const std::string& bytes) {
 // are read from this box's own disk, not remembered from the template's.
 // (On a cold boot this drops nothing the kernel needs, and the seed only
 // adds to its entropy.)
-void apply_identity(const Json& cfg) {
+// The host's seed into the RNG, and the host's time (a restore's clock
+// stood still since its snapshot).
+void seed_and_set_clock(const Json& cfg) {
   if (auto seed = cfg.find("seed"); seed != cfg.end() && seed->is_string() && seed->get<std::string>().size() == 64) {
     struct {
       int entropy_count;
@@ -278,6 +288,10 @@ void apply_identity(const Json& cfg) {
     timespec ts{static_cast<time_t>(ns / 1000000000u), static_cast<long>(ns % 1000000000u)};
     if (::clock_settime(CLOCK_REALTIME, &ts) < 0) LOG_WARN("set the clock: {}", std::strerror(errno));
   }
+}
+
+void apply_identity(const Json& cfg) {
+  seed_and_set_clock(cfg);
   if (DIR* d = ::opendir("/sys/block")) {
     while (dirent* de = ::readdir(d)) {
       if (std::strncmp(de->d_name, "vd", 2) != 0) continue;
@@ -288,6 +302,55 @@ void apply_identity(const Json& cfg) {
     }
     ::closedir(d);
   }
+}
+
+// A copy restored from a running box's snapshot (proto/vm_snapshot.h) is a
+// box of its own: a fresh RNG state and the host's clock, its own hostname
+// (the kernel's and, through the agent server's root, /etc/hostname and
+// /etc/hosts as box_init wrote them), and a fresh /etc/machine-id where the
+// image has one. `root` is the server's view of the box's filesystem
+// (/proc/<server>/root: pid 1 lives outside the box's mount namespace).
+void apply_restored_identity(const Json& m, const std::string& root) {
+  seed_and_set_clock(m);
+  auto h = m.find("hostname");
+  if (h == m.end() || !h->is_string() || h->get<std::string>().empty()) return;
+  const std::string name = h->get<std::string>();
+  char old[HOST_NAME_MAX + 1] = {};
+  (void)::gethostname(old, sizeof old - 1);
+  if (::sethostname(name.c_str(), name.size()) < 0) LOG_WARN("sethostname: {}", std::strerror(errno));
+  // The box's files are the workload's: resolved inside its root (a
+  // symlink cannot lead pid 1 to the guest's own files), regular files only
+  // (a FIFO would hold pid 1), never more than a few KiB read.
+  UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd) return;
+  auto rewrite = [&](const char* path, const std::function<std::string(const std::string&)>& edit) {
+    UniqueFd fd = open_resolved(root_fd.get(), path, O_RDWR | O_NONBLOCK | O_NOFOLLOW,
+                                RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 65536) return;
+    std::string text(static_cast<size_t>(st.st_size), '\0');
+    if (::pread(fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) return;
+    std::string out = edit(text);
+    if (out == text) return;
+    if (::ftruncate(fd.get(), 0) < 0 || ::pwrite(fd.get(), out.data(), out.size(), 0) != static_cast<ssize_t>(out.size()))
+      LOG_WARN("rewrite {}: {}", path, std::strerror(errno));
+  };
+  rewrite("etc/hostname", [&](const std::string& t) { return t == std::string(old) + "\n" ? name + "\n" : t; });
+  rewrite("etc/hosts", [&](const std::string& t) {
+    const std::string from = "127.0.1.1\t" + std::string(old) + "\n";
+    std::string out = t;
+    if (auto at = out.find(from); at != std::string::npos) out.replace(at, from.size(), "127.0.1.1\t" + name + "\n");
+    return out;
+  });
+  rewrite("etc/machine-id", [&](const std::string& t) {
+    if (t.empty()) return t;  // systemd's "uninitialised": left to it
+    std::string id(16, '\0');
+    if (::getrandom(id.data(), id.size(), 0) != static_cast<ssize_t>(id.size())) return t;
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char c : id) hex += {kHex[c >> 4], kHex[c & 15]};
+    return hex + "\n";
+  });
 }
 
 struct Local {
@@ -480,6 +543,7 @@ void run_vm_init() {
   go_r.reset();
 
   std::map<uint32_t, Local> locals;
+  bool quiesced = false;  // a snapshot is being taken (proto/vm_snapshot.h)
   auto to_local = [&](mux::RawFrame& f) {
     auto it = locals.find(f.channel);
     if (mux::is_close(f.bytes)) {
@@ -543,6 +607,20 @@ void run_vm_init() {
       (void)sys::write_all(go_w.get(), &b, 1);
     } else if (t == proto::msg::kSignal) {
       if (auto s = proto::msg::decode<proto::msg::Signal>(*m)) ::kill(server, s->sig);
+    } else if (t == vm_snapshot::kQuiesce) {
+      // Everything the host sent before this has been read: our last frame
+      // until we hear again (see proto/vm_snapshot.h).
+      write_port(io.get(), proto::encode({{"t", vm_snapshot::kQuiesced}}, mux::kControlChannel));
+      quiesced = true;
+    } else if (t == vm_snapshot::kResume) {
+      quiesced = false;
+    } else if (t == vm_snapshot::kRestored) {
+      // A copy: the sessions' clients were the original's, and its host
+      // sent their frames to the original. They end here (their processes
+      // see their session close, as when a client goes away).
+      apply_restored_identity(*m, "/proc/" + std::to_string(server) + "/root");
+      locals.clear();
+      quiesced = false;
     }
   };
   for (auto& f : early) to_local(f);
@@ -556,13 +634,17 @@ void run_vm_init() {
   int code = -1;
   bool host_open = true;
   while (code < 0) {
-    std::vector<pollfd> pfds = {{host_open ? io.get() : -1, POLLIN, 0}, {sigfd.get(), POLLIN, 0}, {log_r ? log_r.get() : -1, POLLIN, 0}};
+    // Quiesced: only the port is read, for the frame that ends it; nothing
+    // is written (not even an exit: the children wait in the signalfd).
+    std::vector<pollfd> pfds = {{host_open ? io.get() : -1, POLLIN, 0},
+                                {quiesced ? -1 : sigfd.get(), POLLIN, 0},
+                                {log_r && !quiesced ? log_r.get() : -1, POLLIN, 0}};
     std::vector<uint32_t> chans;
     for (auto& [ch, l] : locals) {
       // Out of credit: the session's output waits in its socket (and then
       // in the agent, which stops reading the process) until the host acks.
       short in = l.in_flight < mux::kWindow ? POLLIN : 0;
-      pfds.push_back({l.fd.get(), static_cast<short>(in | (l.out.empty() ? 0 : POLLOUT)), 0});
+      pfds.push_back({quiesced ? -1 : l.fd.get(), static_cast<short>(in | (l.out.empty() ? 0 : POLLOUT)), 0});
       chans.push_back(ch);
     }
     if (::poll(pfds.data(), pfds.size(), -1) < 0) continue;
@@ -586,6 +668,8 @@ void run_vm_init() {
       // spinning or napping.
       if (n == 0) host_open = false;
     }
+    // (A quiesce read above may have come with other fds ready: they wait.)
+    if (quiesced) continue;
     if (pfds[2].revents) {
       if (!forward_log()) log_r.reset();
     }

@@ -90,7 +90,10 @@ Result<void> mkdir_p(const std::string& path, int mode) {
 Result<void> make_private(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) < 0) return errno == ENOENT ? Result<void>{} : sys_fail("stat " + path);
-  if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), st.st_mode & 07700) < 0) return sys_fail("chmod " + path);
+  // A file that went between the two calls (SQLite's last connection to close
+  // removes -wal and -shm) needs no mode.
+  if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), st.st_mode & 07700) < 0 && errno != ENOENT)
+    return sys_fail("chmod " + path);
   return {};
 }
 

@@ -147,4 +147,16 @@ void print_image_table(const std::vector<image::ImageInfo>& images) {
                 static_cast<double>(i.size) / 1e6);
 }
 
+void print_snapshot_table(const std::vector<store::SnapshotRecord>& snaps, bool no_trunc) {
+  const int64_t now = ::time(nullptr);
+  std::vector<std::vector<std::string>> rows = {{"SNAPSHOT ID", "NAME", "BOX", "IMAGE", "CREATED", "SIZE"}};
+  for (auto& s : snaps) {
+    char size[32];
+    std::snprintf(size, sizeof size, "%.1fMB", static_cast<double>(s.size) / 1e6);
+    rows.push_back({no_trunc ? s.id : s.id.substr(0, 12), s.name, s.box_name, familiar_ref(s.image),
+                    time_ago(s.created_at, now), size});
+  }
+  print_columns(rows);
+}
+
 }  // namespace cubby

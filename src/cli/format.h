@@ -29,5 +29,8 @@ std::string familiar_ref(const std::string& ref);
 void print_box_table(const std::vector<store::BoxRecord>& boxes, bool no_trunc = false,
                      const std::set<std::string>& paused = {});
 void print_image_table(const std::vector<image::ImageInfo>& images);
+// `snapshots`: the same layout; SIZE is what the snapshot's files take on
+// disk (its memory stream and box disk, sparse; the image disk is a link).
+void print_snapshot_table(const std::vector<store::SnapshotRecord>& snaps, bool no_trunc = false);
 
 }  // namespace cubby

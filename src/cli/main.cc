@@ -721,6 +721,86 @@ int cmd_pause_or_unpause(const Global& g, const std::vector<std::string>& rest, 
 int cmd_pause(const Global& g, const std::vector<std::string>& rest) { return cmd_pause_or_unpause(g, rest, true); }
 int cmd_unpause(const Global& g, const std::vector<std::string>& rest) { return cmd_pause_or_unpause(g, rest, false); }
 
+// Memory snapshots of running vm boxes (runtime/snapshots.cc).
+int cmd_snapshot(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Save a running vm box (memory, devices, disk); it runs on", "snapshot BOX [NAME]");
+  std::string box, name;
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.app.add_option("NAME", name, "Snapshot name (default: the box's name and a short id)");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  auto s = check(rt.snapshot(box, name));
+  std::cout << s.id << "\n";
+  return 0;
+}
+
+int cmd_snapshots(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("List snapshots", "snapshots [OPTIONS]");
+  std::string format = "table";
+  bool quiet = false, no_trunc = false;
+  cmd.app.add_option("--format", format, "table | json");
+  cmd.app.add_flag("-q,--quiet", quiet, "Only ids");
+  cmd.app.add_flag("--no-trunc", no_trunc, "Full ids");
+  cmd.parse(rest);
+  check_format(format);
+  auto rt = open_runtime(g);
+  auto snaps = check(rt.snapshots());
+  if (format == "json") {
+    json arr = json::array();
+    for (auto& s : snaps)
+      arr.push_back({{"id", s.id}, {"name", s.name}, {"box_id", s.box_id}, {"box_name", s.box_name},
+                     {"image", s.image}, {"created_at", s.created_at}, {"size", s.size}});
+    std::cout << arr.dump() << "\n";
+  } else if (quiet) {
+    for (auto& s : snaps) std::cout << (no_trunc ? s.id : s.id.substr(0, 12)) << "\n";
+  } else {
+    print_snapshot_table(snaps, no_trunc);
+  }
+  return 0;
+}
+
+int cmd_rm_snapshot(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Remove snapshots", "rm-snapshot SNAPSHOT...");
+  std::vector<std::string> snaps;
+  cmd.positional("SNAPSHOT", snaps, "Snapshot id, id prefix or name");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  return for_each_box(snaps, [&](const std::string& s) { return rt.remove_snapshot(s); });
+}
+
+int cmd_fork(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Start N running copies of a running vm box (each its own disk and identity)", "fork BOX [N]");
+  std::string box;
+  int n = 1;
+  cmd.positional("BOX", box, "Box id, id prefix or name");
+  cmd.app.add_option("N", n, "How many copies (default 1)");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  for (auto& b : check(rt.fork(box, n))) std::cout << b.id << "\n";
+  return 0;
+}
+
+// `run --from SNAPSHOT`: a box restored from a snapshot, whose processes
+// run on from where they were. Attached to its output (no stdin: the
+// restored process's was the original's) unless -d.
+int cmd_run_from(const Global& g, const std::vector<std::string>& rest) {
+  Command cmd("Start a box from a snapshot", "run --from SNAPSHOT [OPTIONS]");
+  std::string from, name;
+  bool detach = false;
+  cmd.app.add_option("--from", from, "Snapshot id, id prefix or name")->required();
+  cmd.app.add_option("--name", name, "Name of the box");
+  cmd.app.add_flag("-d,--detach", detach, "Print the box id and return");
+  cmd.parse(rest);
+  auto rt = open_runtime(g);
+  auto boxes = check(rt.run_from_snapshot(from, 1, name));
+  if (detach) {
+    std::cout << boxes[0].id << "\n";
+    return 0;
+  }
+  auto r = check(rt.attach(boxes[0].id, StdioFds{-1, 1, 2, false}));
+  return r.detached ? 0 : r.code;
+}
+
 int cmd_kill(const Global& g, const std::vector<std::string>& rest) {
   Command cmd("Send a signal to a box's main process", "kill [OPTIONS] BOX...");
   std::vector<std::string> boxes;
@@ -1541,7 +1621,8 @@ int cmd_serve(const Global& g, const std::vector<std::string>& rest) {
 const char* kUsage =
     "Usage: cubby [--home DIR] COMMAND [ARGS...]\n\n"
     "Boxes:   run create start restart exec exec-status shell attach cp export ls inspect stop kill rm wait logs\n"
-    "         port stats top prune\n"
+    "         port stats top prune pause unpause\n"
+    "vm:      snapshot snapshots rm-snapshot fork (run --from SNAPSHOT)\n"
     "Images:  pull load save import commit images rmi image login logout\n"
     "Host:    info version system serve\n\n"
     "Run 'cubby COMMAND --help' for a command's options.\n";
@@ -1550,6 +1631,10 @@ using Handler = int (*)(const Global&, const std::vector<std::string>&);
 
 int dispatch(const Global& g, const std::string& verb, const std::vector<std::string>& rest) {
   g_cmd = "cubby " + verb;
+  if (verb == "run" && std::any_of(rest.begin(), rest.end(), [](const std::string& a) {
+        return a == "--from" || a.rfind("--from=", 0) == 0;
+      }))
+    return cmd_run_from(g, rest);
   if (verb == "run" || verb == "create") return cmd_run_or_create(g, verb, rest);
   static const std::map<std::string, Handler> kVerbs = {
       {"start", cmd_start}, {"exec", cmd_exec}, {"exec-status", cmd_exec_status},     {"ls", cmd_ls},         {"ps", cmd_ls},
@@ -1559,7 +1644,8 @@ int dispatch(const Global& g, const std::string& verb, const std::vector<std::st
       {"pull", cmd_pull},     {"login", cmd_login},   {"logout", cmd_logout}, {"load", cmd_load},
       {"save", cmd_save},     {"image", cmd_image},   {"port", cmd_port},
       {"cp", cmd_cp},         {"prune", cmd_prune},   {"system", cmd_system}, {"version", cmd_version}, {"export", cmd_export}, {"commit", cmd_commit},
-      {"stats", cmd_stats},   {"top", cmd_top},       {"serve", cmd_serve}};
+      {"stats", cmd_stats},   {"top", cmd_top},       {"serve", cmd_serve},
+      {"snapshot", cmd_snapshot}, {"snapshots", cmd_snapshots}, {"rm-snapshot", cmd_rm_snapshot}, {"fork", cmd_fork}};
   if (auto it = kVerbs.find(verb); it != kVerbs.end()) return it->second(g, rest);
   g_cmd = "cubby";
   die("unknown command \"" + verb + "\" (see 'cubby --help')");

@@ -152,12 +152,15 @@ struct ShimConfig {
   // event; this only ends a guest that never comes up, e.g. a kernel that
   // spins). Large by default; CUBBY_BOOT_TIMEOUT (seconds) sets it.
   int64_t boot_timeout_ms = kDefaultBootTimeoutMs;
+  // A vm box's first start from a snapshot's directory (`run --from`,
+  // `fork`; proto/vm_snapshot.h): restored, not booted.
+  std::string restore_dir;
   BoxSpec spec;
 };
 
 inline void to_json(nlohmann::json& j, const ShimConfig& c) {
   j = {{"t", "config"}, {"home", c.home}, {"box_id", c.box_id}, {"box_dir", c.box_dir},
-       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"tether", c.tether}, {"copy_only", c.copy_only}, {"boot_timeout_ms", c.boot_timeout_ms}, {"spec", c.spec}};
+       {"agent_path", c.agent_path}, {"isolation", c.isolation}, {"hold", c.hold}, {"tether", c.tether}, {"copy_only", c.copy_only}, {"boot_timeout_ms", c.boot_timeout_ms}, {"restore_dir", c.restore_dir}, {"spec", c.spec}};
 }
 inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.home = j.at("home").get<std::string>();
@@ -169,6 +172,7 @@ inline void from_json(const nlohmann::json& j, ShimConfig& c) {
   c.tether = j.value("tether", false);
   c.copy_only = j.value("copy_only", false);
   c.boot_timeout_ms = j.value("boot_timeout_ms", kDefaultBootTimeoutMs);
+  c.restore_dir = j.value("restore_dir", std::string());
   c.spec = j.at("spec").get<BoxSpec>();
 }
 

@@ -43,13 +43,6 @@ using store::BoxRecord;
 using store::BoxStatus;
 namespace msg = proto::msg;
 
-namespace {
-
-using launch::kAgentSocket;
-// What a ShimConfig adds to its box's spec: a few paths and flags.
-constexpr size_t kShimConfigMargin = 64 * 1024;
-constexpr const char* kSlirpSocket = "slirp.sock";  // shim/network.h's kSlirpApiSocket
-
 std::string random_id() {
   unsigned char b[16];
   size_t got = 0;
@@ -65,6 +58,14 @@ std::string random_id() {
   }
   return s;
 }
+
+namespace {
+
+using launch::kAgentSocket;
+// What a ShimConfig adds to its box's spec: a few paths and flags.
+constexpr size_t kShimConfigMargin = 64 * 1024;
+constexpr const char* kSlirpSocket = "slirp.sock";  // shim/network.h's kSlirpApiSocket
+
 
 std::string self_dir() {
   char buf[4096];
@@ -569,6 +570,12 @@ void Runtime::end_copy_start(const BoxRecord& b) {
 }
 
 Result<StartResult> Runtime::start_record(const BoxRecord& b, bool hold, bool tether, bool copy_only) {
+  auto shim = CUBBY_TRY(launch_start(b, hold, tether, copy_only, ""));
+  return await_start(b, shim, tether);
+}
+
+Result<LaunchedShim> Runtime::launch_start(const BoxRecord& b, bool hold, bool tether, bool copy_only,
+                                           const std::string& restore_dir) {
   if (b.status == BoxStatus::kRunning) return fail(Error::conflict("box " + b.name + " is already running"));
   if (b.status == BoxStatus::kRemoving) return fail(Error::conflict("box " + b.name + " is being removed"));
   ShimConfig cfg;
@@ -593,9 +600,14 @@ Result<StartResult> Runtime::start_record(const BoxRecord& b, bool hold, bool te
     cfg.spec.network = "none";
     cfg.spec.ports.clear();
   }
+  cfg.restore_dir = restore_dir;
   CUBBY_TRYV(mkdir_p(cfg.box_dir, 0700));
   auto shim = CUBBY_TRY(launch_shim(bin_dir_ + "/" + kShimName, b.id, cfg.box_dir + "/shim.log"));
   CUBBY_TRYV(shim.control.send(Json(cfg)));
+  return shim;
+}
+
+Result<StartResult> Runtime::await_start(const BoxRecord& b, LaunchedShim& shim, bool tether) {
   // Wait for the shim's verdict; its death (pidfd) ends the wait at once.
   for (;;) {
     int fds[2] = {shim.control.fd(), shim.pidfd.get()};

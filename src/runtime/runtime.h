@@ -24,6 +24,7 @@
 #include "proto/seccomp_program.h"
 #include "runtime/box_spec.h"
 #include "runtime/log_lines.h"
+#include "runtime/shim_launcher.h"
 #include "sandbox/cgroup.h"
 #include "store/store.h"
 
@@ -166,6 +167,9 @@ struct CopyOptions {
   bool one_fs = false;        // box to host: only the mount SRC is on (`export`)
 };
 
+// 32 random lowercase hex digits: a box's or a snapshot's id.
+std::string random_id();
+
 struct StartResult {
   bool ended = false;  // the box finished during start (e.g. `true`)
   int code = 0;
@@ -239,6 +243,25 @@ class Runtime {
   Result<void> set_paused(const std::string& ref, bool paused);
   // Whether a running box is paused (false where it cannot be).
   bool is_paused(const store::BoxRecord& b);
+
+  // Memory snapshots of running vm boxes (runtime/snapshots.cc,
+  // proto/vm_snapshot.h). snapshot() saves a box as it runs (memory,
+  // devices, its disk) under `name` ("" for one made of the box's name and
+  // the time); the box runs on.
+  Result<store::SnapshotRecord> snapshot(const std::string& ref, const std::string& name);
+  Result<std::vector<store::SnapshotRecord>> snapshots();
+  Result<store::SnapshotRecord> resolve_snapshot(const std::string& ref);
+  Result<void> remove_snapshot(const std::string& ref);
+  // `run --from`: n new running boxes, each a copy of the snapshot's box as
+  // it was (its processes, memory and disk) with an identity of its own
+  // (id, name, hostname, RNG, clock); name only for n == 1. Started
+  // together; a box that fails to start is removed and the error returned.
+  Result<std::vector<store::BoxRecord>> run_from_snapshot(const std::string& snapshot_ref, int n,
+                                                          const std::string& name = "");
+  // `fork`: n running copies of a running vm box (a snapshot taken for
+  // them, then dropped). The copies publish no ports (the original holds
+  // them).
+  Result<std::vector<store::BoxRecord>> fork(const std::string& ref, int n);
   // New limits for a running sandbox box's workload (only those set).
   Result<void> update_limits(const std::string& ref, const sandbox::CgroupLimits& limits);
   // Blocks until the box is no longer running; returns its record.
@@ -337,6 +360,19 @@ class Runtime {
   // The files exec_direct reads (exec.json, names/<name>), at create.
   void write_exec_index(const store::BoxRecord& b);
   Result<StartResult> start_record(const store::BoxRecord& b, bool hold, bool tether, bool copy_only);
+  // start_record's two halves: the shim launched with its config (a vm box
+  // restored from restore_dir if given), then its verdict awaited. Several
+  // boxes start at once when all are launched before any is awaited.
+  Result<LaunchedShim> launch_start(const store::BoxRecord& b, bool hold, bool tether, bool copy_only,
+                                    const std::string& restore_dir);
+  Result<StartResult> await_start(const store::BoxRecord& b, LaunchedShim& shim, bool tether);
+  // snapshots.cc: the box saved into dir (made here, removed on failure).
+  Result<void> take_snapshot(const store::BoxRecord& b, const std::string& dir);
+  // n box records copied from a snapshot's (or a box's) spec, then started
+  // restored from dir.
+  Result<std::vector<store::BoxRecord>> start_copies(const store::BoxRecord& like, const nlohmann::json& config,
+                                                     const std::string& dir, int n, const std::string& name,
+                                                     bool keep_ports);
   // `cp` on a box that is not running: starts it with only its agent (no
   // workload, no network; ShimConfig::copy_only) and updates b; false if it
   // was running already. end_copy_start() stops it again and waits until

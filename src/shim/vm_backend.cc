@@ -46,6 +46,7 @@
 #include "hypervisor/kvm_probe.h"
 #include "proto/mux.h"
 #include "proto/transport.h"
+#include "proto/vm_snapshot.h"
 #include "shim/backend.h"
 #include "proto/logfile.h"
 #include "shim/box_log.h"
@@ -60,6 +61,7 @@ namespace cubby::shim {
 namespace {
 
 namespace mux = proto::mux;
+namespace vm_snapshot = proto::vm_snapshot;
 using proto::Json;
 
 // QEMU's uid and gid: this base plus the shim's pid, so unique among live
@@ -195,10 +197,18 @@ class HostMux {
   // gets its config and runs, without a template.
   using RendezvousHandler = std::function<void(bool reached)>;
   static constexpr std::chrono::seconds kRendezvousBackstop{60};
+  // What a session whose first frame is vm_snapshot::kRequest asks for, run
+  // (on the mux's thread) once the guest has quiesced: saves the VM to dir.
+  using SnapshotHandler = std::function<Result<void>(const std::string& dir)>;
+  // A guest that does not quiesce by then (an initramfs older than the shim,
+  // a guest that hangs) is not saved; the box runs on.
+  static constexpr std::chrono::seconds kQuiesceBackstop{30};
 
-  HostMux(UniqueFd listen, UniqueFd vm, UniqueFd log, PauseHandler on_pause, RendezvousHandler on_rendezvous = {})
+  HostMux(UniqueFd listen, UniqueFd vm, UniqueFd log, PauseHandler on_pause, SnapshotHandler on_snapshot,
+          RendezvousHandler on_rendezvous = {})
       : listen_(std::move(listen)), vm_(std::move(vm)), log_(std::move(log)), on_pause_(std::move(on_pause)),
-        on_rendezvous_(std::move(on_rendezvous)), holding_(static_cast<bool>(on_rendezvous_)) {
+        on_snapshot_(std::move(on_snapshot)), on_rendezvous_(std::move(on_rendezvous)),
+        holding_(static_cast<bool>(on_rendezvous_)) {
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK);
     ::fcntl(vm_.get(), F_SETFL, O_NONBLOCK);
@@ -271,6 +281,8 @@ class HostMux {
       } else if (t == proto::msg::kRendezvous && holding_) {
         on_rendezvous_(true);  // the guest waits on its config meanwhile
         release_hold();
+      } else if (t == vm_snapshot::kQuiesced && snapshot_) {
+        finish_snapshot(true);
       }
       return;
     }
@@ -303,6 +315,62 @@ class HostMux {
     return true;
   }
 
+  // A session that opens with vm_snapshot::kRequest is the runtime's
+  // `snapshot`: the guest is asked to quiesce (proto/vm_snapshot.h), and
+  // nothing more goes to it until the VM is saved. Whether it was one.
+  bool begin_snapshot(const std::string& frame, uint32_t channel, Client& c) {
+    if (frame.size() > proto::kHeaderSize + proto::msg::kMaxPath + 64) return false;
+    auto m = mux::decode(frame);
+    if (!m || proto::msg::type_of(*m) != vm_snapshot::kRequest) return false;
+    c.answered = true;
+    auto dir = m->find("dir");
+    auto refuse = [&](const std::string& why) {
+      c.out += proto::encode({{"t", proto::msg::kError}, {"msg", why}});
+      c.closing = true;
+    };
+    if (dir == m->end() || !dir->is_string() || dir->get<std::string>().empty() || dir->get<std::string>()[0] != '/')
+      refuse("vm_snapshot: \"dir\" must be an absolute path");
+    else if (snapshot_ || holding_)
+      refuse(snapshot_ ? "a snapshot of this box is being taken" : "the VM is still starting");
+    else {
+      vm_out_ += proto::encode({{"t", vm_snapshot::kQuiesce}}, mux::kControlChannel);
+      vm_out_limit_ = vm_out_.size();  // the quiesce frame is the last the guest gets
+      snapshot_ = Snapshot{channel, dir->get<std::string>(), std::chrono::steady_clock::now() + kQuiesceBackstop};
+    }
+    return true;
+  }
+
+  // The guest quiesced (or the backstop passed): the VM is saved, the
+  // client hears how it went, and the guest runs on.
+  void finish_snapshot(bool quiesced) {
+    Result<void> r = quiesced ? on_snapshot_(snapshot_->dir)
+                              : fail(Error::internal("the guest did not quiesce within " +
+                                                     std::to_string(kQuiesceBackstop.count()) + " s: no snapshot taken"));
+    // Before anything held since the quiesce: the guest reads nothing else
+    // until it hears this.
+    vm_out_.insert(0, proto::encode({{"t", vm_snapshot::kResume}}, mux::kControlChannel));
+    vm_out_limit_ = std::string::npos;
+    if (auto it = clients_.find(snapshot_->channel); it != clients_.end()) {
+      it->second.out += r ? proto::encode({{"t", proto::msg::kOk}})
+                          : proto::encode({{"t", proto::msg::kError}, {"msg", r.error().message()}});
+      it->second.closing = true;
+    }
+    snapshot_.reset();
+  }
+
+  // Writes to the VM what may go: up to the quiesce frame while a snapshot
+  // is being taken.
+  void write_vm() {
+    if (vm_out_limit_ == std::string::npos) {
+      write_some(vm_.get(), vm_out_);
+      return;
+    }
+    std::string head = vm_out_.substr(0, vm_out_limit_);
+    size_t n = write_some(vm_.get(), head);
+    vm_out_.erase(0, n);
+    vm_out_limit_ -= n;
+  }
+
   void release_hold() {
     holding_ = false;
     std::lock_guard<std::mutex> g(mu_);
@@ -315,7 +383,7 @@ class HostMux {
     const auto hold_until = std::chrono::steady_clock::now() + kRendezvousBackstop;
     while (vm_open && !abandon_) {
       std::vector<pollfd> p = {{listen_.get(), POLLIN, 0},
-                               {vm_.get(), static_cast<short>(POLLIN | (vm_out_.empty() ? 0 : POLLOUT)), 0},
+                               {vm_.get(), static_cast<short>(POLLIN | (vm_out_.empty() || vm_out_limit_ == 0 ? 0 : POLLOUT)), 0},
                                {wake_.get(), POLLIN, 0}};
       std::vector<uint32_t> chans;
       for (auto& [ch, c] : clients_) {
@@ -326,6 +394,14 @@ class HostMux {
         chans.push_back(ch);
       }
       int timeout = -1;
+      if (snapshot_) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(snapshot_->backstop - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+          finish_snapshot(false);
+          continue;
+        }
+        timeout = static_cast<int>(left.count());
+      }
       if (holding_) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(hold_until - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
@@ -392,7 +468,7 @@ class HostMux {
               if (!*f) break;
               if (c.first) {
                 c.first = false;
-                if (answer_pause((*f)->bytes, c)) break;
+                if (answer_pause((*f)->bytes, c) || begin_snapshot((*f)->bytes, it->first, c)) break;
               }
               if (mux::acts_on_mux((*f)->bytes)) {
                 // The mux's own frames are the shim's and the guest init's,
@@ -432,7 +508,7 @@ class HostMux {
       // Nothing reaches a VM that is to become a template before its
       // rendezvous: the bytes would be in the snapshot's RAM, and every box
       // restored from it would read a session frame it was never sent.
-      if (vm_open && !holding_) write_some(vm_.get(), vm_out_);
+      if (vm_open && !holding_) write_vm();
     }
     // The VM is gone: hand clients what they are owed, then hang up.
     for (auto& [ch, c] : clients_) {
@@ -445,9 +521,18 @@ class HostMux {
     listen_.reset();  // connects now fail fast
   }
 
+  struct Snapshot {
+    uint32_t channel;  // the client that asked
+    std::string dir;
+    std::chrono::steady_clock::time_point backstop;
+  };
+
   UniqueFd listen_, vm_, log_, wake_;
   PauseHandler on_pause_;
+  SnapshotHandler on_snapshot_;
   RendezvousHandler on_rendezvous_;
+  std::optional<Snapshot> snapshot_;             // being taken
+  size_t vm_out_limit_ = std::string::npos;      // what of vm_out_ may go meanwhile
   bool holding_;  // control frames wait for the rendezvous (mux thread only, once started)
   std::thread th_;
   std::mutex mu_;
@@ -491,7 +576,7 @@ class VmInstance : public BoxInstance {
   }
 
   Result<void> allow_start() override {
-    mux_->control({{"t", "go"}});
+    if (!restored_) mux_->control({{"t", "go"}});  // a restored workload runs already
     return {};
   }
   Result<void> request_stop(int sig) override {
@@ -562,6 +647,52 @@ class VmInstance : public BoxInstance {
   bool reaped_ = false;
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
+  // `cubby snapshot` (the mux's vm_snapshot::kRequest, once the guest has
+  // quiesced; mux thread): QEMU's migration stream to dir/state with the
+  // vCPUs stopped, then, still stopped (QEMU flushed the disks when it
+  // stopped), the box disk copied and the image disk linked, so memory and
+  // disks are of one instant. The VM runs on whatever happened.
+  Result<void> snapshot_to(const std::string& dir) {
+    std::lock_guard<std::mutex> g(pause_mu_);
+    if (!snapshot_refusal_.empty()) return fail(Error::invalid(snapshot_refusal_));
+    if (paused_) return fail(Error::conflict("the VM is paused: unpause it first"));
+    if (!qmp_greeted_) {
+      CUBBY_TRYV(qmp_.handshake(std::chrono::seconds(10)));
+      qmp_greeted_ = true;
+    }
+    UniqueFd state(::open((dir + "/" + vm_snapshot::kStateFile).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!state) return sys_fail("create " + dir + "/" + vm_snapshot::kStateFile);
+    CUBBY_TRY(qmp_.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}));
+    CUBBY_TRYV(qmp_.pass_fd("snapshot", state.get()));
+    state.reset();
+    CUBBY_TRY(qmp_.execute("stop"));
+    auto saved = [&]() -> Result<void> {
+      CUBBY_TRY(qmp_.execute("migrate", {{"uri", "fd:snapshot"}}));
+      CUBBY_TRYV(await_migration(qmp_));
+      CUBBY_TRYV(copy_disk_sparse(rw_disk_, dir + "/" + vm_snapshot::kDiskFile));
+      // The image disk never changes once made: a link is a copy.
+      if (::link(image_disk_.c_str(), (dir + "/" + vm_snapshot::kImageFile).c_str()) < 0) {
+        if (errno != EXDEV) return sys_fail("link " + image_disk_);
+        CUBBY_TRYV(copy_disk_sparse(image_disk_, dir + "/" + vm_snapshot::kImageFile));
+      }
+      return write_file_atomic(dir + "/" + vm_snapshot::kKeyFile, snapshot_key_);
+    }();
+    if (auto c = resume_after_migration(qmp_); !c) {
+      LOG_ERROR("resume the VM after its snapshot: {}", c.error().message());
+      (void)qemu_.signal(SIGKILL);
+      return std::unexpected(c.error().wrap("resume the VM after its snapshot"));
+    }
+    return saved;
+  }
+
+  // What a snapshot of this VM must be restored into: everything its
+  // state depends on (as a template's key, less the image disk, which the
+  // snapshot keeps its own link to).
+  std::string snapshot_key_;
+  std::string snapshot_refusal_;  // why this VM cannot be saved ("" if it can)
+  std::string rw_disk_, image_disk_;
+  bool restored_ = false;  // from a snapshot: its workload ran before this shim
+
   // At the guest's rendezvous (mux thread): the VM's migration stream goes
   // to the template's file, then the VM runs on as this box.
   void snapshot_as_template(bool reached) {
@@ -650,7 +781,16 @@ class VmBackend : public Backend {
         return fail(Error::invalid("vm guest asset " + f + " is missing (build the cubby-vm-assets target)"));
     // An OCI bundle's rootfs (cubby-runc) is shared, not flattened: a disk
     // cached by its path would go stale when the directory changes.
-    std::string disk = spec.rootfs_dir ? "" : CUBBY_TRY(image_disk(cfg.home, spec.layers));
+    // A copy of a running box (`run --from`, `fork`): its snapshot's image
+    // disk (the very bytes the saved guest has cached) and, the first time,
+    // a copy of its box disk.
+    const std::string& snap = cfg.restore_dir;
+    if (!snap.empty() && (spec.rootfs_dir || !spec.mounts.empty()))
+      return fail(Error::invalid("a snapshot of a box with volumes or a bundle rootfs cannot be restored"));
+    std::string disk = spec.rootfs_dir ? "" : !snap.empty() ? snap + "/" + vm_snapshot::kImageFile
+                                                            : CUBBY_TRY(image_disk(cfg.home, spec.layers));
+    if (!snap.empty() && ::access((cfg.box_dir + "/disk.ext4").c_str(), F_OK) != 0)
+      CUBBY_TRYV(copy_disk_sparse(snap + "/" + vm_snapshot::kDiskFile, cfg.box_dir + "/disk.ext4"));
     std::string rw = CUBBY_TRY(box_disk(cfg.box_dir));
     // QEMU's fds 4-8 (see s.fds). (No image locking: each disk is this
     // box's QEMU's alone, or read-only; the locks only got in the way of a
@@ -692,12 +832,23 @@ class VmBackend : public Backend {
     // to boot here and keeps ~25 MiB less resident per box.
     std::string accel_opt = accel == "tcg" ? "tcg,tb-size=32" : accel;
     const bool shared_ram = !spec.mounts.empty() || spec.rootfs_dir;
+    // What a snapshot's state depends on (see VmInstance::snapshot_key_).
+    const std::string snapshot_key = "cubby vm snapshot 1\n" + file_identity(qemu) + "\n" + file_identity(kernel) +
+                                     "\n" + file_identity(initrd) + "\n" + accel_opt + "\n" + std::to_string(mem_mib) +
+                                     "M " + std::to_string(cpus) + " cpus\n" + append + "\nnetwork " + spec.network + "\n";
     // A template (shim/vm_template.h) for boxes whose devices are all the
     // shim's own: virtio-fs needs guest RAM shared with virtiofsd.
     std::optional<VmTemplate> tmpl;
     UniqueFd stream;  // restore: the template QEMU reads; build: the file it writes
     bool restoring = false;
-    if (may_template && !shared_ram && templates_enabled()) {
+    if (!snap.empty()) {
+      auto key = read_file(snap + "/" + vm_snapshot::kKeyFile, 64 * 1024);
+      if (!key || *key != snapshot_key)
+        return fail(Error::conflict("the snapshot was taken by another QEMU, guest kernel or agent build (or with "
+                                    "other memory, cpus or network): it cannot be restored here"));
+      stream = CUBBY_TRY(open_for_qemu(snap + "/" + vm_snapshot::kStateFile, O_RDONLY));
+      restoring = true;
+    } else if (may_template && !shared_ram && templates_enabled()) {
       std::string key = "cubby vm template 1\n" + file_identity("/proc/self/exe") + "\n" + file_identity(qemu) + "\n" +
                         file_identity(kernel) + "\n" + file_identity(initrd) + "\n" + file_identity(disk) + "\n" +
                         accel_opt + "\n" + std::to_string(mem_mib) + "M " + std::to_string(cpus) + " cpus\n" + append +
@@ -813,13 +964,15 @@ class VmBackend : public Backend {
     if (restoring) {
       // A template that does not restore is removed and the box boots cold:
       // never an error of the box's.
-      if (auto r = restore_template(*inst, stream_fd); !r) {
+      if (auto r = restore_template(*inst, stream_fd); !r && !snap.empty()) {
+        return std::unexpected(r.error().wrap("restore the snapshot"));
+      } else if (!r) {
         LOG_WARN("vm template {}: restore failed ({}); booting cold", tmpl->dir(), r.error().message());
         tmpl->discard();
         inst.reset();  // QEMU killed and reaped, the log closed
         return launch_as(cfg, false);
       }
-      inst->note_start("template");
+      inst->note_start(snap.empty() ? "template" : "snapshot");
     } else if (!tmpl) {
       inst->note_start("cold");
     }
@@ -867,6 +1020,12 @@ class VmBackend : public Backend {
     if (!spec.seccomp.empty()) agent_cfg["seccomp"] = spec.seccomp;
     if (!guest_volumes.empty()) agent_cfg["volumes"] = guest_volumes;
     if (spec.rootfs_dir) agent_cfg["root_tag"] = kRootTag;
+    inst->snapshot_key_ = snapshot_key;
+    inst->rw_disk_ = rw;
+    inst->image_disk_ = disk;
+    inst->restored_ = !snap.empty();
+    if (shared_ram) inst->snapshot_refusal_ = "a vm box with volumes (or a bundle rootfs) cannot be snapshotted yet: its "
+                                              "memory is shared with virtiofsd";
     VmInstance* vm = inst.get();  // the mux thread ends (cleanup) before the instance does
     HostMux::RendezvousHandler on_rendezvous;
     if (tmpl && !restoring) {
@@ -875,8 +1034,18 @@ class VmBackend : public Backend {
     }
     inst->template_ = std::move(tmpl);
     inst->mux_ = std::make_unique<HostMux>(std::move(listen), std::move(host_end), std::move(log),
-                                           [vm](bool paused) { return vm->set_paused(paused); }, std::move(on_rendezvous));
-    inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
+                                           [vm](bool paused) { return vm->set_paused(paused); },
+                                           [vm](const std::string& dir) { return vm->snapshot_to(dir); },
+                                           std::move(on_rendezvous));
+    if (snap.empty()) {
+      inst->mux_->control({{"t", "config"}, {"cfg", agent_cfg}});
+    } else {
+      // The restored guest waits, quiesced, for this before anything else.
+      inst->mux_->control({{"t", vm_snapshot::kRestored},
+                           {"seed", agent_cfg["seed"]},
+                           {"now_ns", agent_cfg["now_ns"]},
+                           {"hostname", spec.hostname}});
+    }
     inst->mux_->start();
     return std::unique_ptr<BoxInstance>(std::move(inst));
   }

@@ -226,6 +226,39 @@ int collect_unused_image_disks(const std::string& home) {
   return static_cast<int>(gone.size());
 }
 
+Result<void> copy_disk_sparse(const std::string& src, const std::string& dst) {
+  UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return sys_fail("open " + src);
+  struct stat st;
+  if (::fstat(in.get(), &st) < 0) return sys_fail("stat " + src);
+  const std::string tmp = dst + ".partial";
+  ::unlink(tmp.c_str());
+  UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out) return sys_fail("create " + tmp);
+  auto copy = [&]() -> Result<void> {
+    if (::ftruncate(out.get(), st.st_size) < 0) return sys_fail("size " + tmp);
+    for (off_t at = 0; at < st.st_size;) {
+      off_t data = ::lseek(in.get(), at, SEEK_DATA);
+      if (data < 0 && errno == ENXIO) break;  // only a hole is left
+      if (data < 0) return sys_fail("seek " + src);
+      off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+      if (hole < 0) return sys_fail("seek " + src);
+      for (loff_t from = data, to = data; from < hole;) {
+        ssize_t n = ::copy_file_range(in.get(), &from, out.get(), &to, static_cast<size_t>(hole - from), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? sys_fail("copy " + src) : fail(Error::internal(src + " shrank while copied"));
+      }
+      at = hole;
+    }
+    if (::fsync(out.get()) < 0) return sys_fail("sync " + tmp);
+    if (::rename(tmp.c_str(), dst.c_str()) < 0) return sys_fail("rename " + tmp);
+    return {};
+  };
+  auto r = copy();
+  if (!r) ::unlink(tmp.c_str());
+  return r;
+}
+
 Result<std::string> box_disk(const std::string& box_dir) {
   std::string path = box_dir + "/disk.ext4";
   if (::access(path.c_str(), R_OK | W_OK) == 0) return path;

@@ -58,6 +58,20 @@ const char* const kMigrations[] = {
     "ALTER TABLE boxes ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0;",
     // 2 -> 3: how many times the shim restarted the box by its --restart policy since it was started.
     "ALTER TABLE boxes ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;",
+    // 3 -> 4: snapshots of running vm boxes (cubby snapshot).
+    R"sql(
+    CREATE TABLE snapshots (
+      id          TEXT PRIMARY KEY,
+      name        TEXT NOT NULL UNIQUE,
+      box_id      TEXT NOT NULL,
+      box_name    TEXT NOT NULL,
+      image       TEXT NOT NULL,
+      image_id    TEXT NOT NULL,
+      created_at  TEXT NOT NULL,
+      config      TEXT NOT NULL,
+      size        INTEGER NOT NULL DEFAULT 0
+    );
+    )sql",
 };
 
 // RAII prepared statement.
@@ -407,8 +421,11 @@ Result<std::vector<std::string>> select_strings(sqlite3* db, const char* sql, co
 Result<std::vector<std::string>> Store::layers_in_use() {
   // A config that is not JSON fails the whole query: the caller then keeps
   // every layer rather than guess.
+  // A snapshot's layers stay too: a box made from it boots from them when
+  // it is started again.
   return select_strings(db_,
-                        "SELECT DISTINCT j.value FROM boxes, json_each(boxes.config, '$.layers') AS j "
+                        "SELECT j.value FROM boxes, json_each(boxes.config, '$.layers') AS j WHERE j.type='text' "
+                        "UNION SELECT j.value FROM snapshots, json_each(snapshots.config, '$.layers') AS j "
                         "WHERE j.type='text'",
                         "list the layers boxes use");
 }
@@ -421,6 +438,62 @@ Result<std::vector<std::string>> Store::layers_in_use(const std::string& home) {
   }
   auto db = CUBBY_TRY(open(home));
   return db.layers_in_use();
+}
+
+namespace {
+constexpr const char* kSnapshotColumns = "id,name,box_id,box_name,image,image_id,created_at,config,size";
+
+Result<std::vector<SnapshotRecord>> read_snapshots(sqlite3* db, Stmt& st) {
+  std::vector<SnapshotRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    SnapshotRecord r;
+    r.id = col_text(st.get(), 0);
+    r.name = col_text(st.get(), 1);
+    r.box_id = col_text(st.get(), 2);
+    r.box_name = col_text(st.get(), 3);
+    r.image = col_text(st.get(), 4);
+    r.image_id = col_text(st.get(), 5);
+    r.created_at = col_text(st.get(), 6);
+    r.config = nlohmann::json::parse(col_text(st.get(), 7), nullptr, false);
+    if (r.config.is_discarded()) r.config = nlohmann::json::object();
+    r.size = sqlite3_column_int64(st.get(), 8);
+    out.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return fail(db_error(db, "list snapshots"));
+  return out;
+}
+}  // namespace
+
+Result<void> Store::insert_snapshot(const SnapshotRecord& r) {
+  Stmt st(db_,
+          "INSERT INTO snapshots(id,name,box_id,box_name,image,image_id,created_at,config,size) "
+          "VALUES(?,?,?,?,?,?,?,?,?)");
+  st.bind(1, r.id).bind(2, r.name).bind(3, r.box_id).bind(4, r.box_name).bind(5, r.image).bind(6, r.image_id)
+      .bind(7, r.created_at).bind(8, r.config.dump()).bind(9, r.size);
+  int rc = st.step();
+  if (rc == SQLITE_CONSTRAINT) return fail(Error::conflict("a snapshot named \"" + r.name + "\" exists already"));
+  if (rc != SQLITE_DONE) return fail(db_error(db_, "insert snapshot"));
+  return {};
+}
+
+Result<std::vector<SnapshotRecord>> Store::list_snapshots() {
+  Stmt st(db_, (std::string("SELECT ") + kSnapshotColumns + " FROM snapshots ORDER BY created_at, id").c_str());
+  return read_snapshots(db_, st);
+}
+
+Result<std::vector<SnapshotRecord>> Store::match_snapshots(const std::string& key) {
+  Stmt st(db_, (std::string("SELECT ") + kSnapshotColumns +
+                " FROM snapshots WHERE (id >= ?1 AND id < ?2) OR name = ?3").c_str());
+  st.bind(1, key).bind(2, key + "~").bind(3, key);
+  return read_snapshots(db_, st);
+}
+
+Result<void> Store::remove_snapshot(const std::string& id) {
+  Stmt st(db_, "DELETE FROM snapshots WHERE id=?");
+  st.bind(1, id);
+  if (st.step() != SQLITE_DONE) return fail(db_error(db_, "remove snapshot"));
+  return {};
 }
 
 Result<std::vector<std::string>> Store::box_ids() { return select_strings(db_, "SELECT id FROM boxes", "list box ids"); }

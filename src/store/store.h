@@ -52,6 +52,18 @@ struct BoxRecord {
   int restart_count = 0;                // restarts by the --restart policy since the last start (Docker's RestartCount)
 };
 
+// A saved running vm box (`cubby snapshot`; proto/vm_snapshot.h): its files
+// live in <home>/snapshots/<id>/, this record says what it is.
+struct SnapshotRecord {
+  std::string id;    // 32 lowercase hex
+  std::string name;  // unique among snapshots
+  std::string box_id, box_name;  // the box it was taken of (which may be gone)
+  std::string image, image_id;
+  std::string created_at;
+  nlohmann::json config;  // the box's spec then (runtime/box_spec.h); its layers stay in use
+  int64_t size = 0;       // bytes the snapshot's files take on disk
+};
+
 // For a short-lived process that opens one store and exits (the CLI): tunes
 // SQLite's process-wide memory setup so opening a connection touches fewer
 // fresh pages (no lookaside arena, no bulk page-cache arena; each is filled
@@ -97,6 +109,12 @@ class Store {
   // The ids of every record (the orphan sweep compares box directories with them).
   Result<std::vector<std::string>> box_ids();
 
+  Result<void> insert_snapshot(const SnapshotRecord& s);
+  Result<std::vector<SnapshotRecord>> list_snapshots();
+  // Snapshots whose id starts with prefix_or_name, or whose name it is.
+  Result<std::vector<SnapshotRecord>> match_snapshots(const std::string& prefix_or_name);
+  Result<void> remove_snapshot(const std::string& id);
+
   // created|stopped|exited -> running with this shim. False if the box is
   // gone, being removed or already running (another shim won).
   Result<bool> mark_running(const std::string& id, pid_t shim_pid, uint64_t shim_start);
@@ -131,7 +149,7 @@ class Store {
   Result<void> finish_removal(const std::string& id, const std::string& box_dir);
 
   int schema_version();
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

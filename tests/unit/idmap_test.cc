@@ -98,7 +98,11 @@ TEST_F(IdMap, ConcurrentClaimsInTheStoreAreDisjoint) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       auto db = store::Store::open(dir_);
-      if (!db) ::_exit(2);
+      if (!db) {
+        std::string m = "open: " + db.error().message() + "\n";
+        (void)!::write(2, m.data(), m.size());
+        ::_exit(2);
+      }
       for (int j = 0; j < kEach; ++j) {
         store::BoxRecord b;
         b.id = std::string(30, 'a') + static_cast<char>('a' + i) + static_cast<char>('a' + j);
