@@ -32,6 +32,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -238,6 +239,11 @@ class HostMux {
   int exit_code() const { return exit_code_.load(); }
 
  private:
+  struct Snapshot {
+    uint32_t channel;  // the client that asked
+    std::string dir;
+    std::chrono::steady_clock::time_point backstop;
+  };
   struct Client {
     UniqueFd fd;
     mux::RawSplitter split;
@@ -330,14 +336,20 @@ class HostMux {
     };
     if (dir == m->end() || !dir->is_string() || dir->get<std::string>().empty() || dir->get<std::string>()[0] != '/')
       refuse("vm_snapshot: \"dir\" must be an absolute path");
-    else if (snapshot_ || holding_)
-      refuse(snapshot_ ? "a snapshot of this box is being taken" : "the VM is still starting");
-    else {
-      vm_out_ += proto::encode({{"t", vm_snapshot::kQuiesce}}, mux::kControlChannel);
-      vm_out_limit_ = vm_out_.size();  // the quiesce frame is the last the guest gets
-      snapshot_ = Snapshot{channel, dir->get<std::string>(), std::chrono::steady_clock::now() + kQuiesceBackstop};
-    }
+    else if (holding_)
+      refuse("the VM is still starting");
+    else if (snapshot_)
+      snapshot_queue_.push_back(Snapshot{channel, dir->get<std::string>(), {}});  // after this one
+    else
+      quiesce(Snapshot{channel, dir->get<std::string>(), {}});
     return true;
+  }
+
+  void quiesce(Snapshot s) {
+    vm_out_ += proto::encode({{"t", vm_snapshot::kQuiesce}}, mux::kControlChannel);
+    vm_out_limit_ = vm_out_.size();  // the quiesce frame is the last the guest gets
+    s.backstop = std::chrono::steady_clock::now() + kQuiesceBackstop;
+    snapshot_ = std::move(s);
   }
 
   // The guest quiesced (or the backstop passed): the VM is saved, the
@@ -356,6 +368,11 @@ class HostMux {
       it->second.closing = true;
     }
     snapshot_.reset();
+    if (!snapshot_queue_.empty()) {
+      Snapshot next = std::move(snapshot_queue_.front());
+      snapshot_queue_.pop_front();
+      quiesce(std::move(next));
+    }
   }
 
   // Writes to the VM what may go: up to the quiesce frame while a snapshot
@@ -521,17 +538,14 @@ class HostMux {
     listen_.reset();  // connects now fail fast
   }
 
-  struct Snapshot {
-    uint32_t channel;  // the client that asked
-    std::string dir;
-    std::chrono::steady_clock::time_point backstop;
-  };
+
 
   UniqueFd listen_, vm_, log_, wake_;
   PauseHandler on_pause_;
   SnapshotHandler on_snapshot_;
   RendezvousHandler on_rendezvous_;
   std::optional<Snapshot> snapshot_;             // being taken
+  std::deque<Snapshot> snapshot_queue_;          // asked for meanwhile
   size_t vm_out_limit_ = std::string::npos;      // what of vm_out_ may go meanwhile
   bool holding_;  // control frames wait for the rendezvous (mux thread only, once started)
   std::thread th_;
