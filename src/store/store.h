@@ -155,6 +155,7 @@ class Store {
   explicit Store(sqlite3* db) : db_(db) {}
   Result<void> exec(const char* sql);
   Result<void> migrate();
+  std::string journal_mode();
   sqlite3* db_ = nullptr;
 };
 
