@@ -163,10 +163,37 @@ TEST_F(StoreCas, LayersInUseCoverEveryRecord) {
                                            "/h/images/layers/l4"}));
 }
 
+// Snapshots (schema 4): recorded, found by name or id prefix, removed; the
+// layers of their box's spec stay in use while they exist (a box made from
+// one boots from them again).
+TEST_F(StoreCas, SnapshotsAreFoundAndHoldTheirLayers) {
+  Store db = open();
+  store::SnapshotRecord s;
+  s.id = std::string(31, 'a') + "1";
+  s.name = "snap";
+  s.box_id = std::string(32, 'b');
+  s.box_name = "web";
+  s.image = "busybox";
+  s.image_id = "x";
+  s.created_at = "t";
+  s.config = {{"layers", {"/h/images/layers/s1"}}};
+  s.size = 42;
+  ASSERT_TRUE(db.insert_snapshot(s));
+  EXPECT_EQ(db.insert_snapshot(s).error().kind(), ErrorKind::kConflict);
+  EXPECT_EQ(Store::layers_in_use(home_).value(), std::vector<std::string>{"/h/images/layers/s1"});
+  ASSERT_EQ(db.match_snapshots("snap").value().size(), 1u);
+  ASSERT_EQ(db.match_snapshots("aaaa").value().size(), 1u);
+  EXPECT_EQ(db.match_snapshots("aaaa").value()[0].size, 42);
+  EXPECT_EQ(db.list_snapshots().value().at(0).box_name, "web");
+  ASSERT_TRUE(db.remove_snapshot(s.id));
+  EXPECT_TRUE(db.list_snapshots().value().empty());
+  EXPECT_TRUE(Store::layers_in_use(home_).value().empty());
+}
+
 // oom_killed (schema 2): recorded by the end of a run, cleared by the next start.
 TEST_F(StoreCas, OomKilledIsRecordedAtTheEndAndClearedAtTheStart) {
   Store db = open();
-  EXPECT_EQ(db.schema_version(), 3);
+  EXPECT_EQ(db.schema_version(), Store::kSchemaVersion);
   BoxRecord b = box('b');
   ASSERT_TRUE(db.insert_box(b));
   EXPECT_FALSE(db.get_box(b.id).value()->oom_killed);
@@ -199,7 +226,7 @@ TEST_F(StoreCas, SchemaOneStoreIsMigrated) {
   sqlite3_close(raw);
 
   Store db = open();
-  EXPECT_EQ(db.schema_version(), 3);
+  EXPECT_EQ(db.schema_version(), Store::kSchemaVersion);
   auto old = db.get_box(std::string(32, 'c')).value();
   ASSERT_TRUE(old);
   EXPECT_EQ(old->name, "old");
