@@ -5,6 +5,9 @@
 // is exact: a copy that booted instead of being restored would start again
 // at 1.
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -220,7 +223,7 @@ TEST_F(VmSnapshot, AnOpenSessionGoesOnInTheOriginalAndEndsInTheCopy) {
 // kill -9 during a snapshot: of QEMU (the snapshot fails in one line, the
 // box ended, nothing half-made stays), and of the CLI that asked (the shim
 // finishes; the partial directory of the dead CLI is swept by the next
-// snapshot, which succeeds).
+// snapshot, which succeeds); and of the shim of a box being restored.
 TEST_F(VmSnapshot, KilledDuringASnapshotLeavesNothingAndTheNextOneWorks) {
   UniqueFd in(::inotify_init1(IN_CLOEXEC));
   ASSERT_TRUE(mkdir_p(home_ + "/snapshots"));
@@ -256,6 +259,39 @@ TEST_F(VmSnapshot, KilledDuringASnapshotLeavesNothingAndTheNextOneWorks) {
   auto s = cubby({"snapshot", box, "kept"});
   ASSERT_EQ(s.rc, 0) << s.err;
   EXPECT_EQ(snapshot_dirs(), std::vector<std::string>{s.out.substr(0, 32)}) << "a dead CLI's partial snapshot stayed";
+  // kill -9 of the shim of a box being restored: the run fails in one
+  // line, the half-made box is removed, and the next restore works. The
+  // window is made certain: the snapshot's stream is put behind a FIFO that
+  // this test feeds, so QEMU is mid-restore when the shim dies.
+  const std::string state = home_ + "/snapshots/" + s.out.substr(0, 32) + "/state";
+  ASSERT_EQ(::rename(state.c_str(), (state + ".real").c_str()), 0);
+  ASSERT_EQ(::mkfifo(state.c_str(), 0600), 0);
+  UniqueFd fifo(::open(state.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(fifo);
+  auto real = read_file(state + ".real").value();
+  auto [rerr_r, rerr_w] = sys::make_pipe().value();
+  ChildProcess restore = spawn_cubby(home_, {"run", "--from", "kept", "-d", "--name", "doomed"}, -1, rerr_w.get());
+  rerr_w.reset();
+  // 1 MiB of the stream taken by QEMU (a pipe holds 64 KiB): the restore is under way.
+  for (size_t sent = 0; sent < (1u << 20);) {
+    pollfd p[2] = {{fifo.get(), POLLOUT, 0}, {restore.pidfd(), POLLIN, 0}};
+    ASSERT_GT(::poll(p, 2, 120000), 0) << "QEMU never read the stream";  // backstop
+    ASSERT_FALSE(p[1].revents) << "the restore ended before QEMU read its stream: "
+                               << sys::read_all(rerr_r.get()).value_or("");
+    ssize_t n = ::write(fifo.get(), real.data() + sent, (1u << 20) - sent);
+    if (n > 0) sent += static_cast<size_t>(n);
+  }
+  pid_t doomed_shim = shim_pid("doomed");
+  ASSERT_GT(doomed_shim, 0);
+  ASSERT_EQ(::kill(doomed_shim, SIGKILL), 0);
+  auto rst = restore.wait();
+  ASSERT_TRUE(rst);
+  auto rerr = sys::read_all(rerr_r.get()).value_or("");
+  EXPECT_EQ(rst->code, 125) << rerr;
+  EXPECT_EQ(std::count(rerr.begin(), rerr.end(), '\n'), 1) << rerr;
+  EXPECT_NE(cubby({"inspect", "doomed"}).rc, 0) << "the half-made copy was kept";
+  fifo.reset();
+  ASSERT_EQ(::rename((state + ".real").c_str(), state.c_str()), 0);
   auto r = cubby({"run", "--from", "kept", "-d"});
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(exec(r.out.substr(0, 32), "echo alive"), "alive\n");
