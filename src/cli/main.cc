@@ -747,9 +747,7 @@ int cmd_snapshots(const Global& g, const std::vector<std::string>& rest) {
   auto snaps = check(rt.snapshots());
   if (format == "json") {
     json arr = json::array();
-    for (auto& s : snaps)
-      arr.push_back({{"id", s.id}, {"name", s.name}, {"box_id", s.box_id}, {"box_name", s.box_name},
-                     {"image", s.image}, {"created_at", s.created_at}, {"size", s.size}});
+    for (auto& s : snaps) arr.push_back(Runtime::snapshot_json(s));
     std::cout << arr.dump() << "\n";
   } else if (quiet) {
     for (auto& s : snaps) std::cout << (no_trunc ? s.id : s.id.substr(0, 12)) << "\n";

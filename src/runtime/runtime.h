@@ -262,6 +262,8 @@ class Runtime {
   // them, then dropped). The copies publish no ports (the original holds
   // them).
   Result<std::vector<store::BoxRecord>> fork(const std::string& ref, int n);
+  // A snapshot as `snapshots --format json` and the API show it.
+  static nlohmann::json snapshot_json(const store::SnapshotRecord& s);
   // New limits for a running sandbox box's workload (only those set).
   Result<void> update_limits(const std::string& ref, const sandbox::CgroupLimits& limits);
   // Blocks until the box is no longer running; returns its record.

@@ -137,6 +137,11 @@ Result<SnapshotRecord> Runtime::snapshot(const std::string& ref, const std::stri
 
 Result<std::vector<SnapshotRecord>> Runtime::snapshots() { return db_.list_snapshots(); }
 
+Json Runtime::snapshot_json(const SnapshotRecord& s) {
+  return {{"id", s.id},       {"name", s.name},   {"box_id", s.box_id},         {"box_name", s.box_name},
+          {"image", s.image}, {"image_id", s.image_id}, {"created_at", s.created_at}, {"size", s.size}};
+}
+
 Result<SnapshotRecord> Runtime::resolve_snapshot(const std::string& ref) {
   if (ref.empty()) return fail(Error::invalid("empty snapshot reference"));
   auto found = CUBBY_TRY(db_.match_snapshots(ref));

@@ -156,6 +156,59 @@ asio::awaitable<Reply> box_set_paused(Server& srv, Request& req, bool paused) {
 asio::awaitable<Reply> box_pause(Server& srv, Request& req) { return box_set_paused(srv, req, true); }
 asio::awaitable<Reply> box_unpause(Server& srv, Request& req) { return box_set_paused(srv, req, false); }
 
+// Memory snapshots of running vm boxes (runtime/snapshots.cc): the
+// snapshot, a box's forks, and boxes restored from a snapshot.
+asio::awaitable<Reply> box_snapshot(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  std::string name = req.q("name").value_or("");
+  auto work = [&](Runtime& rt) { return Runtime::snapshot_json(unwrap(rt.snapshot(ref, name))); };
+  json j = co_await srv.blocking(std::move(work));
+  co_return json_reply(http::status::created, j);
+}
+
+json boxes_json(Runtime& rt, const std::vector<store::BoxRecord>& boxes) {
+  json arr = json::array();
+  for (const auto& b : boxes) arr.push_back(rt.describe(b, true));
+  return arr;
+}
+
+asio::awaitable<Reply> box_fork(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  int n = static_cast<int>(req.q_int("count", 1, 1, 64));
+  auto work = [&](Runtime& rt) { return boxes_json(rt, unwrap(rt.fork(ref, n))); };
+  json j = co_await srv.blocking(std::move(work));
+  co_return json_reply(http::status::created, j);
+}
+
+asio::awaitable<Reply> snapshot_list(Server& srv, Request&) {
+  auto work = [&](Runtime& rt) {
+    json arr = json::array();
+    for (const auto& s : unwrap(rt.snapshots())) arr.push_back(Runtime::snapshot_json(s));
+    return arr;
+  };
+  json j = co_await srv.blocking(std::move(work));
+  co_return json_reply(http::status::ok, j);
+}
+
+asio::awaitable<Reply> snapshot_remove(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  auto work = [&](Runtime& rt) {
+    unwrap(rt.remove_snapshot(ref));
+    return true;
+  };
+  co_await srv.blocking(std::move(work));
+  co_return no_content();
+}
+
+asio::awaitable<Reply> snapshot_run(Server& srv, Request& req) {
+  std::string ref = req.param("ref");
+  std::string name = req.q("name").value_or("");
+  int n = static_cast<int>(req.q_int("count", 1, 1, 64));
+  auto work = [&](Runtime& rt) { return boxes_json(rt, unwrap(rt.run_from_snapshot(ref, n, name))); };
+  json j = co_await srv.blocking(std::move(work));
+  co_return json_reply(http::status::created, j);
+}
+
 asio::awaitable<Reply> box_remove(Server& srv, Request& req) {
   std::string ref = req.param("ref");
   bool force = req.q_bool("force", false);
@@ -268,6 +321,11 @@ void add_box_routes(std::vector<Route>& r) {
   r.push_back({http::verb::post, "/v1/boxes/{ref}/kill", box_kill});
   r.push_back({http::verb::post, "/v1/boxes/{ref}/pause", box_pause});
   r.push_back({http::verb::post, "/v1/boxes/{ref}/unpause", box_unpause});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/snapshot", box_snapshot});
+  r.push_back({http::verb::post, "/v1/boxes/{ref}/fork", box_fork});
+  r.push_back({http::verb::get, "/v1/snapshots", snapshot_list});
+  r.push_back({http::verb::delete_, "/v1/snapshots/{ref}", snapshot_remove});
+  r.push_back({http::verb::post, "/v1/snapshots/{ref}/run", snapshot_run});
   r.push_back({http::verb::post, "/v1/boxes/{ref}/wait", box_wait});
   r.push_back({http::verb::get, "/v1/boxes/{ref}/logs", box_logs});
   r.push_back({http::verb::get, "/v1/boxes/{ref}/ports", box_ports});

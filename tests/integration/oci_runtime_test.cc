@@ -3,6 +3,7 @@
 // the pid file, exit statuses, and the --log JSON error of a config it
 // cannot honour. Every test leaves no container, box, process or mount.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -662,6 +663,20 @@ TEST_F(OciRuntime, TheConfigsSeccompProfileIsTheBoxsFilter) {
   auto e = runc({"exec", "--process", home_ + "/process.json", "sc1"}, eout);
   EXPECT_EQ(e.rc, 0) << e.err;
   EXPECT_EQ(read_file(eout).value_or(""), "mkdir: can't create directory '/tmp/by-exec': Text file busy\nrc=1\n");
+  // The workload writes its last line on its own time: wait for it (each
+  // write is an inotify event; the poll's timeout is a backstop), else the
+  // kill below can cut it short (a CI flake).
+  {
+    UniqueFd w(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    ASSERT_GE(::inotify_add_watch(w.get(), out.c_str(), IN_MODIFY), 0);
+    while (read_file(out).value_or("").find("waited=") == std::string::npos) {
+      pollfd p{w.get(), POLLIN, 0};
+      ASSERT_GT(::poll(&p, 1, 60000), 0) << "the workload never wrote its last line: " << read_file(out).value_or("");
+      alignas(inotify_event) char buf[4096];
+      while (::read(w.get(), buf, sizeof buf) > 0) {
+      }
+    }
+  }
   ASSERT_EQ(runc({"kill", "sc1", "KILL"}).rc, 0);
   EXPECT_EQ(wait_init(pid), 137);
   // SIGUSR1 was denied (EPERM, the default errno), signal 0 and SIGUSR2 were not.

@@ -149,6 +149,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(transport=transport, base_url=self._base, headers=headers,
                                        timeout=request_timeout)
         self.images = AsyncImages(self)
+        self.snapshots = AsyncSnapshots(self)
         self._started_lock = asyncio.Lock()
         # Whole-answer calls go through h11 on asyncio streams, streams
         # through httpx (_async_http.py says why).
@@ -399,6 +400,18 @@ class AsyncBox:
 
     async def unpause(self) -> None:
         self.info = BoxInfo(await self._c._json("POST", self._path + "/unpause"))
+
+    async def snapshot(self, name: Optional[str] = None) -> Dict[str, Any]:
+        """Saves this running vm box as it is (its processes' memory, devices,
+        disk); the box runs on (``cubby snapshot``). Returns the snapshot;
+        ``client.snapshots.run()`` starts boxes from it."""
+        return await self._c._json("POST", self._path + "/snapshot", params={"name": name} if name else None, wait=300)
+
+    async def fork(self, count: int = 1) -> List["AsyncBox"]:
+        """`count` running copies of this vm box, each with its own disk and
+        identity, its processes going on from now (``cubby fork``)."""
+        boxes = await self._c._json("POST", self._path + "/fork", params={"count": int(count)}, wait=300)
+        return [AsyncBox(self._c, b) for b in boxes]
 
     async def remove(self, force: bool = False) -> None:
         await self._c._json("DELETE", self._path, params={"force": "true" if force else "false"}, wait=15)
@@ -690,6 +703,29 @@ async def _file_chunks(f: Any) -> AsyncIterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+class AsyncSnapshots:
+    """The home's snapshots of running vm boxes (``box.snapshot()``)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+    async def list(self) -> List[Dict[str, Any]]:
+        return await self._c._json("GET", "/v1/snapshots")
+
+    async def run(self, ref: str, count: int = 1, name: Optional[str] = None) -> List["AsyncBox"]:
+        """Starts `count` boxes restored from the snapshot (``cubby run --from``):
+        their processes go on from where they were, each box with its own id,
+        hostname, disk copy, RNG and clock."""
+        params: Dict[str, Any] = {"count": int(count)}
+        if name:
+            params["name"] = name
+        boxes = await self._c._json("POST", f"/v1/snapshots/{_q(ref)}/run", params=params, wait=300)
+        return [AsyncBox(self._c, b) for b in boxes]
+
+    async def remove(self, ref: str) -> None:
+        await self._c._json("DELETE", f"/v1/snapshots/{_q(ref)}")
 
 
 class AsyncImages:

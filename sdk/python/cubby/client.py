@@ -90,6 +90,7 @@ class Client:
             raise
         self._a._use_blocking_transport()
         self.images = Images(self._loop, self._a.images)
+        self.snapshots = Snapshots(self._loop, self._a.snapshots)
 
     def __enter__(self) -> "Client":
         return self
@@ -167,6 +168,12 @@ class Box:
 
     def pause(self) -> None:
         _inline(self._a.pause())
+
+    def snapshot(self, name: Optional[str] = None) -> Dict[str, Any]:
+        return _inline(self._a.snapshot(name))
+
+    def fork(self, count: int = 1) -> List["Box"]:
+        return [Box(self._loop, b) for b in _inline(self._a.fork(count))]
 
     def unpause(self) -> None:
         _inline(self._a.unpause())
@@ -260,6 +267,23 @@ class Files:
 
     def download(self, box_path: str, local_dir: str) -> None:
         self._loop.run(self._a.download(box_path, local_dir))
+
+
+class Snapshots:
+    """The home's snapshots; see :class:`cubby.aio.AsyncSnapshots`."""
+
+    def __init__(self, loop: _Loop, a: aio.AsyncSnapshots) -> None:
+        self._loop = loop
+        self._a = a
+
+    def list(self) -> List[Dict[str, Any]]:
+        return _inline(self._a.list())
+
+    def run(self, ref: str, count: int = 1, name: Optional[str] = None) -> List["Box"]:
+        return [Box(self._loop, b) for b in _inline(self._a.run(ref, count, name))]
+
+    def remove(self, ref: str) -> None:
+        _inline(self._a.remove(ref))
 
 
 class Images:
