@@ -661,6 +661,21 @@ class VmInstance : public BoxInstance {
   bool reaped_ = false;
   bool killed_ = false;  // the SIGKILL that ended QEMU was ours
   std::string hint_;
+  // QEMU's migration stream to fd (passed to QEMU under `name`), with the
+  // vCPUs stopped first; they stay stopped: the caller resumes the VM
+  // (resume_after_migration) whatever this returned.
+  Result<void> migrate_stopped_to(int fd, const char* name) {
+    if (!qmp_greeted_) {
+      CUBBY_TRYV(qmp_.handshake(std::chrono::seconds(10)));
+      qmp_greeted_ = true;
+    }
+    CUBBY_TRY(qmp_.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}));
+    CUBBY_TRYV(qmp_.pass_fd(name, fd));
+    CUBBY_TRY(qmp_.execute("stop"));
+    CUBBY_TRY(qmp_.execute("migrate", {{"uri", std::string("fd:") + name}}));
+    return await_migration(qmp_);
+  }
+
   // `cubby snapshot` (the mux's vm_snapshot::kRequest, once the guest has
   // quiesced; mux thread): QEMU's migration stream to dir/state with the
   // vCPUs stopped, then, still stopped (QEMU flushed the disks when it
@@ -670,19 +685,10 @@ class VmInstance : public BoxInstance {
     std::lock_guard<std::mutex> g(pause_mu_);
     if (!snapshot_refusal_.empty()) return fail(Error::invalid(snapshot_refusal_));
     if (paused_) return fail(Error::conflict("the VM is paused: unpause it first"));
-    if (!qmp_greeted_) {
-      CUBBY_TRYV(qmp_.handshake(std::chrono::seconds(10)));
-      qmp_greeted_ = true;
-    }
     UniqueFd state(::open((dir + "/" + vm_snapshot::kStateFile).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!state) return sys_fail("create " + dir + "/" + vm_snapshot::kStateFile);
-    CUBBY_TRY(qmp_.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}));
-    CUBBY_TRYV(qmp_.pass_fd("snapshot", state.get()));
-    state.reset();
-    CUBBY_TRY(qmp_.execute("stop"));
     auto saved = [&]() -> Result<void> {
-      CUBBY_TRY(qmp_.execute("migrate", {{"uri", "fd:snapshot"}}));
-      CUBBY_TRYV(await_migration(qmp_));
+      CUBBY_TRYV(migrate_stopped_to(state.get(), "snapshot"));
       CUBBY_TRYV(copy_disk_sparse(rw_disk_, dir + "/" + vm_snapshot::kDiskFile));
       // The image disk never changes once made: a link is a copy.
       if (::link(image_disk_.c_str(), (dir + "/" + vm_snapshot::kImageFile).c_str()) < 0) {
@@ -717,17 +723,7 @@ class VmInstance : public BoxInstance {
       note_start("cold");
       return;
     }
-    auto r = [&]() -> Result<void> {
-      if (!qmp_greeted_) {
-        CUBBY_TRYV(qmp_.handshake(std::chrono::seconds(10)));
-        qmp_greeted_ = true;
-      }
-      CUBBY_TRY(qmp_.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", "events"}, {"state", true}}}}}));
-      CUBBY_TRYV(qmp_.pass_fd("template", template_stream_.get()));
-      CUBBY_TRY(qmp_.execute("stop"));
-      CUBBY_TRY(qmp_.execute("migrate", {{"uri", "fd:template"}}));
-      return await_migration(qmp_);
-    }();
+    auto r = migrate_stopped_to(template_stream_.get(), "template");
     template_stream_.reset();
     if (auto c = resume_after_migration(qmp_); !c) {
       // A VM that cannot run on would hold its box until the boot backstop.
